@@ -1,0 +1,3 @@
+from patterson.cli import main
+
+raise SystemExit(main())
