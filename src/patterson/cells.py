@@ -34,7 +34,7 @@ class Cell:
         if not all(0 < x < 180 for x in (self.alpha, self.beta, self.gamma)):
             raise PattersonError("cell angles must lie between 0 and 180 degrees")
         ca, cb, cg = (math.cos(math.radians(x)) for x in (self.alpha, self.beta, self.gamma))
-        if 1 - ca * ca - cb * cb - cg * cg + 2 * ca * cb * cg <= 0:
+        if 1 - ca * ca - cb * cb - cg * cg + 2 * ca * cb * cg <= 1e-9:
             raise PattersonError(f"cell angles {self.alpha}, {self.beta}, {self.gamma} do not form a cell")
 
     @classmethod
@@ -44,7 +44,7 @@ class Cell:
 
     @classmethod
     def of(cls, value) -> Cell:
-        """A Cell from a Cell, a gemmi.UnitCell, a number (cubic) or a sequence of 3 or 6 numbers."""
+        """A Cell from a Cell, a gemmi.UnitCell, a number (cubic) or a sequence of 1, 3 or 6 numbers."""
         if isinstance(value, Cell):
             return value
         if isinstance(value, gemmi.UnitCell):
@@ -52,11 +52,13 @@ class Cell:
         if isinstance(value, int | float):
             return cls.cubic(float(value))
         values = [float(v) for v in value]
+        if len(values) == 1:
+            return cls.cubic(values[0])
         if len(values) == 3:
             return cls(*values)
         if len(values) == 6:
             return cls(*values)
-        raise PattersonError(f"a cell needs 3 or 6 numbers, got {len(values)}")
+        raise PattersonError(f"a cell needs 1 (cubic), 3 or 6 numbers, got {len(values)}")
 
     @property
     def parameters(self) -> tuple[float, float, float, float, float, float]:
@@ -172,11 +174,14 @@ def centre_in_cell(atoms: Atoms, cell: Cell, min_distance: float = 0.0) -> Atoms
     centre = cell.to_cartesian(np.array([0.5, 0.5, 0.5]))
     xyz = atoms.xyz - mass_centre(atoms) + centre
     limit = max(min_distance, 0.5)
+    frac = cell.to_fractional(xyz)
+    extent = frac.max(axis=0) - frac.min(axis=0)
     closest = min_image_distance(xyz, cell)
-    if closest < limit:
+    if np.any(extent >= 1.0) or closest < limit:
         raise PattersonError(
             f"cell {cell.a:g} {cell.b:g} {cell.c:g} {cell.alpha:g} {cell.beta:g} {cell.gamma:g} is too small "
-            f"for the molecule: atoms come within {closest:.2f} Å of a periodic image (need {limit:g} Å)"
+            f"for the molecule (extent {' x '.join(f'{e:.2f}' for e in extent)} cells; "
+            f"closest periodic image {closest:.2f} Å, need {limit:g} Å)"
         )
     return atoms.replace(xyz=xyz, cell=cell.parameters, spacegroup="P 1")
 
@@ -209,4 +214,165 @@ def expand_to_p1(atoms: Atoms) -> Atoms:
         occ=np.tile(atoms.occ, n),
         residues=None if atoms.residues is None else np.tile(atoms.residues, n),
         spacegroup="P 1",
+    )
+
+
+# --- random placement, clash checks and dense packing ------------------------------------------------------------
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """(3, 3) rotation matrix drawn uniformly from SO(3) (a random unit quaternion)."""
+    q = rng.normal(size=4)
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+B_POLICIES = ("fixed", "deposited", "random")
+
+
+def set_b_factors(
+    atoms: Atoms,
+    policy: str = "fixed",
+    b_iso: float = 20.0,
+    b_range: tuple[float, float] = (10.0, 40.0),
+    rng: np.random.Generator | None = None,
+) -> Atoms:
+    """Apply a B-factor policy: ``fixed`` (every atom ``b_iso`` Å², the paper's 20), ``deposited`` (as read) or
+    ``random`` (one B drawn uniformly from ``b_range`` for the whole fragment)."""
+    if policy == "deposited":
+        return atoms
+    if policy == "fixed":
+        return atoms.replace(b_iso=np.full(len(atoms), float(b_iso)))
+    if policy == "random":
+        rng = rng if rng is not None else np.random.default_rng()
+        return atoms.replace(b_iso=np.full(len(atoms), float(rng.uniform(*b_range))))
+    raise PattersonError(f"unknown B-factor policy {policy!r} (choose from {', '.join(B_POLICIES)})")
+
+
+def place_in_cell(
+    atoms: Atoms,
+    cell: Cell,
+    rng: np.random.Generator | None = None,
+    position: str = "centre",
+    rotate: bool = False,
+) -> Atoms:
+    """Put a molecule in ``cell``: optionally rotated about its mass-weighted centre, with that centre moved to the
+    cell centre (``position='centre'``, the paper) or to a uniformly random point (``'random'``).
+
+    Returns the moved atoms with the cell set and space group P 1; no clash check (see :func:`fits_in_cell`).
+    """
+    if position not in ("centre", "random"):
+        raise PattersonError(f"unknown position {position!r} (choose centre or random)")
+    if (rotate or position == "random") and rng is None:
+        raise PattersonError("a random placement needs a random generator")
+    centre = mass_centre(atoms)
+    xyz = atoms.xyz - centre  # (N, 3) about the mass centre
+    if rotate:
+        xyz = xyz @ random_rotation(rng).T
+    target = np.array([0.5, 0.5, 0.5]) if position == "centre" else rng.random(3)
+    xyz = xyz + cell.to_cartesian(target)
+    return atoms.replace(xyz=xyz, cell=cell.parameters, spacegroup="P 1")
+
+
+def periodic_distances(xyz_a: np.ndarray, xyz_b: np.ndarray, cell: Cell) -> np.ndarray:
+    """(Na, Nb) shortest distances in Å between atoms of a and atoms of b or any periodic image of b.
+
+    Exact for any cell shape when the cell is at least twice as wide as the distances of interest (the minimum
+    image in fractional coordinates is refined over the 27 neighbouring shifts).
+    """
+    diff = cell.to_fractional(xyz_a)[:, None, :] - cell.to_fractional(xyz_b)[None, :, :]  # (Na, Nb, 3)
+    diff -= np.round(diff)
+    shifted = (diff[:, :, None, :] + NEIGHBOUR_OFFSETS[None, None]) @ cell.orth.T  # (Na, Nb, 27, 3) Å
+    return np.sqrt((shifted**2).sum(-1).min(-1))
+
+
+def fits_in_cell(xyz: np.ndarray, cell: Cell, clash_distance: float) -> bool:
+    """Whether a molecule keeps at least ``clash_distance`` Å from all its periodic images.
+
+    A quick sufficient test first: the molecule's extent along each face normal plus ``clash_distance`` is at most
+    the cell's width there; otherwise the exact test with :func:`min_image_distance`.
+    """
+    frac = cell.to_fractional(xyz)  # (N, 3)
+    extent = (frac.max(axis=0) - frac.min(axis=0)) * cell.widths  # (3,) Å along each face normal
+    if np.all(extent + clash_distance <= cell.widths):
+        return True
+    return min_image_distance(xyz, cell) >= clash_distance
+
+
+def _element_weights(elements: np.ndarray) -> np.ndarray:
+    return np.array([_WEIGHTS.setdefault(e, gemmi.Element(e).weight) for e in elements])
+
+
+_WEIGHTS: dict[str, float] = {}
+
+
+def pack_cell(
+    draw,
+    cell: Cell,
+    volume_per_atom: float,
+    rng: np.random.Generator,
+    clash_distance: float = 2.5,
+    tolerance: float = 0.1,
+    max_tries: int = 400,
+    restarts: int = 5,
+) -> list[Atoms]:
+    """Pack molecules into ``cell`` at a target density: about ``cell.volume / volume_per_atom`` atoms.
+
+    Molecules come from ``draw()`` (a callable returning :class:`Atoms`) and are placed with random rotations
+    about their mass-weighted centres at random positions; one is kept when no atom comes closer than
+    ``clash_distance`` Å to any atom already placed or to any periodic image (its own included). Packing stops once
+    the atom count lies within ``tolerance`` (relative) of the target; molecules that would overshoot are redrawn.
+
+    Returns the placed molecules (each with the cell set). Raises PattersonError when ``restarts`` attempts of
+    ``max_tries`` draws each cannot reach the target (too dense for these molecules and this distance).
+    """
+    if volume_per_atom <= 0:
+        raise PattersonError(f"volume_per_atom must be positive, got {volume_per_atom}")
+    target = cell.volume / volume_per_atom
+    lo, hi = target * (1 - tolerance), target * (1 + tolerance)
+    if hi < 1:
+        raise PattersonError(f"a {cell.volume:.0f} Å³ cell at {volume_per_atom} Å³/atom holds no atom")
+    orth, frac_m, widths = cell.orth, cell.frac, cell.widths
+    # without the 27 shifts the minimum image is exact for an orthogonal cell at least twice the distance wide
+    simple = cell.is_orthogonal and 2 * clash_distance <= widths.min()
+    d2_min = clash_distance**2
+
+    def too_close(fa: np.ndarray, fb: np.ndarray) -> bool:
+        diff = fa[:, None, :] - fb[None, :, :]  # (Na, Nb, 3) fractional
+        diff -= np.round(diff)
+        if simple:
+            d2 = ((diff @ orth.T) ** 2).sum(-1)  # (Na, Nb)
+        else:
+            d2 = (((diff[:, :, None, :] + NEIGHBOUR_OFFSETS[None, None]) @ orth.T) ** 2).sum(-1).min(-1)
+        return bool(np.any(d2 < d2_min))
+
+    for _ in range(restarts):
+        placed: list[Atoms] = []
+        frac = np.zeros((0, 3))
+        for _ in range(max_tries):
+            mol = draw()
+            if len(frac) + len(mol) > hi:
+                continue
+            w = _element_weights(mol.elements) * mol.occ
+            centre = (mol.xyz * w[:, None]).sum(0) / w.sum() if w.sum() > 0 else mol.xyz.mean(0)
+            xyz = (mol.xyz - centre) @ random_rotation(rng).T + orth @ rng.random(3)  # (N, 3) Å
+            fnew = xyz @ frac_m.T
+            extent = (fnew.max(0) - fnew.min(0)) * widths
+            if np.any(extent + clash_distance > widths) and min_image_distance(xyz, cell) < clash_distance:
+                continue
+            if len(frac) and too_close(fnew, frac):
+                continue
+            placed.append(mol.replace(xyz=xyz, cell=cell.parameters, spacegroup="P 1"))
+            frac = np.concatenate([frac, fnew])
+            if len(frac) >= lo:
+                return placed
+    raise PattersonError(
+        f"cannot pack {target:.0f} atoms ({volume_per_atom} Å³/atom) into the cell without contacts "
+        f"closer than {clash_distance} Å"
     )

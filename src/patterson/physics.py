@@ -234,7 +234,8 @@ def structure_factors(
     -------
     (B, M) complex tensor (complex64 for float32 input, complex128 for float64).
     """
-    frac, occ = atoms.frac, atoms.occ
+    occ = atoms.occ
+    frac = atoms.frac - torch.floor(atoms.frac)  # (B, N, 3) in [0, 1): keeps 2π h·x small for float32
     dtype, device = frac.dtype, frac.device
     hkl_t = torch.as_tensor(np.asarray(hkl), dtype=dtype, device=device)  # (M, 3)
     if hkl_t.ndim != 2 or hkl_t.shape[-1] != 3:
@@ -249,12 +250,13 @@ def structure_factors(
     for start in range(0, len(hkl_t), chunk):
         h = hkl_t[start : start + chunk]  # (m, 3)
         s2 = stol2[start : start + chunk]  # (m,)
-        f_el = form_factors(elements, s2, form)  # (E, m)
-        w = occ[..., None] * f_el[index] * torch.exp(-bees[..., None] * s2)  # (B, N, m)
-        t = frac @ h.T  # (B, N, m) in cycles
-        t = t - torch.round(t)
-        theta = (2 * math.pi) * t
-        out.append(torch.complex((w * torch.cos(theta)).sum(1), (w * torch.sin(theta)).sum(1)))
+        w = torch.exp(-bees[..., None] * s2)  # (B, N, m) Debye–Waller factor
+        w *= form_factors(elements, s2, form)[index]
+        w *= occ[..., None]
+        theta = (2 * math.pi) * (frac @ h.T)  # (B, N, m)
+        cos_sin = torch.stack((torch.cos(theta), torch.sin(theta)))  # (2, B, N, m)
+        re_im = (cos_sin * w).sum(2)  # (2, B, m)
+        out.append(torch.complex(re_im[0], re_im[1]))
     if not out:
         return torch.zeros((bsz, 0), dtype=torch.complex128 if dtype == torch.float64 else torch.complex64)
     return torch.cat(out, dim=-1)

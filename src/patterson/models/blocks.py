@@ -1,0 +1,99 @@
+"""Small named 3D building blocks. All tensors are shaped (B, C, X, Y, Z)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv3d(in_ch: int, out_ch: int, kernel: int, padding_mode: str = "zeros", bias: bool = True) -> nn.Conv3d:
+    """Same-padded cubic 3D convolution (odd ``kernel``), output grid equal to the input grid."""
+    return nn.Conv3d(in_ch, out_ch, kernel, padding=kernel // 2, padding_mode=padding_mode, bias=bias)
+
+
+class ConvBNReLU(nn.Sequential):
+    """conv(k) -> BatchNorm3d -> ReLU; (B, in_ch, X, Y, Z) -> (B, out_ch, X, Y, Z)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, padding_mode: str = "zeros") -> None:
+        super().__init__(
+            conv3d(in_ch, out_ch, kernel, padding_mode),
+            nn.BatchNorm3d(out_ch),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SqueezeExcitation3d(nn.Module):
+    """Channel reweighting (Hu et al. 2018): global mean -> FC(C -> C/r) -> ReLU -> FC(C/r -> C) -> sigmoid."""
+
+    def __init__(self, channels: int, reduction: int = 2) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.squeeze = nn.Linear(channels, hidden)
+        self.excite = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(2, 3, 4))  # (B, C)
+        s = torch.sigmoid(self.excite(torch.relu(self.squeeze(s))))  # (B, C)
+        return x * s[:, :, None, None, None]  # (B, C, X, Y, Z)
+
+
+class ResidualBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN [-SE] + identity skip -> ReLU, at constant channels and grid."""
+
+    def __init__(
+        self, channels: int, kernel: int, padding_mode: str = "circular", use_se: bool = False, se_reduction: int = 2
+    ) -> None:
+        super().__init__()
+        self.conv1 = ConvBNReLU(channels, channels, kernel, padding_mode)
+        self.conv2 = conv3d(channels, channels, kernel, padding_mode)
+        self.bn2 = nn.BatchNorm3d(channels)
+        self.se = SqueezeExcitation3d(channels, se_reduction) if use_se else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x)  # (B, C, X, Y, Z)
+        h = self.bn2(self.conv2(h))  # (B, C, X, Y, Z), no activation before the skip
+        h = self.se(h)
+        return torch.relu(h + x)
+
+
+class DoubleConv(nn.Sequential):
+    """Two same-padded convs with optional BatchNorm and ReLU: the unit of a standard U-Net level."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int = 3, padding_mode: str = "zeros", batch_norm: bool = True
+    ) -> None:
+        layers: list[nn.Module] = []
+        for c_in in (in_ch, out_ch):
+            layers.append(conv3d(c_in, out_ch, kernel, padding_mode, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm3d(out_ch))
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class Down(nn.Sequential):
+    """MaxPool3d(2) then DoubleConv: (B, in_ch, X, Y, Z) -> (B, out_ch, X/2, Y/2, Z/2)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, padding_mode: str, batch_norm: bool) -> None:
+        super().__init__(nn.MaxPool3d(2), DoubleConv(in_ch, out_ch, kernel, padding_mode, batch_norm))
+
+
+class Up(nn.Module):
+    """Transposed-conv upsampling x2, concatenation with the skip, DoubleConv.
+
+    (B, in_ch, X, Y, Z) and skip (B, skip_ch, 2X, 2Y, 2Z) -> (B, out_ch, 2X, 2Y, 2Z).
+    """
+
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, kernel: int, padding_mode: str, batch_norm: bool) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose3d(in_ch, out_ch, kernel_size=2, stride=2)
+        self.conv = DoubleConv(out_ch + skip_ch, out_ch, kernel, padding_mode, batch_norm)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)  # (B, out_ch, 2X, 2Y, 2Z)
+        return self.conv(torch.cat([skip, x], dim=1))  # (B, out_ch, 2X, 2Y, 2Z)
+
+
+def output_activation(name: str) -> nn.Module:
+    """``'tanh'`` -> nn.Tanh, ``'none'`` -> nn.Identity."""
+    return nn.Tanh() if name == "tanh" else nn.Identity()
