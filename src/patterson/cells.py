@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import gemmi
 import numpy as np
@@ -76,7 +77,7 @@ class Cell:
         """Cell volume in Å³."""
         return float(abs(np.linalg.det(self.orth)))
 
-    @property
+    @cached_property
     def orth(self) -> np.ndarray:
         """(3, 3) orthogonalisation matrix: ``xyz = orth @ frac`` (columns are the cell vectors)."""
         ca, cb, cg = (math.cos(math.radians(x)) for x in (self.alpha, self.beta, self.gamma))
@@ -85,7 +86,7 @@ class Cell:
         cz = math.sqrt(max(1.0 - cb * cb - cy * cy, 0.0))
         return np.array([[self.a, self.b * cg, self.c * cb], [0.0, self.b * sg, self.c * cy], [0.0, 0.0, self.c * cz]])
 
-    @property
+    @cached_property
     def frac(self) -> np.ndarray:
         """(3, 3) fractionalisation matrix: ``frac = frac @ xyz``."""
         return np.linalg.inv(self.orth)

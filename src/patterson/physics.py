@@ -24,7 +24,7 @@ import torch
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.structures import Atoms
+from patterson.structures import Atoms, atomic_numbers
 
 MAX_Z = 98  # gemmi has IT92 coefficients for H (1) to Cf (98)
 FORMS = ("it92", "z")
@@ -195,17 +195,20 @@ class AtomBatch:
         if n == 0:
             raise PattersonError("a structure with no atoms")
         b = len(structures)
+        if any(len(s) == 0 for s in structures):
+            empty = next(s for s in structures if len(s) == 0)
+            raise PattersonError(f"{empty.source or 'structure'} has no atoms")
+        counts = np.array([len(s) for s in structures])
+        rows = np.repeat(np.arange(b), counts)  # structure of each atom
+        cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # slot within it
         frac = np.zeros((b, n, 3))
         z = np.ones((b, n), dtype=np.int64)
         b_iso = np.zeros((b, n))
         occ = np.zeros((b, n))
-        for i, s in enumerate(structures):
-            if len(s) == 0:
-                raise PattersonError(f"{s.source or 'structure'} has no atoms")
-            frac[i, : len(s)] = cell.to_fractional(s.xyz)
-            z[i, : len(s)] = s.atomic_numbers
-            b_iso[i, : len(s)] = s.b_iso
-            occ[i, : len(s)] = s.occ
+        frac[rows, cols] = cell.to_fractional(np.concatenate([s.xyz for s in structures]))
+        z[rows, cols] = atomic_numbers(np.concatenate([s.elements for s in structures]))
+        b_iso[rows, cols] = np.concatenate([s.b_iso for s in structures])
+        occ[rows, cols] = np.concatenate([s.occ for s in structures])
         as_t = lambda x: torch.as_tensor(x, dtype=dtype, device=device)  # noqa: E731
         return cls(as_t(frac), torch.as_tensor(z, device=device), as_t(b_iso), as_t(occ), cell)
 
@@ -244,14 +247,20 @@ def structure_factors(
     stol2 = torch.as_tensor(stol2, dtype=dtype, device=device)  # (M,)
     bees = atoms.b_iso if b_iso is None else torch.full_like(atoms.b_iso, float(b_iso))
     elements, index = torch.unique(atoms.z, return_inverse=True)  # (E,), (B, N)
+    uniform_b = float(b_iso) if b_iso is not None else None
+    if uniform_b is None and bees.numel() and bool(torch.all(bees == bees.reshape(-1)[0])):
+        uniform_b = float(bees.reshape(-1)[0])
     bsz, n = occ.shape
     chunk = max(1, max_elements // max(bsz * n, 1))
     out = []
     for start in range(0, len(hkl_t), chunk):
         h = hkl_t[start : start + chunk]  # (m, 3)
         s2 = stol2[start : start + chunk]  # (m,)
-        w = torch.exp(-bees[..., None] * s2)  # (B, N, m) Debye–Waller factor
-        w *= form_factors(elements, s2, form)[index]
+        if uniform_b is not None:  # one B for all: the Debye–Waller factor depends on s only
+            w = (form_factors(elements, s2, form) * torch.exp(-uniform_b * s2))[index]  # (B, N, m)
+        else:
+            w = torch.exp(-bees[..., None] * s2)  # (B, N, m) Debye–Waller factor
+            w *= form_factors(elements, s2, form)[index]
         w *= occ[..., None]
         theta = (2 * math.pi) * (frac @ h.T)  # (B, N, m)
         cos_sin = torch.stack((torch.cos(theta), torch.sin(theta)))  # (2, B, N, m)
