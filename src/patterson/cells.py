@@ -141,9 +141,23 @@ def _apply(matrix: np.ndarray, v):
 NEIGHBOUR_OFFSETS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)])  # (27, 3)
 
 
+_WEIGHTS: dict[str, float] = {}
+
+
+def _element_weights(elements: np.ndarray) -> np.ndarray:
+    """(N,) atomic masses of element symbols (gemmi), cached per symbol."""
+    out = np.empty(len(elements))
+    for i, e in enumerate(elements):
+        w = _WEIGHTS.get(e)
+        if w is None:
+            w = _WEIGHTS[e] = gemmi.Element(str(e)).weight
+        out[i] = w
+    return out
+
+
 def mass_centre(atoms: Atoms) -> np.ndarray:
     """(3,) mass-weighted centre of the atoms in Å (masses from gemmi)."""
-    masses = np.array([gemmi.Element(e).weight for e in atoms.elements]) * atoms.occ
+    masses = _element_weights(atoms.elements) * atoms.occ
     if masses.sum() <= 0:
         return atoms.xyz.mean(axis=0)
     return (atoms.xyz * masses[:, None]).sum(axis=0) / masses.sum()
@@ -272,8 +286,7 @@ def place_in_cell(
         raise PattersonError(f"unknown position {position!r} (choose centre or random)")
     if (rotate or position == "random") and rng is None:
         raise PattersonError("a random placement needs a random generator")
-    centre = mass_centre(atoms)
-    xyz = atoms.xyz - centre  # (N, 3) about the mass centre
+    xyz = atoms.xyz - mass_centre(atoms)  # (N, 3) about the mass centre
     if rotate:
         xyz = xyz @ random_rotation(rng).T
     target = np.array([0.5, 0.5, 0.5]) if position == "centre" else rng.random(3)
@@ -303,14 +316,17 @@ def fits_in_cell(xyz: np.ndarray, cell: Cell, clash_distance: float) -> bool:
     extent = (frac.max(axis=0) - frac.min(axis=0)) * cell.widths  # (3,) Å along each face normal
     if np.all(extent + clash_distance <= cell.widths):
         return True
-    return min_image_distance(xyz, cell) >= clash_distance
+    return _image_distance(xyz, cell) >= clash_distance
 
 
-def _element_weights(elements: np.ndarray) -> np.ndarray:
-    return np.array([_WEIGHTS.setdefault(e, gemmi.Element(e).weight) for e in elements])
+_IMAGE_OFFSETS = NEIGHBOUR_OFFSETS[np.any(NEIGHBOUR_OFFSETS != 0, axis=1)]  # (26, 3)
 
 
-_WEIGHTS: dict[str, float] = {}
+def _image_distance(xyz: np.ndarray, cell: Cell) -> float:
+    """Vectorised :func:`min_image_distance` (the shortest distance from an atom to another cell's copy)."""
+    shifts = _IMAGE_OFFSETS @ cell.orth.T  # (26, 3) Å
+    diff = xyz[:, None, None, :] - xyz[None, :, None, :] - shifts[None, None]  # (N, N, 26, 3)
+    return float(np.sqrt((diff**2).sum(-1).min()))
 
 
 def pack_cell(
@@ -360,12 +376,10 @@ def pack_cell(
             mol = draw()
             if len(frac) + len(mol) > hi:
                 continue
-            w = _element_weights(mol.elements) * mol.occ
-            centre = (mol.xyz * w[:, None]).sum(0) / w.sum() if w.sum() > 0 else mol.xyz.mean(0)
-            xyz = (mol.xyz - centre) @ random_rotation(rng).T + orth @ rng.random(3)  # (N, 3) Å
+            xyz = (mol.xyz - mass_centre(mol)) @ random_rotation(rng).T + orth @ rng.random(3)  # (N, 3) Å
             fnew = xyz @ frac_m.T
             extent = (fnew.max(0) - fnew.min(0)) * widths
-            if np.any(extent + clash_distance > widths) and min_image_distance(xyz, cell) < clash_distance:
+            if np.any(extent + clash_distance > widths) and _image_distance(xyz, cell) < clash_distance:
                 continue
             if len(frac) and too_close(fnew, frac):
                 continue

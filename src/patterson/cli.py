@@ -60,6 +60,188 @@ def _add_maps(sub) -> None:
     p.set_defaults(func=cmd_maps)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two maps of the same cell and grid after the origin and hand search (as CCP4 cphasematch).
+
+    MAP_B is moved onto MAP_A (the reference) by the origin shift and hand that match it best; prints the map CC
+    and the phase error overall and per resolution shell, next to the chance level (random phases with A's
+    amplitudes). With --json prints one JSON object with the keys of metrics.json for one pair. Without --d-min
+    the finest resolution the grid holds is used: give the maps' real resolution for band-limited maps.
+    """
+    import json
+
+    from patterson.evaluation import CompareConfig, compare_maps
+
+    config = CompareConfig(args.map_a, args.map_b, d_min=args.d_min, n_shells=args.shells, weight=args.weight)
+    result = compare_maps(config)
+    print(json.dumps(result.metrics, indent=2, allow_nan=False) if args.json else result.table())
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help=_first_line(cmd_compare.__doc__), description=cmd_compare.__doc__)
+    p.add_argument("map_a", metavar="MAP_A", help="reference CCP4/MRC map (e.g. the truth)")
+    p.add_argument("map_b", metavar="MAP_B", help="CCP4/MRC map to compare, same cell and grid")
+    p.add_argument("--d-min", type=float, default=None, help="resolution limit in Å (default: finest the grid holds)")
+    p.add_argument("--shells", type=int, default=12, help="resolution shells of equal count (default 12)")
+    p.add_argument("--weight", choices=("f1", "f1f2"), default="f1", help="F-weighting: |F_A| or |F_A||F_B|")
+    p.add_argument("--json", action="store_true", help="print one JSON object (metrics.json keys)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a trained network on a dataset split as crystallographers do (map CC, phase error per shell).
+
+    Writes DIR/metrics.json, DIR/per_example.csv, DIR/report.md and PNG plots (phase error and fraction < 60° vs
+    resolution, CC histogram, central sections of the best / median / worst examples), all next to the chance
+    level (random phases with the true amplitudes). Runs on the GPU when one is present.
+    """
+    from patterson.evaluation import EvaluateConfig, evaluate_checkpoint
+
+    config = EvaluateConfig(
+        checkpoint=args.checkpoint,
+        data=args.data,
+        out=args.out,
+        split=args.split,
+        method=args.method,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=args.device,
+        region=args.region,
+        plots=not args.no_plots,
+    )
+    metrics = evaluate_checkpoint(config)
+    chance = metrics["chance"] or {}
+    fmt = lambda m, k, d=3: "-" if not m or m[k]["median"] is None else f"{m[k]['median']:.{d}f}"  # noqa: E731
+    print(f"n {metrics['n']}  median CC (aligned) {fmt(metrics, 'cc_aligned')}, chance {fmt(chance, 'cc_aligned')}")
+    print(f"median phase error {fmt(metrics, 'phase_error_deg', 1)}°, chance {fmt(chance, 'phase_error_deg', 1)}°")
+    print(f"report {args.out}/report.md")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help=_first_line(cmd_evaluate.__doc__), description=cmd_evaluate.__doc__)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file (RUN/checkpoints/best.pt)")
+    p.add_argument("--data", required=True, metavar="DS", help="dataset folder")
+    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test", help="default test")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--method", default=None, help="name in the report (default: the checkpoint's file name)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--region", type=float, default=None, metavar="A", help="map CC on the central cube of A Å only")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a network that turns Patterson maps into electron density.
+
+    DS is a dataset folder (its train/val splits) or ``random:n=N,cell=A,d_min=D,atoms=K,seed=S,val=V`` (random
+    atoms made on the fly). Settings come from the defaults (the paper's recipe), then --config (TOML), then
+    --model, then each ``--set key=value`` (``epochs=3``, ``lr=1e-3``; ``model.FIELD=value`` changes the network,
+    e.g. ``model.c1=8``). Writes OUT/checkpoints/{last,best,epoch-NNN}.pt, OUT/metrics.{jsonl,csv},
+    OUT/config.json and OUT/train.log. Under ``torchrun --nproc-per-node N -m patterson train ...`` the processes
+    train together (DistributedDataParallel); rank 0 writes the files.
+    """
+    from patterson.training import load_config, run_lr_find, train
+
+    config = load_config(args.config, args.set or [], model=args.model, data=args.data)
+    if args.lr_find:
+        result = run_lr_find(config, args.out)
+        print(f"suggested lr {result.suggestion:.3g} (lowest loss at {result.min_loss_lr:.3g}); see {args.out}")
+        return 0
+    result = train(config, args.out, resume=args.resume)
+    if result.rank == 0:
+        print(f"{result.epochs} epochs done; last checkpoint {result.last_checkpoint}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help=_first_line(cmd_train.__doc__), description=cmd_train.__doc__)
+    p.add_argument("--data", required=True, metavar="DS", help="dataset folder, or random:KEY=VALUE,...")
+    p.add_argument("--model", default=None, metavar="NAME", help="model preset (default patterson-unet)")
+    p.add_argument("--config", default=None, metavar="TOML", help="training config file")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable); model.FIELD=V too"
+    )
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, metrics)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.pt")
+    p.add_argument("--lr-find", action="store_true", help="run the learning-rate range test instead of training")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Make a dataset of (input map, target map) examples from real structures, reproducibly.
+
+    Settings come from --preset (paper-1a, paper-1b, paper-2, report-hkl10, report-hkl20, dense-protein), then
+    --config (TOML of ``key = value``), then each ``--set key=value``, then --source/--n/--seed. SOURCE is a folder
+    of structure files or ``embedded``. Run again after an interruption to resume; see docs/datasets.md.
+    """
+    from patterson.datasets import describe_config, generate, make_config, parse_assignment, read_toml
+
+    values = read_toml(args.config) if args.config else {}
+    preset = args.preset or values.pop("preset", None)
+    values.pop("preset", None)
+    if preset is None and not args.config:
+        raise PattersonError("give --preset NAME or --config FILE")
+    for text in args.set or []:
+        key, value = parse_assignment(text)
+        values[key] = value
+    for key in ("source", "n", "seed"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    config = make_config(None if preset == "custom" else preset, **values)
+    if args.show_config:
+        print(describe_config(config))
+        return 0
+    if not args.out:
+        raise PattersonError("generate needs --out DS")
+    summary = generate(config, args.out, workers=args.workers, progress=not args.no_progress)
+    counts = ", ".join(f"{s} {n}" for s, n in summary.counts.items())
+    sources = summary.source_counts
+    print(f"{summary.out}: {sum(summary.counts.values())} examples ({counts})")
+    fragments = f", {sources['fragments']} fragments" if "fragments" in sources else ""
+    skipped = sources.get("skipped_files", 0)
+    print(f"source: {sources.get('files', 0)} files read, {skipped} unreadable or empty skipped{fragments}")
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help=_first_line(cmd_generate.__doc__), description=cmd_generate.__doc__)
+    p.add_argument("--preset", default=None, metavar="P", help="named preset (see docs/datasets.md)")
+    p.add_argument("--source", default=None, metavar="DIR", help="folder of structure files, or embedded")
+    p.add_argument("--n", type=int, default=None, help="number of examples (all splits together)")
+    p.add_argument("--out", default=None, metavar="DS", help="dataset folder (resumed if it holds this dataset)")
+    p.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--config", default=None, metavar="TOML", help="config file of key = value lines")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--show-config", action="store_true", help="print the resulting config and exit")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_dataset_info(args: argparse.Namespace) -> int:
+    """Summarise a stored dataset: counts per split, residue types, elements, map statistics, normalisation."""
+    import json
+
+    from patterson.datasets import dataset_info, format_info
+
+    info = dataset_info(args.dataset)
+    print(json.dumps(info, indent=1) if args.json else format_info(info))
+    return 0
+
+
+def _add_dataset(sub) -> None:
+    p = sub.add_parser("dataset", help="inspect stored datasets", description="Inspect stored datasets.")
+    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    q = dsub.add_parser("info", help=_first_line(cmd_dataset_info.__doc__), description=cmd_dataset_info.__doc__)
+    q.add_argument("dataset", metavar="DS", help="dataset folder")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_dataset_info)
+
+
 # --- entry point -------------------------------------------------------------------------------------------------
 
 
@@ -69,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_maps(sub)
+    _add_compare(sub)
+    _add_evaluate(sub)
+    _add_train(sub)
+    _add_generate(sub)
+    _add_dataset(sub)
     return parser
 
 

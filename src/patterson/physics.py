@@ -111,24 +111,31 @@ def grid_shape(cell: Cell, d_min: float, sample_rate: float = 3.0, even: bool = 
 
 
 def resolution_shells(d: np.ndarray, n_shells: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Split reflections into shells of (nearly) equal count in 1/d².
+    """Split reflections into shells of (nearly) equal count in 1/d², as gemmi's ``Binner`` and CCP4 bin them.
+
+    With the M values of 1/d² sorted, the upper limit of shell i < S−1 is the value at index ⌊(i+1)·M/S⌋; a
+    reflection belongs to the first shell whose limit is ≥ its 1/d², so reflections of equal d share a shell.
 
     Returns
     -------
     shell : (M,) int shell index of each reflection, 0 = lowest resolution.
-    edges : (n_shells + 1,) d-spacing edges in Å, decreasing: shell i holds edges[i] ≥ d > edges[i+1]
-        (the last edge is the finest d itself).
+    edges : (n_shells + 1,) d-spacing edges in Å, decreasing: shell i holds edges[i] > d ≥ edges[i+1]
+        (edges[0] is infinite, the last edge is the finest d itself).
     """
     d = np.asarray(d, dtype=np.float64)
     if d.size == 0:
         raise PattersonError("no reflections to split into resolution shells")
-    n_shells = max(1, min(int(n_shells), d.size))
-    s2 = 1.0 / d**2
-    order = np.argsort(s2, kind="stable")
-    shell = np.empty(d.size, dtype=np.int64)
-    shell[order] = np.arange(d.size) * n_shells // d.size
-    edges = [np.inf] + [float(d[shell == i].min()) for i in range(n_shells)]
-    return shell, np.array(edges)
+    n_shells = int(n_shells)
+    if n_shells < 1:
+        raise PattersonError(f"n_shells must be at least 1, got {n_shells}")
+    s2 = np.round(1.0 / d**2, 12)  # ties stay exact despite rounding
+    ordered = np.sort(s2)
+    limits = np.full(n_shells, np.inf)
+    for i in range(1, n_shells):
+        limits[i - 1] = ordered[min(int(s2.size / n_shells * i), s2.size - 1)]
+    limits[-1] = ordered[-1]
+    shell = np.searchsorted(limits, s2, side="left")
+    return shell, np.concatenate([[np.inf], 1.0 / np.sqrt(limits)])
 
 
 # --- form factors ----------------------------------------------------------------------------------------------

@@ -236,3 +236,230 @@ def structure_files(directory: str | Path) -> list[Path]:
     if not files:
         raise PattersonError(f"{directory}: no structure files (.pdb, .cif, .ent, gzipped or not)")
     return files
+
+
+# --- peptide fragments ---------------------------------------------------------------------------------------
+
+BACKBONE = ("N", "CA", "C", "O")
+SIDE_CHAINS: dict[str, tuple[str, ...]] = {
+    "ALA": ("CB",),
+    "ARG": ("CB", "CG", "CD", "NE", "CZ", "NH1", "NH2"),
+    "ASN": ("CB", "CG", "OD1", "ND2"),
+    "ASP": ("CB", "CG", "OD1", "OD2"),
+    "CYS": ("CB", "SG"),
+    "GLN": ("CB", "CG", "CD", "OE1", "NE2"),
+    "GLU": ("CB", "CG", "CD", "OE1", "OE2"),
+    "GLY": (),
+    "HIS": ("CB", "CG", "ND1", "CD2", "CE1", "NE2"),
+    "ILE": ("CB", "CG1", "CG2", "CD1"),
+    "LEU": ("CB", "CG", "CD1", "CD2"),
+    "LYS": ("CB", "CG", "CD", "CE", "NZ"),
+    "MET": ("CB", "CG", "SD", "CE"),
+    "PHE": ("CB", "CG", "CD1", "CD2", "CE1", "CE2", "CZ"),
+    "PRO": ("CB", "CG", "CD"),
+    "SER": ("CB", "OG"),
+    "THR": ("CB", "OG1", "CG2"),
+    "TRP": ("CB", "CG", "CD1", "CD2", "NE1", "CE2", "CE3", "CZ2", "CZ3", "CH2"),
+    "TYR": ("CB", "CG", "CD1", "CD2", "CE1", "CE2", "CZ", "OH"),
+    "VAL": ("CB", "CG1", "CG2"),
+}
+STANDARD_RESIDUES = tuple(sorted(SIDE_CHAINS))
+PEPTIDE_BOND_MAX = 1.5  # Å: a longer C–N distance between consecutive residues is a chain break
+
+
+def entry_id(path: str | Path) -> str:
+    """The source entry of a structure file, used to keep an entry in one split.
+
+    A name that starts with a PDB code (``1abc_A.pdb.gz``, ``1abcA.pdb.gz``, ``pdb1abc.ent``) gives that code in lower
+    case; any other name gives its stem (the file name without suffixes).
+    """
+    stem = Path(str(path)).name.split(".")[0].lower()
+    stem = stem.removeprefix("pdb") if len(stem) > 4 and stem.startswith("pdb") and stem[3].isdigit() else stem
+    if len(stem) >= 4 and stem[0].isdigit() and stem[:4].isalnum():
+        return stem[:4]
+    return stem
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """k consecutive residues cut from a chain: the atoms and where they came from.
+
+    Attributes
+    ----------
+    atoms : the fragment's heavy atoms (original coordinates, B and occupancy; ``residues`` labels per atom).
+    entry : the source entry (see :func:`entry_id`).
+    chain : chain name.
+    seqids : residue numbers with insertion codes, e.g. ("12", "13A").
+    resnames : residue names after any truncation (dialanine fragments are all "ALA").
+    """
+
+    atoms: Atoms
+    entry: str
+    chain: str
+    seqids: tuple[str, ...]
+    resnames: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """Provenance as ``entry/chain/seqid:resname,...``, e.g. ``1abc/A/12:SER,13:ALA``."""
+        return f"{self.entry}/{self.chain}/" + ",".join(
+            f"{s}:{r}" for s, r in zip(self.seqids, self.resnames, strict=True)
+        )
+
+
+def _residue_atoms(res: gemmi.Residue, names: tuple[str, ...]) -> list[gemmi.Atom] | None:
+    """The residue's atoms with these names, in this order, or None when one is missing."""
+    found = {}
+    for atom in res:
+        if atom.name in names and atom.name not in found:
+            found[atom.name] = atom
+    if len(found) != len(names):
+        return None
+    return [found[n] for n in names]
+
+
+def _peptide_bonded(prev: gemmi.Residue, res: gemmi.Residue) -> bool:
+    c = prev.find_atom("C", "*")
+    n = res.find_atom("N", "*")
+    return c is not None and n is not None and c.pos.dist(n.pos) <= PEPTIDE_BOND_MAX
+
+
+def extract_fragments(
+    path: str | Path, k: int = 2, dialanine: bool = False, counts: dict[str, int] | None = None
+) -> list[Fragment]:
+    """Windows of ``k`` consecutive residues from every chain of the first model of a PDB/mmCIF file.
+
+    A window is skipped when it holds a non-standard residue (anything but the 20 amino acids), a residue missing
+    one of its heavy atoms, or a chain break (C–N > 1.5 Å or a missing backbone atom). Hydrogens and the C-terminal
+    OXT are dropped; for atoms with alternate conformations the first is kept. In ``dialanine`` mode side chains
+    are cut after Cβ and every residue is renamed ALA; glycine has no Cβ, so windows with a glycine are skipped.
+
+    Parameters
+    ----------
+    path : structure file (gzipped too).
+    k : residues per window (2 gives the papers' dipeptides).
+    dialanine : truncate at Cβ and rename ALA.
+    counts : if given, incremented with ``windows`` (all windows looked at) and the reasons for skipping one
+        (``nonstandard``, ``incomplete``, ``break``, ``glycine``).
+
+    Returns
+    -------
+    The fragments in chain order; raises PattersonError when the file cannot be read.
+    """
+    if k < 1:
+        raise PattersonError(f"a fragment needs at least one residue, got k={k}")
+    path = Path(path)
+    _check_readable(path)
+    try:
+        st = gemmi.read_structure(str(path))
+    except (RuntimeError, ValueError) as exc:
+        raise PattersonError(f"{path}: not a readable structure ({str(exc).splitlines()[0][:120]})") from None
+    if len(st) == 0 or st[0].count_atom_sites() == 0:
+        raise PattersonError(f"{path}: no atoms")
+    st.remove_hydrogens()
+    st.remove_alternative_conformations()
+    counts = counts if counts is not None else {}
+    entry = entry_id(path)
+    out: list[Fragment] = []
+    for chain in st[0]:
+        residues = list(chain)
+        # per residue: (xyz, elements, b_iso, occ) of its kept atoms, or the reason it is unusable
+        kept: list[tuple | None] = []
+        reason: list[str | None] = []
+        for res in residues:
+            if res.name not in SIDE_CHAINS:
+                kept.append(None)
+                reason.append("nonstandard")
+                continue
+            if dialanine and res.name == "GLY":
+                kept.append(None)
+                reason.append("glycine")
+                continue
+            atoms = _residue_atoms(res, BACKBONE + (("CB",) if dialanine else SIDE_CHAINS[res.name]))
+            if atoms is None:
+                kept.append(None)
+                reason.append("incomplete")
+                continue
+            kept.append(
+                (
+                    np.array([(a.pos.x, a.pos.y, a.pos.z) for a in atoms]),
+                    [a.element.name for a in atoms],
+                    [a.b_iso for a in atoms],
+                    [a.occ for a in atoms],
+                )
+            )
+            reason.append(None)
+        bonded = [False] + [_peptide_bonded(residues[i - 1], residues[i]) for i in range(1, len(residues))]
+        for start in range(len(residues) - k + 1):
+            counts["windows"] = counts.get("windows", 0) + 1
+            window = range(start, start + k)
+            bad = next((reason[i] for i in window if reason[i] is not None), None)
+            if bad is None and not all(bonded[i] for i in window[1:]):
+                bad = "break"
+            if bad is not None:
+                counts[bad] = counts.get(bad, 0) + 1
+                continue
+            resnames = tuple("ALA" if dialanine else residues[i].name for i in window)
+            labels = [
+                f"{chain.name}:{resname}:{residues[i].seqid.num}"
+                for i, resname in zip(window, resnames, strict=True)
+                for _ in kept[i][1]
+            ]
+            atoms = Atoms(
+                np.concatenate([kept[i][0] for i in window]),
+                np.array([e for i in window for e in kept[i][1]]),
+                np.array([b for i in window for b in kept[i][2]], dtype=np.float64),
+                np.array([o for i in window for o in kept[i][3]], dtype=np.float64),
+                source=str(path),
+                residues=np.array(labels),
+            )
+            seqids = tuple(str(residues[i].seqid).strip() for i in window)
+            out.append(Fragment(atoms, entry, chain.name, seqids, resnames))
+    counts["fragments"] = counts.get("fragments", 0) + len(out)
+    return out
+
+
+def random_atoms(
+    n: int,
+    orth: np.ndarray,
+    rng: np.random.Generator,
+    elements: tuple[str, ...] = ("C", "N", "O"),
+    weights: tuple[float, ...] | None = None,
+    min_distance: float = 1.2,
+    b_iso: float = 20.0,
+    max_tries: int = 100,
+) -> Atoms:
+    """Hurwitz-style random structure: ``n`` atoms uniformly distributed in a periodic cell, no two closer than
+    ``min_distance`` Å (minimum image in fractional coordinates; exact for orthogonal cells).
+
+    Parameters
+    ----------
+    n : number of atoms.
+    orth : (3, 3) orthogonalisation matrix of the cell (columns are the cell vectors, see ``Cell.orth``).
+    rng : numpy random generator.
+    elements, weights : element symbols and their relative frequencies (default equal).
+    min_distance : smallest allowed distance in Å.
+    b_iso : B-factor of every atom in Å².
+    max_tries : attempts per atom before giving up with PattersonError (the cell is too crowded).
+    """
+    if n < 1:
+        raise PattersonError(f"random_atoms needs n ≥ 1, got {n}")
+    orth = np.asarray(orth, dtype=np.float64)
+    frac = np.empty((n, 3))
+    placed = 0
+    tries = 0
+    while placed < n:
+        trial = rng.random(3)
+        diff = frac[:placed] - trial
+        diff -= np.round(diff)
+        if placed == 0 or np.min(np.linalg.norm(diff @ orth.T, axis=1)) >= min_distance:
+            frac[placed] = trial
+            placed += 1
+            tries = 0
+        else:
+            tries += 1
+            if tries > max_tries:
+                raise PattersonError(f"cannot place {n} atoms {min_distance} Å apart in this cell")
+    p = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    symbols = rng.choice(np.array(elements), size=n, p=p)
+    return Atoms(frac @ orth.T, symbols, np.full(n, float(b_iso)), np.ones(n), source="random")

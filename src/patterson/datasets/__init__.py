@@ -1,0 +1,71 @@
+"""Datasets: training examples (input map → target map) made from real structures, stored as HDF5, and read back.
+
+A dataset is a folder (see docs/datasets.md for every field)::
+
+    DS/config.json            the GenerateConfig (written first; a rerun with another config is refused)
+    DS/shards/train-00000.h5  chunk_size examples each, written whole (temporary file + rename)
+    DS/dataset.h5             written last: HDF5 virtual datasets joining the shards of each split into one
+                              array per field (groups train/, val/, test/), with the config, package version,
+                              normalisation constants and source summary as attributes
+
+Generation is deterministic: every example depends only on the config (seed included), never on the number of
+workers or on interruptions. Killed at any point, ``generate`` run again keeps the finished shards and makes only
+the missing ones, so the final dataset holds exactly ``n`` examples.
+"""
+
+from patterson.datasets.config import (
+    FIELDS,
+    INPUTS,
+    KINDS,
+    PRESETS,
+    SPLITS,
+    TARGETS,
+    GenerateConfig,
+    describe_config,
+    make_config,
+    parse_assignment,
+    read_toml,
+)
+from patterson.datasets.generate import GenerateSummary, compute_maps, generate, plan_slots, random_atoms_in_cell
+from patterson.datasets.sources import (
+    Pool,
+    assign_splits,
+    build_pool,
+    crystal_default_sources,
+    read_aflow_prototypes,
+    source_files,
+    split_counts,
+)
+from patterson.datasets.store import MapDataset, OnTheFlyMaps, StoredDataset, dataset_info, format_info, open_split
+
+__all__ = [
+    "FIELDS",
+    "INPUTS",
+    "KINDS",
+    "PRESETS",
+    "SPLITS",
+    "TARGETS",
+    "GenerateConfig",
+    "GenerateSummary",
+    "MapDataset",
+    "OnTheFlyMaps",
+    "Pool",
+    "StoredDataset",
+    "assign_splits",
+    "build_pool",
+    "compute_maps",
+    "crystal_default_sources",
+    "dataset_info",
+    "describe_config",
+    "format_info",
+    "generate",
+    "make_config",
+    "open_split",
+    "parse_assignment",
+    "plan_slots",
+    "random_atoms_in_cell",
+    "read_aflow_prototypes",
+    "read_toml",
+    "source_files",
+    "split_counts",
+]

@@ -1,0 +1,206 @@
+"""Dataset configuration: GenerateConfig, the named presets, TOML and ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from patterson.cells import Cell
+from patterson.errors import PattersonError
+from patterson.physics import grid_shape
+
+log = logging.getLogger(__name__)
+
+
+SPLITS = ("train", "val", "test")
+KINDS = ("fragment", "crystal", "random")
+INPUTS = ("patterson", "intensity")
+TARGETS = ("density", "gaussian")
+LABEL_LEN = 256  # bytes of the fixed-length provenance strings
+FIELDS = ("input", "target", "xyz", "z", "b_iso", "occ", "n_atoms", "cell", "label", "source")  # per example
+
+
+# --- configuration ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Everything that defines a dataset; the same config (seed included) always gives the same dataset.
+
+    Source: ``source`` is a folder of structure files, ``embedded`` (MDAnalysisTests proteins, or for
+    ``kind='crystal'`` the CIFs of the ``crystals`` package and pymatgen's AFLOW prototypes) or ``random``.
+    ``kind`` is ``fragment`` (k-residue windows, ``dialanine`` truncation), ``crystal`` (whole unit cells) or
+    ``random`` (``n_atoms`` Hurwitz-style random atoms).
+    Placement: ``cell`` (a b c α β γ; None keeps a crystal's own cell), ``position`` (centre | random),
+    ``rotate``, B policy (``b_policy`` fixed | deposited | random, ``b_iso``, ``b_range``), ``clash_distance``
+    (reject fragments closer than this to their periodic images; None: no check), ``pack_volume`` (Å³ per atom:
+    pack several fragments per cell to this density; None: one fragment per cell).
+    Maps: ``input`` patterson (to ``d_min``, grid spacing d_min / ``sample_rate``) or intensity (|F|² at
+    h, k, l = 0 … ``h_max``−1 with f = ``form``); ``target`` density (band-limited, same F, same grid) or
+    gaussian (Gaussians of ``target_sigma`` Å holding Z electrons, on the fractional grid of the input's shape).
+    Degradations of the input only: ``input_d_min`` (coarser resolution cut-off), ``noise`` (relative Gaussian
+    noise on amplitudes), ``missing`` (fraction of reflections dropped at random).
+    Storage: ``splits`` (fractions of examples for train, val, test; entries never shared), ``chunk_size``
+    (examples per shard), ``max_atoms`` (atoms stored per example; larger structures are skipped),
+    ``map_dtype`` (float16 or float32).
+    """
+
+    preset: str = "custom"
+    source: str = "embedded"
+    n: int = 1000
+    seed: int = 0
+    kind: str = "fragment"
+    k: int = 2
+    dialanine: bool = False
+    n_atoms: int = 20
+    cell: tuple[float, ...] | None = (12.0, 12.0, 12.0, 90.0, 90.0, 90.0)
+    position: str = "centre"
+    rotate: bool = False
+    b_policy: str = "fixed"
+    b_iso: float = 20.0
+    b_range: tuple[float, float] = (10.0, 40.0)
+    occupancy_one: bool = True
+    clash_distance: float | None = None
+    pack_volume: float | None = None
+    pack_tolerance: float = 0.1
+    input: str = "patterson"
+    target: str = "density"
+    form: str = "it92"
+    d_min: float = 1.5
+    sample_rate: float = 3.0
+    h_max: int = 10
+    target_sigma: float = 0.5
+    input_d_min: float | None = None
+    noise: float = 0.0
+    missing: float = 0.0
+    splits: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    chunk_size: int = 256
+    max_atoms: int = 64
+    map_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        for name in ("cell", "b_range", "splits"):  # TOML and JSON give lists
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        if self.cell is not None:
+            object.__setattr__(self, "cell", Cell.of(self.cell).parameters)
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n <= 0:
+            raise PattersonError(f"n must be a positive number of examples, got {self.n!r}")
+        checks = [
+            (self.kind in KINDS, f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}"),
+            (self.input in INPUTS, f"input must be one of {', '.join(INPUTS)}, got {self.input!r}"),
+            (self.target in TARGETS, f"target must be one of {', '.join(TARGETS)}, got {self.target!r}"),
+            (self.position in ("centre", "random"), f"position must be centre or random, got {self.position!r}"),
+            (self.b_policy in ("fixed", "deposited", "random"), f"unknown b_policy {self.b_policy!r}"),
+            (self.form in ("it92", "z"), f"form must be it92 or z, got {self.form!r}"),
+            (self.map_dtype in ("float16", "float32"), f"map_dtype must be float16 or float32, not {self.map_dtype}"),
+            (self.k >= 1, f"k must be at least 1, got {self.k}"),
+            (self.d_min > 0 and math.isfinite(self.d_min), f"d_min must be positive, got {self.d_min}"),
+            (self.sample_rate >= 2, f"sample_rate must be at least 2, got {self.sample_rate}"),
+            (self.h_max >= 2, f"h_max must be at least 2, got {self.h_max}"),
+            (0 <= self.noise, f"noise must be ≥ 0, got {self.noise}"),
+            (0 <= self.missing < 1, f"missing must lie in [0, 1), got {self.missing}"),
+            (self.chunk_size >= 1, f"chunk_size must be at least 1, got {self.chunk_size}"),
+            (self.max_atoms >= 1, f"max_atoms must be at least 1, got {self.max_atoms}"),
+            (len(self.splits) == 3 and min(self.splits) >= 0 and sum(self.splits) > 0, "splits needs 3 fractions"),
+            (self.cell is not None or self.kind == "crystal", "only kind='crystal' may leave cell unset"),
+            (self.pack_volume is None or self.pack_volume > 0, "pack_volume must be positive"),
+            (self.input_d_min is None or self.input_d_min >= self.d_min, "input_d_min must be ≥ d_min"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PattersonError(message)
+
+    def to_json(self) -> str:
+        """The config as a JSON object (keys sorted)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GenerateConfig:
+        """A config from a mapping; unknown keys raise PattersonError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise PattersonError(f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise PattersonError(f"bad config: {exc}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> GenerateConfig:
+        """A config from a TOML file of top-level ``key = value`` lines (a ``preset`` key starts from that preset)."""
+        values = read_toml(path)
+        return make_config(values.pop("preset", None), **values)
+
+
+def read_toml(path: str | Path) -> dict:
+    """The top-level ``key = value`` pairs of a TOML file; unreadable or invalid files raise PattersonError."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise PattersonError(f"{path}: cannot read ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PattersonError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+
+
+PRESETS: dict[str, dict] = {
+    "paper-1a": dict(kind="fragment", dialanine=True, cell=(20.0,) * 3, d_min=1.5, sample_rate=3.0, max_atoms=16),
+    "paper-1b": dict(kind="fragment", dialanine=True, cell=(10.0,) * 3, d_min=1.5, sample_rate=3.0, max_atoms=16),
+    "paper-2": dict(kind="fragment", cell=(12.0,) * 3, d_min=1.5, sample_rate=3.0, clash_distance=2.5, max_atoms=32),
+    "report-hkl10": dict(
+        kind="crystal", cell=None, input="intensity", target="gaussian", form="z", h_max=10, b_iso=0.0,
+        target_sigma=0.5, max_atoms=256, map_dtype="float32",
+    ),
+    "report-hkl20": dict(
+        kind="crystal", cell=None, input="intensity", target="gaussian", form="z", h_max=20, b_iso=0.0,
+        target_sigma=0.5, max_atoms=256, map_dtype="float32",
+    ),
+    "dense-protein": dict(
+        kind="fragment", cell=(12.0,) * 3, d_min=2.0, sample_rate=4.0, pack_volume=35.0, clash_distance=2.5,
+        position="random", rotate=True, max_atoms=64,
+    ),
+}  # fmt: skip
+
+
+def make_config(preset: str | None = None, **overrides) -> GenerateConfig:
+    """A GenerateConfig from a named preset (see :data:`PRESETS`) with some fields changed."""
+    values: dict = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise PattersonError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+        values = dict(PRESETS[preset], preset=preset)
+    values.update(overrides)
+    return GenerateConfig.from_dict(values)
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """``key=value`` with a TOML value (``d_min=2``, ``cell=[10, 10, 12]``, ``source="x"``); bare words are strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise PattersonError(f"--set needs key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    if raw.strip() in ("none", "None", "null"):
+        value = None
+    return key.strip(), value
+
+
+def describe_config(config: GenerateConfig) -> str:
+    """Multi-line ``key = value`` listing of a config, with the map grid it implies."""
+    lines = [f"{k} = {v}" for k, v in dataclasses.asdict(config).items()]
+    if config.input == "patterson" and config.cell is not None:
+        shape = grid_shape(Cell.of(config.cell), config.d_min, config.sample_rate)
+        lines.append(f"# grid {'x'.join(map(str, shape))}")
+    elif config.input == "intensity":
+        lines.append(f"# grid {config.h_max}x{config.h_max}x{config.h_max}")
+    return "\n".join(lines)

@@ -1,0 +1,265 @@
+"""Reading stored datasets: ``dataset info``, a PyTorch Dataset and on-the-fly maps from stored atoms."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import gemmi
+import numpy as np
+import torch
+
+from patterson.cells import Cell, random_rotation
+from patterson.datasets.config import SPLITS, GenerateConfig
+from patterson.errors import PattersonError
+from patterson.maps import density_from_f, patterson_from_f
+from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
+
+log = logging.getLogger(__name__)
+
+
+# --- reading datasets --------------------------------------------------------------------------------------------
+
+
+def _open_index(path: str | Path):
+    import h5py
+
+    path = Path(path)
+    index = path / "dataset.h5" if path.is_dir() else path
+    if not index.is_file():
+        if (path / "config.json").is_file():
+            raise PattersonError(f"{path}: generation has not finished; run the same generate command to resume")
+        raise PattersonError(f"{path}: not a patterson dataset (no dataset.h5)")
+    try:
+        return h5py.File(index, "r")
+    except OSError as exc:
+        raise PattersonError(f"{index}: not a readable HDF5 file ({exc})") from None
+
+
+def dataset_info(path: str | Path) -> dict:
+    """Summary of a stored dataset: config, version, counts per split, residue-type (or element) histogram,
+    map statistics (min, max, mean, std per split and map type) and normalisation constants."""
+    with _open_index(path) as fh:
+        config = json.loads(fh.attrs["config"])
+        info = dict(
+            path=str(path),
+            version=str(fh.attrs["version"]),
+            preset=config.get("preset"),
+            config=config,
+            total=0,
+            counts={},
+            norm={"input": float(fh.attrs["norm_input"]), "target": float(fh.attrs["norm_target"])},
+            source_counts=json.loads(fh.attrs["source_counts"]),
+            maps={},
+            residues={},
+            elements={},
+        )
+        residues: Counter = Counter()
+        elements: Counter = Counter()
+        for s in SPLITS:
+            if s not in fh:
+                info["counts"][s] = 0
+                continue
+            group = fh[s]
+            info["counts"][s] = int(group.attrs["count"])
+            stats = json.loads(group.attrs["map_stats"])
+            for name, st in stats.items():
+                mean = st["sum"] / st["count"]
+                std = math.sqrt(max(st["sumsq"] / st["count"] - mean**2, 0.0))
+                info["maps"][f"{s}/{name}"] = dict(min=st["min"], max=st["max"], mean=mean, std=std)
+            for label in group["label"][:]:
+                for frag in label.decode().split(";"):
+                    parts = frag.split("/")
+                    if len(parts) == 3:
+                        residues.update(r.split(":")[-1].split("#")[0] for r in parts[2].split(","))
+            z = group["z"][:]
+            values, counts = np.unique(z[z > 0], return_counts=True)
+            for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+                elements[gemmi.Element(int(v)).name] += c
+        info["total"] = sum(info["counts"].values())
+        info["residues"] = dict(sorted(residues.items()))
+        info["elements"] = dict(sorted(elements.items()))
+    return info
+
+
+def format_info(info: dict) -> str:
+    """Human-readable text of :func:`dataset_info`."""
+    lines = [
+        f"dataset   {info['path']}",
+        f"preset    {info['preset']}   (patterson {info['version']})",
+        f"examples  {info['total']}  (" + ", ".join(f"{s} {n}" for s, n in info["counts"].items()) + ")",
+        "sources   " + ", ".join(f"{k} {v}" for k, v in sorted(info["source_counts"].items())),
+        f"norm      input {info['norm']['input']:.6g}   target {info['norm']['target']:.6g}",
+    ]
+    c = info["config"]
+    lines.append(f"maps      input {c['input']}, target {c['target']}, d_min {c['d_min']}, cell {c['cell']}")
+    for key, st in info["maps"].items():
+        lines.append(
+            f"  {key:14s} min {st['min']:10.4g}  max {st['max']:10.4g}  mean {st['mean']:10.4g}  std {st['std']:10.4g}"
+        )
+    if info["residues"]:
+        lines.append("residues  " + " ".join(f"{k}:{v}" for k, v in info["residues"].items()))
+    lines.append("elements  " + " ".join(f"{k}:{v}" for k, v in info["elements"].items()))
+    return "\n".join(lines)
+
+
+class StoredDataset(torch.utils.data.Dataset):
+    """A PyTorch Dataset over one split of a stored dataset.
+
+    Each item is a dict: ``input`` and ``target`` (1, X, Y, Z) float32, divided by the dataset's normalisation
+    constants when ``normalise`` (the paper: one dataset-wide max |value| per map type, so values lie in [−1, 1]);
+    ``cell`` (6,) float64; ``index``; ``n_atoms``; ``xyz`` (max_atoms, 3) and ``z`` (max_atoms,) of the atoms.
+    The HDF5 file is opened lazily in each process, so DataLoader workers are safe.
+    """
+
+    def __init__(self, path: str | Path, split: str = "train", normalise: bool = True) -> None:
+        if split not in SPLITS:
+            raise PattersonError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        self.path = Path(path)
+        self.split = split
+        with _open_index(self.path) as fh:
+            if split not in fh:
+                raise PattersonError(f"{path}: the dataset has no {split} examples")
+            self.config = GenerateConfig.from_dict(json.loads(fh.attrs["config"]))
+            self.norm = {"input": float(fh.attrs["norm_input"]), "target": float(fh.attrs["norm_target"])}
+            self._len = int(fh[split].attrs["count"])
+        self.scale = self.norm if normalise else {"input": 1.0, "target": 1.0}
+        self._fh = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _group(self):
+        if self._fh is None or self._pid != os.getpid():
+            self._fh = _open_index(self.path)
+            self._pid = os.getpid()
+        return self._fh[self.split]
+
+    def __getitem__(self, index: int) -> dict:
+        if not -self._len <= index < self._len:
+            raise IndexError(index)
+        index %= self._len
+        g = self._group()
+        out = {
+            name: torch.from_numpy(g[name][index].astype(np.float32) / np.float32(self.scale[name]))[None]
+            for name in ("input", "target")
+        }  # (1, X, Y, Z) each
+        out.update(
+            cell=torch.from_numpy(g["cell"][index]),
+            index=index,
+            n_atoms=int(g["n_atoms"][index]),
+            xyz=torch.from_numpy(g["xyz"][index]),
+            z=torch.from_numpy(g["z"][index].astype(np.int64)),
+        )
+        return out
+
+
+class OnTheFlyMaps(torch.utils.data.IterableDataset):
+    """Unlimited training batches made on the fly from the atoms of a stored dataset (one fixed cell).
+
+    Each batch draws ``batch_size`` stored examples and augments them: a random rotation about the mass-weighted
+    centre (``rotate``; for one-fragment cells), a random origin shift (``shift``), a random B per example from
+    ``b_range``, a random input resolution from ``d_min_range`` (the target stays at the dataset's d_min),
+    relative amplitude noise up to ``noise`` and up to a fraction ``missing`` of reflections dropped. Structure
+    factors are computed for the whole batch at once on ``device``.
+
+    Yields dicts with ``input`` and ``target`` (B, 1, X, Y, Z) float32 (normalised by the dataset's constants)
+    and ``index`` (B,) of the stored examples.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        split: str = "train",
+        batch_size: int = 8,
+        seed: int = 0,
+        rotate: bool = True,
+        shift: bool = False,
+        b_range: tuple[float, float] | None = (10.0, 40.0),
+        d_min_range: tuple[float, float] | None = None,
+        noise: float = 0.0,
+        missing: float = 0.0,
+        normalise: bool = True,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        n_batches: int | None = None,
+    ) -> None:
+        stored = StoredDataset(path, split, normalise)
+        self.config = stored.config
+        if self.config.input != "patterson" or self.config.cell is None:
+            raise PattersonError("on-the-fly maps need a dataset with Patterson input and one fixed cell")
+        g = stored._group()
+        self.xyz = g["xyz"][:].astype(np.float64)  # (N, A, 3)
+        self.z = g["z"][:].astype(np.int64)  # (N, A)
+        self.occ = g["occ"][:].astype(np.float64)
+        self.n_atoms = g["n_atoms"][:]
+        self.scale = stored.scale
+        self.cell = Cell.of(self.config.cell)
+        self.hkl = miller_indices(self.cell, self.config.d_min)
+        self.shape = grid_shape(self.cell, self.config.d_min, self.config.sample_rate)
+        self.d = self.cell.d_spacing(self.hkl)  # (M,)
+        self.batch_size, self.seed, self.rotate, self.shift = batch_size, seed, rotate, shift
+        self.b_range, self.d_min_range, self.noise, self.missing = b_range, d_min_range, noise, missing
+        self.device, self.dtype, self.n_batches = device, dtype, n_batches
+
+    def batch(self, rng: np.random.Generator) -> dict:
+        """One augmented batch drawn with ``rng``."""
+        bsz = self.batch_size
+        idx = rng.integers(len(self.z), size=bsz)
+        xyz = self.xyz[idx].copy()  # (B, A, 3)
+        mask = np.arange(xyz.shape[1])[None, :] < self.n_atoms[idx][:, None]  # (B, A)
+        weights = np.where(mask, self.z[idx], 0).astype(np.float64)
+        for b in range(bsz):
+            if self.rotate:
+                centre = (xyz[b] * weights[b, :, None]).sum(0) / weights[b].sum()
+                xyz[b] = (xyz[b] - centre) @ random_rotation(rng).T + centre
+            if self.shift:
+                xyz[b] += self.cell.to_cartesian(rng.random(3))
+        b_iso = np.full(bsz, self.config.b_iso) if self.b_range is None else rng.uniform(*self.b_range, size=bsz)
+        as_t = lambda x: torch.as_tensor(x, dtype=self.dtype, device=self.device)  # noqa: E731
+        atoms = AtomBatch(
+            frac=as_t(self.cell.to_fractional(xyz)),
+            z=torch.as_tensor(np.where(mask, self.z[idx], 1), device=self.device),
+            b_iso=as_t(np.repeat(b_iso[:, None], xyz.shape[1], axis=1)),
+            occ=as_t(np.where(mask, self.occ[idx], 0.0)),
+            cell=self.cell,
+        )
+        f = structure_factors(atoms, self.hkl, form=self.config.form)  # (B, M)
+        keep = np.ones((bsz, len(self.hkl)), dtype=bool)
+        if self.d_min_range is not None:
+            keep &= self.d[None, :] >= rng.uniform(*self.d_min_range, size=bsz)[:, None]
+        if self.missing > 0:
+            keep &= rng.random(keep.shape) >= rng.uniform(0, self.missing, size=bsz)[:, None]
+        amp = f.abs()
+        if self.noise > 0:
+            sigma = rng.uniform(0, self.noise, size=bsz)[:, None]
+            amp = torch.clamp(amp * as_t(1 + sigma * rng.normal(size=keep.shape)), min=0)
+        amp = amp * torch.as_tensor(keep, device=self.device)
+        inp = patterson_from_f(amp.to(f.dtype), self.hkl, self.cell, self.shape) / self.scale["input"]
+        tgt = density_from_f(f, self.hkl, self.cell, self.shape) / self.scale["target"]
+        return {
+            "input": inp[:, None].to(torch.float32),  # (B, 1, X, Y, Z)
+            "target": tgt[:, None].to(torch.float32),
+            "index": torch.as_tensor(idx),
+        }
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, 0 if info is None else info.id])
+        count = 0
+        while self.n_batches is None or count < self.n_batches:
+            yield self.batch(rng)
+            count += 1
+
+
+def open_split(path: str | Path, split: str = "train", normalise: bool = True) -> StoredDataset:
+    """One split of a stored dataset as a :class:`StoredDataset` (normalised maps by default)."""
+    return StoredDataset(path, split, normalise)
+
+
+MapDataset = StoredDataset  # the name the trainer also looks for

@@ -1,0 +1,85 @@
+"""Evaluation: how every method in the project is scored, the way crystallographers score maps.
+
+- :mod:`~patterson.evaluation.metrics`: CCP4 cphasematch's origin and hand search (FFT peak on a fine grid, then
+  continuous refinement), Pearson map CC, phase error overall and per resolution shell, the chance level.
+- :mod:`~patterson.evaluation.peaks`: peaks above a fraction of the maximum, interatomic vectors, atom recovery.
+- :mod:`~patterson.evaluation.report`: the metrics.json summary, per-example CSV, report.md and plots.
+- :mod:`~patterson.evaluation.run`: ``evaluate_predictions`` (a report folder from a stream of batches),
+  ``evaluate_checkpoint`` (a trained network on a stored dataset split) and ``compare_maps`` (two map files).
+
+Formulas and the metrics.json schema: docs/evaluation.md.
+"""
+
+from patterson.evaluation.metrics import (
+    WEIGHTS,
+    Alignment,
+    PairScores,
+    align,
+    apply_alignment_f,
+    apply_alignment_map,
+    central_region_mask,
+    chance_scores,
+    invert_map,
+    map_cc,
+    phase_difference_deg,
+    random_phase_maps,
+    score_f,
+    score_maps,
+    shift_map,
+)
+from patterson.evaluation.peaks import (
+    REPORT_THRESHOLD,
+    Peaks,
+    VectorMatch,
+    atom_recovery,
+    compare_vectors,
+    find_peaks,
+    interatomic_vectors,
+)
+from patterson.evaluation.report import SHELL_THRESHOLD_DEG, SOLVED_THRESHOLD_DEG, metrics_summary
+from patterson.evaluation.run import (
+    CompareConfig,
+    Comparison,
+    EvalBatch,
+    EvaluateConfig,
+    compare_maps,
+    evaluate_checkpoint,
+    evaluate_predictions,
+    finest_d_min,
+)
+
+__all__ = [
+    "REPORT_THRESHOLD",
+    "SHELL_THRESHOLD_DEG",
+    "SOLVED_THRESHOLD_DEG",
+    "WEIGHTS",
+    "Alignment",
+    "CompareConfig",
+    "Comparison",
+    "EvalBatch",
+    "EvaluateConfig",
+    "PairScores",
+    "Peaks",
+    "VectorMatch",
+    "align",
+    "apply_alignment_f",
+    "apply_alignment_map",
+    "atom_recovery",
+    "central_region_mask",
+    "chance_scores",
+    "compare_maps",
+    "compare_vectors",
+    "evaluate_checkpoint",
+    "evaluate_predictions",
+    "find_peaks",
+    "finest_d_min",
+    "interatomic_vectors",
+    "invert_map",
+    "map_cc",
+    "metrics_summary",
+    "phase_difference_deg",
+    "random_phase_maps",
+    "score_f",
+    "score_maps",
+    "shift_map",
+]

@@ -1,0 +1,516 @@
+"""Phasing: classical methods that need no training, and refinement of a network's density with them.
+
+Every method takes observed amplitudes on the Friedel half (``f_obs`` (B, M) ≥ 0, ``hkl`` (M, 3)), the cell and a
+grid, and returns a :class:`PhasingResult`: the density, the phases and the figure of merit R against the observed
+amplitudes, so that evaluation scores all methods alike. Batches and several random starts run together as one
+tensor batch on any device.
+
+- :func:`charge_flip` — Oszlányi & Sütő (2004, 2008): flip the density below δ = k·σ(ρ), restore |F_obs|; the
+  weakest reflections keep their computed amplitude and get their phase shifted by +90°; F(000) is free.
+- :func:`hio` — Fienup's hybrid input-output (1982) with a shrink-wrap support (Marchesini 2003), positivity,
+  F(000) fixed to the electron count, and a final error-reduction polish.
+- :func:`refine_density` — the hybrid: phases (and a support) from a predicted density, refined by either method.
+
+R = Σ | |F_obs| − |F_calc| | / Σ |F_obs|, with F_calc the transform of the final, constrained density (after the
+flip for charge flipping; after support and positivity for HIO). Solved runs have a low R; see the tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from patterson.cells import Cell
+from patterson.errors import PattersonError
+from patterson.evaluation import evaluate_predictions, finest_d_min
+from patterson.maps import check_writable_folder, density_from_f, f_from_density
+from patterson.physics import form_factors, miller_indices
+
+log = logging.getLogger(__name__)
+
+METHODS = ("charge-flip", "hio")
+
+
+@dataclass
+class PhasingResult:
+    """Outcome of a phasing run for B structures.
+
+    rho (B, X, Y, Z) density in e/Å³ (F(000) included where known); phi_rad (B, M) phases of the Friedel half;
+    f_calc (B, M) structure factors of ``rho``; r_factor (B,) R against |F_obs|; iterations run; seconds taken.
+    """
+
+    rho: torch.Tensor
+    phi_rad: torch.Tensor
+    f_calc: torch.Tensor
+    r_factor: torch.Tensor
+    method: str
+    iterations: int
+    seconds: float = 0.0
+
+    @property
+    def phi_deg(self) -> torch.Tensor:
+        return torch.rad2deg(self.phi_rad)
+
+
+# --- checks and helpers ------------------------------------------------------------------------------------------
+
+
+def check_amplitudes(f_obs: torch.Tensor | np.ndarray, hkl: np.ndarray, cell: Cell, shape) -> torch.Tensor:
+    """Validate observed amplitudes; returns them as a (B, M) float tensor. Raises PattersonError on bad input."""
+    f = torch.as_tensor(f_obs)
+    if f.ndim == 1:
+        f = f[None]
+    hkl = np.asarray(hkl)
+    if hkl.ndim != 2 or hkl.shape[1] != 3 or len(hkl) == 0:
+        raise PattersonError("an empty reflection list: nothing to phase")
+    if f.shape[-1] != len(hkl):
+        raise PattersonError(f"{f.shape[-1]} amplitudes for {len(hkl)} reflections")
+    if f.is_complex():
+        raise PattersonError("phasing takes amplitudes |F|, not complex structure factors")
+    if not torch.isfinite(f).all():
+        raise PattersonError("the amplitudes contain NaN or infinite values")
+    if (f < 0).any():
+        raise PattersonError("the amplitudes contain negative values")
+    if not (f > 0).any(dim=-1).all():
+        raise PattersonError("all amplitudes are zero")
+    if np.any(np.all(hkl == 0, axis=1)):
+        raise PattersonError("give F(000) separately (f000=...), not in the reflection list")
+    d = cell.d_spacing(hkl)
+    limit = max(cell.a / shape[0], cell.b / shape[1], cell.c / shape[2]) * 2
+    if d.min() < limit * (1 - 1e-9):
+        raise PattersonError(
+            f"d_min {d.min():.3f} Å is finer than the grid holds ({limit:.3f} Å): use a finer grid or cut the data"
+        )
+    return f if f.is_floating_point() else f.double()
+
+
+def r_factor(f_obs: torch.Tensor, f_calc: torch.Tensor) -> torch.Tensor:
+    """R = Σ | |F_obs| − k|F_calc| | / Σ |F_obs| per structure, with the least-squares scale k; (B,)."""
+    fc = f_calc.abs()
+    k = (f_obs * fc).sum(-1) / (fc * fc).sum(-1).clamp_min(1e-30)
+    return (f_obs - k[:, None] * fc).abs().sum(-1) / f_obs.sum(-1).clamp_min(1e-30)
+
+
+def wilson_estimate(f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell) -> tuple[torch.Tensor, torch.Tensor]:
+    """Carbon-equivalent atom count and overall B from a Wilson plot: ln(<|F|²> / f_C²) = ln N − B s²/2.
+
+    The fit uses reflections with d < 3 Å where there are enough. Returns (n_atoms (B,), b_iso (B,));
+    F(000) ≈ 6 N for a light-atom structure (N counts carbons of equal scattering power, so a C/N/O mixture
+    gives somewhat more than its real number of atoms). Used when the electron count is not given.
+    """
+    s2 = torch.as_tensor(cell.inv_d2(hkl), dtype=f_obs.dtype, device=f_obs.device)  # (M,) = s²
+    f_c = form_factors(torch.tensor([6], device=f_obs.device), s2 / 4)[0]  # (M,)
+    order = torch.argsort(s2)
+    high = order[s2[order] > 1 / 9.0]  # d < 3 Å: the molecular envelope biases lower resolution
+    order = high if len(high) >= 40 else order
+    bins = torch.tensor_split(order, min(10, max(2, len(order) // 20)))
+    xs = torch.stack([s2[b].mean() for b in bins])  # (n_bins,)
+    ys = torch.stack([torch.log((f_obs[:, b] ** 2).mean(-1) / (f_c[b] ** 2).mean()) for b in bins], dim=-1)
+    xm, ym = xs.mean(), ys.mean(-1, keepdim=True)
+    slope = ((xs - xm) * (ys - ym)).sum(-1) / ((xs - xm) ** 2).sum()
+    intercept = ym[:, 0] - slope * xm
+    return torch.exp(intercept), (-2 * slope).clamp_min(0.0)
+
+
+def _with_000(hkl: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros((1, 3), dtype=hkl.dtype), hkl])
+
+
+def _random_phases(shape, generator: torch.Generator, dtype, device) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, dtype=dtype).to(device) * (2 * math.pi)
+
+
+def _skewness(rho: torch.Tensor) -> torch.Tensor:
+    flat = rho.flatten(1)
+    centred = flat - flat.mean(-1, keepdim=True)
+    return (centred**3).mean(-1) / (centred**2).mean(-1).clamp_min(1e-30) ** 1.5
+
+
+def _best_of_starts(result_rho, f_calc, r, n_starts: int):
+    """Keep, per structure, the start with the lowest R. Inputs are batched as (B·S, ...)."""
+    bs = r.shape[0] // n_starts
+    r2 = r.reshape(bs, n_starts)
+    best = r2.argmin(-1)  # (B,)
+    pick = torch.arange(bs, device=r.device) * n_starts + best
+    return result_rho[pick], f_calc[pick], r[pick]
+
+
+# --- charge flipping -----------------------------------------------------------------------------------------
+
+
+def charge_flip(
+    f_obs: torch.Tensor,
+    hkl: np.ndarray,
+    cell: Cell,
+    shape: tuple[int, int, int],
+    n_iter: int = 300,
+    n_starts: int = 4,
+    delta_sigma: float = 0.8,
+    weak_fraction: float = 0.2,
+    n_polish: int = 30,
+    phi_start: torch.Tensor | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> PhasingResult:
+    """Charge flipping from amplitudes (Oszlányi & Sütő 2004; weak reflections +90°, Oszlányi & Sütő 2005/2008).
+
+    Parameters
+    ----------
+    f_obs : (B, M) observed amplitudes on the Friedel half ``hkl`` (no F(000); it floats freely).
+    cell, shape : the cell and the grid (X, Y, Z), which must hold all reflections.
+    n_iter : iterations per start. n_starts : random starts per structure; the lowest R wins.
+    delta_sigma : δ = delta_sigma · σ(ρ), the flipping threshold.
+    weak_fraction : share of the weakest reflections that keep |F_calc| and get +90° on their phase.
+    n_polish : final cycles of positivity with the observed amplitudes, from the best flipping result.
+    phi_start : (B, M) starting phases in radians (then one start each, as for the hybrid).
+    """
+    t0 = time.perf_counter()
+    f_obs = check_amplitudes(f_obs, hkl, cell, shape)
+    b, m = f_obs.shape
+    dtype = f_obs.dtype
+    ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    gen = torch.Generator().manual_seed(seed)
+    if phi_start is not None:
+        n_starts = 1
+        phi = torch.as_tensor(phi_start, dtype=dtype, device=f_obs.device).reshape(b, m)
+    else:
+        phi = _random_phases((b * n_starts, m), gen, dtype, f_obs.device)
+    fo = f_obs.repeat_interleave(n_starts, 0)  # (B·S, M)
+    weak_count = int(round(weak_fraction * m))
+    weak = torch.zeros_like(fo, dtype=torch.bool)
+    if weak_count:
+        weak.scatter_(1, torch.argsort(fo, dim=-1)[:, :weak_count], True)
+    hkl0 = _with_000(hkl)
+    f = torch.polar(fo, phi).to(ctype)
+    f = torch.cat([torch.zeros_like(f[:, :1]), f], dim=-1)  # F(000) starts at 0
+    best_r = torch.full((fo.shape[0],), float("inf"), dtype=dtype, device=fo.device)
+    best_f = torch.zeros_like(f)
+    for it in range(n_iter):
+        rho = density_from_f(f, hkl0, cell, shape)  # (B·S, X, Y, Z)
+        delta = delta_sigma * rho.flatten(1).std(-1)[:, None, None, None]
+        flipped = torch.where(rho < delta, -rho, rho)
+        g = f_from_density(flipped, hkl0, cell)  # (B·S, 1 + M)
+        r = r_factor(fo, g[:, 1:])
+        better = r < best_r
+        best_f[better] = g[better]
+        best_r = torch.where(better, r, best_r)
+        strong_f = torch.polar(fo, torch.angle(g[:, 1:]))
+        weak_f = g[:, 1:] * torch.tensor(1j, dtype=ctype, device=fo.device)
+        f = torch.cat([g[:, :1], torch.where(weak, weak_f, strong_f.to(ctype))], dim=-1)
+        if progress is not None:
+            progress(it + 1, n_iter)
+    # polish: a few cycles of positivity with the observed amplitudes (error reduction without a support)
+    f = best_f
+    for _ in range(n_polish):
+        observed = torch.cat([f[:, :1], torch.polar(fo, torch.angle(f[:, 1:])).to(ctype)], dim=-1)
+        f = f_from_density(density_from_f(observed, hkl0, cell, shape).clamp_min(0), hkl0, cell)
+    best_f = f  # R stays that of the flipping: the polish alone cannot tell a solved run from an unsolved one
+    # the final map: observed amplitudes with the best phases, F(000) as the flipping left it
+    final = torch.cat([best_f[:, :1], torch.polar(fo, torch.angle(best_f[:, 1:])).to(ctype)], dim=-1)
+    rho, f_calc, r = _best_of_starts(density_from_f(final, hkl0, cell, shape), best_f, best_r, n_starts)
+    log.debug("charge flipping: best R %s", r.tolist())
+    return PhasingResult(
+        rho=rho,
+        phi_rad=torch.angle(f_calc[:, 1:]),
+        f_calc=f_calc[:, 1:],
+        r_factor=r,
+        method="charge-flip",
+        iterations=n_iter,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --- hybrid input-output with shrink-wrap ------------------------------------------------------------------------
+
+
+def gaussian_blur(rho: torch.Tensor, cell: Cell, sigma: float) -> torch.Tensor:
+    """Periodic Gaussian blur of maps (B, X, Y, Z) with width ``sigma`` Å, by FFT."""
+    shape = rho.shape[-3:]
+    freqs = [torch.fft.fftfreq(n, device=rho.device, dtype=rho.dtype) * n for n in shape[:2]]
+    freqs.append(torch.fft.rfftfreq(shape[2], device=rho.device, dtype=rho.dtype) * shape[2])
+    h, k, l = torch.meshgrid(*freqs, indexing="ij")
+    g = torch.as_tensor(cell.reciprocal_metric, dtype=rho.dtype, device=rho.device)
+    s2 = g[0, 0] * h * h + g[1, 1] * k * k + g[2, 2] * l * l + 2 * (g[0, 1] * h * k + g[0, 2] * h * l + g[1, 2] * k * l)
+    kernel = torch.exp(-2 * math.pi**2 * sigma**2 * s2)
+    return torch.fft.irfftn(torch.fft.rfftn(rho, dim=(-3, -2, -1)) * kernel, s=shape, dim=(-3, -2, -1))
+
+
+def support_from(rho: torch.Tensor, cell: Cell, sigma: float, threshold: float) -> torch.Tensor:
+    """Shrink-wrap support: voxels where the blurred map exceeds ``threshold`` × its maximum; (B, X, Y, Z) bool."""
+    blurred = gaussian_blur(rho, cell, sigma)
+    top = blurred.flatten(1).max(-1).values[:, None, None, None]
+    return blurred > threshold * top
+
+
+def patterson_support(f_obs: torch.Tensor, hkl0: np.ndarray, cell: Cell, shape, fraction: float) -> torch.Tensor:
+    """A starting support: the ``fraction`` of voxels where the (sharpened) Patterson map is highest."""
+    intensity = torch.cat([torch.zeros_like(f_obs[:, :1]), f_obs**2], dim=-1).to(f_obs.dtype)
+    pat = density_from_f(intensity, hkl0, cell, shape)
+    flat = pat.flatten(1)
+    k = max(1, int(fraction * flat.shape[1]))
+    cut = flat.topk(k, dim=-1).values[:, -1:]
+    return (flat >= cut).reshape(pat.shape)
+
+
+def hio(
+    f_obs: torch.Tensor,
+    hkl: np.ndarray,
+    cell: Cell,
+    shape: tuple[int, int, int],
+    f000: torch.Tensor | float | None = None,
+    n_iter: int = 400,
+    n_starts: int = 4,
+    beta: float = 0.9,
+    shrink_every: int = 20,
+    threshold: float = 0.15,
+    sigma_start: float = 2.0,
+    sigma_end: float = 0.8,
+    support_fraction: float = 0.3,
+    n_polish: int = 30,
+    phi_start: torch.Tensor | None = None,
+    support_start: torch.Tensor | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> PhasingResult:
+    """Hybrid input-output with a shrink-wrap support and positivity (Fienup 1982; Marchesini et al. 2003).
+
+    Parameters
+    ----------
+    f_obs : (B, M) observed amplitudes on the Friedel half ``hkl``.
+    f000 : electron count in the cell, (B,) or a number; estimated from a Wilson plot when None.
+    n_iter : HIO iterations per start, followed by ``n_polish`` error-reduction iterations.
+    beta : HIO feedback. shrink_every, threshold, sigma_start → sigma_end: the shrink-wrap schedule
+        (blur width in Å shrinking linearly; support = blurred map above ``threshold`` × max).
+    support_fraction : share of the cell in the starting support from the Patterson map.
+    phi_start, support_start : starting phases (B, M) and support (B, X, Y, Z) for the hybrid (one start each).
+    """
+    t0 = time.perf_counter()
+    f_obs = check_amplitudes(f_obs, hkl, cell, shape)
+    b, m = f_obs.shape
+    dtype, device = f_obs.dtype, f_obs.device
+    ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    if f000 is None:
+        n_atoms, _ = wilson_estimate(f_obs, hkl, cell)
+        f000 = 6.0 * n_atoms
+    f000 = torch.as_tensor(f000, dtype=dtype, device=device).reshape(-1).expand(b)
+    gen = torch.Generator().manual_seed(seed)
+    hkl0 = _with_000(hkl)
+    if phi_start is not None:
+        n_starts = 1
+        phi = torch.as_tensor(phi_start, dtype=dtype, device=device).reshape(b, m)
+    else:
+        phi = _random_phases((b * n_starts, m), gen, dtype, device)
+    fo = f_obs.repeat_interleave(n_starts, 0)  # (B·S, M)
+    f0 = f000.repeat_interleave(n_starts, 0)[:, None].to(ctype)  # (B·S, 1)
+    if support_start is not None:
+        support = torch.as_tensor(support_start, device=device).bool().repeat_interleave(n_starts, 0)
+    else:
+        support = patterson_support(f_obs, hkl0, cell, shape, support_fraction).repeat_interleave(n_starts, 0)
+
+    def project(rho_in: torch.Tensor) -> torch.Tensor:
+        """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed."""
+        g = f_from_density(rho_in, hkl0, cell)
+        new = torch.cat([f0, torch.polar(fo, torch.angle(g[:, 1:])).to(ctype)], dim=-1)
+        return density_from_f(new, hkl0, cell, shape)
+
+    f = torch.cat([f0, torch.polar(fo, phi).to(ctype)], dim=-1)
+    rho = density_from_f(f, hkl0, cell, shape)
+    total = n_iter + n_polish
+    n_shrinks = max(1, n_iter // max(shrink_every, 1))
+    for it in range(total):
+        proj = project(rho)
+        inside = support & (proj >= 0)
+        if it < n_iter:
+            rho = torch.where(inside, proj, rho - beta * proj)
+            if shrink_every and (it + 1) % shrink_every == 0:
+                frac = min(1.0, (it + 1) / shrink_every / n_shrinks)
+                sigma = sigma_start + (sigma_end - sigma_start) * frac
+                support = support_from(torch.where(inside, proj, torch.zeros_like(proj)), cell, sigma, threshold)
+        else:
+            rho = torch.where(inside, proj, torch.zeros_like(proj))  # error reduction
+        if progress is not None:
+            progress(it + 1, total)
+    final = torch.where(support & (rho >= 0), rho, torch.zeros_like(rho))
+    g = f_from_density(final, hkl0, cell)
+    r = r_factor(fo, g[:, 1:])
+    rho_best, f_calc, r = _best_of_starts(final, g, r, n_starts)
+    return PhasingResult(
+        rho=rho_best,
+        phi_rad=torch.angle(f_calc[:, 1:]),
+        f_calc=f_calc[:, 1:],
+        r_factor=r,
+        method="hio",
+        iterations=total,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --- the hybrid: network density → classical refinement ----------------------------------------------------------
+
+
+def refine_density(
+    rho_start: torch.Tensor,
+    f_obs: torch.Tensor,
+    hkl: np.ndarray,
+    cell: Cell,
+    method: str = "hio",
+    f000: torch.Tensor | float | None = None,
+    support_threshold: float = 0.15,
+    support_sigma: float = 1.0,
+    **options,
+) -> PhasingResult:
+    """Refine a predicted density (B, X, Y, Z) against observed amplitudes: its phases start the refinement and,
+    for HIO, its blurred, thresholded shape is the starting support.
+
+    ``method`` is ``"hio"`` or ``"charge-flip"``; ``options`` go to that function (e.g. ``n_iter``).
+    """
+    if method not in METHODS:
+        raise PattersonError(f"unknown refinement method {method!r} (choose from {', '.join(METHODS)})")
+    rho_start = torch.as_tensor(rho_start)
+    if rho_start.ndim == 3:
+        rho_start = rho_start[None]
+    if not torch.isfinite(rho_start).all():
+        raise PattersonError("the starting density contains NaN or infinite values")
+    shape = tuple(rho_start.shape[-3:])
+    f_obs = torch.as_tensor(f_obs)
+    rho_start = rho_start.to(dtype=f_obs.dtype if f_obs.is_floating_point() else torch.float64)
+    phi = torch.angle(f_from_density(rho_start, hkl, cell))  # (B, M)
+    if method == "charge-flip":
+        return charge_flip(f_obs, hkl, cell, shape, phi_start=phi, **options)
+    support = support_from(rho_start, cell, support_sigma, support_threshold)
+    options.setdefault("n_iter", 200)
+    return hio(f_obs, hkl, cell, shape, f000=f000, phi_start=phi, support_start=support, **options)
+
+
+def phase(method: str, f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell, shape, **options) -> PhasingResult:
+    """Run a classical method by name (``"charge-flip"`` or ``"hio"``)."""
+    if method == "charge-flip":
+        return charge_flip(f_obs, hkl, cell, shape, **options)
+    if method == "hio":
+        return hio(f_obs, hkl, cell, shape, **options)
+    raise PattersonError(f"unknown phasing method {method!r} (choose from {', '.join(METHODS)})")
+
+
+# --- scoring methods on a stored dataset -------------------------------------------------------------------------
+
+EVAL_METHODS = ("model", "charge-flip", "hio", "hybrid")
+
+
+def amplitudes_from_patterson(patterson: torch.Tensor, hkl: np.ndarray, cell: Cell) -> torch.Tensor:
+    """|F| of the Friedel-half ``hkl`` from Patterson maps (B, X, Y, Z) in physical units: the Patterson's
+    coefficients are |F|², so this is what a measurement gives (noise and missing reflections included)."""
+    intensity = f_from_density(patterson.to(torch.float64), hkl, cell).real  # (B, M)
+    return intensity.clamp_min(0).sqrt()
+
+
+@dataclass(frozen=True)
+class PhasingEvalConfig:
+    """``patterson evaluate --method``: phase one split of a stored dataset and score it.
+
+    ``method`` is ``model`` (the network alone), ``charge-flip``, ``hio`` or ``hybrid`` (the network's density
+    refined by ``refine`` against the amplitudes); model and hybrid need ``checkpoint``. The amplitudes come from
+    the stored Patterson maps, so the dataset's noise and missing reflections are what the methods see. F(000) is
+    the electron count of the known cell contents, as for real data with a known composition. ``n_iter`` and
+    ``n_starts`` set the classical runs (None: each method's defaults).
+    """
+
+    method: str
+    data: str
+    out: str
+    checkpoint: str | None = None
+    split: str = "test"
+    refine: str = "hio"
+    batch_size: int = 16
+    limit: int | None = None
+    n_iter: int | None = None
+    n_starts: int | None = None
+    device: str | None = None
+    seed: int = 0
+    name: str | None = None
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in EVAL_METHODS:
+            raise PattersonError(f"unknown method {self.method!r} (choose from {', '.join(EVAL_METHODS)})")
+        if self.method in ("model", "hybrid") and not self.checkpoint:
+            raise PattersonError(f"--method {self.method} needs --checkpoint")
+        if self.refine not in METHODS:
+            raise PattersonError(f"unknown refinement {self.refine!r} (choose from {', '.join(METHODS)})")
+        if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
+            raise PattersonError("batch_size and limit must be at least 1")
+
+
+def _phase_batch(config: PhasingEvalConfig, items: list[dict], model, norm: dict, device) -> dict:
+    """Predictions (B, X, Y, Z) in physical units for one batch of stored examples of one cell."""
+    cell = Cell(*[float(x) for x in items[0]["cell"]])
+    pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64) * norm["input"]
+    truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64) * norm["target"]
+    shape = tuple(truth.shape[-3:])
+    d_min = max(float(items[0]["d_min"]), finest_d_min(cell, shape))
+    hkl = miller_indices(cell, d_min)
+    f_obs = amplitudes_from_patterson(pat, hkl, cell)
+    f000 = torch.stack([it["z"][: it["n_atoms"]].sum() for it in items]).to(device=device, dtype=torch.float64)
+    options = {k: v for k, v in (("n_iter", config.n_iter), ("n_starts", config.n_starts)) if v is not None}
+    if config.method in ("model", "hybrid"):
+        x = (pat / norm["input"]).to(torch.float32)[:, None]  # (B, 1, X, Y, Z) as in training
+        with torch.no_grad():
+            pred = model(x)[:, 0].to(torch.float64) * norm["target"]  # (B, X, Y, Z)
+        if config.method == "hybrid":
+            options.pop("n_starts", None)
+            if config.refine == "hio":
+                options["f000"] = f000
+            pred = refine_density(pred, f_obs, hkl, cell, method=config.refine, seed=config.seed, **options).rho
+    elif config.method == "hio":
+        pred = hio(f_obs, hkl, cell, shape, f000=f000, seed=config.seed, **options).rho
+    else:
+        pred = charge_flip(f_obs, hkl, cell, shape, seed=config.seed, **options).rho
+    atoms = [cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]
+    return {"prediction": pred, "truth": truth, "cell": cell, "d_min": d_min, "inputs": pat, "atoms_frac": atoms}
+
+
+def evaluate_method(config: PhasingEvalConfig) -> dict:
+    """Phase a stored dataset split with one method and write the evaluation report folder (metrics.json etc.)."""
+    from patterson.datasets import StoredDataset
+    from patterson.training import load_model
+
+    check_writable_folder(Path(config.out))
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ds = StoredDataset(config.data, config.split, normalise=False)
+    if len(ds) == 0:
+        raise PattersonError(f"{config.data}: the {config.split} split holds no examples")
+    model = None
+    if config.method in ("model", "hybrid"):
+        if not Path(config.checkpoint).is_file():
+            raise PattersonError(f"{config.checkpoint}: no such checkpoint file")
+        model = load_model(config.checkpoint, map_location=device).to(device)
+    norm = ds.norm
+    d_min = float(ds.config.d_min)
+    count = len(ds) if config.limit is None else min(len(ds), config.limit)
+
+    def batches():
+        for start in range(0, count, config.batch_size):
+            items = [dict(ds[i], d_min=d_min) for i in range(start, min(start + config.batch_size, count))]
+            batch = _phase_batch(config, items, model, norm, device)
+            batch["ids"] = [f"{config.split}-{int(it['index'])}" for it in items]
+            yield batch
+
+    name = config.name or config.method
+    if config.method == "hybrid" and not config.name:
+        name = f"hybrid ({Path(config.checkpoint).stem} + {config.refine})"
+    return evaluate_predictions(
+        batches(),
+        config.out,
+        method=name,
+        dataset=f"{config.data}:{config.split}",
+        seed=config.seed,
+        plots=config.plots,
+        progress=True,
+        total=math.ceil(count / config.batch_size),
+    )
