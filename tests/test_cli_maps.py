@@ -11,29 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import gemmi_structure, random_atoms
+from fragment_sources import NACL
 from patterson.cells import Cell
 from patterson.cli import main
 from patterson.physics import AtomBatch, miller_indices, structure_factors
 from patterson.structures import embedded_entries, read_structure
-
-NACL = """data_NaCl
-_cell_length_a 5.64
-_cell_length_b 5.64
-_cell_length_c 5.64
-_cell_angle_alpha 90
-_cell_angle_beta 90
-_cell_angle_gamma 90
-_symmetry_space_group_name_H-M 'F m -3 m'
-loop_
-_atom_site_label
-_atom_site_type_symbol
-_atom_site_fract_x
-_atom_site_fract_y
-_atom_site_fract_z
-_atom_site_U_iso_or_equiv
-Na1 Na 0 0 0 0.01
-Cl1 Cl 0.5 0.5 0.5 0.01
-"""
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ true start solved; R separates solved from unsolved runs; bad amplitudes are ref
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +104,20 @@ def test_bad_amplitudes_are_refused(problem, bad, message):
         shape = grid_shape(CELL, 2.0)
     with pytest.raises(PattersonError, match=message):
         hio(amp, hkl, CELL, shape, n_iter=2)
+
+
+def test_evaluate_command_scores_classical_methods(tmp_path, capsys):
+    from patterson.cli import main
+    from patterson.datasets import generate, make_config
+
+    config = make_config("paper-2", source="embedded", n=6, splits=(0.5, 0.0, 0.5), map_dtype="float32", seed=3)
+    generate(config, tmp_path / "ds", progress=False)
+    out = tmp_path / "report"
+    argv = ["evaluate", "--method", "hio", "--data", str(tmp_path / "ds"), "--out", str(out), "--limit", "2"]
+    assert main([*argv, "--n-iter", "150", "--no-plots"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "hio" and metrics["n"] == 2
+    # clean data in a mostly empty cell: HIO beats the chance level by far
+    assert metrics["phase_error_deg"]["median_weighted"] < metrics["chance"]["phase_error_deg"]["median_weighted"] - 20
+    assert main(["evaluate", "--method", "hybrid", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "x")]) == 2
+    assert "needs --checkpoint" in capsys.readouterr().err

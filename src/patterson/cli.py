@@ -90,42 +90,68 @@ def _add_compare(sub) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score a trained network on a dataset split as crystallographers do (map CC, phase error per shell).
+    """Score a method on a dataset split as crystallographers do (map CC, phase error per shell).
 
+    --method model (default) scores a trained network; charge-flip and hio phase the split's amplitudes (taken
+    from its Patterson maps) classically; hybrid refines the network's density with --refine against them.
     Writes DIR/metrics.json, DIR/per_example.csv, DIR/report.md and PNG plots (phase error and fraction < 60° vs
     resolution, CC histogram, central sections of the best / median / worst examples), all next to the chance
     level (random phases with the true amplitudes). Runs on the GPU when one is present.
     """
-    from patterson.evaluation import EvaluateConfig, evaluate_checkpoint
+    if args.method == "model":
+        from patterson.evaluation import EvaluateConfig, evaluate_checkpoint
 
-    config = EvaluateConfig(
-        checkpoint=args.checkpoint,
-        data=args.data,
-        out=args.out,
-        split=args.split,
-        method=args.method,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        device=args.device,
-        region=args.region,
-        plots=not args.no_plots,
-    )
-    metrics = evaluate_checkpoint(config)
+        if not args.checkpoint:
+            raise PattersonError("--method model needs --checkpoint")
+        config = EvaluateConfig(
+            checkpoint=args.checkpoint,
+            data=args.data,
+            out=args.out,
+            split=args.split,
+            method=args.name,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            device=args.device,
+            region=args.region,
+            plots=not args.no_plots,
+        )
+        metrics = evaluate_checkpoint(config)
+    else:
+        from patterson.phasing import PhasingEvalConfig, evaluate_method
+
+        config = PhasingEvalConfig(
+            method=args.method,
+            data=args.data,
+            out=args.out,
+            checkpoint=args.checkpoint,
+            split=args.split,
+            refine=args.refine,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            n_iter=args.n_iter,
+            device=args.device,
+            name=args.name,
+            plots=not args.no_plots,
+        )
+        metrics = evaluate_method(config)
     chance = metrics["chance"] or {}
     fmt = lambda m, k, d=3: "-" if not m or m[k]["median"] is None else f"{m[k]['median']:.{d}f}"  # noqa: E731
     print(f"n {metrics['n']}  median CC (aligned) {fmt(metrics, 'cc_aligned')}, chance {fmt(chance, 'cc_aligned')}")
     print(f"median phase error {fmt(metrics, 'phase_error_deg', 1)}°, chance {fmt(chance, 'phase_error_deg', 1)}°")
-    print(f"report {args.out}/report.md")
+    print(f"solved {metrics['solved_fraction']:.2f}, report {args.out}/report.md")
     return 0
 
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help=_first_line(cmd_evaluate.__doc__), description=cmd_evaluate.__doc__)
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file (RUN/checkpoints/best.pt)")
+    p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file (RUN/checkpoints/best.pt); model, hybrid")
     p.add_argument("--data", required=True, metavar="DS", help="dataset folder")
     p.add_argument("--split", choices=("train", "val", "test", "all"), default="test", help="default test")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder")
-    p.add_argument("--method", default=None, help="name in the report (default: the checkpoint's file name)")
+    p.add_argument("--method", choices=("model", "charge-flip", "hio", "hybrid"), default="model", help="default model")
+    p.add_argument("--refine", choices=("hio", "charge-flip"), default="hio", help="hybrid's refinement")
+    p.add_argument("--n-iter", type=int, default=None, help="iterations of the classical methods")
+    p.add_argument("--name", default=None, help="method name in the report")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
@@ -242,6 +268,61 @@ def _add_dataset(sub) -> None:
     q.set_defaults(func=cmd_dataset_info)
 
 
+def cmd_solve(args: argparse.Namespace) -> int:
+    """Phase a reflection file: map, phases, peaks (see docs/solving.md).
+
+    INPUT is an MTZ, SF-mmCIF or SHELX .hkl file (cell and symmetry from a .ins/.res beside it, or --cell and
+    --spacegroup). Amplitudes or intensities are chosen automatically when only one column fits, else --columns.
+    Writes DIR/density.ccp4, DIR/phases.mtz (H K L F PHI FOM, P1), DIR/peaks.pdb, DIR/peaks.csv and
+    DIR/summary.json, all or nothing. Without shipped weights, ``pretrained`` falls back to classical phasing.
+    """
+    from patterson.solving import SolveConfig, solve_to_folder
+
+    config = SolveConfig(
+        input=args.input,
+        out=args.out,
+        checkpoint=args.checkpoint,
+        refine=args.refine,
+        d_min=args.d_min,
+        columns=args.columns,
+        cell=tuple(args.cell) if args.cell else None,
+        spacegroup=args.spacegroup,
+        transfer=args.transfer,
+        composition=args.composition,
+        n_iter=args.n_iter,
+        n_starts=args.n_starts,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    solution, paths = solve_to_folder(config)
+    s = solution.summary
+    print(f"{s['method']}: R {s['r_factor']:.3f}, FOM {s['figure_of_merit']:.2f}, {s['n_peaks']} peaks")
+    for name, path in paths.items():
+        print(f"{name:14s} {path}")
+    return 0
+
+
+def _add_solve(sub) -> None:
+    p = sub.add_parser("solve", help=_first_line(cmd_solve.__doc__), description=cmd_solve.__doc__)
+    p.add_argument("input", metavar="INPUT", help="reflection file: .mtz, .cif (SF-mmCIF) or SHELX .hkl")
+    p.add_argument("--checkpoint", default="pretrained", help="pretrained (default), a shipped NAME or a PATH")
+    p.add_argument(
+        "--refine", choices=("hybrid", "charge-flip", "hio", "none"), default="hybrid", help="default hybrid"
+    )
+    p.add_argument("--d-min", type=float, default=None, help="resolution cut-off in Å (default: all data)")
+    p.add_argument("--columns", default=None, metavar="F,SIGF", help="amplitude or intensity column [, its sigma]")
+    p.add_argument("--cell", type=float, nargs="+", metavar="X", help="a b c [alpha beta gamma] (overrides the file)")
+    p.add_argument("--spacegroup", default=None, metavar="SG", help="e.g. 'P 21 21 21' or 19 (overrides the file)")
+    p.add_argument("--composition", default=None, metavar="FORMULA", help="cell contents, e.g. 'C24 N8 O8'")
+    p.add_argument("--transfer", choices=("convolve", "resample"), default="convolve", help="network on other cells")
+    p.add_argument("--n-iter", type=int, default=400, help="refinement iterations per run (default 400)")
+    p.add_argument("--n-starts", type=int, default=4, help="random starts of classical phasing (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=cmd_solve)
+
+
 # --- entry point -------------------------------------------------------------------------------------------------
 
 
@@ -256,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_generate(sub)
     _add_dataset(sub)
+    _add_solve(sub)
     return parser
 
 

@@ -1,0 +1,55 @@
+"""Solving real reflection data: read MTZ, SF-mmCIF or SHELX files, phase them, write a map, phases and peaks.
+
+The pipeline of ``patterson solve``:
+
+1. read observed amplitudes or intensities, the cell and the space group (:func:`read_reflections`);
+2. merge symmetry equivalents, turn intensities into amplitudes (French–Wilson), expand to P1 and put everything
+   on the Friedel half that :func:`patterson.physics.miller_indices` uses (:func:`prepare_data`);
+3. phase: a network's density from the Patterson map (when a checkpoint is found) refined by HIO or charge
+   flipping, or classical phasing from random starts (:func:`solve`);
+4. write ``density.ccp4``, ``phases.mtz``, ``peaks.pdb``, ``peaks.csv`` and ``summary.json`` whole or not at all
+   (:func:`write_solution`). Details and the rules for choosing columns: docs/solving.md.
+"""
+
+from patterson.solving.data import ObservedData, french_wilson, merge_and_expand, prepare_data
+from patterson.solving.network import (
+    TRANSFERS,
+    WEIGHTS_DIR,
+    SolverModel,
+    find_checkpoint,
+    load_solver_model,
+    model_grid,
+    predict_density,
+)
+from patterson.solving.output import OUTPUT_FILES, peaks_structure, solve_to_folder, write_solution
+from patterson.solving.readers import Reflections, parse_symm, read_ins, read_reflections, spacegroup_rotations
+from patterson.solving.solve import REFINE_METHODS, Solution, SolveConfig, figure_of_merit, solve, torch_threads
+
+__all__ = [
+    "OUTPUT_FILES",
+    "REFINE_METHODS",
+    "TRANSFERS",
+    "WEIGHTS_DIR",
+    "ObservedData",
+    "Reflections",
+    "SolveConfig",
+    "Solution",
+    "SolverModel",
+    "figure_of_merit",
+    "find_checkpoint",
+    "french_wilson",
+    "load_solver_model",
+    "merge_and_expand",
+    "model_grid",
+    "parse_symm",
+    "peaks_structure",
+    "predict_density",
+    "prepare_data",
+    "read_ins",
+    "read_reflections",
+    "solve",
+    "solve_to_folder",
+    "spacegroup_rotations",
+    "torch_threads",
+    "write_solution",
+]

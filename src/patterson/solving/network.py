@@ -1,0 +1,104 @@
+"""Trained networks for solving: finding shipped weights and applying a network to any cell."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from patterson.cells import Cell
+from patterson.errors import PattersonError
+from patterson.maps import density_from_f
+from patterson.physics import fft_friendly
+from patterson.solving.data import ObservedData
+
+TRANSFERS = ("convolve", "resample")
+WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
+
+
+def find_checkpoint(name: str = "pretrained", weights_dir: str | Path | None = None) -> Path | None:
+    """Where the weights for ``name`` are: a file path, a shipped ``weights/NAME.pt``, or for ``pretrained`` the
+    shipped ``pretrained.pt`` (else the only shipped file). Returns None when ``pretrained`` has no shipped weights;
+    raises PattersonError for a NAME or PATH that does not exist."""
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    shipped = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    path = Path(name)
+    if path.suffix == ".pt" or os.sep in name or path.is_file():
+        if not path.is_file():
+            raise PattersonError(f"{name}: no such checkpoint file")
+        return path
+    match = [p for p in shipped if p.stem == name]
+    if match:
+        return match[0]
+    if name == "pretrained":
+        return shipped[0] if len(shipped) == 1 else None
+    known = ", ".join(p.stem for p in shipped) or "none shipped"
+    raise PattersonError(f"no checkpoint named {name!r} (shipped: {known}); give a file path or 'pretrained'")
+
+
+@dataclass
+class SolverModel:
+    """A trained network with what applying it needs: normalisation constants, the training grid spacing (Å),
+    resolution and grid shape."""
+
+    model: torch.nn.Module
+    norm: dict
+    spacing: float
+    d_min: float
+    train_shape: tuple[int, int, int]
+    path: str
+
+
+def load_solver_model(path: str | Path, device: str | torch.device = "cpu") -> SolverModel:
+    """Load a checkpoint and read the training cell, grid and resolution from its data description."""
+    from patterson.training import load_checkpoint, load_model
+
+    state = load_checkpoint(path, map_location=device)
+    model = load_model(path, map_location=device).to(device)
+    train = (state.get("data") or {}).get("train") or {}
+    ds = train.get("dataset") or {}
+    shape = tuple(int(x) for x in (train.get("input_shape") or (1, 24, 24, 24))[-3:])
+    d_min = float(ds.get("d_min", 1.5))
+    cell = ds.get("cell", None)
+    cell = Cell.of(cell[:6] if isinstance(cell, list | tuple) else cell) if cell else None
+    spacing = max(cell.a / shape[0], cell.b / shape[1], cell.c / shape[2]) if cell else d_min / 3
+    norm = state.get("normalisation") or {"input": 1.0, "target": 1.0}
+    return SolverModel(model, dict(norm), float(spacing), d_min, shape, str(path))
+
+
+def model_grid(cell: Cell, spacing: float) -> tuple[int, int, int]:
+    """Even, FFT-friendly grid of about ``spacing`` Å along each axis of ``cell``."""
+    return tuple(fft_friendly(max(2, math.ceil(x / spacing - 1e-6))) for x in (cell.a, cell.b, cell.c))
+
+
+def predict_density(
+    solver: SolverModel, data: ObservedData, transfer: str = "convolve"
+) -> tuple[torch.Tensor, np.ndarray, tuple[int, int, int]]:
+    """The network's density for observed amplitudes in any cell.
+
+    ``convolve``: the Patterson map on a grid of the training spacing in the real cell (the network is fully
+    convolutional with circular padding). ``resample``: the Patterson on the training grid shape, whatever the cell
+    (fractional coordinates are stretched to the training cell). The input is scaled so its origin peak is 1 (the
+    training constants put the largest Patterson of the training set at 1; real data have no absolute scale).
+    Returns (density (X, Y, Z), mask (M,) of reflections the grid holds and the model's resolution covers, grid).
+    """
+    if transfer not in TRANSFERS:
+        raise PattersonError(f"unknown transfer {transfer!r} (choose from {', '.join(TRANSFERS)})")
+    cell = data.cell
+    shape = model_grid(cell, solver.spacing) if transfer == "convolve" else solver.train_shape
+    lim = np.array(shape) // 2 - 1
+    hold = np.all(np.abs(data.hkl) <= lim, axis=1) & (cell.d_spacing(data.hkl) >= solver.d_min * (1 - 1e-6))
+    if not hold.any():
+        raise PattersonError("the network's grid holds none of the observed reflections")
+    hkl = data.hkl[hold]
+    intensity = torch.as_tensor(data.f[hold] ** 2, dtype=torch.float64)[None].to(torch.complex128)
+    pat = density_from_f(intensity, hkl, cell, shape)  # (1, X, Y, Z)
+    x = (pat / pat.abs().max().clamp_min(1e-30)).to(torch.float32)[:, None]
+    device = next(solver.model.parameters()).device
+    with torch.no_grad():
+        pred = solver.model(x.to(device))[0, 0].to("cpu", torch.float64) * float(solver.norm.get("target", 1.0))
+    return pred, hold, shape

@@ -1,0 +1,109 @@
+"""Writing a solution: density.ccp4, phases.mtz, peaks.pdb, peaks.csv and summary.json, all or nothing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import gemmi
+import numpy as np
+
+from patterson.cells import Cell
+from patterson.errors import PattersonError
+from patterson.maps import _atomic_write, ccp4_map, check_writable_folder, reflections_mtz
+from patterson.solving.solve import Solution, SolveConfig, solve
+
+OUTPUT_FILES = ("density.ccp4", "phases.mtz", "peaks.pdb", "peaks.csv", "summary.json")
+
+
+def peaks_structure(frac: np.ndarray, height: np.ndarray, cell: Cell) -> gemmi.Structure:
+    """Peaks as a gemmi Structure in P1: one HETATM residue PEK per peak, atom Q (element C), occupancy = height
+    relative to the highest peak, B 20 Å²."""
+    st = gemmi.Structure()
+    st.cell = cell.to_gemmi()
+    st.spacegroup_hm = "P 1"
+    model = gemmi.Model("1")
+    chain = gemmi.Chain("A")
+    top = float(height.max()) if len(height) else 1.0
+    xyz = cell.to_cartesian(frac) if len(frac) else np.zeros((0, 3))
+    for i, (pos, h) in enumerate(zip(xyz, height, strict=True), 1):
+        res = gemmi.Residue()
+        res.name = "PEK"
+        res.seqid = gemmi.SeqId(i, " ")
+        res.het_flag = "H"
+        atom = gemmi.Atom()
+        atom.name = "Q"
+        atom.element = gemmi.Element("C")
+        atom.pos = gemmi.Position(*pos)
+        atom.occ = float(h / top) if top > 0 else 0.0
+        atom.b_iso = 20.0
+        atom.serial = i
+        res.add_atom(atom)
+        chain.add_residue(res)
+    model.add_chain(chain)
+    st.add_model(model)
+    st.setup_entities()
+    return st
+
+
+def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
+    """Write the five output files into ``out``: into a fresh temporary folder beside it that is renamed to ``out``
+    (or, when ``out`` already exists, file by file with atomic renames). Nothing half-written is ever left."""
+    out = Path(out)
+    check_writable_folder(out)
+    cell = solution.cell
+    rms = float(np.sqrt(np.mean((solution.rho - solution.rho.mean()) ** 2))) or 1.0
+    xyz = cell.to_cartesian(solution.peaks_frac) if len(solution.peaks_frac) else np.zeros((0, 3))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "x", "y", "z", "frac_x", "frac_y", "frac_z", "height", "height_rms", "relative_height"])
+    top = float(solution.peaks_height.max()) if len(solution.peaks_height) else 1.0
+    for i, (p, q, h) in enumerate(zip(xyz, solution.peaks_frac, solution.peaks_height, strict=True), 1):
+        writer.writerow(
+            [i, *(f"{v:.3f}" for v in p), *(f"{v:.5f}" for v in q), f"{h:.5g}", f"{h / rms:.2f}", f"{h / top:.3f}"]
+        )
+    writers = {
+        "density.ccp4": ccp4_map(solution.rho, cell).write_ccp4_map,
+        "phases.mtz": _mtz(solution).write_to_file,
+        "peaks.pdb": peaks_structure(solution.peaks_frac, solution.peaks_height, cell).write_pdb,
+        "peaks.csv": lambda p: Path(p).write_text(buf.getvalue()),
+        "summary.json": lambda p: Path(p).write_text(json.dumps(solution.summary, indent=2, allow_nan=False) + "\n"),
+    }
+    if out.exists():
+        if not out.is_dir():
+            raise PattersonError(f"{out}: exists and is not a folder")
+        for name, write in writers.items():
+            _atomic_write(out / name, write)
+        return {name: out / name for name in writers}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, write in writers.items():
+            write(str(tmp / name))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {name: out / name for name in writers}
+
+
+def _mtz(solution: Solution) -> gemmi.Mtz:
+    f = solution.f * np.exp(1j * solution.phi)
+    return reflections_mtz(solution.hkl, f, solution.cell, extra={"FOM": ("W", solution.fom)})
+
+
+def solve_to_folder(config: SolveConfig) -> tuple[Solution, dict[str, Path]]:
+    """``patterson solve``: check the output folder, solve, then write all outputs (nothing on failure)."""
+    if not config.out:
+        raise PattersonError("solve needs --out DIR")
+    check_writable_folder(Path(config.out))
+    solution = solve(config)
+    return solution, write_solution(solution, config.out)

@@ -1,0 +1,146 @@
+"""Checkpoints: plain dicts of tensors and plain values, written atomically, read with ``weights_only=True``.
+
+Layout of a checkpoint (``torch.save`` of a dict)::
+
+    format          "patterson-checkpoint"      format_version  1
+    package_version patterson.__version__       model_config    the network's config dict (arch + fields)
+    train_config    TrainConfig.to_dict()       model           state_dict (unwrapped: no DDP/compile prefixes)
+    optimizer       optimizer state_dict        scheduler       LambdaLR state_dict
+    epoch           completed epochs            step            optimizer steps so far
+    batch_in_epoch  micro-batches done in the current epoch (0 at epoch ends)
+    epoch_loss      [sum of micro-batch losses, number of micro-batches] so far in the current epoch
+    rng             {"torch", "numpy", "python", "cuda"} generator states
+    sampler         {"seed", "epoch", "position"}: the data order to continue from
+    normalisation   the dataset's per-map-type constants (or None)
+    data            dataset info (sizes, shapes, source description)
+    best            {"metric", "value", "epoch"}             metrics    the last validation metrics
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from patterson.errors import PattersonError
+from patterson.models import PattersonModel, model_from_config
+
+log = logging.getLogger(__name__)
+
+FORMAT = "patterson-checkpoint"
+FORMAT_VERSION = 1
+
+
+def capture_rng() -> dict[str, Any]:
+    """The torch, CUDA, numpy and python random generator states as tensors and plain values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)}
+        | {"has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Undo :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["gauss"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+
+    A run killed at any moment leaves either the old file or the new one, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(dict(state), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``; anything unreadable is a one-line PattersonError."""
+    path = Path(path)
+    if not path.is_file():
+        raise PattersonError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = (text.strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise PattersonError(f"{path}: not a readable patterson checkpoint ({reason})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise PattersonError(f"{path}: not a patterson checkpoint (no {FORMAT!r} marker)")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise PattersonError(f"{path}: checkpoint format {state['format_version']} is newer than this patterson")
+    for key in ("model_config", "model"):
+        if key not in state:
+            raise PattersonError(f"{path}: checkpoint lacks {key!r}")
+    return state
+
+
+def check_same_model(path: str | Path, state: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Raise PattersonError unless the checkpoint's model config equals ``config`` (both plain dicts)."""
+    saved = _normalise(state["model_config"])
+    wanted = _normalise(config)
+    if saved != wanted:
+        if saved.get("arch") != wanted.get("arch"):
+            what = f"a {saved.get('arch')!r} model, not {wanted.get('arch')!r}"
+        else:
+            diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+            what = "another model: " + ", ".join(f"{k}={saved.get(k)!r} (want {wanted.get(k)!r})" for k in diff)
+        raise PattersonError(f"{path}: checkpoint is for {what}")
+
+
+def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in dict(config).items()}
+
+
+def load_weights(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """``module.load_state_dict(strict=True)`` with mismatches reported as a one-line PattersonError."""
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise PattersonError(f"{path}: checkpoint weights do not fit the model ({first})") from None
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PattersonModel:
+    """Rebuild a trained network from a checkpoint, weights loaded, in eval mode."""
+    state = load_checkpoint(path, map_location)
+    try:
+        model = model_from_config(state["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise PattersonError(f"{path}: checkpoint has an unusable model config ({exc})") from None
+    load_weights(model, state["model"], path)
+    return model.eval()

@@ -1,0 +1,335 @@
+"""The training recipe as one frozen dataclass, loadable from TOML and overridable with ``key=value`` strings."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patterson.errors import PattersonError
+from patterson.models import MODEL_CONFIGS, ModelConfig, model_config
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("paper", "onecycle", "constant")
+LOSSES = ("paper", "invariant")
+DEVICES = ("auto", "cpu", "cuda")
+BEST_METRICS = ("val_loss", "val_cc_mean", "val_cc_median", "val_cc_aligned_mean", "val_cc_aligned_median")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (the data and the output folder aside from ``data``).
+
+    Defaults follow the paper's public code: AdamW, lr 1.2e-4, weight decay 3e-2, loss 0.999 MSE + 0.001 (1 - CC),
+    exponential decay x0.873 per epoch for 10 epochs then x0.9991 per epoch, gradient accumulation 4, clipping 1.0.
+
+    Attributes
+    ----------
+    model : str
+        A preset name of :data:`patterson.models.MODEL_CONFIGS`.
+    model_options : dict
+        Fields of the preset's config to change (``--set model.c1=8``).
+    data : str
+        Dataset folder or data spec (see :func:`patterson.training.open_data`); recorded in checkpoints.
+    on_the_fly : bool
+        Remake the training maps from the stored atoms each time, with augmentation (random rotation and B).
+    epochs : int
+        Total number of epochs (on resume: the epoch to stop after).
+    batch_size : int
+        Maps per micro-batch summed over all processes (each of N processes gets ``batch_size / N``).
+    grad_accum : int
+        Micro-batches per optimizer step; the effective batch is ``batch_size * grad_accum``.
+    optimizer : str
+        ``adamw`` or ``adam``.
+    lr, weight_decay : float
+        Peak learning rate and (decoupled for AdamW) weight decay.
+    betas : tuple of float
+        Adam betas.
+    schedule : str
+        ``paper`` (per epoch: x``decay_fast`` for ``decay_fast_epochs`` epochs, then x``decay_slow``),
+        ``onecycle`` (per step: linear warm-up over ``warmup_fraction`` of all steps from lr/``onecycle_div`` to lr,
+        then cosine to lr/(``onecycle_div`` * ``onecycle_final_div``)) or ``constant``.
+    clip : float
+        Gradient-norm clipping threshold; 0 turns clipping off.
+    loss : str
+        ``paper`` (MSE + w (1 - CC)) or ``invariant`` (the same after the best origin shift and hand).
+    loss_weight : float
+        The weight w of the correlation term.
+    seed : int
+        Seeds model initialisation and data order; same seed, same run.
+    num_workers : int
+        DataLoader worker processes per training process.
+    device : str
+        ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    amp : bool
+        bf16 autocast (CUDA only; ignored on CPU).
+    channels_last : bool
+        channels-last-3d memory format (CUDA only).
+    compile : bool
+        Wrap the model in ``torch.compile``.
+    sync_batchnorm : bool
+        Under DDP on CUDA, turn BatchNorm into SyncBatchNorm (PyTorch has no CPU SyncBatchNorm).
+    val_batch_size : int
+        Maps per validation batch (0: ``batch_size``).
+    max_batches : int
+        Stop each epoch after this many micro-batches (0: the whole training set); for quick runs and benchmarks.
+    checkpoint_every : int
+        Also checkpoint ``last.pt`` every this many optimizer steps inside an epoch (0: only at epoch ends).
+    keep_checkpoints : int
+        Keep only the newest this many ``epoch-NNN.pt`` files (0: keep all).
+    best_metric : str
+        Validation metric that picks ``best.pt`` (losses: lowest wins; CCs: highest wins).
+    progress : bool
+        Show a tqdm progress bar (rank 0 only).
+    deterministic : bool
+        ``torch.use_deterministic_algorithms(True)`` (needed for bit-for-bit resume on some GPU kernels).
+    """
+
+    model: str = "patterson-unet"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    data: str = ""
+    on_the_fly: bool = False
+    epochs: int = 10
+    batch_size: int = 8
+    grad_accum: int = 4
+    optimizer: str = "adamw"
+    lr: float = 1.2e-4
+    weight_decay: float = 3e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "paper"
+    decay_fast: float = 0.873
+    decay_fast_epochs: int = 10
+    decay_slow: float = 0.9991
+    warmup_fraction: float = 0.3
+    onecycle_div: float = 25.0
+    onecycle_final_div: float = 1e4
+    clip: float = 1.0
+    loss: str = "paper"
+    loss_weight: float = 0.001
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    sync_batchnorm: bool = True
+    val_batch_size: int = 0
+    max_batches: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 0
+    best_metric: str = "val_loss"
+    progress: bool = True
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _convert(f.name, getattr(self, f.name), _FIELD_TYPES[f.name]))
+        _check_positive(self, ("epochs", "batch_size", "grad_accum"), low=1)
+        _check_positive(self, ("num_workers", "val_batch_size", "max_batches", "checkpoint_every"), low=0)
+        _check_positive(self, ("keep_checkpoints", "decay_fast_epochs", "seed"), low=0)
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("loss", LOSSES),
+            ("device", DEVICES),
+            ("best_metric", BEST_METRICS),
+        ):
+            if getattr(self, name) not in choices:
+                raise PattersonError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise PattersonError(f"lr must be a positive number, got {self.lr}")
+        if not self.weight_decay >= 0 or not self.clip >= 0:
+            raise PattersonError("weight_decay and clip must be >= 0")
+        if not 0.0 <= self.loss_weight <= 1.0:
+            raise PattersonError(f"loss_weight must be in [0, 1], got {self.loss_weight}")
+        if not 0.0 < self.warmup_fraction < 1.0:
+            raise PattersonError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
+        for name in ("decay_fast", "decay_slow"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise PattersonError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise PattersonError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        self.model_config()  # unknown model name or model option -> PattersonError now, not after data loading
+
+    def model_config(self) -> ModelConfig:
+        """The network's config: the preset ``model`` with ``model_options`` applied."""
+        return model_config(self.model, **self.model_options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (tuples kept), fit for JSON, TOML-like files and ``torch.load(weights_only)``."""
+        out = dataclasses.asdict(self)
+        out["model_options"] = {k: _plain(v) for k, v in self.model_options.items()}
+        return out
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        check_train_keys(changes)
+        return dataclasses.replace(self, **changes)
+
+
+_FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+
+
+def check_train_keys(keys: Iterable[str]) -> None:
+    """Raise PattersonError naming the first key that is not a TrainConfig field."""
+    for key in keys:
+        if key not in _FIELD_TYPES:
+            raise PattersonError(f"unknown training config key {key!r}; known keys: {', '.join(_FIELD_TYPES)}")
+
+
+def _check_positive(cfg: TrainConfig, names: tuple[str, ...], low: int) -> None:
+    for name in names:
+        if getattr(cfg, name) < low:
+            raise PattersonError(f"{name} must be an integer >= {low}, got {getattr(cfg, name)}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _convert(name: str, value: Any, kind: str) -> Any:
+    """Coerce a TOML value or a command-line string to the type of field ``name``."""
+    try:
+        if kind == "bool":
+            if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+                return value.strip().lower() in _TRUE
+            if isinstance(value, bool) or value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if kind.startswith("tuple"):
+            items = value.replace("(", "").replace(")", "").split(",") if isinstance(value, str) else list(value)
+            return tuple(float(v) for v in items if str(v).strip())
+        if kind.startswith("dict"):
+            if not isinstance(value, Mapping):
+                raise ValueError
+            return {str(k): _plain(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise PattersonError(f"training config key {name!r} needs a {kind} value, got {value!r}")
+
+
+def parse_value(text: str) -> Any:
+    """Read a ``--set`` value the way TOML would (``8``, ``1e-4``, ``true``, ``[12, 12, 12]``, ``"x"``); a bare
+    word that is not TOML stays a string (``circular``)."""
+    try:
+        return _plain(tomllib.loads(f"v = {text}")["v"])
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(config: TrainConfig, assignments: Iterable[str]) -> TrainConfig:
+    """Apply ``key=value`` strings: TrainConfig fields, or ``model.FIELD=value`` for the network's config.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The starting config.
+    assignments : iterable of str
+        E.g. ``["epochs=3", "lr=1e-3", "model.c1=8", "model.padding_mode=zeros"]``.
+
+    Returns
+    -------
+    TrainConfig
+        A new config; an unknown key, a malformed assignment or a bad value raises a one-line PattersonError.
+    """
+    changes: dict[str, Any] = {}
+    model_options = dict(config.model_options)
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise PattersonError(f"--set needs key=value, got {item!r}")
+        if key.startswith("model."):
+            model_options[key[len("model.") :]] = parse_value(value.strip())
+            continue
+        check_train_keys([key])
+        changes[key] = value.strip() if _FIELD_TYPES[key] != "str" else _unquote(value.strip())
+    if "model" in changes and changes["model"] != config.model and model_options == config.model_options:
+        model_options = {}  # a new preset starts from its own defaults
+    return dataclasses.replace(config, **changes, model_options=model_options)
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def config_from_mapping(data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """Build a config from a TOML-like mapping; ``[model]`` may be a table with ``name`` plus option keys."""
+    data = dict(data)
+    model = data.pop("model", None)
+    if isinstance(model, Mapping):
+        model = dict(model)
+        name = model.pop("name", None)
+        data["model_options"] = {**data.get("model_options", {}), **model}
+        model = name
+    if model is not None:
+        data["model"] = model
+    check_train_keys(data)
+    return dataclasses.replace(base or TrainConfig(), **data)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), **fields: Any) -> TrainConfig:
+    """Defaults, then a TOML file, then keyword fields (``model=``, ``data=``), then ``key=value`` overrides.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file with TrainConfig keys at the top level (and optionally a ``[model]`` table).
+    overrides : iterable of str
+        ``--set`` assignments, applied last.
+    **fields
+        TrainConfig fields given directly (None values are ignored).
+
+    Returns
+    -------
+    TrainConfig
+    """
+    config = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise PattersonError(f"{path}: cannot read the config ({exc.strerror})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise PattersonError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+        config = config_from_mapping(data)
+    given = {k: v for k, v in fields.items() if v is not None}
+    if given:
+        config = config_from_mapping(given, base=config)
+    return apply_overrides(config, overrides)
+
+
+def known_models() -> tuple[str, ...]:
+    """The model preset names a config may name."""
+    return tuple(MODEL_CONFIGS)

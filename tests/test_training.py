@@ -1,0 +1,308 @@
+"""The trainer on real Patterson/density pairs made from random atoms with the physics core (12³ grids, tiny nets)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import patterson
+from patterson.cli import main
+from patterson.errors import PattersonError
+from patterson.models import build_model
+from patterson.training import (
+    RandomAtomSpec,
+    TrainConfig,
+    Trainer,
+    apply_overrides,
+    load_checkpoint,
+    load_config,
+    load_model,
+    lr_factor,
+    lr_find,
+    random_atom_splits,
+    read_metrics,
+    train,
+)
+
+DATA = "random:n=16,cell=12,d_min=3,atoms=5,seed=3,val=4"  # 12³ maps
+TINY_UNET = ["model.c1=4", "model.c2=4", "model.n_blocks=1"] + [
+    f"model.{k}_kernel=3" for k in ("encoder", "block", "decoder")
+]
+TINY_CNN = ["model.channels=4", "model.n_layers=2", "model.kernel=3"]
+QUICK = ["batch_size=4", "grad_accum=2", "lr=3e-3", "progress=false"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets: one intra-op thread is as fast and far steadier on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return random_atom_splits(RandomAtomSpec(n=16, cell=12.0, d_min=3.0, atoms=5, seed=3), n_val=4)
+
+
+def _config(model: str, *sets: str, epochs: int = 2) -> TrainConfig:
+    return load_config(None, [*QUICK, f"epochs={epochs}", *sets], model=model, data=DATA)
+
+
+def _tensors(obj, prefix=""):
+    """Flatten nested dicts/lists of a checkpoint into {path: tensor or value}."""
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _tensors(val, f"{prefix}{key}/").items()}
+    if isinstance(obj, list | tuple):
+        return {k: v for i, val in enumerate(obj) for k, v in _tensors(val, f"{prefix}{i}/").items()}
+    return {prefix: obj}
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    for part in ("model", "optimizer", "scheduler"):
+        ta, tb = _tensors(a[part]), _tensors(b[part])
+        assert ta.keys() == tb.keys()
+        for key in ta:
+            if isinstance(ta[key], torch.Tensor):
+                assert torch.equal(ta[key], tb[key]), f"{part} {key} differs"
+            else:
+                assert ta[key] == tb[key], f"{part} {key} differs"
+
+
+# --- the trainer learns ----------------------------------------------------------------------------------------
+
+
+def test_trainer_overfits_a_small_batch(splits):
+    train_set, _ = splits
+    few = [train_set[i] for i in range(4)]
+    cfg = load_config(
+        None,
+        ["epochs=80", "batch_size=4", "grad_accum=1", "lr=3e-3", "schedule=constant", "progress=false"]
+        + ["model.grid=[12, 12, 12]", "model.hidden=[128]"],
+        model="mlp",
+    )
+    trainer = Trainer(cfg, few, few)  # validate on the same maps
+    first = trainer.train_epoch(0)["train_loss"]
+    trainer.epoch = 1
+    result = trainer.fit()
+    baseline = float(np.mean([float((y**2).mean()) for _, y in few]))  # MSE of predicting zeros
+    assert first > baseline
+    assert result.metrics["train_loss"] < 0.01 * baseline
+    assert result.metrics["val_cc_median"] > 0.99 and result.metrics["val_cc_aligned_median"] > 0.99
+
+
+def test_run_folder_checkpoints_and_metrics(tmp_path, splits):
+    cfg = _config("patterson-unet", *TINY_UNET, "loss=invariant")  # origin- and hand-invariant loss
+    result = train(cfg, tmp_path / "run", data=splits)
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["best.pt", "epoch-001.pt", "epoch-002.pt", "last.pt"]
+    state = torch.load(ckpt / "last.pt", weights_only=True)
+    assert state["package_version"] == patterson.__version__
+    assert state["model_config"] == cfg.model_config().to_dict()
+    assert state["epoch"] == 2 and state["step"] == 4  # 16 maps / batch 4 = 4 micro-batches, accumulation 2
+    assert state["normalisation"] == splits[0].normalisation
+    assert set(state["rng"]) >= {"torch", "numpy", "python"} and state["sampler"]["epoch"] == 2
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "val_loss", "val_cc_mean", "val_cc_median", "val_cc_aligned_median", "lr"):
+        assert all(np.isfinite(r[key]) for r in rows)
+    assert all(r["val_cc_aligned_mean"] >= r["val_cc_mean"] - 1e-6 for r in rows)  # alignment can only help
+    assert (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,train_loss")
+    # the best checkpoint rebuilds the network and predicts like the trained one
+    model = load_model(ckpt / f"epoch-{result.best['epoch']:03d}.pt")
+    x = splits[1][0][0][None]  # (1, 1, 12, 12, 12)
+    again = load_model(ckpt / "best.pt")
+    assert torch.equal(model(x), again(x))
+
+
+# --- resume ---------------------------------------------------------------------------------------------------
+
+
+class DyingMaps:
+    """The same maps, but the process 'dies' (raises) at the n-th item read: a kill in the middle of an epoch."""
+
+    def __init__(self, data, die_at: int) -> None:
+        self.data, self.die_at, self.reads = data, die_at, 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads == self.die_at:
+            raise KeyboardInterrupt("killed")
+        return self.data[i]
+
+
+def test_resume_continues_bit_for_bit(tmp_path, splits):
+    train_set, val_set = splits
+    cfg = _config("patterson-unet", *TINY_UNET, "checkpoint_every=1", "grad_accum=1", epochs=2)
+    train(cfg, tmp_path / "full", data=splits)
+    # 1 epoch, then resume to 2 (the --set epochs=N path)
+    train(cfg.replace(epochs=1), tmp_path / "split", data=splits)
+    train(cfg, tmp_path / "split", resume=True, data=splits)
+    # killed mid-epoch 2, after 2 of its 4 steps (reads: 1 probe + 16 in epoch 1 + 8, dies at the next), resumed
+    dying = DyingMaps(train_set, die_at=1 + 16 + 8 + 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", data=(dying, val_set))
+    mid = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    assert (mid["epoch"], mid["batch_in_epoch"]) == (1, 2)
+    train(cfg, tmp_path / "killed", resume=True, data=splits)
+
+    full = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    curve = [r["train_loss"] for r in read_metrics(tmp_path / "full" / "metrics.jsonl")]
+    for name in ("split", "killed"):
+        other = load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")
+        _assert_same_state(full, other)
+        assert [r["train_loss"] for r in read_metrics(tmp_path / name / "metrics.jsonl")] == curve
+
+
+# --- distributed ----------------------------------------------------------------------------------------------
+
+
+def test_ddp_two_cpu_processes_match_one(tmp_path, splits):
+    """torchrun, gloo, 2 processes with batch 2 each == 1 process with batch 4 (hurwitz-cnn: no BatchNorm)."""
+    sets = [*QUICK, "epochs=2", *TINY_CNN]
+    one = train(load_config(None, sets, model="hurwitz-cnn", data=DATA), tmp_path / "one")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "patterson", "train", "--data", DATA, "--model", "hurwitz-cnn", "--out", str(tmp_path / "two")]
+    cmd += [arg for s in sets for arg in ("--set", s)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a = load_checkpoint(one.last_checkpoint)["model"]
+    b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    start = build_model("hurwitz-cnn", channels=4, n_layers=2, kernel=3).state_dict()
+    for key in a:
+        assert not torch.allclose(a[key], start[key])  # both trained ...
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)  # ... to the same weights
+    rows = read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]  # one writer: rank 0
+    assert rows[-1]["val_maps"] == 4  # validation sharded over both ranks, gathered whole
+    ref = read_metrics(tmp_path / "one" / "metrics.jsonl")
+    assert rows[-1]["train_loss"] == pytest.approx(ref[-1]["train_loss"], rel=1e-4)
+
+
+# --- stored datasets (patterson.datasets) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    datasets = pytest.importorskip("patterson.datasets")
+    pytest.importorskip("h5py")
+    config = datasets.make_config(None, kind="random", source="random", n=40, n_atoms=6, d_min=3.0, chunk_size=20)
+    out = tmp_path_factory.mktemp("ds") / "random12"
+    datasets.generate(config, out, progress=False)
+    return out
+
+
+def test_train_on_stored_and_on_the_fly_data(tmp_path, stored, capsys):
+    sets = [a for s in [*QUICK, *TINY_CNN, "epochs=1"] for a in ("--set", s)]
+    assert main(["train", "--data", str(stored), "--model", "hurwitz-cnn", "--out", str(tmp_path / "a"), *sets]) == 0
+    state = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    assert state["data"]["train"]["input_shape"] == [1, 12, 12, 12] and state["normalisation"]["input"] > 0
+    fly = [*sets, "--set", "on_the_fly=true", "--set", "max_batches=2"]
+    for run in ("b", "c"):  # the augmented maps depend on (seed, epoch, batch, rank) only: same seed, same run
+        assert main(["train", "--data", str(stored), "--model", "hurwitz-cnn", "--out", str(tmp_path / run), *fly]) == 0
+    b, c = (load_checkpoint(tmp_path / r / "checkpoints" / "last.pt") for r in ("b", "c"))
+    assert b["data"]["train"]["on_the_fly"] is True and b["step"] == 1
+    _assert_same_state(b, c)
+    assert not torch.equal(b["model"]["net.0.weight"], state["model"]["net.0.weight"])
+
+
+# --- configs and schedules ------------------------------------------------------------------------------------
+
+
+def test_config_from_toml_and_set(tmp_path):
+    path = tmp_path / "cfg.toml"
+    path.write_text('epochs = 7\nlr = 1e-3\namp = false\n[model]\nname = "paper-se"\nn_blocks = 2\n')
+    cfg = load_config(path, ["epochs=3", "betas=0.8,0.95", "model.use_se=false", "optimizer=adam"])
+    assert (cfg.epochs, cfg.lr, cfg.amp, cfg.betas, cfg.optimizer) == (3, 1e-3, False, (0.8, 0.95), "adam")
+    assert cfg.model == "paper-se" and cfg.model_config().n_blocks == 2 and cfg.model_config().use_se is False
+    assert cfg.model_config().c2 == 30  # the rest of the preset is kept
+    paper = TrainConfig()
+    assert (paper.optimizer, paper.lr, paper.weight_decay, paper.grad_accum, paper.clip) == (
+        "adamw",
+        1.2e-4,
+        3e-2,
+        4,
+        1,
+    )
+
+
+def test_schedules():
+    paper = TrainConfig()
+    factors = [lr_factor(paper, e * 5 + 2, steps_per_epoch=5, total_steps=100) for e in range(13)]
+    expected = [0.873**e for e in range(11)] + [0.873**10 * 0.9991, 0.873**10 * 0.9991**2]
+    assert factors == pytest.approx(expected)
+    one = TrainConfig(schedule="onecycle")
+    curve = [lr_factor(one, s, steps_per_epoch=10, total_steps=100) for s in range(100)]
+    assert curve[0] == pytest.approx(1 / 25) and max(curve) == pytest.approx(1.0) and curve[-1] < 1e-4
+    assert int(np.argmax(curve)) == 30
+
+
+def test_lr_find_leaves_model_alone(splits):
+    cfg = _config("hurwitz-cnn", *TINY_CNN)
+    model = build_model("hurwitz-cnn", channels=4, n_layers=2, kernel=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = lr_find(model, splits[0], cfg, start_lr=1e-5, end_lr=10.0, steps=25)
+    assert 1e-5 <= result.suggestion <= 10.0 and len(result.lrs) == len(result.losses) <= 25
+    assert np.all(np.diff(result.lrs) > 0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# --- bad input: one line --------------------------------------------------------------------------------------
+
+
+def _cli_error(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("patterson: error: ") and "\n" not in err, err
+    return err
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    base = ["train", "--data", DATA, "--out", run, *[a for s in QUICK for a in ("--set", s)]]
+    # a dataset grid the model cannot take (mlp built for 24³, maps are 12³)
+    assert "grid (12, 12, 12) does not suit model 'mlp'" in _cli_error(capsys, *base, "--model", "mlp")
+    # unknown --set keys, bad values
+    assert "'epoch'" in _cli_error(capsys, *base, "--set", "epoch=3")
+    assert "'widht'" in _cli_error(capsys, *base, "--set", "model.widht=3")
+    assert "'epochs'" in _cli_error(capsys, *base, "--set", "epochs=three")
+    assert "unknown model" in _cli_error(capsys, *base, "--model", "resnet")
+    # a checkpoint from another model
+    cnn = ["--model", "hurwitz-cnn", *[a for s in [*TINY_CNN, "epochs=1"] for a in ("--set", s)]]
+    assert main([*base, *cnn]) == 0
+    capsys.readouterr()
+    assert "already holds a run" in _cli_error(capsys, *base, *cnn)
+    err = _cli_error(capsys, *base, "--resume", "--model", "patterson-unet")
+    assert "checkpoint is for a 'hurwitz-cnn' model, not 'patterson-unet'" in err
+    assert "channels=4 (want 8)" in _cli_error(capsys, *base, *cnn, "--set", "model.channels=8", "--resume")
+    # a corrupt checkpoint (truncated, as by a full disk) and one that is not a checkpoint at all
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    assert "not a readable patterson checkpoint" in _cli_error(capsys, *base, *cnn, "--set", "epochs=2", "--resume")
+    torch.save({"weights": torch.zeros(3)}, last)
+    with pytest.raises(PattersonError, match="not a patterson checkpoint"):
+        load_model(last)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    assert "no checkpoint to resume" in _cli_error(capsys, *base, *cnn, "--resume")
+
+
+def test_apply_overrides_rejects_malformed():
+    with pytest.raises(PattersonError, match="key=value"):
+        apply_overrides(TrainConfig(), ["epochs"])
+    with pytest.raises(PattersonError, match="schedule must be one of"):
+        apply_overrides(TrainConfig(), ["schedule=cosine"])
+    assert json.dumps(TrainConfig().to_dict())  # plain values only
