@@ -121,3 +121,8 @@ def test_evaluate_command_scores_classical_methods(tmp_path, capsys):
     assert metrics["phase_error_deg"]["median_weighted"] < metrics["chance"]["phase_error_deg"]["median_weighted"] - 20
     assert main(["evaluate", "--method", "hybrid", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "x")]) == 2
     assert "needs --checkpoint" in capsys.readouterr().err
+    # names resolve through the shipped weights (none yet): a clear one-line error, no report folder
+    for name, message in (("pretrained", "no pretrained model is shipped"), ("paper-9", "no checkpoint named")):
+        argv = ["evaluate", "--checkpoint", name, "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "y")]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "y").exists()

@@ -478,7 +478,7 @@ def _phase_batch(config: PhasingEvalConfig, items: list[dict], model, norm: dict
 def evaluate_method(config: PhasingEvalConfig) -> dict:
     """Phase a stored dataset split with one method and write the evaluation report folder (metrics.json etc.)."""
     from patterson.datasets import StoredDataset
-    from patterson.training import load_model
+    from patterson.training import find_checkpoint, load_model
 
     check_writable_folder(Path(config.out))
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -487,9 +487,10 @@ def evaluate_method(config: PhasingEvalConfig) -> dict:
         raise PattersonError(f"{config.data}: the {config.split} split holds no examples")
     model = None
     if config.method in ("model", "hybrid"):
-        if not Path(config.checkpoint).is_file():
-            raise PattersonError(f"{config.checkpoint}: no such checkpoint file")
-        model = load_model(config.checkpoint, map_location=device).to(device)
+        checkpoint = find_checkpoint(config.checkpoint)
+        if checkpoint is None:
+            raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
+        model = load_model(checkpoint, map_location=device).to(device)
     norm = ds.norm
     d_min = float(ds.config.d_min)
     count = len(ds) if config.limit is None else min(len(ds), config.limit)

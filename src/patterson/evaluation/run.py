@@ -449,12 +449,12 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict:
     """Score a trained network on a stored dataset split: writes the report folder of :func:`evaluate_predictions`."""
     from patterson.datasets import SPLITS, StoredDataset
     from patterson.training import load_model
+    from patterson.training.checkpoint import find_checkpoint
 
     check_writable_folder(Path(config.out))
-    if not Path(config.checkpoint).is_file():
-        raise PattersonError(
-            f"{config.checkpoint}: no such checkpoint file (shipped and pretrained models are not available yet)"
-        )
+    checkpoint = find_checkpoint(config.checkpoint)
+    if checkpoint is None:
+        raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     splits = SPLITS if config.split == "all" else (config.split,)
     datasets = []
@@ -466,10 +466,10 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict:
                 raise
     if not datasets or sum(len(ds) for ds in datasets) == 0:
         raise PattersonError(f"{config.data}: the {config.split} split holds no examples")
-    model = load_model(config.checkpoint, map_location=device).to(device)
+    model = load_model(checkpoint, map_location=device).to(device)
     d_min = float(datasets[0].config.d_min)
     total = sum(len(ds) for ds in datasets) if config.limit is None else min(config.limit, sum(map(len, datasets)))
-    method = config.method or Path(config.checkpoint).stem
+    method = config.method or Path(checkpoint).stem
     log.info("scoring %s on %d %s examples of %s (%s)", method, total, config.split, config.data, device)
     return evaluate_predictions(
         _dataset_batches(datasets, model, config, device, d_min),

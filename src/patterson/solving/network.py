@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,29 +14,9 @@ from patterson.errors import PattersonError
 from patterson.maps import density_from_f
 from patterson.physics import fft_friendly
 from patterson.solving.data import ObservedData
+from patterson.training.checkpoint import WEIGHTS_DIR, find_checkpoint  # noqa: F401 - re-exported
 
 TRANSFERS = ("convolve", "resample")
-WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
-
-
-def find_checkpoint(name: str = "pretrained", weights_dir: str | Path | None = None) -> Path | None:
-    """Where the weights for ``name`` are: a file path, a shipped ``weights/NAME.pt``, or for ``pretrained`` the
-    shipped ``pretrained.pt`` (else the only shipped file). Returns None when ``pretrained`` has no shipped weights;
-    raises PattersonError for a NAME or PATH that does not exist."""
-    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    shipped = sorted(folder.glob("*.pt")) if folder.is_dir() else []
-    path = Path(name)
-    if path.suffix == ".pt" or os.sep in name or path.is_file():
-        if not path.is_file():
-            raise PattersonError(f"{name}: no such checkpoint file")
-        return path
-    match = [p for p in shipped if p.stem == name]
-    if match:
-        return match[0]
-    if name == "pretrained":
-        return shipped[0] if len(shipped) == 1 else None
-    known = ", ".join(p.stem for p in shipped) or "none shipped"
-    raise PattersonError(f"no checkpoint named {name!r} (shipped: {known}); give a file path or 'pretrained'")
 
 
 @dataclass

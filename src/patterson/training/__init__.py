@@ -9,7 +9,9 @@ Typical use::
 """
 
 from patterson.training.checkpoint import (
+    WEIGHTS_DIR,
     capture_rng,
+    find_checkpoint,
     load_checkpoint,
     load_model,
     restore_rng,
@@ -31,6 +33,8 @@ from patterson.training.metrics import MetricsLog, plot_metrics, read_metrics
 from patterson.training.optim import build_loss, build_optimizer, build_scheduler, lr_factor
 
 __all__ = [
+    "WEIGHTS_DIR",
+    "find_checkpoint",
     "DistEnv",
     "LRFindResult",
     "MapPairs",
