@@ -167,12 +167,15 @@ def intensity_grid(atoms: AtomBatch, h_max: int, form: str = "z", b_iso: float |
 # --- files -------------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: no partial file is ever left."""
+def atomic_write(path: Path, write) -> None:
+    """Write a file through ``write(tmp_path)`` to a temporary name in the same folder, flush it to disk, then
+    rename: readers never see a partial file, and a failure leaves none behind."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -204,7 +207,7 @@ def ccp4_map(rho: np.ndarray, cell: Cell) -> gemmi.Ccp4Map:
 def write_ccp4(path: str | Path, rho: np.ndarray, cell: Cell) -> None:
     """Write one (nx, ny, nz) map as a CCP4/MRC file, atomically."""
     ccp4 = ccp4_map(rho, cell)
-    _atomic_write(Path(path), ccp4.write_ccp4_map)
+    atomic_write(Path(path), ccp4.write_ccp4_map)
 
 
 def read_ccp4(path: str | Path) -> tuple[np.ndarray, Cell]:
@@ -243,7 +246,7 @@ def reflections_mtz(hkl: np.ndarray, f: np.ndarray, cell: Cell, extra: dict[str,
 def write_mtz(path: str | Path, hkl: np.ndarray, f: np.ndarray, cell: Cell, extra=None) -> None:
     """Write reflections as an MTZ file with columns H K L F PHI (+ extra), atomically."""
     mtz = reflections_mtz(hkl, f, cell, extra)
-    _atomic_write(Path(path), mtz.write_to_file)
+    atomic_write(Path(path), mtz.write_to_file)
 
 
 # --- the `patterson maps` job -------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from patterson.datasets.config import FIELDS, LABEL_LEN, SPLITS, GenerateConfig
 from patterson.datasets.sources import Pool, assign_splits, build_pool, split_counts
 from patterson.errors import PattersonError
 from patterson.maps import (
-    _atomic_write,
+    atomic_write,
     check_writable_folder,
     density_from_f,
     gaussian_density,
@@ -280,7 +280,7 @@ def _write_shard(path: Path, result: dict, config: GenerateConfig) -> None:
             for name in ("input", "target"):
                 fh.attrs[f"{name}_stats"] = json.dumps(_map_stats(arrays[name]))
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 # --- the generate job --------------------------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, p
     for leftover in (out / "shards").glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
     if not resuming:
-        _atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(config.to_json()))
+        atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(config.to_json()))
     tasks, done = [], 0
     for s in SPLITS:
         for c, start in enumerate(range(0, wanted[s], config.chunk_size)):
@@ -486,4 +486,4 @@ def _write_index(out: Path, config: GenerateConfig, wanted: dict[str, int], sour
             fh.attrs["source_counts"] = json.dumps(dict(source_counts))
             fh.attrs["format"] = "patterson-dataset-1"
 
-    _atomic_write(out / "dataset.h5", write)
+    atomic_write(out / "dataset.h5", write)

@@ -31,7 +31,7 @@ import numpy as np
 
 from patterson import __version__
 from patterson.evaluation.metrics import PairScores
-from patterson.maps import _atomic_write
+from patterson.maps import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def metrics_summary(scores: PairScores, chance: PairScores | None = None, method
 def write_json(path: str | Path, data: dict) -> None:
     """Write strict JSON (no NaN), atomically."""
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def per_example_rows(
@@ -128,7 +128,7 @@ def write_per_example_csv(path: str | Path, header: list[str], rows: list[list])
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(buf.getvalue(), encoding="utf-8"))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(buf.getvalue(), encoding="utf-8"))
 
 
 # --- report.md ----------------------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def report_markdown(
 
 def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # --- plots (matplotlib, Agg canvas: no global backend is changed) ---------------------------------------------------
@@ -216,7 +216,7 @@ def _figure(width: float = 6.0, height: float = 4.0):
 
 
 def _save(fig, path: Path) -> None:
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _shell_axis(ax, metrics: dict) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.maps import _atomic_write, ccp4_map, check_writable_folder, reflections_mtz
+from patterson.maps import atomic_write, ccp4_map, check_writable_folder, reflections_mtz
 from patterson.solving.solve import Solution, SolveConfig, solve
 
 OUTPUT_FILES = ("density.ccp4", "phases.mtz", "peaks.pdb", "peaks.csv", "summary.json")
@@ -78,7 +78,7 @@ def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
         if not out.is_dir():
             raise PattersonError(f"{out}: exists and is not a folder")
         for name, write in writers.items():
-            _atomic_write(out / name, write)
+            atomic_write(out / name, write)
         return {name: out / name for name in writers}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -22,7 +22,6 @@ import logging
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from patterson.errors import PattersonError
+from patterson.maps import atomic_write
 from patterson.models import PattersonModel, model_from_config
 
 log = logging.getLogger(__name__)
@@ -72,19 +72,7 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
     return path
 
 
