@@ -98,40 +98,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     resolution, CC histogram, central sections of the best / median / worst examples), all next to the chance
     level (random phases with the true amplitudes). Runs on the GPU when one is present.
     """
+    common = dict(
+        data=args.data,
+        out=args.out,
+        split=args.split,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=args.device,
+        plots=not args.no_plots,
+    )
     if args.method == "model":
         from patterson.evaluation import EvaluateConfig, evaluate_checkpoint
 
         if not args.checkpoint:
             raise PattersonError("--method model needs --checkpoint")
-        config = EvaluateConfig(
-            checkpoint=args.checkpoint,
-            data=args.data,
-            out=args.out,
-            split=args.split,
-            method=args.name,
-            batch_size=args.batch_size,
-            limit=args.limit,
-            device=args.device,
-            region=args.region,
-            plots=not args.no_plots,
-        )
+        config = EvaluateConfig(checkpoint=args.checkpoint, method=args.name, region=args.region, **common)
         metrics = evaluate_checkpoint(config)
     else:
         from patterson.phasing import PhasingEvalConfig, evaluate_method
 
         config = PhasingEvalConfig(
             method=args.method,
-            data=args.data,
-            out=args.out,
             checkpoint=args.checkpoint,
-            split=args.split,
             refine=args.refine,
-            batch_size=args.batch_size,
-            limit=args.limit,
             n_iter=args.n_iter,
-            device=args.device,
             name=args.name,
-            plots=not args.no_plots,
+            **common,
         )
         metrics = evaluate_method(config)
     chance = metrics["chance"] or {}
