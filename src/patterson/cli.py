@@ -319,17 +319,16 @@ def _add_solve(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="patterson", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="patterson",
+        description="Solve the crystallographic phase problem: Patterson maps to electron density, learned and "
+        "classical. Commands in pipeline order; `patterson COMMAND -h` for each.",
+    )
     parser.add_argument("--version", action="version", version=f"patterson {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_maps(sub)
-    _add_compare(sub)
-    _add_evaluate(sub)
-    _add_train(sub)
-    _add_generate(sub)
-    _add_dataset(sub)
-    _add_solve(sub)
+    for add in (_add_maps, _add_generate, _add_dataset, _add_train, _add_evaluate, _add_compare, _add_solve):
+        add(sub)
     return parser
 
 
