@@ -28,6 +28,7 @@ from patterson.cells import Cell
 from patterson.evaluation import chance_scores, evaluate_predictions, score_maps
 from patterson.maps import density_from_f
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
+from patterson.structures import random_walk
 
 log = logging.getLogger("benchmarks.evaluate")
 
@@ -35,15 +36,7 @@ log = logging.getLogger("benchmarks.evaluate")
 def fragments(seed: int, cell: Cell, batch: int, n_atoms: int = 14, b_iso: float = 20.0) -> AtomBatch:
     """Random-walk C/N/O molecules (1.5 Å bonds) centred in the cell."""
     rng = np.random.default_rng(seed)
-    frac = []
-    for _ in range(batch):
-        xyz = [np.zeros(3)]
-        while len(xyz) < n_atoms:
-            v = rng.normal(size=3)
-            p = xyz[rng.integers(len(xyz))] + 1.5 * v / np.linalg.norm(v)
-            if min(np.linalg.norm(p - q) for q in xyz) > 1.2:
-                xyz.append(p)
-        frac.append((np.array(xyz) - np.mean(xyz, axis=0)) @ cell.frac.T + 0.5)
+    frac = [random_walk(n_atoms, rng) @ cell.frac.T + 0.5 for _ in range(batch)]
     z = torch.as_tensor(rng.choice([6, 6, 6, 7, 8], size=(batch, n_atoms)))
     full = lambda v: torch.full((batch, n_atoms), v, dtype=torch.float64)  # noqa: E731
     return AtomBatch(torch.tensor(np.array(frac)), z, full(b_iso), full(1.0), cell)

@@ -35,6 +35,7 @@ from patterson.evaluation import (
 from patterson.evaluation.peaks import periodic_distances
 from patterson.maps import density_from_f, f_from_density, patterson_from_f, write_ccp4
 from patterson.physics import AtomBatch, grid_shape, miller_indices, resolution_shells, structure_factors
+from patterson.structures import random_walk
 
 SCHEMA = {"n", "cc", "cc_aligned", "phase_error_deg", "solved_fraction", "shells", "chance", "method", "dataset"}
 SCHEMA |= {"version"}
@@ -44,16 +45,7 @@ SHELL_KEYS = {"d_min", "d_max", "phase_error_deg", "fraction_below_60", "map_cc"
 def fragments(seed: int, cell: Cell, batch: int = 1, n_atoms: int = 14, b_iso: float = 20.0) -> AtomBatch:
     """Random-walk molecules of C, N, O (bonds 1.5 Å, no two atoms closer than 1.2 Å) centred in the cell."""
     rng = np.random.default_rng(seed)
-    frac = []
-    for _ in range(batch):
-        xyz = [np.zeros(3)]
-        while len(xyz) < n_atoms:
-            v = rng.normal(size=3)
-            p = xyz[rng.integers(len(xyz))] + 1.5 * v / np.linalg.norm(v)
-            if min(np.linalg.norm(p - q) for q in xyz) > 1.2:
-                xyz.append(p)
-        xyz = np.array(xyz) - np.mean(xyz, axis=0)
-        frac.append(xyz @ cell.frac.T + 0.5)
+    frac = [random_walk(n_atoms, rng) @ cell.frac.T + 0.5 for _ in range(batch)]
     z = rng.choice([6, 6, 6, 7, 8], size=(batch, n_atoms))
     full = lambda v: torch.full((batch, n_atoms), v, dtype=torch.float64)  # noqa: E731
     return AtomBatch(torch.tensor(np.array(frac)), torch.as_tensor(z), full(b_iso), full(1.0), cell)

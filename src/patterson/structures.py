@@ -419,6 +419,19 @@ def extract_fragments(
     return out
 
 
+def random_walk(n_atoms: int, rng: np.random.Generator, bond: float = 1.5, min_distance: float = 1.2) -> np.ndarray:
+    """Coordinates (n_atoms, 3) in Å of a random branched molecule centred at the origin: each new atom sits
+    ``bond`` Å from a random earlier one, no two atoms closer than ``min_distance`` Å."""
+    xyz = [np.zeros(3)]
+    while len(xyz) < n_atoms:
+        v = rng.normal(size=3)
+        p = xyz[rng.integers(len(xyz))] + bond * v / np.linalg.norm(v)
+        if min(np.linalg.norm(p - q) for q in xyz) > min_distance:
+            xyz.append(p)
+    xyz = np.array(xyz)
+    return xyz - xyz.mean(axis=0)
+
+
 def random_atoms(
     n: int,
     orth: np.ndarray,
