@@ -176,8 +176,16 @@ def test_ddp_two_cpu_processes_match_one(tmp_path, splits):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     cmd += ["-m", "patterson", "train", "--data", DATA, "--model", "hurwitz-cnn", "--out", str(tmp_path / "two")]
     cmd += [arg for s in sets for arg in ("--set", s)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # One retry: once in about a dozen full-suite runs a gloo rank aborted (SIGABRT) at launch on the shared
+    # 2-core machine, and never in isolation (8 of 8 runs); both failures' stderr are shown if it happens twice.
+    failures = []
+    for _ in range(2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        if proc.returncode == 0:
+            break
+        failures.append(proc.stderr[-3000:])
+        shutil.rmtree(tmp_path / "two", ignore_errors=True)
+    assert proc.returncode == 0, "\n---\n".join(failures)
     a = load_checkpoint(one.last_checkpoint)["model"]
     b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["model"]
     assert a.keys() == b.keys()
