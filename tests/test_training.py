@@ -21,6 +21,8 @@ from patterson.training import (
     TrainConfig,
     Trainer,
     apply_overrides,
+    export_weights,
+    find_checkpoint,
     load_checkpoint,
     load_config,
     load_model,
@@ -28,6 +30,7 @@ from patterson.training import (
     lr_find,
     random_atom_splits,
     read_metrics,
+    save_checkpoint,
     train,
 )
 
@@ -314,3 +317,51 @@ def test_apply_overrides_rejects_malformed():
     with pytest.raises(PattersonError, match="schedule must be one of"):
         apply_overrides(TrainConfig(), ["schedule=cosine"])
     assert json.dumps(TrainConfig().to_dict())  # plain values only
+
+
+# --- shipped weights ----------------------------------------------------------------------------------------------
+
+
+def test_export_weights_rebuilds_and_initialises_training(tmp_path, splits):
+    cfg = _config("hurwitz-cnn", *TINY_CNN, epochs=1)
+    train(cfg, tmp_path / "run", data=splits)
+    full = tmp_path / "run" / "checkpoints" / "last.pt"
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    slim = export_weights(full, tmp_path / "weights" / "tiny.pt", rows, {"compute": "1 CPU thread"})
+    state = load_checkpoint(slim)
+    assert "optimizer" not in state and "rng" not in state and state["kind"] == "weights"
+    assert state["history"][0]["epoch"] == 1 and state["notes"]["compute"] == "1 CPU thread"
+    assert slim.stat().st_size < full.stat().st_size
+    x = splits[1][0][0][None]  # (1, 1, 12, 12, 12)
+    assert torch.equal(load_model(full)(x), load_model(slim)(x))
+    # a new run starts from those weights (init_from), not from a random initialisation
+    trainer = Trainer(apply_overrides(cfg, [f"init_from={slim}"]), splits[0], splits[1])
+    for key, value in load_checkpoint(slim)["model"].items():
+        assert torch.equal(trainer.module.state_dict()[key], value)
+    other = apply_overrides(_config("hurwitz-cnn", "model.channels=6", "model.n_layers=2"), [f"init_from={slim}"])
+    with pytest.raises(PattersonError, match="checkpoint is for another model"):
+        Trainer(other, splits[0], splits[1])
+
+
+def test_pretrained_picks_weights_that_suit_the_data(tmp_path):
+    model = build_model("hurwitz-cnn", channels=4, n_layers=2, kernel=3)
+    folder = tmp_path / "weights"
+    for name, dataset in {
+        "paper-2": {"preset": "paper-2", "d_min": 1.5, "pack_volume": None},
+        "dense-protein": {"preset": "dense-protein", "d_min": 2.0, "pack_volume": 35.0},
+    }.items():
+        state = {"format": "patterson-checkpoint", "format_version": 1, "model": model.state_dict()}
+        state |= {"model_config": model.config.to_dict(), "data": {"train": {"dataset": dataset}}}
+        save_checkpoint(folder / f"{name}.pt", state)
+
+    def pick(**data):
+        return find_checkpoint("pretrained", folder, data).stem
+
+    assert pick(preset="paper-2", d_min=2.5, pack_volume=None) == "paper-2"  # the preset decides
+    assert pick(preset="dense-protein", d_min=1.0, pack_volume=35.0) == "dense-protein"
+    assert pick(preset="paper-1a", d_min=2.0, pack_volume=None) == "paper-2"  # alone in its cell
+    assert pick(d_min=1.5, pack_volume=40.0) == "dense-protein"  # a packed crystal
+    assert pick(d_min=1.9) == "dense-protein" and pick(d_min=1.4) == "paper-2"  # nearest resolution
+    assert find_checkpoint("pretrained", folder) is None  # two shipped, no hint: nothing to choose by
+    assert find_checkpoint("paper-2", folder).name == "paper-2.pt"
+    assert find_checkpoint("pretrained", tmp_path / "none", {"d_min": 2.0}) is None

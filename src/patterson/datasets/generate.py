@@ -107,6 +107,8 @@ class _State:
     out: Path
 
 
+PACK_ATTEMPTS = 20  # pack_cell calls per example before giving up
+
 _STATE: _State | None = None  # set before workers fork; read by _make_chunk
 
 
@@ -128,8 +130,14 @@ def _example_atoms(state: _State, split: str, index: int) -> tuple[Atoms, str, s
             mol = _prepare(pool.atoms(drawn[-1]), config, rng)
             return mol.replace(source=str(drawn[-1]))
 
-        placed = pack_cell(draw, Cell.of(config.cell), config.pack_volume, rng, config.clash_distance or 0.0,
-                           config.pack_tolerance)  # fmt: skip
+        for attempt in range(PACK_ATTEMPTS):  # an unlucky draw of molecules may not pack: draw again (same stream)
+            try:
+                placed = pack_cell(draw, Cell.of(config.cell), config.pack_volume, rng, config.clash_distance or 0.0,
+                                   config.pack_tolerance)  # fmt: skip
+                break
+            except PattersonError as exc:
+                if attempt == PACK_ATTEMPTS - 1:
+                    raise PattersonError(f"{split} example {index}: {exc} ({PACK_ATTEMPTS} attempts)") from None
         used = [int(m.source) for m in placed]
         atoms = Atoms(
             np.concatenate([m.xyz for m in placed]),

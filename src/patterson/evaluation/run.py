@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -452,9 +453,6 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict:
     from patterson.training.checkpoint import find_checkpoint
 
     check_writable_folder(Path(config.out))
-    checkpoint = find_checkpoint(config.checkpoint)
-    if checkpoint is None:
-        raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     splits = SPLITS if config.split == "all" else (config.split,)
     datasets = []
@@ -466,6 +464,9 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict:
                 raise
     if not datasets or sum(len(ds) for ds in datasets) == 0:
         raise PattersonError(f"{config.data}: the {config.split} split holds no examples")
+    checkpoint = find_checkpoint(config.checkpoint, data=dataclasses.asdict(datasets[0].config))
+    if checkpoint is None:
+        raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
     model = load_model(checkpoint, map_location=device).to(device)
     d_min = float(datasets[0].config.d_min)
     total = sum(len(ds) for ds in datasets) if config.limit is None else min(config.limit, sum(map(len, datasets)))

@@ -26,6 +26,7 @@ from patterson.solving.readers import parse_composition, read_reflections
 log = logging.getLogger(__name__)
 
 REFINE_METHODS = ("hybrid", "charge-flip", "hio", "none")
+PACKED_VOLUME = 60.0  # Å³ per atom below which a cell counts as packed (pretrained picks a packed-cell model)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,9 @@ def solve(config: SolveConfig) -> Solution:
     f_obs = f_obs / scale  # absolute scale: maps in e/Å³; phases.mtz keeps the file's F
 
     t1 = time.perf_counter()
-    path = find_checkpoint(config.checkpoint)
+    volume_per_atom = cell.volume / max(float(n_atoms[0]), 1.0)  # Å³ per atom, from the Wilson estimate
+    hints = {"d_min": data.d_min, "pack_volume": volume_per_atom if volume_per_atom < PACKED_VOLUME else None}
+    path = find_checkpoint(config.checkpoint, data=hints)
     solver, start = None, None
     if path is None:
         msg = "no shipped pretrained network: classical phasing (HIO from random starts) instead"

@@ -11,11 +11,14 @@ Typical use::
 from patterson.training.checkpoint import (
     WEIGHTS_DIR,
     capture_rng,
+    export_weights,
     find_checkpoint,
     load_checkpoint,
     load_model,
+    pick_pretrained,
     restore_rng,
     save_checkpoint,
+    trained_on,
 )
 from patterson.training.config import TrainConfig, apply_overrides, load_config, parse_value
 from patterson.training.data import (
@@ -34,7 +37,10 @@ from patterson.training.optim import build_loss, build_optimizer, build_schedule
 
 __all__ = [
     "WEIGHTS_DIR",
+    "export_weights",
     "find_checkpoint",
+    "pick_pretrained",
+    "trained_on",
     "DistEnv",
     "LRFindResult",
     "MapPairs",

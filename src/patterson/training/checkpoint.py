@@ -19,6 +19,7 @@ Layout of a checkpoint (``torch.save`` of a dict)::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import random
@@ -136,11 +137,66 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Pa
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # shipped weights: src/patterson/weights/*.pt
 
+SHIPPED_KEYS = ("model_config", "train_config", "normalisation", "data", "best", "metrics", "package_version")
 
-def find_checkpoint(name: str = "pretrained", weights_dir: str | Path | None = None) -> Path | None:
+
+def export_weights(
+    checkpoint: str | Path,
+    out: str | Path,
+    history: list[Mapping[str, Any]] | None = None,
+    notes: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a slim, shippable weights file from a training checkpoint.
+
+    Keeps the network (float32), its configs, the normalisation and the training data's description (so that
+    ``pretrained`` can match it to data); drops the optimizer, scheduler and RNG states. ``history`` (the run's
+    metrics rows) and ``notes`` (free-form plain values: compute used, recipe) travel along for the model card.
+    """
+    state = load_checkpoint(checkpoint)
+    slim: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "weights"}
+    slim.update({k: state[k] for k in SHIPPED_KEYS if k in state})
+    slim["model"] = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    slim["history"] = [dict(row) for row in history or []]
+    slim["notes"] = dict(notes or {})
+    return save_checkpoint(out, slim)
+
+
+def trained_on(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The dataset config a checkpoint was trained on (``{}`` when it was not a stored dataset)."""
+    data = state.get("data") or {}
+    return dict((data.get("train") or {}).get("dataset") or {})
+
+
+def _packed(config: Mapping[str, Any]) -> bool:
+    return bool(config.get("pack_volume"))
+
+
+def _mismatch(trained: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[float, ...]:
+    """How badly weights trained on ``trained`` fit ``data`` (both dataset-config-like dicts); lower is better."""
+    preset = 0.0 if data.get("preset") and trained.get("preset") == data.get("preset") else 1.0
+    packing = 0.0 if "pack_volume" not in data or _packed(trained) == _packed(data) else 1.0
+    d_min = abs(math.log(float(trained.get("d_min", 1.0)) / float(data.get("d_min", trained.get("d_min", 1.0)))))
+    return (preset, packing, d_min)
+
+
+def pick_pretrained(data: Mapping[str, Any], weights_dir: str | Path | None = None) -> Path | None:
+    """The shipped weights that fit ``data`` best: the same preset, else the same packing (``pack_volume`` set or
+    not: a molecule alone in its cell or a packed crystal), then the nearest d_min. None when nothing is shipped."""
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    shipped = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    if not shipped:
+        return None
+    scored = [(_mismatch(trained_on(load_checkpoint(p)), data), p.name, p) for p in shipped]
+    return min(scored)[2]
+
+
+def find_checkpoint(
+    name: str = "pretrained", weights_dir: str | Path | None = None, data: Mapping[str, Any] | None = None
+) -> Path | None:
     """Where the weights for ``name`` are: a file path, a shipped ``weights/NAME.pt``, or for ``pretrained`` the
-    shipped ``pretrained.pt`` (else the only shipped file). Returns None when ``pretrained`` has no shipped weights;
-    raises PattersonError for a NAME or PATH that does not exist."""
+    shipped weights that suit ``data`` (a dataset config dict, or hints such as ``{"d_min": 2.0, "pack_volume":
+    35}``; see :func:`pick_pretrained`), else ``pretrained.pt`` or the only shipped file. Returns None when
+    ``pretrained`` finds no shipped weights; raises PattersonError for a NAME or PATH that does not exist."""
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     shipped = sorted(folder.glob("*.pt")) if folder.is_dir() else []
     path = Path(name)
@@ -152,6 +208,8 @@ def find_checkpoint(name: str = "pretrained", weights_dir: str | Path | None = N
     if match:
         return match[0]
     if name == "pretrained":
+        if data:
+            return pick_pretrained(data, folder)
         return shipped[0] if len(shipped) == 1 else None
     known = ", ".join(p.stem for p in shipped) or "none shipped"
     raise PattersonError(f"no checkpoint named {name!r} (shipped: {known}); give a file path or 'pretrained'")

@@ -87,6 +87,9 @@ class TrainConfig:
         Show a tqdm progress bar (rank 0 only).
     deterministic : bool
         ``torch.use_deterministic_algorithms(True)`` (needed for bit-for-bit resume on some GPU kernels).
+    init_from : str
+        Start from this checkpoint's weights (a path or a shipped model's name; same architecture) instead of a
+        random initialisation: fine-tuning, or a later session improving the same weights. "" for none.
     """
 
     model: str = "patterson-unet"
@@ -124,6 +127,7 @@ class TrainConfig:
     best_metric: str = "val_loss"
     progress: bool = True
     deterministic: bool = False
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

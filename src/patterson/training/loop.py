@@ -30,6 +30,7 @@ from patterson.training.checkpoint import (
     FORMAT_VERSION,
     capture_rng,
     check_same_model,
+    find_checkpoint,
     load_checkpoint,
     load_weights,
     restore_rng,
@@ -123,6 +124,8 @@ class Trainer:
         seed_everything(config.seed)
         self.model_config = config.model_config()
         self.module = model_from_config(self.model_config)
+        if config.init_from:
+            self._init_weights(config.init_from)
         self._check_data()
         world = self.env.world_size
         if config.batch_size % world:
@@ -173,6 +176,15 @@ class Trainer:
             self._prepare_out(resume)
 
     # --- set-up ----------------------------------------------------------------------------------------------
+
+    def _init_weights(self, name: str) -> None:
+        path = find_checkpoint(name)
+        if path is None:
+            raise PattersonError(f"init_from={name!r}: no shipped weights to start from")
+        state = load_checkpoint(path)
+        check_same_model(path, state, self.model_config.to_dict())
+        load_weights(self.module, state["model"], path)
+        log.info("initial weights from %s", path)
 
     def _check_data(self) -> None:
         name, cfg = self.config.model, self.model_config
