@@ -118,6 +118,16 @@ def test_same_seed_same_dataset_any_workers_other_seed_differs(paper2, source, t
     assert set(other["train"]["label"].tolist()) != set(first["train"]["label"][:8].tolist())
 
 
+def test_only_the_test_split_remakes_the_held_out_examples(paper2, source, tmp_path):
+    config = small(source=str(source), only_splits=["test"], map_dtype="float32")
+    generate(config, tmp_path / "test-only", workers=1, progress=False)
+    full, test_only = read_all(paper2)["test"], read_all(tmp_path / "test-only")
+    assert set(test_only) == {"test"}  # the same held-out entries and examples, in float32
+    np.testing.assert_array_equal(full["label"], test_only["test"]["label"])
+    np.testing.assert_allclose(full["target"], test_only["test"]["target"], atol=2e-3 * np.abs(full["target"]).max())
+    assert test_only["test"]["input"].dtype == np.float32
+
+
 def test_torch_dataset_and_info(paper2):
     ds = open_split(paper2, "train")
     assert len(ds) == 24

@@ -47,7 +47,9 @@ class GenerateConfig:
     noise on amplitudes), ``missing`` (fraction of reflections dropped at random).
     Storage: ``splits`` (fractions of examples for train, val, test; entries never shared), ``chunk_size``
     (examples per shard), ``max_atoms`` (atoms stored per example; larger structures are skipped),
-    ``map_dtype`` (float16 or float32).
+    ``map_dtype`` (float16 or float32), ``only_splits`` (make only these splits' examples; entries are assigned to
+    splits as usual, so ``only_splits=["test"]`` with a training set's seed, n and splits remakes exactly its
+    held-out test examples, say in float32; empty: all splits).
     """
 
     preset: str = "custom"
@@ -82,6 +84,7 @@ class GenerateConfig:
     chunk_size: int = 256
     max_atoms: int = 64
     map_dtype: str = "float16"
+    only_splits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("cell", "b_range", "splits"):  # TOML and JSON give lists
@@ -90,6 +93,7 @@ class GenerateConfig:
                 object.__setattr__(self, name, tuple(float(v) for v in value))
         if self.cell is not None:
             object.__setattr__(self, "cell", Cell.of(self.cell).parameters)
+        object.__setattr__(self, "only_splits", tuple(str(s) for s in self.only_splits))
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n <= 0:
             raise PattersonError(f"n must be a positive number of examples, got {self.n!r}")
         checks = [
@@ -112,6 +116,7 @@ class GenerateConfig:
             (self.cell is not None or self.kind == "crystal", "only kind='crystal' may leave cell unset"),
             (self.pack_volume is None or self.pack_volume > 0, "pack_volume must be positive"),
             (self.input_d_min is None or self.input_d_min >= self.d_min, "input_d_min must be ≥ d_min"),
+            (set(self.only_splits) <= {"train", "val", "test"}, "only_splits may name train, val and test only"),
         ]
         for ok, message in checks:
             if not ok:

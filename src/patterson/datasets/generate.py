@@ -383,6 +383,10 @@ def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, p
         slots = {s: plan_slots(pool, split_items[s], wanted[s], config, s) for s in SPLITS if wanted[s]}
     _STATE = _State(config, pool, split_items, slots, out)
     t2 = time.perf_counter()
+    if config.only_splits:  # entries and examples as planned above; only these splits' examples are made
+        wanted = {s: wanted[s] if s in config.only_splits else 0 for s in SPLITS}
+        if not sum(wanted.values()):
+            raise PattersonError(f"only_splits {list(config.only_splits)} holds no examples of these {config.n}")
 
     (out / "shards").mkdir(parents=True, exist_ok=True)
     for leftover in (out / "shards").glob(".*.tmp"):
@@ -398,9 +402,9 @@ def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, p
             else:
                 tasks.append((s, c, start, count))
     resumed = sum(math.ceil(wanted[s] / config.chunk_size) for s in SPLITS) - len(tasks)
-    log.info("%s: %d examples (%s), %d chunks to make, %d done", out, config.n,
+    log.info("%s: %d examples (%s), %d chunks to make, %d done", out, sum(wanted.values()),
              ", ".join(f"{s} {wanted[s]}" for s in SPLITS), len(tasks), resumed)  # fmt: skip
-    bar = tqdm(total=config.n, initial=done, unit="ex", disable=not progress, desc="generate")
+    bar = tqdm(total=sum(wanted.values()), initial=done, unit="ex", disable=not progress, desc="generate")
     try:
         if workers == 1 or len(tasks) <= 1:
             threads = torch.get_num_threads()

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import gemmi
@@ -111,12 +112,13 @@ class StoredDataset(torch.utils.data.Dataset):
     """A PyTorch Dataset over one split of a stored dataset.
 
     Each item is a dict: ``input`` and ``target`` (1, X, Y, Z) float32, divided by the dataset's normalisation
-    constants when ``normalise`` (the paper: one dataset-wide max |value| per map type, so values lie in [−1, 1]);
+    constants when ``normalise`` (the paper: one dataset-wide max |value| per map type, so values lie in [−1, 1]),
+    or by given constants (``normalise={"input": …, "target": …}``, e.g. those a network was trained with);
     ``cell`` (6,) float64; ``index``; ``n_atoms``; ``xyz`` (max_atoms, 3) and ``z`` (max_atoms,) of the atoms.
     The HDF5 file is opened lazily in each process, so DataLoader workers are safe.
     """
 
-    def __init__(self, path: str | Path, split: str = "train", normalise: bool = True) -> None:
+    def __init__(self, path: str | Path, split: str = "train", normalise: bool | Mapping[str, float] = True) -> None:
         if split not in SPLITS:
             raise PattersonError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         self.path = Path(path)
@@ -127,7 +129,10 @@ class StoredDataset(torch.utils.data.Dataset):
             self.config = GenerateConfig.from_dict(json.loads(fh.attrs["config"]))
             self.norm = {"input": float(fh.attrs["norm_input"]), "target": float(fh.attrs["norm_target"])}
             self._len = int(fh[split].attrs["count"])
-        self.scale = self.norm if normalise else {"input": 1.0, "target": 1.0}
+        if isinstance(normalise, Mapping):  # another dataset's constants, e.g. those a network was trained with
+            self.scale = {"input": float(normalise["input"]), "target": float(normalise["target"])}
+        else:
+            self.scale = self.norm if normalise else {"input": 1.0, "target": 1.0}
         self._fh = None
         self._pid = None
 

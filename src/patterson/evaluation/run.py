@@ -450,7 +450,7 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict:
     """Score a trained network on a stored dataset split: writes the report folder of :func:`evaluate_predictions`."""
     from patterson.datasets import SPLITS, StoredDataset
     from patterson.training import load_model
-    from patterson.training.checkpoint import find_checkpoint
+    from patterson.training.checkpoint import find_checkpoint, load_checkpoint
 
     check_writable_folder(Path(config.out))
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -467,6 +467,9 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict:
     checkpoint = find_checkpoint(config.checkpoint, data=dataclasses.asdict(datasets[0].config))
     if checkpoint is None:
         raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
+    norm = load_checkpoint(checkpoint).get("normalisation")
+    if norm:  # the maps scaled as the network saw them in training, not by this dataset's own constants
+        datasets = [StoredDataset(config.data, ds.split, normalise=norm) for ds in datasets]
     model = load_model(checkpoint, map_location=device).to(device)
     d_min = float(datasets[0].config.d_min)
     total = sum(len(ds) for ds in datasets) if config.limit is None else min(config.limit, sum(map(len, datasets)))
