@@ -20,19 +20,14 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import patterson
-from patterson.cells import Cell
-from patterson.datasets import StoredDataset, generate, make_config
-from patterson.evaluation import random_phase_maps, score_maps
+from patterson.datasets import StoredDataset
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.phasing import amplitudes_from_patterson, charge_flip, hio, refine_density
-from patterson.physics import miller_indices
+from patterson.phasing import compare_methods, load_split, make_test_split
 
 PRESETS = ("paper-2", "dense-protein")
 D_MINS = (1.0, 1.5, 2.0, 2.5)
@@ -41,56 +36,13 @@ CONDITIONS = {"clean": dict(noise=0.0, missing=0.0), "5% noise, 10% missing": di
 
 def make_split(preset: str, d_min: float, condition: dict, source: str, n: int, folder: Path) -> StoredDataset:
     """A test split of ``n`` examples (float32 maps) made from real chains with this preset and degradation."""
-    config = make_config(
-        preset, source=source, n=n, d_min=d_min, splits=(0.0, 0.0, 1.0), map_dtype="float32", seed=7, **condition
-    )
-    generate(config, folder, progress=False)
-    return StoredDataset(folder, "test", normalise=False)
-
-
-def load_batch(ds: StoredDataset):
-    items = [ds[i] for i in range(len(ds))]
-    cell = Cell(*[float(x) for x in items[0]["cell"]])
-    pat = torch.stack([it["input"][0] for it in items]).double()  # (B, X, Y, Z), physical units
-    truth = torch.stack([it["target"][0] for it in items]).double()
-    f000 = torch.tensor([float(it["z"][: it["n_atoms"]].sum()) for it in items], dtype=torch.float64)
-    return cell, pat, truth, f000
-
-
-def score(pred: torch.Tensor, truth: torch.Tensor, cell: Cell, d_min: float, seconds: float) -> dict:
-    s = score_maps(pred, truth, cell, d_min)
-    err = s.phase_error_weighted_deg.numpy()
-    return {
-        "solved_fraction": float(np.mean(err < SOLVED_THRESHOLD_DEG)),
-        "median_phase_error_weighted_deg": float(np.median(err)),
-        "median_cc_aligned": float(np.median(s.cc_aligned.numpy())),
-        "seconds_per_structure": seconds / len(err),
-    }
+    return make_test_split(preset, folder, source=source, n=n, seed=7, d_min=d_min, **condition)
 
 
 def run_condition(ds: StoredDataset, d_min: float, model, norm: dict | None) -> dict:
-    cell, pat, truth, f000 = load_batch(ds)
-    shape = tuple(truth.shape[-3:])
-    hkl = miller_indices(cell, d_min)
-    f_obs = amplitudes_from_patterson(pat, hkl, cell)
-    hio(f_obs[:1], hkl, cell, shape, n_iter=2, n_polish=0, n_starts=1)  # warm-up: timings exclude first-call costs
-    chance = random_phase_maps(truth, cell, d_min, torch.Generator().manual_seed(0))  # true |F|, random phases
-    out = {"chance": score(chance, truth, cell, d_min, 0.0)}
-    t = time.perf_counter()
-    rho = charge_flip(f_obs, hkl, cell, shape).rho
-    out["charge-flip"] = score(rho, truth, cell, d_min, time.perf_counter() - t)
-    t = time.perf_counter()
-    rho = hio(f_obs, hkl, cell, shape, f000=f000).rho
-    out["hio"] = score(rho, truth, cell, d_min, time.perf_counter() - t)
-    if model is not None:
-        t = time.perf_counter()
-        with torch.no_grad():
-            pred = model((pat / norm["input"]).float()[:, None])[:, 0].double() * norm["target"]
-        out["model"] = score(pred, truth, cell, d_min, time.perf_counter() - t)
-        t = time.perf_counter()
-        rho = refine_density(pred, f_obs, hkl, cell, method="hio", f000=f000).rho
-        out["hybrid"] = score(rho, truth, cell, d_min, time.perf_counter() - t + out["model"]["seconds_per_structure"])
-    return out
+    methods = ("chance", "charge-flip", "hio") + (("model", "hybrid") if model is not None else ())
+    runs = compare_methods(load_split(ds, d_min), methods, model=model, norm=norm)
+    return {m: run.summary() for m, run in runs.items()}
 
 
 def table(results: dict) -> str:

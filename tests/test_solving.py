@@ -164,7 +164,10 @@ def test_french_wilson_keeps_strong_and_lifts_negative_intensities():
 # --- end to end ------------------------------------------------------------------------------------------------
 
 
-def test_cli_solves_p1_mtz_amplitudes_and_writes_readable_files(tmp_path, caplog):
+def test_cli_solves_p1_mtz_amplitudes_and_writes_readable_files(tmp_path, caplog, monkeypatch):
+    from patterson.training import checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "no-weights")  # no shipped network
     atoms = molecule(P1_CELL, "P 1")
     path = write_mtz(tmp_path / "p1.mtz", atoms, P1_CELL, "P 1")
     out = tmp_path / "solved"

@@ -206,7 +206,8 @@ def write_text(path: str | Path, text: str) -> None:
 # --- plots (matplotlib, Agg canvas: no global backend is changed) ---------------------------------------------------
 
 
-def _figure(width: float = 6.0, height: float = 4.0):
+def new_figure(width: float = 6.0, height: float = 4.0):
+    """A matplotlib Figure on its own Agg canvas (``width`` × ``height`` inches, 110 dpi); pyplot is not used."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -215,7 +216,8 @@ def _figure(width: float = 6.0, height: float = 4.0):
     return fig
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
+    """Write a figure as a PNG file, atomically."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
@@ -233,7 +235,7 @@ def _shell_axis(ax, metrics: dict) -> np.ndarray:
 
 def plot_shells(metrics: dict, key: str, path: str | Path, ylabel: str, hline: float | None = None) -> None:
     """A per-shell quantity (``phase_error_deg``, ``fraction_below_60`` or ``map_cc``) vs resolution, with chance."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     x = _shell_axis(ax, metrics)
     y = [np.nan if s[key] is None else s[key] for s in metrics["shells"]]
@@ -247,12 +249,12 @@ def plot_shells(metrics: dict, key: str, path: str | Path, ylabel: str, hline: f
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, Path(path))
+    save_png(fig, Path(path))
 
 
 def plot_cc_histogram(scores: PairScores, chance: PairScores | None, path: str | Path, method: str = "") -> None:
     """Histogram of per-example map CC, as predicted and after alignment; the chance median as a line."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     bins = np.linspace(min(-0.2, float(scores.cc.min())), 1.0, 41)
     ax.hist(scores.cc.numpy(), bins=bins, alpha=0.5, color="tab:orange", label="CC as predicted")
@@ -264,7 +266,7 @@ def plot_cc_histogram(scores: PairScores, chance: PairScores | None, path: str |
     ax.set_title(f"{method or 'method'}: n = {len(scores)}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, Path(path))
+    save_png(fig, Path(path))
 
 
 def plot_slices(examples: list[tuple[str, dict[str, np.ndarray]]], path: str | Path) -> None:
@@ -272,7 +274,7 @@ def plot_slices(examples: list[tuple[str, dict[str, np.ndarray]]], path: str | P
     if not examples:
         return
     cols = list(examples[0][1])
-    fig = _figure(3.0 * len(cols), 2.8 * len(examples))
+    fig = new_figure(3.0 * len(cols), 2.8 * len(examples))
     for r, (label, panels) in enumerate(examples):
         for c, title in enumerate(cols):
             ax = fig.add_subplot(len(examples), len(cols), r * len(cols) + c + 1)
@@ -288,4 +290,4 @@ def plot_slices(examples: list[tuple[str, dict[str, np.ndarray]]], path: str | P
             if c == 0:
                 ax.set_ylabel(label, fontsize=9)
     fig.tight_layout()
-    _save(fig, Path(path))
+    save_png(fig, Path(path))

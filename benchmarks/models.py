@@ -1,0 +1,230 @@
+"""Model cards: docs/models.md, regenerated from the shipped weights by one command.
+
+For every shipped network (``src/patterson/weights/*.pt``) this remakes the held-out test split of the dataset it
+was trained on (same preset, seed, size and split fractions, so the same entries, which training never saw; maps in
+float32), scores the network alone as ``patterson evaluate`` does (median CC after the origin/hand search, phase
+errors, chance level), and phases the first structures with the hybrid (network start + HIO), HIO and charge
+flipping as ``patterson evaluate --method`` does. The card shows the data, the recipe, the compute, the training
+curve (from the history the weights carry) and those test metrics next to chance and the targets.
+
+    python benchmarks/models.py [--source ../shared/data/pdb] [--names NAME ...] [--n-phasing 48]
+        [--out benchmarks/results/models.json] [--card docs/models.md]
+
+Run with OMP_NUM_THREADS=1 on a shared machine (the phasing loops are small FFTs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import patterson
+from patterson.datasets import GenerateConfig, generate
+from patterson.evaluation.run import EvaluateConfig, evaluate_checkpoint
+from patterson.maps import atomic_write
+from patterson.phasing import PhasingEvalConfig, evaluate_method
+from patterson.training import WEIGHTS_DIR, load_checkpoint, trained_on
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {  # issue #8's targets, for the card
+    "paper-2": "model alone: median CC after alignment ≥ 0.87 (aim 0.93); hybrid: ≥ 95% solved",
+    "dense-protein": "hybrid solves at least twice the fraction of the better classical method",
+}
+
+
+def held_out_test_set(state: dict, source: str, folder: Path) -> Path:
+    """Remake the test split of the dataset the weights were trained on (float32 maps) in ``folder``."""
+    config = dict(trained_on(state), source=source, only_splits=["test"], map_dtype="float32")
+    generate(GenerateConfig.from_dict(config), folder, progress=False)
+    return folder
+
+
+def score_network(weights: Path, data: Path, out: Path) -> dict:
+    """``patterson evaluate --checkpoint``: the network alone on every test example."""
+    return evaluate_checkpoint(EvaluateConfig(checkpoint=str(weights), data=str(data), out=str(out), plots=False))
+
+
+def score_phasing(weights: Path, data: Path, out: Path, n: int) -> dict:
+    """``patterson evaluate --method``: hybrid, HIO and charge flipping on the first ``n`` test structures."""
+    rows = {}
+    for method in ("hybrid", "hio", "charge-flip"):
+        t = time.perf_counter()
+        config = PhasingEvalConfig(method, str(data), str(out / method), checkpoint=str(weights), limit=n)
+        metrics = evaluate_method(config)
+        rows[method] = {
+            "n": metrics["n"],
+            "solved_fraction": metrics["solved_fraction"],
+            "median_phase_error_weighted_deg": metrics["phase_error_deg"]["median_weighted"],
+            "median_cc_aligned": metrics["cc_aligned"]["median"],
+            "seconds_per_structure": (time.perf_counter() - t) / metrics["n"],
+            "chance_solved_fraction": (metrics.get("chance") or {}).get("solved_fraction"),
+        }
+    return rows
+
+
+def plot_history(history: list[dict], path: Path, name: str) -> Path | None:
+    """Training curve: validation CC (aligned and not) and losses against the maps seen."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    seen = [r["maps_seen"] / 1000 for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(seen, [r["train_loss"] for r in history], "-", label="training loss")
+    ax1.plot(seen, [r["val_loss"] for r in history], "-", label="validation loss")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("maps seen (thousands)")
+    ax1.legend()
+    ax2.plot(seen, [r["val_cc_aligned_median"] for r in history], "C3-", label="median CC, aligned")
+    ax2.plot(seen, [r["val_cc_median"] for r in history], "C0-", label="median CC")
+    for i in range(1, len(history)):
+        if history[i]["stage"] != history[i - 1]["stage"]:
+            for ax in (ax1, ax2):
+                ax.axvline(seen[i - 1], color="0.6", lw=0.8, ls=":")
+    ax2.set_xlabel("maps seen (thousands)")
+    ax2.set_ylabel("validation CC")
+    ax2.legend()
+    fig.suptitle(f"{name}: training curve (dotted: a new stage)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def describe(name: str, weights: Path, state: dict) -> dict:
+    """What the card says about the weights themselves."""
+    data, train = trained_on(state), state.get("train_config", {})
+    history, notes = state.get("history", []), state.get("notes", {})
+    n_params = sum(v.numel() for v in state["model"].values() if v.is_floating_point())
+    return {
+        "name": name,
+        "file": str(weights.relative_to(ROOT)) if weights.is_relative_to(ROOT) else str(weights),
+        "file_mb": weights.stat().st_size / 1e6,
+        "arch": state["model_config"].get("arch"),
+        "model_config": state["model_config"],
+        "parameters": n_params,
+        "train_config": {k: train.get(k) for k in ("epochs", "batch_size", "lr", "schedule", "loss", "init_from")},
+        "data": {k: data.get(k) for k in ("preset", "n", "seed", "splits", "cell", "d_min", "pack_volume")},
+        "notes": notes,
+        "epochs": len(history),
+        "maps_seen": history[-1]["maps_seen"] if history else None,
+        "best_val_cc_aligned_median": max((r["val_cc_aligned_median"] for r in history), default=None),
+    }
+
+
+def card(results: list[dict]) -> str:
+    """docs/models.md."""
+    lines = [
+        "# Shipped models",
+        "",
+        "Regenerate this page with `OMP_NUM_THREADS=1 python benchmarks/models.py` (numbers: "
+        "`benchmarks/results/models.json`). `--checkpoint pretrained` in `evaluate` and `solve` picks the model whose "
+        "training data suit the input best (same preset, else the same packing, then the nearest d_min; "
+        "`patterson.training.pick_pretrained`). Weights are plain tensors read with `torch.load(weights_only=True)`.",
+        "",
+    ]
+    for r in results:
+        d, m, notes = r["about"]["data"], r["network"], r["about"]["notes"]
+        chance = m.get("chance") or {}
+        lines += [
+            f"## `{r['about']['name']}`",
+            "",
+            f"- **Network**: `{r['about']['arch']}`, {r['about']['parameters']:,} parameters, "
+            f"{r['about']['file_mb']:.1f} MB (`{r['about']['file']}`).",
+            f"- **Data**: preset `{d['preset']}` (cell {d['cell'][:3]} Å, d_min {d['d_min']} Å"
+            + (f", packed at {d['pack_volume']} Å³/atom" if d.get("pack_volume") else ", one molecule per cell")
+            + f"), {d['n']:,} examples from `../shared/data/pdb` split by PDB entry with seed {d['seed']} "
+            f"(fractions {d['splits']}); the MDAnalysisTests entries (the embedded default) are not in that folder.",
+            f"- **Recipe**: {', '.join(f'`{x}`' for x in notes.get('recipe', [])) or '–'}; "
+            f"{r['about']['epochs']} epochs in {notes.get('stages', 1)} stage(s), "
+            f"{(r['about']['maps_seen'] or 0):,} maps seen.",
+            f"- **Compute**: {notes.get('compute') or '–'}; {notes.get('train_time_s', 0) / 60:.0f} min of training.",
+            f"- **Target** (issue #8): {TARGETS.get(r['about']['name'], '–')}.",
+            "",
+        ]
+        if r.get("curve"):
+            lines += [f"![training curve of {r['about']['name']}]({r['curve']})", ""]
+        lines += [
+            f"**Test metrics**: {m['n']} held-out structures (the test split's entries; float32 maps).",
+            "",
+            "| | network | chance (true amplitudes, random phases) |",
+            "| --- | --- | --- |",
+            f"| median CC after origin/hand search | {m['cc_aligned']['median']:.3f} | "
+            f"{chance.get('cc_aligned', {}).get('median', float('nan')):.3f} |",
+            f"| median CC as predicted | {m['cc']['median']:.3f} | – |",
+            f"| median F-weighted phase error | {m['phase_error_deg']['median_weighted']:.1f}° | "
+            f"{chance.get('phase_error_deg', {}).get('median_weighted', float('nan')):.1f}° |",
+            f"| solved (F-weighted phase error < 40°) | {m['solved_fraction']:.0%} | "
+            f"{chance.get('solved_fraction', float('nan')):.0%} |",
+            "",
+        ]
+        p = r["phasing"]
+        first = next(iter(p.values()))
+        lines += [
+            f"**Phasing** the first {first['n']} test structures from their amplitudes "
+            "(solved · median F-weighted phase error · seconds per structure, 1 CPU thread):",
+            "",
+            "| hybrid (network + HIO) | HIO | charge flipping | chance |",
+            "| --- | --- | --- | --- |",
+            "| "
+            + " | ".join(
+                f"{p[k]['solved_fraction']:.0%} · {p[k]['median_phase_error_weighted_deg']:.0f}° · "
+                f"{p[k]['seconds_per_structure']:.2f} s"
+                for k in ("hybrid", "hio", "charge-flip")
+            )
+            + f" | {first['chance_solved_fraction']:.0%} |",
+            "",
+        ]
+    lines += [f"patterson {patterson.__version__}; {platform.platform()}, torch {torch.__version__}.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=str(ROOT.parent / "shared" / "data" / "pdb"))
+    parser.add_argument("--names", nargs="*", default=None, help="shipped weights to describe (default: all)")
+    parser.add_argument("--n-phasing", type=int, default=48, help="test structures phased per method")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "models.json")
+    parser.add_argument("--card", type=Path, default=ROOT / "docs" / "models.md")
+    args = parser.parse_args()
+    names = args.names or sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            weights = WEIGHTS_DIR / f"{name}.pt"
+            state = load_checkpoint(weights)
+            print(f"{name}: remaking the held-out test split ...", flush=True)
+            data = held_out_test_set(state, args.source, Path(tmp) / name / "data")
+            network = score_network(weights, data, Path(tmp) / name / "network")
+            print(f"{name}: network median CC aligned {network['cc_aligned']['median']:.3f}", flush=True)
+            phasing = score_phasing(weights, data, Path(tmp) / name, args.n_phasing)
+            print(f"{name}: {json.dumps({k: v['solved_fraction'] for k, v in phasing.items()})}", flush=True)
+            curve = plot_history(state.get("history", []), ROOT / "docs" / "img" / f"model-{name}.png", name)
+            results.append(
+                {
+                    "about": describe(name, weights, state),
+                    "network": network,
+                    "phasing": phasing,
+                    "curve": f"img/model-{name}.png" if curve else None,
+                    "test_set": json.loads((data / "config.json").read_text()),
+                }
+            )
+    payload = {"version": patterson.__version__, "platform": platform.platform(), "models": results}
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(args.card, lambda tmp: Path(tmp).write_text(card(results)))
+    print(f"wrote {args.out} and {args.card}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Ship a trained network: write the slim weights file that `--checkpoint pretrained` finds.
+
+    python recipes/export.py RUN [RUN ...] --name NAME [--compute TEXT] [--recipe FILE ...]
+
+RUN folders are the training stages in order (a later stage started from the earlier one with ``init_from``); the
+weights come from the last run's ``checkpoints/best.pt``, the metrics history from all of them (each row gets its
+``stage`` and the maps seen so far), so the model card can draw the whole training curve. Writes
+``src/patterson/weights/NAME.pt`` (float32 weights, configs, normalisation, training data description; no optimizer
+state), loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from patterson.training import WEIGHTS_DIR, export_weights, load_checkpoint, read_metrics
+
+
+def history_of(runs: list[Path]) -> list[dict]:
+    """The metrics rows of all stages, with ``stage`` (1, 2, …) and cumulative ``maps_seen``."""
+    rows, seen = [], 0
+    for stage, run in enumerate(runs, start=1):
+        config = load_checkpoint(run / "checkpoints" / "last.pt")["train_config"]
+        per_epoch = config["batch_size"] * (config["max_batches"] or 0)
+        for row in read_metrics(run / "metrics.jsonl"):
+            seen += per_epoch or row.get("train_maps", 0)
+            rows.append({**row, "stage": stage, "maps_seen": seen})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="training run folders, in stage order")
+    parser.add_argument("--name", required=True, help="weights name (paper-2, dense-protein, ...)")
+    parser.add_argument("--compute", default="", help="the compute used, in words")
+    parser.add_argument("--recipe", nargs="*", default=[], help="the recipe files of the stages")
+    parser.add_argument("--out", type=Path, default=None, help="default: src/patterson/weights/NAME.pt")
+    args = parser.parse_args()
+    history = history_of(args.runs)
+    train_time_s = sum(float(r.get("epoch_time_s", 0.0)) for r in history)
+    notes = {"compute": args.compute, "recipe": args.recipe, "stages": len(args.runs), "train_time_s": train_time_s}
+    best = args.runs[-1] / "checkpoints" / "best.pt"
+    out = export_weights(best, args.out or WEIGHTS_DIR / f"{args.name}.pt", history, notes)
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB, {len(history)} epochs, {train_time_s / 60:.0f} min of training")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,705 @@
+"""The main job, ``patterson demo``: real chains → two test sets → every phasing method → one report folder.
+
+:func:`run_demo` takes real X-ray protein chains from a structure source (the embedded default: MDAnalysisTests'
+chains), makes a ``paper-2`` test set (one dipeptide in a mostly empty 12 Å cell, 1.5 Å) and a ``dense-protein``
+test set (dipeptides packed at 35 Å³ per atom, 2 Å), phases both with the shipped networks alone (``model``),
+the hybrid (network density refined by HIO), charge flipping and HIO, and scores every map as ``patterson
+evaluate`` does, next to the chance level (random phases with the true amplitudes). It writes::
+
+    OUT/report.md          what was done, the headline table, plots, data provenance, networks, timings, warnings
+    OUT/results.json       every number (``"kind": "patterson-demo"`` marks the folder as a demo report)
+    OUT/solved_fraction.png, phase_errors.png, sections.png     (when matplotlib is installed)
+    OUT/maps/PRESET/ID/    truth.ccp4, patterson.ccp4 and each method's map moved onto the truth (origin, hand)
+    OUT/data/PRESET/       the two test sets (patterson datasets: ``patterson evaluate --data`` reads them)
+
+The folder is built in a temporary sibling and renamed into place at the end, so it appears whole or not at all.
+An existing ``OUT`` must be empty or a previous demo report (which is then replaced). See docs/demo.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from patterson import __version__
+from patterson.cells import Cell
+from patterson.datasets import GenerateConfig
+from patterson.errors import PattersonError
+from patterson.evaluation.report import (
+    SOLVED_THRESHOLD_DEG,
+    new_figure,
+    plot_slices,
+    save_png,
+    write_json,
+    write_text,
+)
+from patterson.maps import check_writable_folder, write_ccp4
+from patterson.models import count_parameters
+from patterson.phasing import (
+    COMPARE_METHODS,
+    MethodRun,
+    SplitMaps,
+    compare_methods,
+    config_for_test_split,
+    load_split,
+    make_test_split,
+)
+from patterson.physics import grid_shape
+from patterson.solving import torch_threads
+from patterson.structures import embedded_entries, entry_id, structure_files
+from patterson.training import find_checkpoint, load_checkpoint, load_model, trained_on
+
+log = logging.getLogger(__name__)
+
+KIND = "patterson-demo"  # results.json marker: a folder holding it is a demo report, which a new run may replace
+DEMO_PRESETS = ("paper-2", "dense-protein")
+NETWORK_METHODS = ("model", "hybrid")
+MAP_METHODS = ("model", "hybrid", "charge-flip", "hio")  # methods whose maps are written as CCP4 files
+LABELS = {
+    "model": "network alone",
+    "hybrid": "hybrid (network + HIO)",
+    "charge-flip": "charge flipping",
+    "hio": "HIO (shrink-wrap)",
+    "chance": "chance (random phases, true amplitudes)",
+}
+COLOURS = {"model": "tab:purple", "hybrid": "tab:red", "charge-flip": "tab:green", "hio": "tab:blue", "chance": "0.5"}
+CHECKPOINT_OPTIONS = {"paper-2": "--paper2-checkpoint", "dense-protein": "--dense-checkpoint"}
+PLOTS = {
+    "solved fraction per method and test set": "solved_fraction.png",
+    "F-weighted phase error of every structure": "phase_errors.png",
+    "central sections of the first example of each test set (maps moved onto the truth)": "sections.png",
+}
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What ``patterson demo`` does.
+
+    Attributes
+    ----------
+    out : the report folder (must be empty, absent or a previous demo report, which is replaced).
+    n : test structures per preset.
+    paper2_checkpoint, dense_checkpoint : the network for each test set: ``pretrained`` (the shipped weights
+        trained on that preset, if any), a shipped name, a checkpoint path, or None / ``none`` (no network).
+    source : structure source of the test sets (``embedded``, or a folder of PDB/mmCIF files).
+    seed : seed of the test sets, the random starts and the chance level's phases.
+    n_iter, n_starts : iterations and random starts of the classical runs (None: each method's defaults).
+    n_maps : examples per preset whose maps are written as CCP4 files.
+    plots : write PNG plots (skipped with a note when matplotlib is not installed).
+    threads : torch CPU threads while phasing (None: unchanged; 1 is fastest for these small grids).
+    progress : show progress bars.
+    """
+
+    out: str = "patterson-demo"
+    n: int = 16
+    paper2_checkpoint: str | None = "pretrained"
+    dense_checkpoint: str | None = "pretrained"
+    source: str = "embedded"
+    seed: int = 7
+    n_iter: int | None = None
+    n_starts: int | None = None
+    n_maps: int = 2
+    plots: bool = True
+    threads: int | None = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("paper2_checkpoint", "dense_checkpoint"):
+            value = getattr(self, name)
+            if value is not None and str(value).strip().lower() in ("", "none"):
+                object.__setattr__(self, name, None)
+        checks = [
+            (self.n >= 1, f"n must be at least 1 test structure per preset, got {self.n}"),
+            (self.n_maps >= 0, f"n_maps must be 0 or more, got {self.n_maps}"),
+            (self.n_iter is None or self.n_iter >= 1, f"n_iter must be at least 1, got {self.n_iter}"),
+            (self.n_starts is None or self.n_starts >= 1, f"n_starts must be at least 1, got {self.n_starts}"),
+            (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PattersonError(message)
+
+    def checkpoint(self, preset: str) -> str | None:
+        """The network asked for on ``preset``'s test set."""
+        return {"paper-2": self.paper2_checkpoint, "dense-protein": self.dense_checkpoint}[preset]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What :func:`run_demo` made: the report folder, every number (results.json) and the headline table."""
+
+    out: Path
+    results: dict[str, Any]
+    table: str
+
+
+# --- the output folder -------------------------------------------------------------------------------------------
+
+
+def is_demo_report(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a report of ``patterson demo`` (its results.json says ``"kind": "patterson-demo"``)."""
+    try:
+        return json.loads((Path(folder) / "results.json").read_text()).get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_out(out: Path) -> bool:
+    """Raise PattersonError unless ``out`` can take a demo report; True when it holds one already (to replace)."""
+    check_writable_folder(out)
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise PattersonError(f"{out}: exists and is not a folder")
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise PattersonError(f"{out}: holds the current folder; choose another --out")
+    if not any(out.iterdir()):
+        return False
+    if is_demo_report(out):
+        return True
+    raise PattersonError(f"{out}: not empty and not a patterson demo report; choose another --out")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished report ``tmp`` to ``out``, replacing an empty folder or a previous demo report."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    if out.is_dir() and any(out.iterdir()):
+        if not is_demo_report(out):  # something appeared there while the demo ran
+            raise PattersonError(f"{out}: not empty and not a patterson demo report; choose another --out")
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if out.is_dir():
+        out.rmdir()
+    os.replace(tmp, out)
+
+
+# --- one test set ------------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: numpy and torch scalars to Python numbers, non-finite floats to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
+        return _plain(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def _labels(dataset: Path, split: str = "test") -> list[str]:
+    """The provenance label of every example (``entry/chain/seqid:resname,...``, ``;`` between fragments)."""
+    import h5py
+
+    with h5py.File(dataset / "dataset.h5", "r") as fh:
+        return [x.decode() for x in fh[split]["label"][:]]
+
+
+def _held_out(train_source: str | None, entries: list[str]) -> dict[str, Any]:
+    """Whether the test entries are absent from the network's training source (checked where it can be read)."""
+    if not train_source:
+        return {"checked": False, "note": "the checkpoint does not name its training source"}
+    if train_source == "embedded":
+        files = embedded_entries()
+    elif Path(train_source).is_dir():
+        files = structure_files(train_source)
+    else:
+        return {"checked": False, "note": f"its training source {train_source} is not found here"}
+    trained = {entry_id(p) for p in files}
+    return {"checked": True, "overlap": sorted(set(entries) & trained), "note": f"training source {train_source}"}
+
+
+@dataclass
+class Network:
+    """A network resolved for one test set: where it came from, the model, its normalisation constants (None:
+    the checkpoint has none, the test set's are used) and what the report says about it."""
+
+    path: Path
+    model: torch.nn.Module
+    norm: dict | None
+    info: dict[str, Any]
+
+
+def resolve_network(preset: str, name: str | None, data: GenerateConfig, warnings: list[str]) -> Network | None:
+    """The network for a test set made with ``data``, or None with a warning saying why.
+
+    ``pretrained`` takes the shipped weights that fit ``data`` best (:func:`~patterson.training.find_checkpoint`)
+    and uses them only if they were trained on this preset; a name or path is used as given (with a warning when it
+    was trained on another preset). Raises PattersonError for a missing checkpoint or one made for another grid.
+    """
+    option = CHECKPOINT_OPTIONS[preset]
+    if name is None:
+        warnings.append(f"{preset}: no network asked for ({option} none): the model and hybrid rows are skipped.")
+        return None
+    path = find_checkpoint(name, data=dataclasses.asdict(data))
+    if path is None:
+        warnings.append(
+            f"{preset}: no pretrained network is shipped with patterson {__version__}: the model and hybrid rows "
+            f"are skipped (give a checkpoint with {option} PATH)."
+        )
+        return None
+    state = load_checkpoint(path)
+    trained = trained_on(state)
+    own = trained.get("preset") == preset or (not trained.get("preset") and path.stem == preset)
+    if name == "pretrained" and not own:
+        warnings.append(
+            f"{preset}: no shipped network was trained on {preset} data (the closest, {path.name}, was trained on "
+            f"{trained.get('preset') or 'unknown'} data): the model and hybrid rows are skipped."
+        )
+        return None
+    shape = grid_shape(Cell.of(data.cell), data.d_min, data.sample_rate)
+    train_shape = ((state.get("data") or {}).get("train") or {}).get("input_shape")
+    if train_shape and tuple(int(x) for x in train_shape[-3:]) != tuple(shape):
+        grid = "×".join(str(int(x)) for x in train_shape[-3:])
+        message = (
+            f"{path}: the network was trained on {grid} maps, the {preset} test maps are {'×'.join(map(str, shape))}"
+        )
+        if name == "pretrained":
+            warnings.append(f"{preset}: {message}: the model and hybrid rows are skipped.")
+            return None
+        raise PattersonError(message)
+    if not own:
+        warnings.append(
+            f"{preset}: {path.name} was trained on {trained.get('preset') or 'unknown'} data, not {preset}."
+        )
+    model = load_model(path)
+    norm = state.get("normalisation") or None
+    info = {
+        "path": str(path),
+        "arch": state["model_config"].get("arch"),
+        "parameters": count_parameters(model),
+        "normalisation": norm,
+        "trained_on": {k: trained.get(k) for k in ("preset", "source", "n", "d_min", "cell", "seed")},
+        "best": state.get("best"),
+        "notes": state.get("notes"),
+    }
+    return Network(path, model, norm, info)
+
+
+def _write_maps(folder: Path, data: SplitMaps, runs: dict[str, MethodRun], n_maps: int) -> list[dict]:
+    """CCP4 maps of the first ``n_maps`` examples: the truth, the Patterson and each method's aligned map."""
+    written = []
+    for i in range(min(n_maps, len(data))):
+        ident = data.ids[i]
+        sub = folder / ident
+        sub.mkdir(parents=True, exist_ok=True)
+        files = {"truth": "truth.ccp4", "patterson": "patterson.ccp4"}
+        write_ccp4(sub / "truth.ccp4", data.truth[i].cpu().numpy(), data.cell)
+        write_ccp4(sub / "patterson.ccp4", data.patterson[i].cpu().numpy(), data.cell)
+        errors = {}
+        for method in MAP_METHODS:
+            if method in runs:
+                write_ccp4(sub / f"{method}.ccp4", runs[method].aligned[i].cpu().numpy(), data.cell)
+                files[method] = f"{method}.ccp4"
+                errors[method] = float(runs[method].scores.phase_error_weighted_deg[i])
+        folder_name = sub.relative_to(folder.parent.parent).as_posix()  # maps/PRESET/ID, relative to the report
+        written.append({"id": ident, "folder": folder_name, "files": files, "phase_error_weighted_deg": errors})
+    return written
+
+
+def _central_sections(data: SplitMaps, runs: dict[str, MethodRun], i: int = 0) -> dict[str, np.ndarray | None]:
+    """Central z-sections of example ``i``: truth, Patterson (origin at the centre) and the aligned maps."""
+    section = lambda rho: rho[:, :, rho.shape[2] // 2].cpu().numpy()  # noqa: E731
+    panels = {"truth": section(data.truth[i]), "Patterson": section(torch.fft.fftshift(data.patterson[i]))}
+    for method in MAP_METHODS:
+        panels[LABELS[method]] = section(runs[method].aligned[i]) if method in runs else None
+    return panels
+
+
+def _run_preset(
+    preset: str, config: DemoConfig, folder: Path, network: Network | None, warnings: list[str]
+) -> tuple[dict, dict]:
+    """Make, phase, score and map one test set; returns its results and the panels of its first example."""
+    t0 = time.perf_counter()
+    data_dir = folder / "data" / preset
+    log.info("%s: making %d test structures from %s", preset, config.n, config.source)
+    ds = make_test_split(preset, data_dir, config.source, config.n, config.seed, progress=config.progress)
+    data = load_split(ds)
+    labels = _labels(data_dir)
+    counts = Counter(frag.split("/")[0] for label in labels for frag in label.split(";"))  # dipeptides per entry
+    entries = sorted(counts)
+    t1 = time.perf_counter()
+    methods = COMPARE_METHODS if network else tuple(m for m in COMPARE_METHODS if m not in NETWORK_METHODS)
+    info = None
+    if network is not None:
+        if network.norm is None:
+            network.norm = dict(ds.norm)
+            warnings.append(f"{preset}: {network.path.name} holds no normalisation constants; the test set's are used.")
+        info = network.info | {"normalisation": network.norm}
+        info["held_out"] = _held_out(info["trained_on"].get("source"), entries)
+        overlap = info["held_out"].get("overlap")
+        if overlap:
+            warnings.append(
+                f"{preset}: {len(overlap)} of the {len(entries)} test entries are in {network.path.name}'s training "
+                f"source ({', '.join(overlap[:6])}{', ...' if len(overlap) > 6 else ''}): not a held-out test."
+            )
+    log.info("%s: phasing %d structures with %s", preset, len(data), ", ".join(methods))
+    runs = compare_methods(
+        data,
+        methods,
+        model=network.model if network else None,
+        norm=network.norm if network else None,
+        n_iter=config.n_iter,
+        n_starts=config.n_starts,
+        seed=config.seed,
+        progress=config.progress,
+        desc=f"{preset} ",
+    )
+    t2 = time.perf_counter()
+    maps = _write_maps(folder / "maps" / preset, data, runs, config.n_maps)
+    t3 = time.perf_counter()
+    result = {
+        "preset": preset,
+        "n": len(data),
+        "dataset": json.loads(ds.config.to_json()),
+        "grid": list(data.shape),
+        "d_min": data.d_min,
+        "n_reflections": len(data.hkl),
+        "data_folder": f"data/{preset}",
+        "entries": dict(sorted(counts.items())),
+        "examples": [{"id": i, "label": lab} for i, lab in zip(data.ids, labels, strict=True)],
+        "network": info,
+        "methods": {
+            m: run.summary()
+            | {
+                "per_structure": {
+                    "phase_error_weighted_deg": run.scores.phase_error_weighted_deg,
+                    "cc_aligned": run.scores.cc_aligned,
+                }
+            }
+            for m, run in runs.items()
+        },
+        "skipped": [m for m in COMPARE_METHODS if m not in runs],
+        "maps": maps,
+        "seconds": {"data": t1 - t0, "phasing_and_scoring": t2 - t1, "maps": t3 - t2},
+    }
+    return result, _central_sections(data, runs)
+
+
+# --- report ------------------------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def headline_table(results: dict) -> str:
+    """The headline table (Markdown): methods × test sets, the chance level last."""
+    presets = list(results["presets"])
+    head = ["method"]
+    for p in presets:
+        head += [f"{p}: solved", f"{p}: phase error (°)", f"{p}: CC", f"{p}: s/structure"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for method in COMPARE_METHODS:
+        cells = [LABELS[method]]
+        for p in presets:
+            m = results["presets"][p]["methods"].get(method)
+            if m is None:
+                cells += ["– (no network)", "–", "–", "–"]
+                continue
+            sec = "–" if method == "chance" else _num(m["seconds_per_structure"], ".2f")
+            cells += [
+                _pct(m["solved_fraction"]),
+                _num(m["median_phase_error_weighted_deg"], ".1f"),
+                _num(m["median_cc_aligned"], ".3f"),
+                sec,
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(results: dict) -> str:
+    """report.md of a demo run, from its results.json dictionary."""
+    env = results["environment"]
+    presets = results["presets"]
+    lines = [
+        "# patterson demo",
+        "",
+        f"patterson {results['version']}, {results['date']}. Real X-ray protein chains from `{results['source']}` "
+        f"were cut into dipeptides and placed in unit cells as two test sets ({', '.join(f'`{p}`' for p in presets)}, "
+        f"{results['config']['n']} structures each); every structure was phased from its amplitudes alone (read off "
+        "its Patterson map) by each method, and every map was scored against the true density after the origin and "
+        "hand search, as `patterson evaluate` does.",
+        "",
+    ]
+    if results["warnings"]:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in results["warnings"]] + [""]
+    lines += [
+        "## Headline",
+        "",
+        f"Solved: F-weighted phase error < {SOLVED_THRESHOLD_DEG:g}°. Phase error: median over structures of the "
+        "F-weighted mean |Δφ| to d_min. CC: median map correlation with the truth after the origin/hand search. "
+        "s/structure: wall time per structure on this machine (the hybrid includes the network's).",
+        "",
+        headline_table(results),
+    ]
+    if results["plots"]:
+        lines += [f"![{title}]({name})" for title, name in results["plots"].items()] + [""]
+    elif results["plots_note"]:
+        lines += [results["plots_note"], ""]
+    lines += ["## Test sets", ""]
+    for p, r in presets.items():
+        d = r["dataset"]
+        packing = f"packed at {d['pack_volume']:g} Å³ per atom" if d.get("pack_volume") else "one dipeptide per cell"
+        cell = " ".join(f"{x:g}" for x in d["cell"])
+        entries = ", ".join(f"{e} ({c})" if c > 1 else e for e, c in r["entries"].items())
+        lines += [
+            f"- **{p}**: {r['n']} structures, cell {cell}, {packing}, B {d['b_iso']:g} Å², d_min {r['d_min']:g} Å "
+            f"({r['n_reflections']} reflections), grid {'×'.join(map(str, r['grid']))}, seed {d['seed']}. "
+            f"Dipeptides from {len(r['entries'])} entries: {entries}. The test set is `{r['data_folder']}` in this "
+            "folder, a patterson dataset (`patterson dataset info`, `patterson evaluate --data`); every example's "
+            "residues are in results.json.",
+        ]
+    lines += ["", "## Networks", ""]
+    for p, r in presets.items():
+        net = r["network"]
+        if net is None:
+            lines.append(f"- **{p}**: none (see the warnings).")
+            continue
+        t = net["trained_on"]
+        held = net["held_out"]
+        if held.get("checked"):
+            overlap = held.get("overlap") or []
+            held_text = f"{len(overlap)} of the test entries are in its training source ({held['note']})"
+        else:
+            held_text = f"not checked whether the test entries were held out ({held['note']})"
+        best = net.get("best") or {}
+        best_text = (
+            f", best {best['metric']} {best['value']:.4g} (epoch {best.get('epoch')})" if best.get("metric") else ""
+        )
+        lines.append(
+            f"- **{p}**: `{net['path']}`, {net['arch']} with {net['parameters']:,} parameters, trained on "
+            f"{t.get('n') or '?'} `{t.get('preset') or '?'}` examples from `{t.get('source') or '?'}` "
+            f"(d_min {t.get('d_min') or '?'} Å){best_text}; {held_text}."
+        )
+    lines += ["", "## Maps", ""]
+    lines += [
+        "CCP4 maps (P1, the real cell in the header) of the first examples of each test set: the true density, the "
+        "Patterson map, and each method's density moved onto the truth (origin shift and hand of the search), so "
+        "they overlay in Coot, PyMOL or ChimeraX. F-weighted phase errors in brackets.",
+        "",
+    ]
+    for p, r in presets.items():
+        for m in r["maps"]:
+            errs = ", ".join(
+                f"[{name}]({m['folder']}/{name}) ({m['phase_error_weighted_deg'][k]:.0f}°)"
+                if k in m["phase_error_weighted_deg"]
+                else f"[{name}]({m['folder']}/{name})"
+                for k, name in m["files"].items()
+            )
+            label = next(e["label"] for e in r["examples"] if e["id"] == m["id"])
+            lines.append(f"- {p} {m['id']} (`{label}`): {errs}")
+    lines += ["", "## Timings", ""]
+    for p, r in presets.items():
+        s = r["seconds"]
+        lines.append(
+            f"- {p}: test set {s['data']:.1f} s, phasing and scoring {s['phasing_and_scoring']:.1f} s, "
+            f"maps {s['maps']:.1f} s"
+        )
+    lines += [
+        f"- plots {results['seconds']['plots']:.1f} s; total {results['seconds']['total']:.1f} s",
+        f"- {env['platform']}, {env['cpu_count']} CPUs, torch {env['torch']} with {env['torch_threads']} "
+        f"thread(s), Python {env['python']}",
+        "",
+        "## Reproduce",
+        "",
+        f"    {results['command']}",
+        "",
+        "Everything is deterministic given the seed and the structure source. Definitions of every metric: "
+        "docs/evaluation.md; the methods: docs/phasing.md; this report: docs/demo.md.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _command(config: DemoConfig) -> str:
+    """The ``patterson demo`` command line that repeats a run."""
+    default = DemoConfig()
+    parts = ["patterson demo", f"--out {config.out}"]
+    options = {
+        "n": "--n",
+        "paper2_checkpoint": "--paper2-checkpoint",
+        "dense_checkpoint": "--dense-checkpoint",
+        "source": "--source",
+        "seed": "--seed",
+        "n_iter": "--n-iter",
+        "n_maps": "--n-maps",
+    }
+    for name, flag in options.items():
+        value = getattr(config, name)
+        if value != getattr(default, name):
+            parts.append(f"{flag} {'none' if value is None else value}")
+    return " ".join(parts)
+
+
+# --- plots -------------------------------------------------------------------------------------------------------
+
+
+def plot_solved(results: dict, path: Path) -> None:
+    """Grouped bars: the solved fraction of each method on each test set, labelled; skipped methods marked."""
+    presets = list(results["presets"])
+    fig = new_figure(7.5, 4.2)
+    ax = fig.add_subplot()
+    width = 0.8 / len(COMPARE_METHODS)
+    for j, method in enumerate(COMPARE_METHODS):
+        for i, p in enumerate(presets):
+            x = i + (j - (len(COMPARE_METHODS) - 1) / 2) * width
+            m = results["presets"][p]["methods"].get(method)
+            if m is None:
+                ax.text(x, 0.02, "no network", rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
+                continue
+            y = m["solved_fraction"] or 0.0
+            ax.bar(x, y, width, color=COLOURS[method], label=LABELS[method])
+            ax.text(x, y + 0.01, f"{100 * y:.0f}%", ha="center", va="bottom", fontsize=7)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
+    ax.set_xticks(range(len(presets)))
+    ax.set_xticklabels([f"{p} (n = {results['presets'][p]['n']})" for p in presets])
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel(f"solved (F-weighted phase error < {SOLVED_THRESHOLD_DEG:g}°)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def plot_phase_errors(results: dict, path: Path) -> None:
+    """Per test set: every structure's F-weighted phase error for each method, medians marked, 40° dotted."""
+    presets = list(results["presets"])
+    fig = new_figure(4.5 * len(presets), 4.2)
+    rng = np.random.default_rng(0)
+    for i, p in enumerate(presets):
+        ax = fig.add_subplot(1, len(presets), i + 1)
+        for j, method in enumerate(COMPARE_METHODS):
+            m = results["presets"][p]["methods"].get(method)
+            if m is None:
+                ax.text(j, 2, "no network", rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
+                continue
+            y = m["per_structure"]["phase_error_weighted_deg"]
+            y = np.array([np.nan if v is None else v for v in y], dtype=float)
+            ax.plot(j + rng.uniform(-0.15, 0.15, len(y)), y, "o", ms=4, alpha=0.7, color=COLOURS[method])
+            ax.plot([j - 0.3, j + 0.3], [np.nanmedian(y)] * 2, "k-", lw=1.5)
+        ax.axhline(SOLVED_THRESHOLD_DEG, color="k", ls=":", lw=0.8)
+        ax.set_xticks(range(len(COMPARE_METHODS)))
+        ax.set_xticklabels([m if m != "charge-flip" else "charge\nflip" for m in COMPARE_METHODS], fontsize=8)
+        ax.set_xlim(-0.6, len(COMPARE_METHODS) - 0.4)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("F-weighted phase error (°)")
+        ax.set_title(f"{p} (n = {results['presets'][p]['n']})", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"one dot per structure, bar: median; solved below {SOLVED_THRESHOLD_DEG:g}° (dotted)", fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def _write_plots(folder: Path, results: dict, sections: list[tuple[str, dict]]) -> None:
+    plot_solved(results, folder / PLOTS["solved fraction per method and test set"])
+    plot_phase_errors(results, folder / PLOTS["F-weighted phase error of every structure"])
+    plot_slices(
+        sections, folder / PLOTS["central sections of the first example of each test set (maps moved onto the truth)"]
+    )
+
+
+# --- the job -----------------------------------------------------------------------------------------------------
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    """Run the demo and write its report folder ``config.out`` (whole, or nothing on failure); see the module doc."""
+    t0 = time.perf_counter()
+    out = Path(config.out)
+    replacing = check_out(out)
+    warnings: list[str] = []
+    networks = {  # first, so that a bad checkpoint fails before any work
+        p: resolve_network(
+            p, config.checkpoint(p), config_for_test_split(p, config.source, config.n, config.seed), warnings
+        )
+        for p in DEMO_PRESETS
+    }
+    created = next((p for p in [*reversed(out.parents)] if not p.exists()), None)  # the first folder we create
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        presets: dict[str, dict] = {}
+        sections: list[tuple[str, dict]] = []
+        with torch_threads(config.threads):
+            for k, preset in enumerate(DEMO_PRESETS, 1):
+                log.info("[%d/%d] %s", k, len(DEMO_PRESETS), preset)
+                presets[preset], panels = _run_preset(preset, config, tmp, networks[preset], warnings)
+                sections.append((f"{preset} {presets[preset]['examples'][0]['id']}", panels))
+        t_plots = time.perf_counter()
+        plots_note = ""
+        plots: dict[str, str] = {}
+        if not config.plots:
+            plots_note = "Plots were not asked for."
+        elif importlib.util.find_spec("matplotlib") is None:
+            plots_note = 'No plots: matplotlib is not installed (pip install -e ".[plots]").'
+            warnings.append(plots_note)
+        else:
+            plots = dict(PLOTS)
+        results = {
+            "kind": KIND,
+            "version": __version__,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": _command(config),
+            "config": dataclasses.asdict(config),
+            "source": config.source,
+            "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
+            "presets": presets,
+            "warnings": warnings,
+            "plots": plots,
+            "plots_note": plots_note,
+            "environment": {
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "torch_threads": config.threads or torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+            },
+            "seconds": {"plots": 0.0, "total": 0.0},
+        }
+        results = _plain(results)
+        if plots:
+            log.info("plots")
+            _write_plots(tmp, results, sections)
+        results["seconds"] = {"plots": time.perf_counter() - t_plots, "total": time.perf_counter() - t0}
+        for w in warnings:
+            log.warning("%s", w)
+        write_json(tmp / "results.json", results)
+        write_text(tmp / "report.md", report_markdown(results))
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created is not None and not out.exists():
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    log.info("%s %s in %.0f s", "replaced" if replacing else "wrote", out, results["seconds"]["total"])
+    return DemoResult(out, results, headline_table(results))

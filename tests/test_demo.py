@@ -1,0 +1,127 @@
+"""``patterson demo``: the report folder, its numbers and maps, the rerun policy and bad input (tiny sizes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import gemmi
+import numpy as np
+import pytest
+
+import patterson.training.checkpoint as checkpoint_module
+from patterson.cli import main
+from patterson.demo import LABELS, DemoConfig, is_demo_report, run_demo
+from patterson.errors import PattersonError
+
+FAST = dict(n=2, n_iter=10, n_starts=1, n_maps=1, progress=False)
+
+
+def tiny_weights(path: Path, grid: int = 24) -> Path:
+    """An untrained tiny U-Net saved as shipped weights trained on paper-2 (as export_weights writes them)."""
+    import torch
+
+    from patterson.models import model_config, model_from_config
+    from patterson.training.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+
+    torch.manual_seed(0)
+    model = model_from_config(model_config("patterson-unet", c1=4, c2=4, n_blocks=1))
+    dataset = {"preset": "paper-2", "source": "embedded", "n": 100, "d_min": 1.5, "cell": [12.0] * 3 + [90.0] * 3}
+    state = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "weights",
+        "model_config": model.config.to_dict(),
+        "model": model.state_dict(),
+        "normalisation": {"input": 146.0, "target": 4.3},
+        "data": {"train": {"input_shape": [1, grid, grid, grid], "dataset": dataset}},
+    }
+    return save_checkpoint(path, state)
+
+
+def test_demo_report_and_rerun(tmp_path, monkeypatch):
+    shipped = tmp_path / "weights"
+    tiny_weights(shipped / "paper-2.pt")
+    monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", shipped)  # "pretrained" sees only the tiny network
+    out = tmp_path / "demo"
+    result = run_demo(DemoConfig(out=str(out), **FAST))
+    assert result.out == out and is_demo_report(out)
+
+    report = (out / "report.md").read_text()
+    for label in LABELS.values():  # every method has a row, the chance level included
+        assert f"| {label} |" in report
+    assert "no shipped network was trained on dense-protein" in report  # the paper-2 network is not used there
+    assert "are in paper-2.pt's training source" in report  # trained on "embedded": not a held-out test
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["kind"] == "patterson-demo" and list(results["presets"]) == ["paper-2", "dense-protein"]
+    paper2, dense = results["presets"]["paper-2"], results["presets"]["dense-protein"]
+    assert set(paper2["methods"]) == set(LABELS) and paper2["skipped"] == []
+    assert dense["skipped"] == ["model", "hybrid"] and dense["network"] is None
+    for r in (paper2, dense):
+        assert r["n"] == 2 and r["entries"] and len(r["examples"]) == 2
+        for m in r["methods"].values():
+            assert 0.0 <= m["solved_fraction"] <= 1.0 and 0.0 <= m["median_phase_error_weighted_deg"] <= 180.0
+            assert -1.0 <= m["median_cc_aligned"] <= 1.0 and m["seconds_per_structure"] >= 0.0
+        assert 60.0 < r["methods"]["chance"]["median_phase_error_weighted_deg"] < 90.0
+    assert paper2["network"]["path"].endswith("paper-2.pt") and paper2["network"]["trained_on"]["preset"] == "paper-2"
+
+    # maps: CCP4 files with the 12 Å cell; each method's map is the one scored (moved onto the truth)
+    folder = out / paper2["maps"][0]["folder"]
+    assert {p.name for p in folder.iterdir()} == {f"{m}.ccp4" for m in ("truth", "patterson", *LABELS) if m != "chance"}
+    maps = {}
+    for name in ("truth", "hio", "hybrid"):
+        ccp4 = gemmi.read_ccp4_map(str(folder / f"{name}.ccp4"))
+        assert ccp4.grid.unit_cell.a == pytest.approx(12.0) and ccp4.grid.shape == (24, 24, 24)
+        maps[name] = np.array(ccp4.grid, copy=False).ravel()
+    for name in ("hio", "hybrid"):
+        cc = np.corrcoef(maps["truth"], maps[name])[0, 1]
+        assert cc == pytest.approx(paper2["methods"][name]["per_structure"]["cc_aligned"][0], abs=1e-3)
+    assert {p.name for p in (out / "maps" / "dense-protein" / "test-0").iterdir()} >= {"truth.ccp4", "hio.ccp4"}
+    assert (out / "solved_fraction.png").is_file() and (out / "phase_errors.png").is_file()
+    assert "![solved fraction" in report and (out / "data" / "paper-2" / "dataset.h5").is_file()
+
+    # a rerun replaces a previous demo report whole; nothing shipped now (the network rows are skipped), and no
+    # matplotlib (no plots, a note instead)
+    monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "nothing")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name, *a)
+    )
+    run_demo(DemoConfig(out=str(out), **FAST))
+    monkeypatch.undo()
+    results = json.loads((out / "results.json").read_text())
+    assert all(r["skipped"] == ["model", "hybrid"] for r in results["presets"].values())
+    assert sum("no pretrained network is shipped" in w for w in results["warnings"]) == 2
+    assert any("matplotlib is not installed" in w for w in results["warnings"]) and not results["plots"]
+    assert not list(out.glob("*.png")) and not (out / "maps" / "paper-2" / "test-0" / "model.ccp4").exists()
+    assert "| network alone | – (no network) |" in (out / "report.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "weights"]  # no temporary folders left
+
+    # anything else that is not empty is refused, untouched
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(PattersonError, match="not a patterson demo report"):
+        run_demo(DemoConfig(out=str(other), **FAST))
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+def test_demo_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "nothing")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    wrong_grid = tiny_weights(tmp_path / "w32.pt", grid=32)
+    cases = [
+        (["--out", str(afile)], "not a folder"),
+        (["--out", str(tmp_path / "a"), "--n", "0"], "n must be at least 1"),
+        (["--out", str(tmp_path / "b"), "--paper2-checkpoint", str(tmp_path / "missing.pt")], "no such checkpoint"),
+        (["--out", str(tmp_path / "c" / "d"), "--paper2-checkpoint", str(wrong_grid)], "trained on 32×32×32 maps"),
+    ]
+    for args, message in cases:
+        assert main(["demo", "--n", "2", "--n-iter", "5", "--no-progress", "--no-plots", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("patterson: error:") and err.count("\n") == 1 and message in err, (args, err)
+    assert afile.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "w32.pt"]  # no partial output, no temp folders
