@@ -7,7 +7,11 @@ checkpoint) the network and the hybrid, and scores every map as `patterson evalu
 (F-weighted phase error < 40° after the origin and hand search), median F-weighted phase error, seconds per
 structure, next to the chance level (random phases with the true amplitudes).
 
-    python benchmarks/phasing.py [--source ../shared/data/pdb] [--n 12] [--checkpoint CKPT]
+With ``--checkpoint pretrained`` each preset gets its shipped network, and its test structures come from that
+network's held-out test entries (same seed and split fractions as its training data); the model and hybrid columns
+are filled where d_min is the network's own (its grid), the classical columns everywhere.
+
+    python benchmarks/phasing.py [--source ../shared/data/pdb] [--n 12] [--checkpoint pretrained|CKPT]
         [--out benchmarks/results/phasing.json] [--table docs/phasing_table.md]
 
 Writes JSON and a Markdown table (kept in the docs; regenerate it with this one command).
@@ -16,7 +20,9 @@ Writes JSON and a Markdown table (kept in the docs; regenerate it with this one 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import platform
 import tempfile
@@ -25,18 +31,48 @@ from pathlib import Path
 import torch
 
 import patterson
-from patterson.datasets import StoredDataset
+from patterson.datasets import StoredDataset, generate, make_config
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.phasing import compare_methods, load_split, make_test_split
+from patterson.training import find_checkpoint, load_checkpoint, load_model, trained_on
 
 PRESETS = ("paper-2", "dense-protein")
 D_MINS = (1.0, 1.5, 2.0, 2.5)
 CONDITIONS = {"clean": dict(noise=0.0, missing=0.0), "5% noise, 10% missing": dict(noise=0.05, missing=0.10)}
 
 
-def make_split(preset: str, d_min: float, condition: dict, source: str, n: int, folder: Path) -> StoredDataset:
-    """A test split of ``n`` examples (float32 maps) made from real chains with this preset and degradation."""
-    return make_test_split(preset, folder, source=source, n=n, seed=7, d_min=d_min, **condition)
+def make_split(
+    preset: str, d_min: float, condition: dict, source: str, n: int, folder: Path, held_out: dict | None = None
+) -> StoredDataset:
+    """A test split of ``n`` examples (float32 maps) made from real chains with this preset and degradation.
+
+    ``held_out``: the dataset config a network was trained on; the examples then come from its test entries only
+    (same seed and split fractions, ``only_splits=["test"]``), which the network never saw."""
+    if held_out is None:
+        return make_test_split(preset, folder, source=source, n=n, seed=7, d_min=d_min, **condition)
+    splits = tuple(held_out["splits"])
+    total = math.ceil(n * sum(splits) / splits[2])  # so that the test split gets about n examples
+    config = make_config(
+        preset, source=source, n=total, seed=held_out["seed"], splits=splits, only_splits=["test"],
+        map_dtype="float32", d_min=d_min, **condition,
+    )  # fmt: skip
+    generate(config, folder, progress=False)
+    return StoredDataset(folder, "test", normalise=False)
+
+
+def network_for(preset: str, checkpoint: str | None) -> tuple[object, dict | None, dict | None, str | None]:
+    """(model, normalisation, training data config, path) of the network for a preset: ``pretrained`` picks the
+    shipped weights trained on that preset (none: no network for it), a path is used for every preset."""
+    if not checkpoint:
+        return None, None, None, None
+    path = find_checkpoint(checkpoint, data=dataclasses.asdict(make_config(preset)))
+    if path is None:
+        return None, None, None, None
+    state = load_checkpoint(path)
+    trained = trained_on(state)
+    if checkpoint == "pretrained" and trained.get("preset") != preset:
+        return None, None, None, None
+    return load_model(path), state.get("normalisation"), trained, str(path)
 
 
 def run_condition(ds: StoredDataset, d_min: float, model, norm: dict | None) -> dict:
@@ -76,19 +112,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", default="../shared/data/pdb", help="folder of PDB files, or embedded")
     parser.add_argument("--n", type=int, default=12, help="test structures per condition")
-    parser.add_argument("--checkpoint", default=None, help="a trained network for the model and hybrid columns")
+    parser.add_argument(
+        "--checkpoint", default=None, help="pretrained (the shipped network of each preset) or a checkpoint file"
+    )
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--d-min", nargs="+", type=float, default=list(D_MINS))
     parser.add_argument("--out", default="benchmarks/results/phasing.json")
     parser.add_argument("--table", default="docs/phasing_table.md")
     args = parser.parse_args()
 
-    model = norm = None
-    if args.checkpoint:
-        from patterson.training import load_checkpoint, load_model
-
-        model = load_model(args.checkpoint)
-        norm = load_checkpoint(args.checkpoint).get("normalisation")
     results = {
         "benchmark": "phasing methods on paper-2 and dense-protein test structures",
         "source": args.source,
@@ -103,12 +135,17 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
+            model, norm, trained, path = network_for(preset, args.checkpoint)
             for d_min in args.d_min:
                 for name, condition in CONDITIONS.items():
                     folder = Path(tmp) / f"{preset}-{d_min}-{len(results['runs'])}"
-                    ds = make_split(preset, d_min, condition, args.source, args.n, folder)
+                    ds = make_split(preset, d_min, condition, args.source, args.n, folder, trained)
                     run = {"preset": preset, "d_min": d_min, "condition": name, "n": len(ds)}
-                    run.update(run_condition(ds, d_min, model, norm))
+                    run["held_out_from"] = path  # the test entries are that network's held-out ones
+                    # a network works on the grid it was trained on (its d_min); elsewhere: classical rows only
+                    fits = model is not None and abs(float(trained.get("d_min", 0)) - d_min) < 1e-6
+                    run["network"] = path if fits else None
+                    run.update(run_condition(ds, d_min, model if fits else None, norm))
                     results["runs"].append(run)
                     summary = [
                         f"{m} {100 * run[m]['solved_fraction']:.0f}%/{run[m]['median_phase_error_weighted_deg']:.0f}°"

@@ -306,7 +306,9 @@ def _add_solve(sub) -> None:
     p.add_argument("--cell", type=float, nargs="+", metavar="X", help="a b c [alpha beta gamma] (overrides the file)")
     p.add_argument("--spacegroup", default=None, metavar="SG", help="e.g. 'P 21 21 21' or 19 (overrides the file)")
     p.add_argument("--composition", default=None, metavar="FORMULA", help="cell contents, e.g. 'C24 N8 O8'")
-    p.add_argument("--transfer", choices=("convolve", "resample"), default="convolve", help="network on other cells")
+    p.add_argument(
+        "--transfer", choices=("convolve", "resample"), default="resample", help="network on other cells (measured)"
+    )
     p.add_argument("--n-iter", type=int, default=400, help="refinement iterations per run (default 400)")
     p.add_argument("--n-starts", type=int, default=4, help="random starts of classical phasing (default 4)")
     p.add_argument("--seed", type=int, default=0)
