@@ -29,6 +29,7 @@ from patterson.datasets import GenerateConfig, generate
 from patterson.evaluation.run import EvaluateConfig, evaluate_checkpoint
 from patterson.maps import atomic_write
 from patterson.phasing import PhasingEvalConfig, evaluate_method
+from patterson.structures import embedded_entries, entry_id, structure_files
 from patterson.training import WEIGHTS_DIR, load_checkpoint, trained_on
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,13 @@ def plot_history(history: list[dict], path: Path, name: str) -> Path | None:
     return path
 
 
+def embedded_overlap(source: str) -> list[str]:
+    """Entries of the embedded default (the demo's test chains) that the training source also holds (should be
+    none: the embedded chains must stay unseen)."""
+    embedded = {entry_id(p) for p in embedded_entries()}
+    return sorted(embedded & {entry_id(p) for p in structure_files(source)})
+
+
 def describe(name: str, weights: Path, state: dict) -> dict:
     """What the card says about the weights themselves."""
     data, train = trained_on(state), state.get("train_config", {})
@@ -144,7 +152,8 @@ def card(results: list[dict]) -> str:
             f"- **Data**: preset `{d['preset']}` (cell {d['cell'][:3]} Å, d_min {d['d_min']} Å"
             + (f", packed at {d['pack_volume']} Å³/atom" if d.get("pack_volume") else ", one molecule per cell")
             + f"), {d['n']:,} examples from `../shared/data/pdb` split by PDB entry with seed {d['seed']} "
-            f"(fractions {d['splits']}); the MDAnalysisTests entries (the embedded default) are not in that folder.",
+            f"(fractions {d['splits']}); embedded-default (MDAnalysisTests) entries in that folder: "
+            f"{len(r['embedded_overlap'])} (they must stay unseen: the demo tests on them).",
             f"- **Recipe**: {', '.join(f'`{x}`' for x in notes.get('recipe', [])) or '–'}; "
             f"{r['about']['epochs']} epochs in {notes.get('stages', 1)} stage(s), "
             f"{(r['about']['maps_seen'] or 0):,} maps seen.",
@@ -216,6 +225,7 @@ def main() -> None:
                     "network": network,
                     "phasing": phasing,
                     "curve": f"img/model-{name}.png" if curve else None,
+                    "embedded_overlap": embedded_overlap(args.source),
                     "test_set": json.loads((data / "config.json").read_text()),
                 }
             )
