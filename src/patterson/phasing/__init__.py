@@ -1,0 +1,64 @@
+"""Phasing: classical methods that need no training, the hybrid that refines a network's density with them, and
+their scoring on the same footing as the networks.
+
+- :mod:`patterson.phasing.methods` — charge flipping, HIO with shrink-wrap, the hybrid (:func:`refine_density`).
+- :mod:`patterson.phasing.evaluate` — ``patterson evaluate --method`` and the side-by-side comparison of methods.
+"""
+
+from patterson.phasing.evaluate import (
+    COMPARE_METHODS,
+    EVAL_METHODS,
+    MethodRun,
+    PhasingEvalConfig,
+    SplitMaps,
+    amplitudes_from_patterson,
+    compare_methods,
+    config_for_test_split,
+    evaluate_method,
+    load_split,
+    make_test_split,
+    method_summary,
+    network_density,
+)
+from patterson.phasing.methods import (
+    METHODS,
+    PhasingResult,
+    charge_flip,
+    check_amplitudes,
+    gaussian_blur,
+    hio,
+    patterson_support,
+    phase,
+    r_factor,
+    refine_density,
+    support_from,
+    wilson_estimate,
+)
+
+__all__ = [
+    "COMPARE_METHODS",
+    "EVAL_METHODS",
+    "METHODS",
+    "MethodRun",
+    "PhasingEvalConfig",
+    "PhasingResult",
+    "SplitMaps",
+    "amplitudes_from_patterson",
+    "charge_flip",
+    "check_amplitudes",
+    "compare_methods",
+    "config_for_test_split",
+    "evaluate_method",
+    "gaussian_blur",
+    "hio",
+    "load_split",
+    "make_test_split",
+    "method_summary",
+    "network_density",
+    "patterson_support",
+    "phase",
+    "r_factor",
+    "refine_density",
+    "support_from",
+    "wilson_estimate",
+]

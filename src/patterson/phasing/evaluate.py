@@ -1,0 +1,385 @@
+"""Phasing methods scored like networks: on stored dataset splits (``patterson evaluate --method``) and side by side
+on the same structures (the headline benchmark and ``patterson demo``).
+
+- :func:`evaluate_method` — phase one split of a stored dataset with one method and write the evaluation report.
+- :func:`make_test_split`, :func:`load_split` — a test-only dataset from real chains, read into :class:`SplitMaps`.
+- :func:`compare_methods` — the network alone, the hybrid, charge flipping, HIO and chance on the same structures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from patterson.cells import Cell
+from patterson.errors import PattersonError
+from patterson.evaluation import PairScores, evaluate_predictions, finest_d_min, random_phase_maps, score_maps
+from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
+from patterson.maps import check_writable_folder, f_from_density
+from patterson.phasing.methods import (
+    METHODS,
+    charge_flip,
+    hio,
+    phase,
+    refine_density,
+)
+from patterson.physics import miller_indices
+
+log = logging.getLogger(__name__)
+
+
+# --- scoring methods on a stored dataset -------------------------------------------------------------------------
+
+EVAL_METHODS = ("model", "charge-flip", "hio", "hybrid")
+
+
+def amplitudes_from_patterson(patterson: torch.Tensor, hkl: np.ndarray, cell: Cell) -> torch.Tensor:
+    """|F| of the Friedel-half ``hkl`` from Patterson maps (B, X, Y, Z) in physical units: the Patterson's
+    coefficients are |F|², so this is what a measurement gives (noise and missing reflections included)."""
+    intensity = f_from_density(patterson.to(torch.float64), hkl, cell).real  # (B, M)
+    return intensity.clamp_min(0).sqrt()
+
+
+def network_density(model: torch.nn.Module, patterson: torch.Tensor, norm: dict) -> torch.Tensor:
+    """A network's density (B, X, Y, Z) in e/Å³ from Patterson maps (B, X, Y, Z) in physical units.
+
+    The maps are scaled as in training: the input divided by ``norm["input"]``, the output multiplied by
+    ``norm["target"]`` (the normalisation constants of the training data, kept in the checkpoint). Runs on the
+    model's device; returns float64 on the device of ``patterson``.
+    """
+    device = next(model.parameters()).device
+    x = (patterson / float(norm["input"])).to(device=device, dtype=torch.float32)[:, None]  # (B, 1, X, Y, Z)
+    with torch.no_grad():
+        pred = model(x)[:, 0]
+    return pred.to(device=patterson.device, dtype=torch.float64) * float(norm["target"])
+
+
+@dataclass(frozen=True)
+class PhasingEvalConfig:
+    """``patterson evaluate --method``: phase one split of a stored dataset and score it.
+
+    ``method`` is ``model`` (the network alone), ``charge-flip``, ``hio`` or ``hybrid`` (the network's density
+    refined by ``refine`` against the amplitudes); model and hybrid need ``checkpoint``. The amplitudes come from
+    the stored Patterson maps, so the dataset's noise and missing reflections are what the methods see. F(000) is
+    the electron count of the known cell contents, as for real data with a known composition. ``n_iter`` and
+    ``n_starts`` set the classical runs (None: each method's defaults).
+    """
+
+    method: str
+    data: str
+    out: str
+    checkpoint: str | None = None
+    split: str = "test"
+    refine: str = "hio"
+    batch_size: int = 16
+    limit: int | None = None
+    n_iter: int | None = None
+    n_starts: int | None = None
+    device: str | None = None
+    seed: int = 0
+    name: str | None = None
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in EVAL_METHODS:
+            raise PattersonError(f"unknown method {self.method!r} (choose from {', '.join(EVAL_METHODS)})")
+        if self.method in ("model", "hybrid") and not self.checkpoint:
+            raise PattersonError(f"--method {self.method} needs --checkpoint")
+        if self.refine not in METHODS:
+            raise PattersonError(f"unknown refinement {self.refine!r} (choose from {', '.join(METHODS)})")
+        if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
+            raise PattersonError("batch_size and limit must be at least 1")
+
+
+def _phase_batch(config: PhasingEvalConfig, items: list[dict], model, norm: dict, device) -> dict:
+    """Predictions (B, X, Y, Z) in physical units for one batch of raw (not normalised) stored examples of one cell;
+    ``norm`` is the network's normalisation (see :func:`network_density`)."""
+    cell = Cell(*[float(x) for x in items[0]["cell"]])
+    pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64)  # physical units
+    truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64)
+    shape = tuple(truth.shape[-3:])
+    d_min = max(float(items[0]["d_min"]), finest_d_min(cell, shape))
+    hkl = miller_indices(cell, d_min)
+    f_obs = amplitudes_from_patterson(pat, hkl, cell)
+    f000 = torch.stack([it["z"][: it["n_atoms"]].sum() for it in items]).to(device=device, dtype=torch.float64)
+    options = {k: v for k, v in (("n_iter", config.n_iter), ("n_starts", config.n_starts)) if v is not None}
+    if config.method in ("model", "hybrid"):
+        pred = network_density(model, pat, norm)  # (B, X, Y, Z)
+        if config.method == "hybrid":
+            options.pop("n_starts", None)
+            if config.refine == "hio":
+                options["f000"] = f000
+            pred = refine_density(pred, f_obs, hkl, cell, method=config.refine, seed=config.seed, **options).rho
+    elif config.method == "hio":
+        pred = hio(f_obs, hkl, cell, shape, f000=f000, seed=config.seed, **options).rho
+    else:
+        pred = charge_flip(f_obs, hkl, cell, shape, seed=config.seed, **options).rho
+    atoms = [cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]
+    return {"prediction": pred, "truth": truth, "cell": cell, "d_min": d_min, "inputs": pat, "atoms_frac": atoms}
+
+
+def evaluate_method(config: PhasingEvalConfig) -> dict:
+    """Phase a stored dataset split with one method and write the evaluation report folder (metrics.json etc.)."""
+    from patterson.datasets import StoredDataset
+    from patterson.training import find_checkpoint, load_checkpoint, load_model
+
+    check_writable_folder(Path(config.out))
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ds = StoredDataset(config.data, config.split, normalise=False)
+    if len(ds) == 0:
+        raise PattersonError(f"{config.data}: the {config.split} split holds no examples")
+    model = None
+    if config.method in ("model", "hybrid"):
+        checkpoint = find_checkpoint(config.checkpoint, data=dataclasses.asdict(ds.config))
+        if checkpoint is None:
+            raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
+        model = load_model(checkpoint, map_location=device).to(device)
+        norm = load_checkpoint(checkpoint).get("normalisation") or ds.norm  # the constants it was trained with
+    else:
+        norm = ds.norm
+    d_min = float(ds.config.d_min)
+    count = len(ds) if config.limit is None else min(len(ds), config.limit)
+
+    def batches():
+        for start in range(0, count, config.batch_size):
+            items = [dict(ds[i], d_min=d_min) for i in range(start, min(start + config.batch_size, count))]
+            batch = _phase_batch(config, items, model, norm, device)
+            batch["ids"] = [f"{config.split}-{int(it['index'])}" for it in items]
+            yield batch
+
+    name = config.name or config.method
+    if config.method == "hybrid" and not config.name:
+        name = f"hybrid ({Path(config.checkpoint).stem} + {config.refine})"
+    return evaluate_predictions(
+        batches(),
+        config.out,
+        method=name,
+        dataset=f"{config.data}:{config.split}",
+        seed=config.seed,
+        plots=config.plots,
+        progress=True,
+        total=math.ceil(count / config.batch_size),
+    )
+
+
+# --- comparing methods on the same structures (the headline table, the demo) ------------------------------------
+
+COMPARE_METHODS = ("model", "hybrid", "charge-flip", "hio", "chance")
+
+
+@dataclass(frozen=True)
+class SplitMaps:
+    """The maps of a stored split (one cell) in physical units, and what phasing them needs.
+
+    patterson, truth (B, X, Y, Z) float64; f000 (B,) the electron count of each cell's contents; d_min the
+    resolution the methods work to; hkl (M, 3) its Friedel half; f_obs (B, M) the amplitudes read off the
+    Patterson maps (the dataset's noise and missing reflections included); ids of the examples.
+    """
+
+    cell: Cell
+    patterson: torch.Tensor
+    truth: torch.Tensor
+    f000: torch.Tensor
+    d_min: float
+    hkl: np.ndarray
+    f_obs: torch.Tensor
+    ids: tuple[str, ...]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.truth.shape[-3:])
+
+    def __len__(self) -> int:
+        return int(self.truth.shape[0])
+
+
+def config_for_test_split(preset: str, source: str = "embedded", n: int = 16, seed: int = 7, **changes):
+    """The :class:`~patterson.datasets.GenerateConfig` of a test-only dataset of ``n`` examples (float32 maps) of a
+    preset; ``changes`` are further fields (``d_min``, ``noise``, ``missing``)."""
+    from patterson.datasets import make_config
+
+    return make_config(preset, source=source, n=n, splits=(0.0, 0.0, 1.0), map_dtype="float32", seed=seed, **changes)
+
+
+def make_test_split(
+    preset: str,
+    folder: str | Path,
+    source: str = "embedded",
+    n: int = 16,
+    seed: int = 7,
+    progress: bool = False,
+    **changes,
+):
+    """Generate the test-only dataset of :func:`config_for_test_split` into ``folder`` and open it: the
+    :class:`~patterson.datasets.StoredDataset` of its test split in physical units (not normalised)."""
+    from patterson.datasets import StoredDataset, generate
+
+    generate(config_for_test_split(preset, source, n, seed, **changes), folder, progress=progress)
+    return StoredDataset(folder, "test", normalise=False)
+
+
+def load_split(
+    ds, d_min: float | None = None, limit: int | None = None, device: str | torch.device = "cpu"
+) -> SplitMaps:
+    """Read a :class:`~patterson.datasets.StoredDataset` split (one cell) into a :class:`SplitMaps`.
+
+    ``d_min`` defaults to the dataset's (made coarser if the grid cannot hold it); ``limit`` keeps the first
+    examples only. Works with normalised and raw datasets alike (maps are scaled back to physical units).
+    """
+    count = len(ds) if limit is None else min(len(ds), limit)
+    if count == 0:
+        raise PattersonError(f"{ds.path}: the {ds.split} split holds no examples")
+    items = [ds[i] for i in range(count)]
+    cells = {tuple(float(x) for x in it["cell"]) for it in items}
+    if len(cells) != 1:
+        raise PattersonError(f"{ds.path}: the {ds.split} split holds {len(cells)} different cells; phase one at a time")
+    cell = Cell(*cells.pop())
+    pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64) * ds.scale["input"]
+    truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64) * ds.scale["target"]
+    f000 = torch.tensor([float(it["z"][: it["n_atoms"]].sum()) for it in items], dtype=torch.float64, device=device)
+    shape = tuple(truth.shape[-3:])
+    d_min = max(float(ds.config.d_min if d_min is None else d_min), finest_d_min(cell, shape))
+    hkl = miller_indices(cell, d_min)
+    f_obs = amplitudes_from_patterson(pat, hkl, cell)
+    ids = tuple(f"{ds.split}-{int(it['index'])}" for it in items)
+    return SplitMaps(cell, pat, truth, f000, d_min, hkl, f_obs, ids)
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One method's maps of a :class:`SplitMaps` and their scores.
+
+    prediction (B, X, Y, Z) as the method made it; aligned: the same moved onto the truth (origin shift and hand
+    of the cphasematch search); scores: :class:`~patterson.evaluation.PairScores`; seconds: wall time of the
+    method on the whole batch (for the hybrid, the network's time included; 0 for chance).
+    """
+
+    method: str
+    prediction: torch.Tensor
+    aligned: torch.Tensor
+    scores: PairScores
+    seconds: float
+
+    def summary(self) -> dict[str, float]:
+        """Solved fraction, median F-weighted phase error, median CC after alignment, seconds per structure."""
+        return method_summary(self.scores, self.seconds)
+
+
+def method_summary(scores: PairScores, seconds: float) -> dict[str, float]:
+    """The headline numbers of one method: solved fraction (F-weighted phase error < 40°), median F-weighted phase
+    error (°), median CC after the origin/hand search and seconds per structure."""
+    err = scores.phase_error_weighted_deg.numpy()
+    return {
+        "solved_fraction": float(np.mean(np.nan_to_num(err, nan=180.0) < SOLVED_THRESHOLD_DEG)),
+        "median_phase_error_weighted_deg": float(np.median(err)),
+        "median_cc_aligned": float(np.median(scores.cc_aligned.numpy())),
+        "seconds_per_structure": seconds / len(err),
+    }
+
+
+def compare_methods(
+    data: SplitMaps,
+    methods: tuple[str, ...] = COMPARE_METHODS,
+    model: torch.nn.Module | None = None,
+    norm: dict | None = None,
+    refine: str = "hio",
+    n_iter: int | None = None,
+    n_starts: int | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+    desc: str = "",
+) -> dict[str, MethodRun]:
+    """Phase the same structures with several methods and score every map as ``patterson evaluate`` does.
+
+    Parameters
+    ----------
+    data : the structures (:func:`load_split`).
+    methods : any of ``model`` (the network alone), ``hybrid`` (the network's density refined by ``refine``),
+        ``charge-flip``, ``hio`` and ``chance`` (random phases with the true amplitudes); model and hybrid need
+        ``model`` and ``norm`` (the training data's normalisation constants, see :func:`network_density`).
+    n_iter, n_starts : iterations and random starts of the classical runs (None: each method's defaults; the
+        hybrid has one start).
+    seed : random starts and the chance level's phases.
+    batch_size : structures phased together as one tensor batch (memory grows with it, and with the starts).
+    progress : a tqdm bar per method (``desc`` prefixes its label).
+
+    Returns
+    -------
+    {method: MethodRun} in the order of ``methods``. Timings exclude first-call costs (a short warm-up runs first);
+    the hybrid's include its network pass.
+    """
+    unknown = [m for m in methods if m not in COMPARE_METHODS]
+    if unknown:
+        raise PattersonError(f"unknown method {unknown[0]!r} (choose from {', '.join(COMPARE_METHODS)})")
+    uses_network = any(m in ("model", "hybrid") for m in methods)
+    if uses_network and (model is None or norm is None):
+        raise PattersonError("the model and hybrid methods need a network and its normalisation constants")
+    if refine not in METHODS:
+        raise PattersonError(f"unknown refinement {refine!r} (choose from {', '.join(METHODS)})")
+    if batch_size < 1:
+        raise PattersonError(f"batch_size must be at least 1, got {batch_size}")
+    cell, hkl, shape, d_min = data.cell, data.hkl, data.shape, data.d_min
+    hio(data.f_obs[:1], hkl, cell, shape, n_iter=2, n_polish=0, n_starts=1)  # warm-up: timings exclude first calls
+    options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
+    chunks = [slice(i, min(i + batch_size, len(data))) for i in range(0, len(data), batch_size)]
+
+    def phase_chunk(method: str, c: slice, gen: torch.Generator, tick) -> torch.Tensor:
+        """One method's maps (b, X, Y, Z) of the structures ``c``."""
+        f_obs, f000 = data.f_obs[c], data.f000[c]
+        if method == "chance":
+            return random_phase_maps(data.truth[c], cell, d_min, gen)
+        if method in ("model", "hybrid"):
+            start = network_density(model, data.patterson[c], norm)
+            if method == "model":
+                return start
+            extra = {"n_iter": n_iter} if n_iter is not None else {}
+            extra |= {"f000": f000} if refine == "hio" else {}
+            return refine_density(start, f_obs, hkl, cell, method=refine, seed=seed, progress=tick, **extra).rho
+        extra = {"f000": f000} if method == "hio" else {}
+        return phase(method, f_obs, hkl, cell, shape, seed=seed, progress=tick, **extra, **options).rho
+
+    runs: dict[str, MethodRun] = {}
+    for method in methods:
+        bar = None
+        if progress and method in ("hybrid", *METHODS):
+            from tqdm import tqdm
+
+            bar = tqdm(total=1, unit="it", desc=f"{desc}{method}", leave=False)
+        gen = torch.Generator().manual_seed(seed)  # the chance level's phases
+        parts, seconds = [], 0.0
+        for k, c in enumerate(chunks):
+
+            def tick(it: int, total: int, bar=bar, k=k) -> None:
+                if bar is not None:
+                    bar.total = total * len(chunks)
+                    bar.update(k * total + it - bar.n)
+
+            t = time.perf_counter()
+            parts.append(phase_chunk(method, c, gen, tick))
+            seconds += time.perf_counter() - t
+        if bar is not None:
+            bar.close()
+        rho = torch.cat(parts)
+        scored = [score_maps(rho[c], data.truth[c], cell, d_min, return_aligned=True) for c in chunks]
+        scores = PairScores.concatenate([sc for sc, _ in scored])
+        aligned = torch.cat([al for _, al in scored])
+        runs[method] = MethodRun(method, rho, aligned, scores, 0.0 if method == "chance" else seconds)
+        s = runs[method].summary()
+        log.info(
+            "%s%s: solved %.0f%%, median F-weighted phase error %.1f°, median CC %.3f, %.2f s per structure",
+            desc,
+            method,
+            100 * s["solved_fraction"],
+            s["median_phase_error_weighted_deg"],
+            s["median_cc_aligned"],
+            s["seconds_per_structure"],
+        )
+    return runs
