@@ -14,7 +14,7 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation import score_maps
 from patterson.maps import density_from_f
-from patterson.phasing import charge_flip, hio, refine_density, wilson_estimate
+from patterson.phasing import charge_flip, hio, phase, refine_density, wilson_estimate
 from patterson.physics import AtomBatch, electron_count, grid_shape, miller_indices, structure_factors
 
 CELL = Cell.cubic(10.0)
@@ -55,6 +55,21 @@ def test_charge_flipping_solves_from_random_starts(problem):
     result = charge_flip(f.abs(), hkl, CELL, shape, n_iter=400, n_starts=4, seed=1)
     error = weighted_phase_error(result.rho, truth)
     assert torch.all(error < 20), error
+
+
+def test_missing_reflections_float_instead_of_being_held_at_zero(problem):
+    """20% of the amplitudes missing (stored as zeros): left free, both methods still solve and give the missing
+    reflections phases near the truth; held at zero (observed everywhere), the map is worse."""
+    batch, hkl, shape, f, truth = problem
+    keep = torch.rand(f.shape, generator=torch.Generator().manual_seed(5)) >= 0.2
+    amp = f.abs() * keep
+    for method in ("hio", "charge-flip"):
+        kw = dict(n_iter=400, n_starts=4, seed=1) | ({"f000": electron_count(batch)} if method == "hio" else {})
+        free = phase(method, amp, hkl, CELL, shape, **kw)
+        held = phase(method, amp, hkl, CELL, shape, observed=torch.ones_like(keep), **kw)
+        assert torch.all(weighted_phase_error(free.rho, truth) < 20), method
+        assert weighted_phase_error(free.rho, truth).mean() < weighted_phase_error(held.rho, truth).mean(), method
+        assert torch.all(free.r_factor < 0.2), method  # R over the measured reflections only
 
 
 def test_hybrid_started_from_the_truth_stays_solved(problem):

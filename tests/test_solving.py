@@ -25,6 +25,7 @@ from patterson.solving import (
     solve,
     spacegroup_rotations,
 )
+from patterson.solving.data import unmeasured_hkl
 from patterson.structures import Atoms
 
 D_MIN = 1.5
@@ -214,6 +215,29 @@ def test_p21_reflection_files_solve(tmp_path, fmt, intensities):
     assert solution.summary["data"]["completeness_p1"] == pytest.approx(1.0)
     assert solution.summary["r_factor"] < 0.2
     assert correlation(solution, atoms, P21_CELL) > 0.85
+
+
+def test_incomplete_data_solve_with_unmeasured_reflections_free(tmp_path, monkeypatch):
+    from patterson.training import checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "no-weights")  # classical phasing
+    atoms = molecule(P1_CELL, "P 1")
+    hkl, amp = asu_reflections(atoms, P1_CELL, "P 1")
+    keep = np.random.default_rng(4).random(len(hkl)) >= 0.2  # 20% of the reflections never measured
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.SpaceGroup("P 1")
+    mtz.set_cell_for_all(P1_CELL.to_gemmi())
+    mtz.add_dataset("test")
+    mtz.add_column("FP", "F")
+    mtz.set_data(np.column_stack([hkl[keep], amp[keep]]).astype(np.float32))
+    mtz.write_to_file(str(tmp_path / "incomplete.mtz"))
+    solution = solve(fast(tmp_path / "incomplete.mtz"))
+    data = solution.summary["data"]
+    assert data["unmeasured_free"] == (~keep).sum() and data["completeness_p1"] == pytest.approx(keep.mean())
+    assert len(solution.phi) == keep.sum()  # outputs hold the measured reflections only
+    assert correlation(solution, atoms, P1_CELL) > 0.85
+    missing = unmeasured_hkl(P1_CELL, D_MIN, hkl[keep])  # the complement of the measured set in the Friedel half
+    assert {tuple(h) for h in missing} == {tuple(h) for h in hkl[~keep]}
 
 
 def test_tiny_network_checkpoint_runs_through_both_cell_transfers(tmp_path):

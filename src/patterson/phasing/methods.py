@@ -117,6 +117,24 @@ def wilson_estimate(f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell) -> tuple[t
     return torch.exp(intercept), (-2 * slope).clamp_min(0.0)
 
 
+# amplitudes below this fraction of a structure's strongest count as unmeasured (missing reflections are stored as
+# zeros; read off a float32 Patterson map they come back at ~3e-4, while measured ones are rarely below 1e-3)
+UNMEASURED = 1e-3
+
+
+def measured_mask(f_obs: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, M) bool: the reflections whose amplitude was measured. ``observed`` when given; else every amplitude
+    above :data:`UNMEASURED` × the strongest (missing reflections are stored as zeros). Unmeasured reflections are
+    left free in the phasing: they keep the amplitude and phase the current density gives them."""
+    if observed is not None:
+        mask = torch.as_tensor(observed, device=f_obs.device).bool().reshape(f_obs.shape)
+    else:
+        mask = f_obs > UNMEASURED * f_obs.amax(-1, keepdim=True)
+    if not mask.any(-1).all():
+        raise PattersonError("no measured amplitudes to phase")
+    return mask
+
+
 def _with_000(hkl: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros((1, 3), dtype=hkl.dtype), hkl])
 
@@ -154,6 +172,7 @@ def charge_flip(
     weak_fraction: float = 0.2,
     n_polish: int = 30,
     phi_start: torch.Tensor | None = None,
+    observed: torch.Tensor | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> PhasingResult:
@@ -168,10 +187,12 @@ def charge_flip(
     weak_fraction : share of the weakest reflections that keep |F_calc| and get +90° on their phase.
     n_polish : final cycles of positivity with the observed amplitudes, from the best flipping result.
     phi_start : (B, M) starting phases in radians (then one start each, as for the hybrid).
+    observed : (B, M) bool, the measured reflections (default: see :func:`measured_mask`); the others float freely.
     """
     t0 = time.perf_counter()
     f_obs = check_amplitudes(f_obs, hkl, cell, shape)
     b, m = f_obs.shape
+    free = ~measured_mask(f_obs, observed)
     dtype = f_obs.dtype
     ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
     gen = torch.Generator().manual_seed(seed)
@@ -181,10 +202,12 @@ def charge_flip(
     else:
         phi = _random_phases((b * n_starts, m), gen, dtype, f_obs.device)
     fo = f_obs.repeat_interleave(n_starts, 0)  # (B·S, M)
+    free = free.repeat_interleave(n_starts, 0)
     weak_count = int(round(weak_fraction * m))
     weak = torch.zeros_like(fo, dtype=torch.bool)
-    if weak_count:
-        weak.scatter_(1, torch.argsort(fo, dim=-1)[:, :weak_count], True)
+    if weak_count:  # the weakest measured reflections
+        weak.scatter_(1, torch.argsort(fo.masked_fill(free, math.inf), dim=-1)[:, :weak_count], True)
+        weak &= ~free
     hkl0 = _with_000(hkl)
     f = torch.polar(fo, phi).to(ctype)
     f = torch.cat([torch.zeros_like(f[:, :1]), f], dim=-1)  # F(000) starts at 0
@@ -195,23 +218,25 @@ def charge_flip(
         delta = delta_sigma * rho.flatten(1).std(-1)[:, None, None, None]
         flipped = torch.where(rho < delta, -rho, rho)
         g = f_from_density(flipped, hkl0, cell)  # (B·S, 1 + M)
-        r = r_factor(fo, g[:, 1:])
+        r = r_factor(fo, g[:, 1:].masked_fill(free, 0))
         better = r < best_r
         best_f[better] = g[better]
         best_r = torch.where(better, r, best_r)
         strong_f = torch.polar(fo, torch.angle(g[:, 1:]))
         weak_f = g[:, 1:] * torch.tensor(1j, dtype=ctype, device=fo.device)
-        f = torch.cat([g[:, :1], torch.where(weak, weak_f, strong_f.to(ctype))], dim=-1)
+        f = torch.cat([g[:, :1], torch.where(free, g[:, 1:], torch.where(weak, weak_f, strong_f.to(ctype)))], dim=-1)
         if progress is not None:
             progress(it + 1, n_iter)
     # polish: a few cycles of positivity with the observed amplitudes (error reduction without a support)
     f = best_f
     for _ in range(n_polish):
-        observed = torch.cat([f[:, :1], torch.polar(fo, torch.angle(f[:, 1:])).to(ctype)], dim=-1)
-        f = f_from_density(density_from_f(observed, hkl0, cell, shape).clamp_min(0), hkl0, cell)
+        measured = torch.where(free, f[:, 1:], torch.polar(fo, torch.angle(f[:, 1:])).to(ctype))
+        rho = density_from_f(torch.cat([f[:, :1], measured], dim=-1), hkl0, cell, shape)
+        f = f_from_density(rho.clamp_min(0), hkl0, cell)
     best_f = f  # R stays that of the flipping: the polish alone cannot tell a solved run from an unsolved one
     # the final map: observed amplitudes with the best phases, F(000) as the flipping left it
-    final = torch.cat([best_f[:, :1], torch.polar(fo, torch.angle(best_f[:, 1:])).to(ctype)], dim=-1)
+    measured = torch.where(free, best_f[:, 1:], torch.polar(fo, torch.angle(best_f[:, 1:])).to(ctype))
+    final = torch.cat([best_f[:, :1], measured], dim=-1)
     rho, f_calc, r = _best_of_starts(density_from_f(final, hkl0, cell, shape), best_f, best_r, n_starts)
     log.debug("charge flipping: best R %s", r.tolist())
     return PhasingResult(
@@ -274,6 +299,7 @@ def hio(
     n_polish: int = 30,
     phi_start: torch.Tensor | None = None,
     support_start: torch.Tensor | None = None,
+    observed: torch.Tensor | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> PhasingResult:
@@ -288,10 +314,12 @@ def hio(
         (blur width in Å shrinking linearly; support = blurred map above ``threshold`` × max).
     support_fraction : share of the cell in the starting support from the Patterson map.
     phi_start, support_start : starting phases (B, M) and support (B, X, Y, Z) for the hybrid (one start each).
+    observed : (B, M) bool, the measured reflections (default: see :func:`measured_mask`); the others float freely.
     """
     t0 = time.perf_counter()
     f_obs = check_amplitudes(f_obs, hkl, cell, shape)
     b, m = f_obs.shape
+    free = ~measured_mask(f_obs, observed)
     dtype, device = f_obs.dtype, f_obs.device
     ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
     if f000 is None:
@@ -306,6 +334,7 @@ def hio(
     else:
         phi = _random_phases((b * n_starts, m), gen, dtype, device)
     fo = f_obs.repeat_interleave(n_starts, 0)  # (B·S, M)
+    free = free.repeat_interleave(n_starts, 0)
     f0 = f000.repeat_interleave(n_starts, 0)[:, None].to(ctype)  # (B·S, 1)
     if support_start is not None:
         support = torch.as_tensor(support_start, device=device).bool().repeat_interleave(n_starts, 0)
@@ -313,9 +342,9 @@ def hio(
         support = patterson_support(f_obs, hkl0, cell, shape, support_fraction).repeat_interleave(n_starts, 0)
 
     def project(rho_in: torch.Tensor) -> torch.Tensor:
-        """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed."""
+        """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed, unmeasured ones free."""
         g = f_from_density(rho_in, hkl0, cell)
-        new = torch.cat([f0, torch.polar(fo, torch.angle(g[:, 1:])).to(ctype)], dim=-1)
+        new = torch.cat([f0, torch.where(free, g[:, 1:], torch.polar(fo, torch.angle(g[:, 1:])).to(ctype))], dim=-1)
         return density_from_f(new, hkl0, cell, shape)
 
     f = torch.cat([f0, torch.polar(fo, phi).to(ctype)], dim=-1)
@@ -337,7 +366,7 @@ def hio(
             progress(it + 1, total)
     final = torch.where(support & (rho >= 0), rho, torch.zeros_like(rho))
     g = f_from_density(final, hkl0, cell)
-    r = r_factor(fo, g[:, 1:])
+    r = r_factor(fo, g[:, 1:].masked_fill(free, 0))
     rho_best, f_calc, r = _best_of_starts(final, g, r, n_starts)
     return PhasingResult(
         rho=rho_best,

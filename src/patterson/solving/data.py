@@ -8,7 +8,7 @@ import numpy as np
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.physics import check_d_min, in_friedel_half, resolution_shells
+from patterson.physics import check_d_min, in_friedel_half, miller_indices, resolution_shells
 from patterson.solving.readers import Reflections
 
 
@@ -173,3 +173,12 @@ def _count_half_sphere(cell: Cell, d_min: float, h_max: np.ndarray) -> int:
     hkl = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     s2 = cell.inv_d2(hkl)
     return int(np.sum((s2 > 0) & (s2 <= 1 / d_min**2 * (1 + 1e-9)) & in_friedel_half(hkl)))
+
+
+def unmeasured_hkl(cell: Cell, d_min: float, hkl: np.ndarray) -> np.ndarray:
+    """(K, 3) the reflections of the Friedel half to ``d_min`` that ``hkl`` (the measured ones) lacks: the phasing
+    lets them float instead of holding them at zero."""
+    full = miller_indices(cell, d_min)
+    off = int(max(np.abs(full).max(), np.abs(hkl).max() if len(hkl) else 0)) + 1
+    key = lambda x: ((x[:, 0] + off) * (2 * off + 1) + x[:, 1] + off) * (2 * off + 1) + x[:, 2] + off  # noqa: E731
+    return full[~np.isin(key(full), key(hkl))]

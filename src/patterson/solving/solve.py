@@ -19,7 +19,7 @@ from patterson.evaluation.peaks import find_peaks
 from patterson.maps import density_from_f, f_from_density
 from patterson.phasing import PhasingResult, charge_flip, hio, r_factor, refine_density, wilson_estimate
 from patterson.physics import check_d_min, grid_shape, resolution_shells
-from patterson.solving.data import prepare_data
+from patterson.solving.data import prepare_data, unmeasured_hkl
 from patterson.solving.network import TRANSFERS, find_checkpoint, load_solver_model, predict_density
 from patterson.solving.readers import parse_composition, read_reflections
 
@@ -188,7 +188,13 @@ def solve(config: SolveConfig) -> Solution:
     if refine == "none" and start is None:
         warnings.append("--refine none needs a network: refined with HIO instead")
         refine = "hybrid"
-    opts = {"n_iter": config.n_iter, "seed": config.seed}
+    # unmeasured reflections inside the sphere float in the phasing (measured ones first: results[:, :M] are theirs)
+    missing = unmeasured_hkl(cell, data.d_min, hkl)
+    m = len(hkl)
+    hkl_all = np.concatenate([hkl, missing])
+    f_all = torch.cat([f_obs, torch.zeros(1, len(missing), dtype=f_obs.dtype)], dim=-1)
+    measured = torch.arange(len(hkl_all))[None] < m  # (1, M + K)
+    opts = {"n_iter": config.n_iter, "seed": config.seed, "observed": measured}
     results: list[PhasingResult] = []
     if refine == "none":
         rho_start = density_from_f(
@@ -205,8 +211,8 @@ def solve(config: SolveConfig) -> Solution:
             runs.append(
                 (
                     f"network + {method}",
-                    lambda p, m=method: refine_density(
-                        rho0, f_obs, hkl, cell, m, f000=f000 if m == "hio" else None, progress=p, **opts
+                    lambda p, k=method: refine_density(
+                        rho0, f_all, hkl_all, cell, k, f000=f000 if k == "hio" else None, progress=p, **opts
                     ),
                 )
             )
@@ -215,14 +221,18 @@ def solve(config: SolveConfig) -> Solution:
                 runs.append(
                     (
                         "charge flipping",
-                        lambda p: charge_flip(f_obs, hkl, cell, shape, n_starts=config.n_starts, progress=p, **opts),
+                        lambda p: charge_flip(
+                            f_all, hkl_all, cell, shape, n_starts=config.n_starts, progress=p, **opts
+                        ),
                     )
                 )
             else:
                 runs.append(
                     (
                         "HIO",
-                        lambda p: hio(f_obs, hkl, cell, shape, f000=f000, n_starts=config.n_starts, progress=p, **opts),
+                        lambda p: hio(
+                            f_all, hkl_all, cell, shape, f000=f000, n_starts=config.n_starts, progress=p, **opts
+                        ),
                     )
                 )
         voxels = int(np.prod(shape)) * config.n_starts
@@ -240,8 +250,8 @@ def solve(config: SolveConfig) -> Solution:
     times["phasing"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    phi = best.phi_rad[0].numpy()
-    f_calc = best.f_calc[0].numpy()
+    phi = best.phi_rad[0, :m].numpy()  # the measured reflections' phases
+    f_calc = best.f_calc[0, :m].numpy()
     d = cell.d_spacing(hkl)
     fom = figure_of_merit(data.f, f_calc, d)
     coeffs = torch.polar(f_obs, torch.as_tensor(phi)[None]).to(torch.complex128)
@@ -271,6 +281,7 @@ def solve(config: SolveConfig) -> Solution:
             "d_min": data.d_min,
             "d_max": data.d_max,
             "completeness_p1": data.completeness,
+            "unmeasured_free": int(len(missing)),
             "wilson_b": float(b_wilson[0]),
             "wilson_atoms_c_equivalent": float(n_atoms[0]),
             "scale": scale,
