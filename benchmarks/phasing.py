@@ -31,14 +31,17 @@ from pathlib import Path
 import torch
 
 import patterson
-from patterson.datasets import StoredDataset, generate, make_config
+from patterson.datasets import StoredDataset, build_pool, generate, make_config
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.phasing import compare_methods, load_split, make_test_split
+from patterson.phasing import compare_methods, config_for_test_split, load_split
 from patterson.training import find_checkpoint, load_checkpoint, load_model, trained_on
 
 PRESETS = ("paper-2", "dense-protein")
 D_MINS = (1.0, 1.5, 2.0, 2.5)
 CONDITIONS = {"clean": dict(noise=0.0, missing=0.0), "5% noise, 10% missing": dict(noise=0.05, missing=0.10)}
+
+
+_POOLS: dict[tuple[str, str], tuple] = {}  # (preset, source) -> build_pool result: read the source once per preset
 
 
 def make_split(
@@ -49,14 +52,17 @@ def make_split(
     ``held_out``: the dataset config a network was trained on; the examples then come from its test entries only
     (same seed and split fractions, ``only_splits=["test"]``), which the network never saw."""
     if held_out is None:
-        return make_test_split(preset, folder, source=source, n=n, seed=7, d_min=d_min, **condition)
-    splits = tuple(held_out["splits"])
-    total = math.ceil(n * sum(splits) / splits[2])  # so that the test split gets about n examples
-    config = make_config(
-        preset, source=source, n=total, seed=held_out["seed"], splits=splits, only_splits=["test"],
-        map_dtype="float32", d_min=d_min, **condition,
-    )  # fmt: skip
-    generate(config, folder, progress=False)
+        config = config_for_test_split(preset, source, n, seed=7, d_min=d_min, **condition)
+    else:
+        splits = tuple(held_out["splits"])
+        total = math.ceil(n * sum(splits) / splits[2])  # so that the test split gets about n examples
+        config = make_config(
+            preset, source=source, n=total, seed=held_out["seed"], splits=splits, only_splits=["test"],
+            map_dtype="float32", d_min=d_min, **condition,
+        )  # fmt: skip
+    if (preset, source) not in _POOLS:
+        _POOLS[preset, source] = build_pool(config)
+    generate(config, folder, progress=False, pool=_POOLS[preset, source])
     return StoredDataset(folder, "test", normalise=False)
 
 
@@ -100,11 +106,18 @@ def table(results: dict) -> str:
             sec = "" if m == "chance" else f" · {v['seconds_per_structure']:.2f} s"
             cells.append(f"{100 * v['solved_fraction']:.0f}% · {v['median_phase_error_weighted_deg']:.0f}°{sec}")
         lines.append(f"| {r['preset']} | {r['d_min']:.1f} | {r['condition']} | " + " | ".join(cells) + " |")
+    networks = {r["preset"]: r.get("held_out_from") for r in results["runs"]}
+    held = [f"`{p}`: {Path(n).name}" for p, n in networks.items() if n]
     lines += [
         "",
         f"{results['n_per_condition']} test structures per row from `{results['source']}`; {results['platform']}, "
         f"{results['torch_threads']} torch threads; patterson {results['version']}.",
     ]
+    if held:
+        lines.append(
+            "Networks (model and hybrid at their own d_min; every row of a preset uses that network's held-out test "
+            "entries): " + ", ".join(held) + "."
+        )
     return "\n".join(lines) + "\n"
 
 
