@@ -365,3 +365,14 @@ def test_pretrained_picks_weights_that_suit_the_data(tmp_path):
     assert find_checkpoint("pretrained", folder) is None  # two shipped, no hint: nothing to choose by
     assert find_checkpoint("paper-2", folder).name == "paper-2.pt"
     assert find_checkpoint("pretrained", tmp_path / "none", {"d_min": 2.0}) is None
+
+
+def test_shipped_recipes_are_valid_configs():
+    """recipes/*.toml (how the shipped networks were trained) load as TrainConfigs and build their networks."""
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml"))
+    assert len(recipes) >= 3
+    for path in recipes:
+        config = load_config(path)
+        assert config.epochs > 0 and config.model_config().to_dict()["arch"] == config.model
