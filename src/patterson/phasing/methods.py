@@ -143,6 +143,25 @@ def _random_phases(shape, generator: torch.Generator, dtype, device) -> torch.Te
     return torch.rand(shape, generator=generator, dtype=dtype).to(device) * (2 * math.pi)
 
 
+def _starts(f_obs: torch.Tensor, free: torch.Tensor, phi_start, n_starts: int, seed: int):
+    """The starts of a batch: ``phi_start`` (one start per structure) or ``n_starts`` random phase sets, with the
+    amplitudes and the mask of unmeasured reflections repeated to match. Returns (phi, fo, free, n_starts), the
+    first three (B·S, M)."""
+    b, m = f_obs.shape
+    if phi_start is not None:
+        n_starts = 1
+        phi = torch.as_tensor(phi_start, dtype=f_obs.dtype, device=f_obs.device).reshape(b, m)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        phi = _random_phases((b * n_starts, m), gen, f_obs.dtype, f_obs.device)
+    return phi, f_obs.repeat_interleave(n_starts, 0), free.repeat_interleave(n_starts, 0), n_starts
+
+
+def _observed(fo: torch.Tensor, free: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """The observed amplitudes with the phases of ``f`` (complex, same shape); unmeasured reflections keep ``f``."""
+    return torch.where(free, f, torch.polar(fo, torch.angle(f)).to(f.dtype))
+
+
 def _skewness(rho: torch.Tensor) -> torch.Tensor:
     flat = rho.flatten(1)
     centred = flat - flat.mean(-1, keepdim=True)
@@ -192,17 +211,9 @@ def charge_flip(
     t0 = time.perf_counter()
     f_obs = check_amplitudes(f_obs, hkl, cell, shape)
     b, m = f_obs.shape
-    free = ~measured_mask(f_obs, observed)
     dtype = f_obs.dtype
     ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    gen = torch.Generator().manual_seed(seed)
-    if phi_start is not None:
-        n_starts = 1
-        phi = torch.as_tensor(phi_start, dtype=dtype, device=f_obs.device).reshape(b, m)
-    else:
-        phi = _random_phases((b * n_starts, m), gen, dtype, f_obs.device)
-    fo = f_obs.repeat_interleave(n_starts, 0)  # (B·S, M)
-    free = free.repeat_interleave(n_starts, 0)
+    phi, fo, free, n_starts = _starts(f_obs, ~measured_mask(f_obs, observed), phi_start, n_starts, seed)  # (B·S, M)
     weak_count = int(round(weak_fraction * m))
     weak = torch.zeros_like(fo, dtype=torch.bool)
     if weak_count:  # the weakest measured reflections
@@ -222,21 +233,18 @@ def charge_flip(
         better = r < best_r
         best_f[better] = g[better]
         best_r = torch.where(better, r, best_r)
-        strong_f = torch.polar(fo, torch.angle(g[:, 1:]))
         weak_f = g[:, 1:] * torch.tensor(1j, dtype=ctype, device=fo.device)
-        f = torch.cat([g[:, :1], torch.where(free, g[:, 1:], torch.where(weak, weak_f, strong_f.to(ctype)))], dim=-1)
+        f = torch.cat([g[:, :1], torch.where(weak, weak_f, _observed(fo, free, g[:, 1:]))], dim=-1)
         if progress is not None:
             progress(it + 1, n_iter)
     # polish: a few cycles of positivity with the observed amplitudes (error reduction without a support)
     f = best_f
     for _ in range(n_polish):
-        measured = torch.where(free, f[:, 1:], torch.polar(fo, torch.angle(f[:, 1:])).to(ctype))
-        rho = density_from_f(torch.cat([f[:, :1], measured], dim=-1), hkl0, cell, shape)
+        rho = density_from_f(torch.cat([f[:, :1], _observed(fo, free, f[:, 1:])], dim=-1), hkl0, cell, shape)
         f = f_from_density(rho.clamp_min(0), hkl0, cell)
     best_f = f  # R stays that of the flipping: the polish alone cannot tell a solved run from an unsolved one
     # the final map: observed amplitudes with the best phases, F(000) as the flipping left it
-    measured = torch.where(free, best_f[:, 1:], torch.polar(fo, torch.angle(best_f[:, 1:])).to(ctype))
-    final = torch.cat([best_f[:, :1], measured], dim=-1)
+    final = torch.cat([best_f[:, :1], _observed(fo, free, best_f[:, 1:])], dim=-1)
     rho, f_calc, r = _best_of_starts(density_from_f(final, hkl0, cell, shape), best_f, best_r, n_starts)
     log.debug("charge flipping: best R %s", r.tolist())
     return PhasingResult(
@@ -319,22 +327,14 @@ def hio(
     t0 = time.perf_counter()
     f_obs = check_amplitudes(f_obs, hkl, cell, shape)
     b, m = f_obs.shape
-    free = ~measured_mask(f_obs, observed)
     dtype, device = f_obs.dtype, f_obs.device
     ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
     if f000 is None:
         n_atoms, _ = wilson_estimate(f_obs, hkl, cell)
         f000 = 6.0 * n_atoms
     f000 = torch.as_tensor(f000, dtype=dtype, device=device).reshape(-1).expand(b)
-    gen = torch.Generator().manual_seed(seed)
     hkl0 = _with_000(hkl)
-    if phi_start is not None:
-        n_starts = 1
-        phi = torch.as_tensor(phi_start, dtype=dtype, device=device).reshape(b, m)
-    else:
-        phi = _random_phases((b * n_starts, m), gen, dtype, device)
-    fo = f_obs.repeat_interleave(n_starts, 0)  # (B·S, M)
-    free = free.repeat_interleave(n_starts, 0)
+    phi, fo, free, n_starts = _starts(f_obs, ~measured_mask(f_obs, observed), phi_start, n_starts, seed)  # (B·S, M)
     f0 = f000.repeat_interleave(n_starts, 0)[:, None].to(ctype)  # (B·S, 1)
     if support_start is not None:
         support = torch.as_tensor(support_start, device=device).bool().repeat_interleave(n_starts, 0)
@@ -344,7 +344,7 @@ def hio(
     def project(rho_in: torch.Tensor) -> torch.Tensor:
         """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed, unmeasured ones free."""
         g = f_from_density(rho_in, hkl0, cell)
-        new = torch.cat([f0, torch.where(free, g[:, 1:], torch.polar(fo, torch.angle(g[:, 1:])).to(ctype))], dim=-1)
+        new = torch.cat([f0, _observed(fo, free, g[:, 1:])], dim=-1)
         return density_from_f(new, hkl0, cell, shape)
 
     f = torch.cat([f0, torch.polar(fo, phi).to(ctype)], dim=-1)
