@@ -19,6 +19,7 @@ from patterson.phasing.evaluate import (
     make_test_split,
     method_summary,
     network_density,
+    phase_maps,
 )
 from patterson.phasing.methods import (
     METHODS,
@@ -57,6 +58,7 @@ __all__ = [
     "network_density",
     "patterson_support",
     "phase",
+    "phase_maps",
     "r_factor",
     "refine_density",
     "support_from",

@@ -25,7 +25,6 @@ from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.maps import check_writable_folder, f_from_density
 from patterson.phasing.methods import (
     METHODS,
-    charge_flip,
     hio,
     phase,
     refine_density,
@@ -98,31 +97,22 @@ class PhasingEvalConfig:
             raise PattersonError("batch_size and limit must be at least 1")
 
 
-def _phase_batch(config: PhasingEvalConfig, items: list[dict], model, norm: dict, device) -> dict:
+def _phase_batch(config: PhasingEvalConfig, items: list[dict], d_min: float, model, norm: dict, device) -> dict:
     """Predictions (B, X, Y, Z) in physical units for one batch of raw (not normalised) stored examples of one cell;
     ``norm`` is the network's normalisation (see :func:`network_density`)."""
-    cell = Cell(*[float(x) for x in items[0]["cell"]])
-    pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64)  # physical units
-    truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64)
-    shape = tuple(truth.shape[-3:])
-    d_min = max(float(items[0]["d_min"]), finest_d_min(cell, shape))
-    hkl = miller_indices(cell, d_min)
-    f_obs = amplitudes_from_patterson(pat, hkl, cell)
-    f000 = torch.stack([it["z"][: it["n_atoms"]].sum() for it in items]).to(device=device, dtype=torch.float64)
-    options = {k: v for k, v in (("n_iter", config.n_iter), ("n_starts", config.n_starts)) if v is not None}
-    if config.method in ("model", "hybrid"):
-        pred = network_density(model, pat, norm)  # (B, X, Y, Z)
-        if config.method == "hybrid":
-            options.pop("n_starts", None)
-            if config.refine == "hio":
-                options["f000"] = f000
-            pred = refine_density(pred, f_obs, hkl, cell, method=config.refine, seed=config.seed, **options).rho
-    elif config.method == "hio":
-        pred = hio(f_obs, hkl, cell, shape, f000=f000, seed=config.seed, **options).rho
-    else:
-        pred = charge_flip(f_obs, hkl, cell, shape, seed=config.seed, **options).rho
-    atoms = [cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]
-    return {"prediction": pred, "truth": truth, "cell": cell, "d_min": d_min, "inputs": pat, "atoms_frac": atoms}
+    ids = tuple(f"{config.split}-{int(it['index'])}" for it in items)
+    data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids)
+    pred = phase_maps(config.method, data, model, norm, config.refine, config.n_iter, config.n_starts, config.seed)
+    atoms = [data.cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]
+    return {
+        "prediction": pred,
+        "truth": data.truth,
+        "cell": data.cell,
+        "d_min": data.d_min,
+        "inputs": data.patterson,
+        "atoms_frac": atoms,
+        "ids": list(ids),
+    }
 
 
 def evaluate_method(config: PhasingEvalConfig) -> dict:
@@ -149,10 +139,8 @@ def evaluate_method(config: PhasingEvalConfig) -> dict:
 
     def batches():
         for start in range(0, count, config.batch_size):
-            items = [dict(ds[i], d_min=d_min) for i in range(start, min(start + config.batch_size, count))]
-            batch = _phase_batch(config, items, model, norm, device)
-            batch["ids"] = [f"{config.split}-{int(it['index'])}" for it in items]
-            yield batch
+            items = [ds[i] for i in range(start, min(start + config.batch_size, count))]
+            yield _phase_batch(config, items, d_min, model, norm, device)
 
     name = config.name or config.method
     if config.method == "hybrid" and not config.name:
@@ -199,6 +187,11 @@ class SplitMaps:
     def __len__(self) -> int:
         return int(self.truth.shape[0])
 
+    def take(self, which: slice) -> SplitMaps:
+        """The same for some of the structures."""
+        tensors = {k: getattr(self, k)[which] for k in ("patterson", "truth", "f000", "f_obs")}
+        return dataclasses.replace(self, ids=self.ids[which], **tensors)
+
 
 def config_for_test_split(preset: str, source: str = "embedded", n: int = 16, seed: int = 7, **changes):
     """The :class:`~patterson.datasets.GenerateConfig` of a test-only dataset of ``n`` examples (float32 maps) of a
@@ -240,16 +233,52 @@ def load_split(
     cells = {tuple(float(x) for x in it["cell"]) for it in items}
     if len(cells) != 1:
         raise PattersonError(f"{ds.path}: the {ds.split} split holds {len(cells)} different cells; phase one at a time")
-    cell = Cell(*cells.pop())
-    pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64) * ds.scale["input"]
-    truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64) * ds.scale["target"]
-    f000 = torch.tensor([float(it["z"][: it["n_atoms"]].sum()) for it in items], dtype=torch.float64, device=device)
-    shape = tuple(truth.shape[-3:])
-    d_min = max(float(ds.config.d_min if d_min is None else d_min), finest_d_min(cell, shape))
-    hkl = miller_indices(cell, d_min)
-    f_obs = amplitudes_from_patterson(pat, hkl, cell)
     ids = tuple(f"{ds.split}-{int(it['index'])}" for it in items)
-    return SplitMaps(cell, pat, truth, f000, d_min, hkl, f_obs, ids)
+    return _split_maps(items, float(ds.config.d_min if d_min is None else d_min), ds.scale, device, ids)
+
+
+def _split_maps(items: list[dict], d_min: float, scale: dict, device, ids: tuple[str, ...]) -> SplitMaps:
+    """:class:`SplitMaps` of stored examples of one cell (the first item's), their maps divided by ``scale``
+    before (the dataset's normalisation: ``StoredDataset.scale``), ``d_min`` made coarser if the grid cannot hold
+    it."""
+    cell = Cell(*[float(x) for x in items[0]["cell"]])
+    pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["input"]
+    truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["target"]
+    f000 = torch.tensor([float(it["z"][: it["n_atoms"]].sum()) for it in items], dtype=torch.float64, device=device)
+    d_min = max(d_min, finest_d_min(cell, tuple(truth.shape[-3:])))
+    hkl = miller_indices(cell, d_min)
+    return SplitMaps(cell, pat, truth, f000, d_min, hkl, amplitudes_from_patterson(pat, hkl, cell), ids)
+
+
+def phase_maps(
+    method: str,
+    data: SplitMaps,
+    model: torch.nn.Module | None = None,
+    norm: dict | None = None,
+    refine: str = "hio",
+    n_iter: int | None = None,
+    n_starts: int | None = None,
+    seed: int = 0,
+    progress=None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One method's maps (B, X, Y, Z) of ``data``'s structures: ``model`` (the network alone), ``hybrid`` (its
+    density refined by ``refine``), ``charge-flip``, ``hio`` or ``chance`` (random phases from ``generator``).
+    ``n_iter`` and ``n_starts`` set the classical runs (None: their defaults; the hybrid has one start)."""
+    if method == "chance":
+        return random_phase_maps(data.truth, data.cell, data.d_min, generator or torch.Generator().manual_seed(seed))
+    if method in ("model", "hybrid"):
+        start = network_density(model, data.patterson, norm)
+        if method == "model":
+            return start
+        extra = {"n_iter": n_iter} if n_iter is not None else {}
+        extra |= {"f000": data.f000} if refine == "hio" else {}
+        return refine_density(
+            start, data.f_obs, data.hkl, data.cell, method=refine, seed=seed, progress=progress, **extra
+        ).rho
+    options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
+    options |= {"f000": data.f000} if method == "hio" else {}
+    return phase(method, data.f_obs, data.hkl, data.cell, data.shape, seed=seed, progress=progress, **options).rho
 
 
 @dataclass(frozen=True)
@@ -328,23 +357,7 @@ def compare_methods(
         raise PattersonError(f"batch_size must be at least 1, got {batch_size}")
     cell, hkl, shape, d_min = data.cell, data.hkl, data.shape, data.d_min
     hio(data.f_obs[:1], hkl, cell, shape, n_iter=2, n_polish=0, n_starts=1)  # warm-up: timings exclude first calls
-    options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
     chunks = [slice(i, min(i + batch_size, len(data))) for i in range(0, len(data), batch_size)]
-
-    def phase_chunk(method: str, c: slice, gen: torch.Generator, tick) -> torch.Tensor:
-        """One method's maps (b, X, Y, Z) of the structures ``c``."""
-        f_obs, f000 = data.f_obs[c], data.f000[c]
-        if method == "chance":
-            return random_phase_maps(data.truth[c], cell, d_min, gen)
-        if method in ("model", "hybrid"):
-            start = network_density(model, data.patterson[c], norm)
-            if method == "model":
-                return start
-            extra = {"n_iter": n_iter} if n_iter is not None else {}
-            extra |= {"f000": f000} if refine == "hio" else {}
-            return refine_density(start, f_obs, hkl, cell, method=refine, seed=seed, progress=tick, **extra).rho
-        extra = {"f000": f000} if method == "hio" else {}
-        return phase(method, f_obs, hkl, cell, shape, seed=seed, progress=tick, **extra, **options).rho
 
     runs: dict[str, MethodRun] = {}
     for method in methods:
@@ -363,7 +376,7 @@ def compare_methods(
                     bar.update(k * total + it - bar.n)
 
             t = time.perf_counter()
-            parts.append(phase_chunk(method, c, gen, tick))
+            parts.append(phase_maps(method, data.take(c), model, norm, refine, n_iter, n_starts, seed, tick, gen))
             seconds += time.perf_counter() - t
         if bar is not None:
             bar.close()
