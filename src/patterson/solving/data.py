@@ -180,5 +180,4 @@ def unmeasured_hkl(cell: Cell, d_min: float, hkl: np.ndarray) -> np.ndarray:
     lets them float instead of holding them at zero."""
     full = miller_indices(cell, d_min)
     off = int(max(np.abs(full).max(), np.abs(hkl).max() if len(hkl) else 0)) + 1
-    key = lambda x: ((x[:, 0] + off) * (2 * off + 1) + x[:, 1] + off) * (2 * off + 1) + x[:, 2] + off  # noqa: E731
-    return full[~np.isin(key(full), key(hkl))]
+    return full[~np.isin(_keys(full, off), _keys(hkl, off))]
