@@ -152,8 +152,7 @@ def prepare_data(refl: Reflections, d_min: float | None = None) -> ObservedData:
     if not np.any(f[keep] > 0):
         raise PattersonError(f"{src}: no non-zero amplitudes with d ≥ {d_min:g} Å; lower --d-min")
     cell = refl.cell
-    h_max = np.floor(np.array([cell.a, cell.b, cell.c]) / d_min + 1e-9)
-    total = _count_half_sphere(cell, d_min, h_max)
+    total = len(miller_indices(cell, d_min))  # the Friedel half of the sphere, as the data could have it
     return ObservedData(
         hkl=p1_hkl[keep],
         f=f[keep],
@@ -166,13 +165,6 @@ def prepare_data(refl: Reflections, d_min: float | None = None) -> ObservedData:
         completeness=float(keep.sum() / max(total, 1)),
         warnings=warnings,
     )
-
-
-def _count_half_sphere(cell: Cell, d_min: float, h_max: np.ndarray) -> int:
-    axes = [np.arange(-int(m), int(m) + 1) for m in h_max]
-    hkl = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    s2 = cell.inv_d2(hkl)
-    return int(np.sum((s2 > 0) & (s2 <= 1 / d_min**2 * (1 + 1e-9)) & in_friedel_half(hkl)))
 
 
 def unmeasured_hkl(cell: Cell, d_min: float, hkl: np.ndarray) -> np.ndarray:
