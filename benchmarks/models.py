@@ -25,11 +25,10 @@ from pathlib import Path
 import torch
 
 import patterson
-from patterson.datasets import GenerateConfig, generate
+from patterson.datasets import GenerateConfig, generate, source_entries
 from patterson.evaluation.run import EvaluateConfig, evaluate_checkpoint
 from patterson.maps import atomic_write
 from patterson.phasing import PhasingEvalConfig, evaluate_method
-from patterson.structures import embedded_entries, entry_id, structure_files
 from patterson.training import WEIGHTS_DIR, load_checkpoint, trained_on
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,8 +104,7 @@ def plot_history(history: list[dict], path: Path, name: str) -> Path | None:
 def embedded_overlap(source: str) -> list[str]:
     """Entries of the embedded default (the demo's test chains) that the training source also holds (should be
     none: the embedded chains must stay unseen)."""
-    embedded = {entry_id(p) for p in embedded_entries()}
-    return sorted(embedded & {entry_id(p) for p in structure_files(source)})
+    return sorted(source_entries("embedded") & source_entries(source))
 
 
 def describe(name: str, weights: Path, state: dict) -> dict:

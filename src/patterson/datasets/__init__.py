@@ -33,6 +33,7 @@ from patterson.datasets.sources import (
     build_pool,
     crystal_default_sources,
     read_aflow_prototypes,
+    source_entries,
     source_files,
     split_counts,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "random_atoms_in_cell",
     "read_aflow_prototypes",
     "read_toml",
+    "source_entries",
     "source_files",
     "split_counts",
 ]

@@ -199,6 +199,11 @@ def source_files(source: str, kind: str) -> list[str]:
     return [str(p) for p in structure_files(folder)]
 
 
+def source_entries(source: str) -> set[str]:
+    """The PDB entries (``entry_id``) of a source's structure files: a folder or ``embedded``."""
+    return {entry_id(p) for p in source_files(source, "fragment")}
+
+
 def _read_one(args: tuple[str, GenerateConfig]) -> tuple[Pool, Counter]:
     """Phase 1 for one file: its fragments or crystals as a Pool; unreadable files are counted, never fatal."""
     path, config = args

@@ -39,7 +39,7 @@ import torch
 
 from patterson import __version__
 from patterson.cells import Cell
-from patterson.datasets import GenerateConfig
+from patterson.datasets import GenerateConfig, source_entries
 from patterson.demo.report import LABELS, PLOTS, headline_table, report_markdown, write_plots
 from patterson.errors import PattersonError
 from patterson.evaluation.report import (
@@ -60,7 +60,6 @@ from patterson.phasing import (
 )
 from patterson.physics import grid_shape
 from patterson.solving import torch_threads
-from patterson.structures import embedded_entries, entry_id, structure_files
 from patterson.training import find_checkpoint, load_checkpoint, load_model, trained_on
 
 log = logging.getLogger(__name__)
@@ -210,13 +209,9 @@ def _held_out(train_source: str | None, entries: list[str]) -> dict[str, Any]:
     """Whether the test entries are absent from the network's training source (checked where it can be read)."""
     if not train_source:
         return {"checked": False, "note": "the checkpoint does not name its training source"}
-    if train_source == "embedded":
-        files = embedded_entries()
-    elif Path(train_source).is_dir():
-        files = structure_files(train_source)
-    else:
+    if train_source != "embedded" and not Path(train_source).is_dir():
         return {"checked": False, "note": f"its training source {train_source} is not found here"}
-    trained = {entry_id(p) for p in files}
+    trained = source_entries(train_source)
     return {"checked": True, "overlap": sorted(set(entries) & trained), "note": f"training source {train_source}"}
 
 
