@@ -179,11 +179,16 @@ def _mismatch(trained: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[floa
     return (preset, packing, d_min)
 
 
+def _shipped(weights_dir: str | Path | None) -> list[Path]:
+    """The shipped weights files (``WEIGHTS_DIR`` unless another folder is given), sorted."""
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    return sorted(folder.glob("*.pt")) if folder.is_dir() else []
+
+
 def pick_pretrained(data: Mapping[str, Any], weights_dir: str | Path | None = None) -> Path | None:
     """The shipped weights that fit ``data`` best: the same preset, else the same packing (``pack_volume`` set or
     not: a molecule alone in its cell or a packed crystal), then the nearest d_min. None when nothing is shipped."""
-    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    shipped = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    shipped = _shipped(weights_dir)
     if not shipped:
         return None
     scored = [(_mismatch(trained_on(load_checkpoint(p)), data), p.name, p) for p in shipped]
@@ -197,8 +202,7 @@ def find_checkpoint(
     shipped weights that suit ``data`` (a dataset config dict, or hints such as ``{"d_min": 2.0, "pack_volume":
     35}``; see :func:`pick_pretrained`), else ``pretrained.pt`` or the only shipped file. Returns None when
     ``pretrained`` finds no shipped weights; raises PattersonError for a NAME or PATH that does not exist."""
-    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    shipped = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    shipped = _shipped(weights_dir)
     path = Path(name)
     if path.suffix == ".pt" or os.sep in name or path.is_file():
         if not path.is_file():
@@ -209,7 +213,7 @@ def find_checkpoint(
         return match[0]
     if name == "pretrained":
         if data:
-            return pick_pretrained(data, folder)
+            return pick_pretrained(data, weights_dir)
         return shipped[0] if len(shipped) == 1 else None
     known = ", ".join(p.stem for p in shipped) or "none shipped"
     raise PattersonError(f"no checkpoint named {name!r} (shipped: {known}); give a file path or 'pretrained'")
