@@ -19,13 +19,13 @@ from patterson.training import WEIGHTS_DIR, export_weights, load_checkpoint, rea
 
 def history_of(runs: list[Path]) -> list[dict]:
     """The metrics rows of all stages, with ``stage`` (1, 2, …) and cumulative ``maps_seen``."""
-    rows, seen = [], 0
+    rows, before = [], 0
     for stage, run in enumerate(runs, start=1):
         config = load_checkpoint(run / "checkpoints" / "last.pt")["train_config"]
-        per_epoch = config["batch_size"] * (config["max_batches"] or 0)
+        per_step = config["batch_size"] * config["grad_accum"]  # maps per optimizer step
         for row in read_metrics(run / "metrics.jsonl"):
-            seen += per_epoch or row.get("train_maps", 0)
-            rows.append({**row, "stage": stage, "maps_seen": seen})
+            rows.append({**row, "stage": stage, "maps_seen": before + row["step"] * per_step})
+        before = rows[-1]["maps_seen"] if rows else before
     return rows
 
 
