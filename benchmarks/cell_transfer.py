@@ -51,7 +51,7 @@ from patterson.datasets import (
 from patterson.evaluation import random_phase_maps, score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.maps import density_from_f, f_from_density
-from patterson.phasing import PhasingResult, amplitudes_from_patterson, hio, refine_density
+from patterson.phasing import PhasingResult, amplitudes_from_patterson, hio, method_summary, refine_density
 from patterson.physics import miller_indices
 from patterson.solving import SolveConfig
 from patterson.solving.data import ObservedData
@@ -150,12 +150,7 @@ def score(
     and the F-weighted phase errors (B,)."""
     s = score_maps(pred, truth, cell, d_min)
     err, cc = s.phase_error_weighted_deg.numpy(), s.cc_aligned.numpy()
-    summary = {
-        "median_cc_aligned": float(np.median(cc)),
-        "median_phase_error_weighted_deg": float(np.median(err)),
-        "solved_fraction": float(np.mean(err < SOLVED_THRESHOLD_DEG)),
-        "seconds_per_structure": seconds / len(err),
-    }
+    summary = method_summary(s, seconds)
     if per_structure:
         summary.update(cc_aligned=[round(float(x), 4) for x in cc], phase_error_weighted_deg=err.round(2).tolist())
     return summary, err
