@@ -12,8 +12,10 @@ state), loadable with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from patterson.errors import PattersonError
 from patterson.training import WEIGHTS_DIR, export_weights, load_checkpoint, read_metrics
 
 
@@ -46,4 +48,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PattersonError as exc:  # bad input: one line, exit 2, nothing written (weights are written atomically)
+        print(f"export: error: {exc}", file=sys.stderr)
+        sys.exit(2)
