@@ -165,7 +165,7 @@ def paired(a: dict, b: dict) -> dict:
 def in_chunks(run: Callable[[slice], PhasingResult], n: int, size: int = CHUNK) -> tuple[torch.Tensor, np.ndarray]:
     """A phasing run over n structures in batches of ``size``: the densities (n, X, Y, Z) and R factors (n,)."""
     parts = [run(slice(s, s + size)) for s in range(0, n, size)]
-    return torch.cat([p.rho for p in parts]), torch.cat([p.r_factor for p in parts]).numpy()
+    return torch.cat([p.rho for p in parts]), torch.cat([p.r_free for p in parts]).numpy()
 
 
 def network_starts(
@@ -252,7 +252,7 @@ def evaluate_cell(
         seconds = time.perf_counter() - t + starts["network"]["seconds"]
         row["hybrid"], err_net = score(rho, truth, cell, d_min, seconds)
         if r_hio is not None:
-            pick = r_net <= r_hio  # solve keeps the lower R; the network run wins ties
+            pick = r_net <= r_hio  # solve keeps the lower R-free; the network run wins ties
             err = np.where(pick, err_net, err_hio)
             row["solve"] = {
                 "median_phase_error_weighted_deg": float(np.median(err)),

@@ -46,7 +46,8 @@ def test_hio_solves_from_random_starts(problem):
     result = hio(f.abs(), hkl, CELL, shape, f000=electron_count(batch), n_iter=300, n_starts=2, seed=3)
     error = weighted_phase_error(result.rho, truth)
     assert torch.all(error < 20), error
-    assert torch.all(result.r_factor < 0.1)
+    assert torch.all(result.r_work < 0.1) and torch.all(result.r_free < 0.2)
+    assert result.verdict == ("solved", "solved")
     assert result.rho.shape == truth.shape and result.phi_rad.shape == f.shape
 
 
@@ -69,7 +70,7 @@ def test_missing_reflections_float_instead_of_being_held_at_zero(problem):
         held = phase(method, amp, hkl, CELL, shape, observed=torch.ones_like(keep), **kw)
         assert torch.all(weighted_phase_error(free.rho, truth) < 20), method
         assert weighted_phase_error(free.rho, truth).mean() < weighted_phase_error(held.rho, truth).mean(), method
-        assert torch.all(free.r_factor < 0.2), method  # R over the measured reflections only
+        assert torch.all(free.r_work < 0.2), method  # R over the measured reflections only
 
 
 def test_hybrid_started_from_the_truth_stays_solved(problem):
@@ -79,12 +80,13 @@ def test_hybrid_started_from_the_truth_stays_solved(problem):
         assert torch.all(weighted_phase_error(result.rho, truth) < 10), method
 
 
-def test_r_factor_separates_solved_from_unsolved(problem):
+def test_r_free_separates_solved_from_unsolved(problem):
     batch, hkl, shape, f, truth = problem
     solved = refine_density(truth, f.abs(), hkl, CELL, method="hio", f000=electron_count(batch), n_iter=30)
     unsolved = hio(f.abs(), hkl, CELL, shape, f000=electron_count(batch), n_iter=2, n_starts=1, n_polish=0)
     assert torch.all(weighted_phase_error(unsolved.rho, truth) > 45)
-    assert solved.r_factor.max() < 0.5 * unsolved.r_factor.min()
+    assert solved.r_free.max() < 0.5 * unsolved.r_free.min()
+    assert set(solved.verdict) == {"solved"} and "solved" not in unsolved.verdict
 
 
 def test_wilson_estimate_finds_atom_count_and_b(problem):

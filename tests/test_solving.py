@@ -175,12 +175,13 @@ def test_cli_solves_p1_mtz_amplitudes_and_writes_readable_files(tmp_path, caplog
     assert main(["solve", str(path), "--out", str(out), *FAST]) == 0
     assert "pretrained" in caplog.text  # the fall-back to classical phasing is announced (a logged warning)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["method"] == "HIO" and summary["r_factor"] < 0.15 and summary["figure_of_merit"] > 0.8
+    assert summary["method"] == "HIO" and summary["r_work"] < 0.15 and summary["figure_of_merit"] > 0.8
+    assert summary["verdict"] == "solved" and summary["r_free"] < 0.5 * summary["r_free_random"]
     assert any("pretrained" in w for w in summary["warnings"]) and summary["columns"] == ["FP", "SIGFP"]
     ccp4 = gemmi.read_ccp4_map(str(out / "density.ccp4"))
     assert ccp4.grid.unit_cell.parameters == pytest.approx(P1_CELL.parameters, abs=1e-3)
     mtz = gemmi.read_mtz_file(str(out / "phases.mtz"))
-    assert mtz.column_labels() == ["H", "K", "L", "F", "PHI", "FOM"] and mtz.spacegroup.hm == "P 1"
+    assert mtz.column_labels() == ["H", "K", "L", "F", "PHI", "FOM", "FREE"] and mtz.spacegroup.hm == "P 1"
     st = gemmi.read_structure(str(out / "peaks.pdb"))
     assert st.cell.parameters == pytest.approx(P1_CELL.parameters, abs=1e-2) and 5 <= st[0].count_atom_sites()
     rows = (out / "peaks.csv").read_text().splitlines()
@@ -213,7 +214,7 @@ def test_p21_reflection_files_solve(tmp_path, fmt, intensities):
     assert solution.summary["data"]["kind"] == ("intensity" if intensities else "amplitude")
     assert solution.summary["data"]["symmetry_operators"] == 2
     assert solution.summary["data"]["completeness_p1"] == pytest.approx(1.0)
-    assert solution.summary["r_factor"] < 0.2
+    assert solution.summary["r_work"] < 0.2 and solution.summary["verdict"] == "solved"
     assert correlation(solution, atoms, P21_CELL) > 0.85
 
 
@@ -265,9 +266,9 @@ def test_tiny_network_checkpoint_runs_through_both_cell_transfers(tmp_path):
     for transfer in ("convolve", "resample"):
         solution = solve(fast(path, checkpoint=str(ckpt), transfer=transfer))
         assert set(solution.summary["runs"]) == {"network + hio", "HIO"}
-        assert solution.summary["transfer"] == transfer and solution.summary["r_factor"] < 0.15
+        assert solution.summary["transfer"] == transfer and solution.summary["r_work"] < 0.15
     none = solve(fast(path, checkpoint=str(ckpt), refine="none"))
-    assert none.summary["method"] == "network" and np.isfinite(none.summary["r_factor"])
+    assert none.summary["method"] == "network" and np.isfinite(none.summary["r_free"])
 
 
 def test_find_checkpoint_names(tmp_path):

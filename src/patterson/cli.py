@@ -96,7 +96,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from its Patterson maps) classically; hybrid refines the network's density with --refine against them.
     Writes DIR/metrics.json, DIR/per_example.csv, DIR/report.md and PNG plots (phase error and fraction < 60° vs
     resolution, CC histogram, central sections of the best / median / worst examples), all next to the chance
-    level (random phases with the true amplitudes). Runs on the GPU when one is present.
+    level (random phases with the true amplitudes). Phasing methods hold out a free set (--free-fraction) that
+    they never impose: per_example.csv gets r_work, r_free and the verdict, metrics.json a verdict block with
+    the claimed and truly solved counts. Runs on the GPU when one is present.
     """
     common = dict(
         data=args.data,
@@ -122,7 +124,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             refine=args.refine,
             n_iter=args.n_iter,
+            n_starts=args.n_starts,
             name=args.name,
+            free_fraction=args.free_fraction,
+            seed=args.seed,
             **common,
         )
         metrics = evaluate_method(config)
@@ -130,6 +135,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     fmt = lambda m, k, d=3: "-" if not m or m[k]["median"] is None else f"{m[k]['median']:.{d}f}"  # noqa: E731
     print(f"n {metrics['n']}  median CC (aligned) {fmt(metrics, 'cc_aligned')}, chance {fmt(chance, 'cc_aligned')}")
     print(f"median phase error {fmt(metrics, 'phase_error_deg', 1)}°, chance {fmt(chance, 'phase_error_deg', 1)}°")
+    verdict = metrics.get("verdict")
+    if verdict:
+        print(
+            f"verdict: {verdict['n_claimed_solved']} claimed solved, {verdict['n_truly_solved']} truly solved, "
+            f"{verdict['n_correct_claims']} claims right, {verdict['counts']['uncertain']} uncertain"
+        )
     print(f"solved {metrics['solved_fraction']:.2f}, report {args.out}/report.md")
     return 0
 
@@ -143,6 +154,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--method", choices=("model", "charge-flip", "hio", "hybrid"), default="model", help="default model")
     p.add_argument("--refine", choices=("hio", "charge-flip"), default="hio", help="hybrid's refinement")
     p.add_argument("--n-iter", type=int, default=None, help="iterations of the classical methods")
+    p.add_argument("--n-starts", type=int, default=None, help="random starts of the classical methods (default 4)")
+    p.add_argument("--free-fraction", type=float, default=0.05, help="share of reflections held out (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="random starts and free set")
     p.add_argument("--name", default=None, help="method name in the report")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
@@ -267,6 +281,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     --spacegroup). Amplitudes or intensities are chosen automatically when only one column fits, else --columns.
     Writes DIR/density.ccp4, DIR/phases.mtz (H K L F PHI FOM, P1), DIR/peaks.pdb, DIR/peaks.csv and
     DIR/summary.json, all or nothing. Without shipped weights, ``pretrained`` falls back to classical phasing.
+    A free set (the file's FreeR_flag/FREE column or mmCIF status, else --free-fraction of the reflections) is
+    never imposed; runs are chosen by R-free, and the last line gives the verdict (solved, uncertain, not solved).
     """
     from patterson.solving import SolveConfig, solve_to_folder
 
@@ -285,12 +301,19 @@ def cmd_solve(args: argparse.Namespace) -> int:
         n_starts=args.n_starts,
         seed=args.seed,
         progress=not args.no_progress,
+        free_fraction=args.free_fraction,
+        free_column=args.free_column,
     )
     solution, paths = solve_to_folder(config)
     s = solution.summary
-    print(f"{s['method']}: R {s['r_factor']:.3f}, FOM {s['figure_of_merit']:.2f}, {s['n_peaks']} peaks")
     for name, path in paths.items():
         print(f"{name:14s} {path}")
+    if s["verdict"] != "solved":
+        print(s["verdict_explanation"])
+    print(
+        f"{s['verdict']}: {s['method']}, R-work {s['r_work']:.3f}, R-free {s['r_free']:.3f} "
+        f"(random phases {s['r_free_random']:.3f}), {s['n_peaks']} peaks"
+    )
     return 0
 
 
@@ -311,7 +334,11 @@ def _add_solve(sub) -> None:
     )
     p.add_argument("--n-iter", type=int, default=400, help="refinement iterations per run (default 400)")
     p.add_argument("--n-starts", type=int, default=4, help="random starts of classical phasing (default 4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random starts and free set")
+    p.add_argument(
+        "--free-fraction", type=float, default=0.05, help="share of reflections held out when the file flags none"
+    )
+    p.add_argument("--free-column", default=None, metavar="LABEL", help="MTZ free-flag column (default: found)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=cmd_solve)

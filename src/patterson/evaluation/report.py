@@ -79,6 +79,23 @@ def scores_summary(scores: PairScores) -> dict:
     }
 
 
+def verdict_counts(phase_error_weighted_deg: np.ndarray, verdicts: Sequence[str]) -> dict:
+    """How a method's verdicts compare with the truth: claimed and truly solved (F-weighted phase error below
+    :data:`SOLVED_THRESHOLD_DEG`) counts, precision and recall of ``solved``, and the count of each verdict."""
+    truly = np.nan_to_num(np.asarray(phase_error_weighted_deg, dtype=np.float64), nan=180.0) < SOLVED_THRESHOLD_DEG
+    claimed = np.array([v == "solved" for v in verdicts], dtype=bool)
+    correct = int((claimed & truly).sum())
+    return {
+        "n": int(len(truly)),
+        "n_claimed_solved": int(claimed.sum()),
+        "n_truly_solved": int(truly.sum()),
+        "n_correct_claims": correct,
+        "precision": correct / int(claimed.sum()) if claimed.any() else None,
+        "recall": correct / int(truly.sum()) if truly.any() else None,
+        "counts": {v: int(sum(x == v for x in verdicts)) for v in ("solved", "uncertain", "not solved")},
+    }
+
+
 def metrics_summary(scores: PairScores, chance: PairScores | None = None, method: str = "", dataset: str = "") -> dict:
     """Build the metrics.json dictionary from per-example scores (and the chance level's scores)."""
     out = scores_summary(scores)
@@ -97,9 +114,10 @@ def per_example_rows(
     scores: PairScores,
     ids: Sequence[str] | None = None,
     chance: PairScores | None = None,
-    extra: dict[str, Sequence[float]] | None = None,
+    extra: dict[str, Sequence[float | str]] | None = None,
 ) -> tuple[list[str], list[list]]:
-    """Header and rows of the per-example table (one row per example, per-shell errors last)."""
+    """Header and rows of the per-example table (one row per example, per-shell errors last); ``extra`` columns
+    hold numbers or text (the verdict)."""
     n = len(scores)
     ids = list(ids) if ids is not None else [str(i) for i in range(n)]
     n_shells = scores.shell_phase_error_deg.shape[1]
@@ -116,7 +134,7 @@ def per_example_rows(
         row += [float(scores.phase_error_weighted_deg[i]), *map(float, scores.shift_frac[i]), int(scores.inverted[i])]
         if chance is not None:
             row += [float(chance.cc_aligned[i]), float(chance.phase_error_weighted_deg[i])]
-        row += [float(v[i]) for v in extra.values()]
+        row += [v[i] if isinstance(v[i], str) else float(v[i]) for v in extra.values()]
         row += [float(x) for x in scores.shell_phase_error_deg[i]]
         rows.append([f"{x:.6g}" if isinstance(x, float) else x for x in row])
     return header, rows

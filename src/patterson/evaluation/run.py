@@ -31,6 +31,7 @@ from patterson.evaluation.report import (
     plot_shells,
     plot_slices,
     report_markdown,
+    verdict_counts,
     write_json,
     write_per_example_csv,
     write_text,
@@ -49,7 +50,8 @@ class EvalBatch:
 
     prediction, truth (B, X, Y, Z); inputs (B, X, Y, Z) the network's input (Patterson), optional, only shown in
     plots; ids (B,) names for the per-example table; atoms_frac: B arrays (N_i, 3) of true atom positions
-    (fractional), optional, for the peak/atom metrics.
+    (fractional), optional, for the peak/atom metrics; validation: per-example columns of a phasing method's
+    cross-validation (``r_work``, ``r_free``, ... numbers, ``verdict`` strings), optional.
     """
 
     prediction: torch.Tensor
@@ -59,6 +61,7 @@ class EvalBatch:
     inputs: torch.Tensor | None = None
     ids: Sequence[str] | None = None
     atoms_frac: Sequence[np.ndarray] | None = None
+    validation: Mapping[str, Sequence] | None = None
 
     @classmethod
     def of(cls, obj: EvalBatch | Mapping) -> EvalBatch:
@@ -133,6 +136,37 @@ def _peak_metrics(
     return out
 
 
+def _mean(values: Sequence[float]) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
+def _median(values: Sequence[float]) -> float | None:
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.nanmedian(v)) if np.isfinite(v).any() else None
+
+
+def _verdict_notes(v: dict | None) -> list[str]:
+    """The report's verdict section: what the method claimed beside what is true."""
+    if not v:
+        return []
+
+    def f(x):
+        return "–" if x is None else f"{x:.3f}"
+
+    return [
+        "",
+        "## Verdict (R-free on a free set the method never imposed) against the truth",
+        "",
+        "| structures | claimed solved | truly solved | correct claims | precision | recall | uncertain | not solved "
+        "| median R-work | median R-free |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {v['n']} | {v['n_claimed_solved']} | {v['n_truly_solved']} | {v['n_correct_claims']} | "
+        f"{f(v['precision'])} | {f(v['recall'])} | {v['counts']['uncertain']} | {v['counts']['not solved']} | "
+        f"{f(v['median_r_work'])} | {f(v['median_r_free'])} |",
+    ]
+
+
 def evaluate_predictions(
     batches: Iterable[EvalBatch | Mapping],
     out_dir: str | Path,
@@ -203,8 +237,10 @@ def evaluate_predictions(
         if batch.atoms_frac is not None:
             for k, v in _peak_metrics(aligned, truth, batch.atoms_frac, batch.cell, peak_threshold).items():
                 extra.setdefault(k, [float("nan")] * n0).extend(v)
-        for v in extra.values():
-            v.extend([float("nan")] * (len(ids) - len(v)))
+        for k, v in (batch.validation or {}).items():
+            extra.setdefault(k, ["" if k == "verdict" else float("nan")] * n0).extend(v)
+        for k, v in extra.items():
+            v.extend(["" if k == "verdict" else float("nan")] * (len(ids) - len(v)))
         if plots:
             inputs = None if batch.inputs is None else as_map_batch(batch.inputs, "inputs").cpu().numpy()
             aligned_np, truth_np = aligned.cpu().numpy(), truth.cpu().numpy()
@@ -222,6 +258,10 @@ def evaluate_predictions(
     scores = PairScores.concatenate(parts)
     chance_all = PairScores.concatenate(chance_parts) if chance else None
     metrics = metrics_summary(scores, chance_all, method, dataset)
+    if "verdict" in extra:
+        metrics["verdict"] = verdict_counts(scores.phase_error_weighted_deg.numpy(), extra["verdict"])
+        for k in ("r_work", "r_free", "r_free_random"):
+            metrics["verdict"][f"median_{k}"] = _median(extra.get(k, []))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -241,9 +281,10 @@ def evaluate_predictions(
             "CC histogram": "cc_histogram.png",
             "central sections: best / median / worst": "slices.png",
         }
-    notes = []
-    if extra:
-        means = {k: np.nanmean(v) if np.isfinite(v).any() else float("nan") for k, v in extra.items()}
+    notes = _verdict_notes(metrics.get("verdict"))
+    if "atoms_within_0.5A" in extra:
+        means = {k: _mean(extra[k]) for k in ("atoms_within_0.5A", "atoms_within_1.0A", "vectors_within_0.5A")}
+        means |= {k: _mean(extra[k]) for k in ("n_peaks", "truth_atoms_within_1.0A")}
         notes += [
             "",
             f"## Peaks and atoms (peaks above {peak_threshold:.0%} of the maximum, at most one per true atom, "

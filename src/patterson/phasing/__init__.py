@@ -1,6 +1,7 @@
 """Phasing: classical methods that need no training, the hybrid that refines a network's density with them, and
 their scoring on the same footing as the networks.
 
+- :mod:`patterson.phasing.validation` — the free set, R-work / R-free, their random-phase reference, the verdict.
 - :mod:`patterson.phasing.methods` — charge flipping, HIO with shrink-wrap, the hybrid (:func:`refine_density`).
 - :mod:`patterson.phasing.evaluate` — ``patterson evaluate --method`` and the side-by-side comparison of methods.
 """
@@ -27,6 +28,7 @@ from patterson.phasing.methods import (
     charge_flip,
     check_amplitudes,
     gaussian_blur,
+    held_out,
     hio,
     patterson_support,
     phase,
@@ -35,9 +37,24 @@ from patterson.phasing.methods import (
     support_from,
     wilson_estimate,
 )
+from patterson.phasing.validation import (
+    FREE_FRACTION,
+    VERDICTS,
+    CrossValidation,
+    cross_validate,
+    free_set,
+    verdict,
+)
 
 __all__ = [
     "COMPARE_METHODS",
+    "CrossValidation",
+    "FREE_FRACTION",
+    "VERDICTS",
+    "cross_validate",
+    "free_set",
+    "held_out",
+    "verdict",
     "EVAL_METHODS",
     "METHODS",
     "MethodRun",

@@ -21,13 +21,22 @@ import torch
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation import PairScores, evaluate_predictions, finest_d_min, random_phase_maps, score_maps
-from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.maps import check_writable_folder, f_from_density
+from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
+from patterson.maps import check_writable_folder, f_from_density, patterson_from_f
 from patterson.phasing.methods import (
     METHODS,
     hio,
+    measured_mask,
     phase,
     refine_density,
+)
+from patterson.phasing.validation import (
+    FREE_FRACTION,
+    CrossValidation,
+    check_free,
+    check_free_fraction,
+    cross_validate,
+    free_set,
 )
 from patterson.physics import miller_indices
 
@@ -68,7 +77,9 @@ class PhasingEvalConfig:
     refined by ``refine`` against the amplitudes); model and hybrid need ``checkpoint``. The amplitudes come from
     the stored Patterson maps, so the dataset's noise and missing reflections are what the methods see. F(000) is
     the electron count of the known cell contents, as for real data with a known composition. ``n_iter`` and
-    ``n_starts`` set the classical runs (None: each method's defaults).
+    ``n_starts`` set the classical runs (None: each method's defaults). ``free_fraction`` of each structure's
+    measured reflections form its free set (seeded by ``seed`` and the example), never imposed nor shown to a
+    network; R-work, R-free and the verdict go to per_example.csv and metrics.json.
     """
 
     method: str
@@ -85,8 +96,12 @@ class PhasingEvalConfig:
     seed: int = 0
     name: str | None = None
     plots: bool = True
+    free_fraction: float = FREE_FRACTION
 
     def __post_init__(self) -> None:
+        check_free_fraction(self.free_fraction)
+        if (self.n_iter is not None and self.n_iter < 1) or (self.n_starts is not None and self.n_starts < 1):
+            raise PattersonError("n_iter and n_starts must be at least 1")
         if self.method not in EVAL_METHODS:
             raise PattersonError(f"unknown method {self.method!r} (choose from {', '.join(EVAL_METHODS)})")
         if self.method in ("model", "hybrid") and not self.checkpoint:
@@ -101,10 +116,12 @@ def _phase_batch(config: PhasingEvalConfig, items: list[dict], d_min: float, mod
     """Predictions (B, X, Y, Z) in physical units for one batch of raw (not normalised) stored examples of one cell;
     ``norm`` is the network's normalisation (see :func:`network_density`)."""
     ids = tuple(f"{config.split}-{int(it['index'])}" for it in items)
-    data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids)
-    pred = phase_maps(config.method, data, model, norm, config.refine, config.n_iter, config.n_starts, config.seed)
+    seed = config.seed + int(items[0]["index"])  # a free set of its own for each batch
+    data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, config.free_fraction, seed)
+    pred, check = phase_maps(config.method, data, model, norm, config.refine, config.n_iter, config.n_starts, seed)
     atoms = [data.cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]
     return {
+        "validation": check.rows(),
         "prediction": pred,
         "truth": data.truth,
         "cell": data.cell,
@@ -168,7 +185,8 @@ class SplitMaps:
 
     patterson, truth (B, X, Y, Z) float64; f000 (B,) the electron count of each cell's contents; d_min the
     resolution the methods work to; hkl (M, 3) its Friedel half; f_obs (B, M) the amplitudes read off the
-    Patterson maps (the dataset's noise and missing reflections included); ids of the examples.
+    Patterson maps (the dataset's noise and missing reflections included); measured (B, M) bool, the reflections
+    with an amplitude; free (B, M) bool, the free set among them (never imposed, nor seen by a network); ids.
     """
 
     cell: Cell
@@ -178,18 +196,30 @@ class SplitMaps:
     d_min: float
     hkl: np.ndarray
     f_obs: torch.Tensor
+    measured: torch.Tensor
+    free: torch.Tensor
     ids: tuple[str, ...]
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.truth.shape[-3:])
 
+    @property
+    def work(self) -> torch.Tensor:
+        """(B, M) bool: the reflections a method may impose."""
+        return self.measured & ~self.free
+
+    def work_patterson(self) -> torch.Tensor:
+        """(B, X, Y, Z): the Patterson map of the work set, what a network may see (the free set left out)."""
+        f = (self.f_obs * self.work).to(torch.complex128)
+        return patterson_from_f(f, self.hkl, self.cell, self.shape)
+
     def __len__(self) -> int:
         return int(self.truth.shape[0])
 
     def take(self, which: slice) -> SplitMaps:
         """The same for some of the structures."""
-        tensors = {k: getattr(self, k)[which] for k in ("patterson", "truth", "f000", "f_obs")}
+        tensors = {k: getattr(self, k)[which] for k in ("patterson", "truth", "f000", "f_obs", "measured", "free")}
         return dataclasses.replace(self, ids=self.ids[which], **tensors)
 
 
@@ -219,12 +249,18 @@ def make_test_split(
 
 
 def load_split(
-    ds, d_min: float | None = None, limit: int | None = None, device: str | torch.device = "cpu"
+    ds,
+    d_min: float | None = None,
+    limit: int | None = None,
+    device: str | torch.device = "cpu",
+    free_fraction: float = FREE_FRACTION,
+    seed: int = 0,
 ) -> SplitMaps:
     """Read a :class:`~patterson.datasets.StoredDataset` split (one cell) into a :class:`SplitMaps`.
 
     ``d_min`` defaults to the dataset's (made coarser if the grid cannot hold it); ``limit`` keeps the first
-    examples only. Works with normalised and raw datasets alike (maps are scaled back to physical units).
+    examples only; the free set is ``free_fraction`` of each structure's measured reflections, drawn with ``seed``.
+    Works with normalised and raw datasets alike (maps are scaled back to physical units).
     """
     count = len(ds) if limit is None else min(len(ds), limit)
     if count == 0:
@@ -234,20 +270,27 @@ def load_split(
     if len(cells) != 1:
         raise PattersonError(f"{ds.path}: the {ds.split} split holds {len(cells)} different cells; phase one at a time")
     ids = tuple(f"{ds.split}-{int(it['index'])}" for it in items)
-    return _split_maps(items, float(ds.config.d_min if d_min is None else d_min), ds.scale, device, ids)
+    d_min = float(ds.config.d_min if d_min is None else d_min)
+    return _split_maps(items, d_min, ds.scale, device, ids, free_fraction, seed)
 
 
-def _split_maps(items: list[dict], d_min: float, scale: dict, device, ids: tuple[str, ...]) -> SplitMaps:
+def _split_maps(
+    items: list[dict], d_min: float, scale: dict, device, ids: tuple[str, ...], free_fraction: float, seed: int
+) -> SplitMaps:
     """:class:`SplitMaps` of stored examples of one cell (the first item's), their maps divided by ``scale``
     before (the dataset's normalisation: ``StoredDataset.scale``), ``d_min`` made coarser if the grid cannot hold
-    it."""
+    it, a free set drawn per structure."""
     cell = Cell(*[float(x) for x in items[0]["cell"]])
     pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["input"]
     truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["target"]
     f000 = torch.tensor([float(it["z"][: it["n_atoms"]].sum()) for it in items], dtype=torch.float64, device=device)
     d_min = max(d_min, finest_d_min(cell, tuple(truth.shape[-3:])))
     hkl = miller_indices(cell, d_min)
-    return SplitMaps(cell, pat, truth, f000, d_min, hkl, amplitudes_from_patterson(pat, hkl, cell), ids)
+    f_obs = amplitudes_from_patterson(pat, hkl, cell)
+    measured = measured_mask(f_obs)
+    free = free_set(hkl, cell, measured, check_free_fraction(free_fraction), seed).to(device)
+    check_free(free, measured)
+    return SplitMaps(cell, pat, truth, f000, d_min, hkl, f_obs, measured, free, ids)
 
 
 def phase_maps(
@@ -261,24 +304,29 @@ def phase_maps(
     seed: int = 0,
     progress=None,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """One method's maps (B, X, Y, Z) of ``data``'s structures: ``model`` (the network alone), ``hybrid`` (its
-    density refined by ``refine``), ``charge-flip``, ``hio`` or ``chance`` (random phases from ``generator``).
-    ``n_iter`` and ``n_starts`` set the classical runs (None: their defaults; the hybrid has one start)."""
+) -> tuple[torch.Tensor, CrossValidation | None]:
+    """One method's maps (B, X, Y, Z) of ``data``'s structures and their cross-validation: ``model`` (the network
+    alone, on the Patterson of the work set), ``hybrid`` (its density refined by ``refine``), ``charge-flip``,
+    ``hio`` or ``chance`` (random phases from ``generator``, with the true amplitudes: no cross-validation, None).
+    ``n_iter`` and ``n_starts`` set the classical runs (None: their defaults; the hybrid has one start). The free
+    set of ``data`` is never imposed and never seen by the network."""
     if method == "chance":
-        return random_phase_maps(data.truth, data.cell, data.d_min, generator or torch.Generator().manual_seed(seed))
+        gen = generator or torch.Generator().manual_seed(seed)
+        return random_phase_maps(data.truth, data.cell, data.d_min, gen), None
+    held = {"observed": data.measured, "free": data.free, "seed": seed, "progress": progress}
     if method in ("model", "hybrid"):
-        start = network_density(model, data.patterson, norm)
+        start = network_density(model, data.work_patterson(), norm)
         if method == "model":
-            return start
+            f_calc = f_from_density(start, data.hkl, data.cell)
+            return start, cross_validate(data.f_obs, f_calc, start, data.work, data.free, data.hkl, data.cell, seed)
         extra = {"n_iter": n_iter} if n_iter is not None else {}
         extra |= {"f000": data.f000} if refine == "hio" else {}
-        return refine_density(
-            start, data.f_obs, data.hkl, data.cell, method=refine, seed=seed, progress=progress, **extra
-        ).rho
+        res = refine_density(start, data.f_obs, data.hkl, data.cell, method=refine, **held, **extra)
+        return res.rho, res.validation
     options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
     options |= {"f000": data.f000} if method == "hio" else {}
-    return phase(method, data.f_obs, data.hkl, data.cell, data.shape, seed=seed, progress=progress, **options).rho
+    res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, **held, **options)
+    return res.rho, res.validation
 
 
 @dataclass(frozen=True)
@@ -287,7 +335,8 @@ class MethodRun:
 
     prediction (B, X, Y, Z) as the method made it; aligned: the same moved onto the truth (origin shift and hand
     of the cphasematch search); scores: :class:`~patterson.evaluation.PairScores`; seconds: wall time of the
-    method on the whole batch (for the hybrid, the network's time included; 0 for chance).
+    method on the whole batch (for the hybrid, the network's time included; 0 for chance); validation: R-work,
+    R-free and the verdict per structure (None for chance).
     """
 
     method: str
@@ -295,22 +344,32 @@ class MethodRun:
     aligned: torch.Tensor
     scores: PairScores
     seconds: float
+    validation: CrossValidation | None = None
 
     def summary(self) -> dict[str, float]:
-        """Solved fraction, median F-weighted phase error, median CC after alignment, seconds per structure."""
-        return method_summary(self.scores, self.seconds)
+        """Solved fraction, median F-weighted phase error, median CC after alignment, seconds per structure, and
+        the verdict's counts (see :func:`method_summary`)."""
+        return method_summary(self.scores, self.seconds, self.validation)
 
 
-def method_summary(scores: PairScores, seconds: float) -> dict[str, float]:
+def method_summary(scores: PairScores, seconds: float, validation: CrossValidation | None = None) -> dict:
     """The headline numbers of one method: solved fraction (F-weighted phase error < 40°), median F-weighted phase
-    error (°), median CC after the origin/hand search and seconds per structure."""
+    error (°), median CC after the origin/hand search and seconds per structure; with ``validation`` also the
+    median R-work and R-free and the ``verdict`` block of :func:`verdict_counts`."""
     err = scores.phase_error_weighted_deg.numpy()
-    return {
+    out = {
         "solved_fraction": float(np.mean(np.nan_to_num(err, nan=180.0) < SOLVED_THRESHOLD_DEG)),
+        "n_solved": int(np.sum(np.nan_to_num(err, nan=180.0) < SOLVED_THRESHOLD_DEG)),
+        "n": int(len(err)),
         "median_phase_error_weighted_deg": float(np.median(err)),
         "median_cc_aligned": float(np.median(scores.cc_aligned.numpy())),
         "seconds_per_structure": seconds / len(err),
     }
+    if validation is not None:
+        out["median_r_work"] = float(validation.r_work.median())
+        out["median_r_free"] = float(validation.r_free.median())
+        out["verdict"] = verdict_counts(err, validation.verdict)
+    return out
 
 
 def compare_methods(
@@ -356,7 +415,7 @@ def compare_methods(
     if batch_size < 1:
         raise PattersonError(f"batch_size must be at least 1, got {batch_size}")
     cell, hkl, shape, d_min = data.cell, data.hkl, data.shape, data.d_min
-    hio(data.f_obs[:1], hkl, cell, shape, n_iter=2, n_polish=0, n_starts=1)  # warm-up: timings exclude first calls
+    hio(data.f_obs[:1], hkl, cell, shape, n_iter=2, n_polish=0, n_starts=1, free=data.free[:1])  # warm-up
     chunks = [slice(i, min(i + batch_size, len(data))) for i in range(0, len(data), batch_size)]
 
     runs: dict[str, MethodRun] = {}
@@ -367,7 +426,7 @@ def compare_methods(
 
             bar = tqdm(total=1, unit="it", desc=f"{desc}{method}", leave=False)
         gen = torch.Generator().manual_seed(seed)  # the chance level's phases
-        parts, seconds = [], 0.0
+        parts, checks, seconds = [], [], 0.0
         for k, c in enumerate(chunks):
 
             def tick(it: int, total: int, bar=bar, k=k) -> None:
@@ -376,15 +435,18 @@ def compare_methods(
                     bar.update(k * total + it - bar.n)
 
             t = time.perf_counter()
-            parts.append(phase_maps(method, data.take(c), model, norm, refine, n_iter, n_starts, seed, tick, gen))
+            rho, check = phase_maps(method, data.take(c), model, norm, refine, n_iter, n_starts, seed, tick, gen)
             seconds += time.perf_counter() - t
+            parts.append(rho)
+            checks.append(check)
         if bar is not None:
             bar.close()
         rho = torch.cat(parts)
         scored = [score_maps(rho[c], data.truth[c], cell, d_min, return_aligned=True) for c in chunks]
         scores = PairScores.concatenate([sc for sc, _ in scored])
         aligned = torch.cat([al for _, al in scored])
-        runs[method] = MethodRun(method, rho, aligned, scores, 0.0 if method == "chance" else seconds)
+        validation = None if method == "chance" else CrossValidation.concatenate(checks)
+        runs[method] = MethodRun(method, rho, aligned, scores, 0.0 if method == "chance" else seconds, validation)
         s = runs[method].summary()
         log.info(
             "%s%s: solved %.0f%%, median F-weighted phase error %.1f°, median CC %.3f, %.2f s per structure",

@@ -11,8 +11,12 @@ tensor batch on any device.
   F(000) fixed to the electron count, and a final error-reduction polish.
 - :func:`refine_density` — the hybrid: phases (and a support) from a predicted density, refined by either method.
 
-R = Σ | |F_obs| − |F_calc| | / Σ |F_obs|, with F_calc the transform of the final, constrained density (after the
-flip for charge flipping; after support and positivity for HIO). Solved runs have a low R; see the tests.
+Cross-validation (:mod:`patterson.phasing.validation`): a seeded free set of measured reflections (5%, at least 50
+where the data allow, evenly over resolution) is never imposed; it floats like an unmeasured reflection. R-work
+and R-free are R = Σ | |F_obs| − k|F_calc| | / Σ |F_obs| over each set, with F_calc the transform of the final,
+constrained density (after the flip for charge flipping; after support and positivity for HIO). The best of the
+random starts is the one with the lowest R-free (``select="r_work"`` for the comparison), and each structure gets a
+verdict: ``solved``, ``uncertain`` or ``not solved``.
 """
 
 from __future__ import annotations
@@ -29,11 +33,21 @@ import torch
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f, f_from_density
+from patterson.phasing.validation import (
+    FREE_FRACTION,
+    CrossValidation,
+    check_free,
+    check_free_fraction,
+    cross_validate,
+    free_set,
+    r_work_free,
+)
 from patterson.physics import form_factors
 
 log = logging.getLogger(__name__)
 
 METHODS = ("charge-flip", "hio")
+SELECT = ("r_free", "r_work", "all")  # how the best of several starts is chosen ("all": keep every start)
 
 
 @dataclass
@@ -41,13 +55,15 @@ class PhasingResult:
     """Outcome of a phasing run for B structures.
 
     rho (B, X, Y, Z) density in e/Å³ (F(000) included where known); phi_rad (B, M) phases of the Friedel half;
-    f_calc (B, M) structure factors of ``rho``; r_factor (B,) R against |F_obs|; iterations run; seconds taken.
+    f_calc (B, M) structure factors of the final constrained density; free (B, M) bool, the held-out reflections;
+    validation: R-work, R-free, their random-phase reference and the verdict (B,); iterations run; seconds taken.
     """
 
     rho: torch.Tensor
     phi_rad: torch.Tensor
     f_calc: torch.Tensor
-    r_factor: torch.Tensor
+    free: torch.Tensor
+    validation: CrossValidation
     method: str
     iterations: int
     seconds: float = 0.0
@@ -55,6 +71,18 @@ class PhasingResult:
     @property
     def phi_deg(self) -> torch.Tensor:
         return torch.rad2deg(self.phi_rad)
+
+    @property
+    def r_work(self) -> torch.Tensor:
+        return self.validation.r_work
+
+    @property
+    def r_free(self) -> torch.Tensor:
+        return self.validation.r_free
+
+    @property
+    def verdict(self) -> tuple[str, ...]:
+        return self.validation.verdict
 
 
 # --- checks and helpers ------------------------------------------------------------------------------------------
@@ -89,20 +117,24 @@ def check_amplitudes(f_obs: torch.Tensor | np.ndarray, hkl: np.ndarray, cell: Ce
     return f if f.is_floating_point() else f.double()
 
 
-def r_factor(f_obs: torch.Tensor, f_calc: torch.Tensor) -> torch.Tensor:
-    """R = Σ | |F_obs| − k|F_calc| | / Σ |F_obs| per structure, with the least-squares scale k; (B,)."""
-    fc = f_calc.abs()
-    k = (f_obs * fc).sum(-1) / (fc * fc).sum(-1).clamp_min(1e-30)
-    return (f_obs - k[:, None] * fc).abs().sum(-1) / f_obs.sum(-1).clamp_min(1e-30)
+def r_factor(f_obs: torch.Tensor, f_calc: torch.Tensor, work: torch.Tensor | None = None) -> torch.Tensor:
+    """R = Σ | |F_obs| − k|F_calc| | / Σ |F_obs| per structure over the ``work`` reflections (B, M) bool (default:
+    all), with the least-squares scale k; (B,)."""
+    work = torch.ones_like(f_obs, dtype=torch.bool) if work is None else work
+    return r_work_free(f_obs, f_calc, work, work)[0]
 
 
-def wilson_estimate(f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell) -> tuple[torch.Tensor, torch.Tensor]:
+def wilson_estimate(
+    f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Carbon-equivalent atom count and overall B from a Wilson plot: ln(<|F|²> / f_C²) = ln N − B s²/2.
 
     The fit uses reflections with d < 3 Å where there are enough. Returns (n_atoms (B,), b_iso (B,));
     F(000) ≈ 6 N for a light-atom structure (N counts carbons of equal scattering power, so a C/N/O mixture
-    gives somewhat more than its real number of atoms). Used when the electron count is not given.
+    gives somewhat more than its real number of atoms). Used when the electron count is not given. ``mask`` (B, M)
+    bool: the reflections to use (the work set; default all), so that held-out amplitudes play no part.
     """
+    w = torch.ones_like(f_obs) if mask is None else torch.as_tensor(mask, device=f_obs.device).to(f_obs.dtype)
     s2 = torch.as_tensor(cell.inv_d2(hkl), dtype=f_obs.dtype, device=f_obs.device)  # (M,) = s²
     f_c = form_factors(torch.tensor([6], device=f_obs.device), s2 / 4)[0]  # (M,)
     order = torch.argsort(s2)
@@ -110,7 +142,10 @@ def wilson_estimate(f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell) -> tuple[t
     order = high if len(high) >= 40 else order
     bins = torch.tensor_split(order, min(10, max(2, len(order) // 20)))
     xs = torch.stack([s2[b].mean() for b in bins])  # (n_bins,)
-    ys = torch.stack([torch.log((f_obs[:, b] ** 2).mean(-1) / (f_c[b] ** 2).mean()) for b in bins], dim=-1)
+    mean_f2 = [(w[:, b] * f_obs[:, b] ** 2).sum(-1) / w[:, b].sum(-1).clamp_min(1) for b in bins]
+    ys = torch.stack(
+        [torch.log(mf.clamp_min(1e-30) / (f_c[b] ** 2).mean()) for mf, b in zip(mean_f2, bins, strict=True)], dim=-1
+    )
     xm, ym = xs.mean(), ys.mean(-1, keepdim=True)
     slope = ((xs - xm) * (ys - ym)).sum(-1) / ((xs - xm) ** 2).sum()
     intercept = ym[:, 0] - slope * xm
@@ -162,19 +197,65 @@ def _observed(fo: torch.Tensor, free: torch.Tensor, f: torch.Tensor) -> torch.Te
     return torch.where(free, f, torch.polar(fo, torch.angle(f)).to(f.dtype))
 
 
-def _skewness(rho: torch.Tensor) -> torch.Tensor:
-    flat = rho.flatten(1)
-    centred = flat - flat.mean(-1, keepdim=True)
-    return (centred**3).mean(-1) / (centred**2).mean(-1).clamp_min(1e-30) ** 1.5
+def held_out(
+    f_obs: torch.Tensor,
+    hkl: np.ndarray,
+    cell: Cell,
+    observed: torch.Tensor | None = None,
+    free: torch.Tensor | None = None,
+    free_fraction: float = FREE_FRACTION,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(measured, free), both (B, M) bool: the measured reflections (see :func:`measured_mask`) and the free set
+    among them, ``free`` when given, else :func:`~patterson.phasing.validation.free_set` drawn with ``seed``."""
+    measured = measured_mask(f_obs, observed)
+    if free is None:
+        free = free_set(hkl, cell, measured, check_free_fraction(free_fraction), seed)
+    free = torch.as_tensor(free, device=f_obs.device).bool().expand_as(measured) & measured
+    check_free(free, measured)
+    return measured, free
 
 
-def _best_of_starts(result_rho, f_calc, r, n_starts: int):
-    """Keep, per structure, the start with the lowest R. Inputs are batched as (B·S, ...)."""
-    bs = r.shape[0] // n_starts
-    r2 = r.reshape(bs, n_starts)
-    best = r2.argmin(-1)  # (B,)
-    pick = torch.arange(bs, device=r.device) * n_starts + best
-    return result_rho[pick], f_calc[pick], r[pick]
+def _best_of_starts(
+    rho: torch.Tensor,
+    f_calc: torch.Tensor,
+    fo: torch.Tensor,
+    work: torch.Tensor,
+    free: torch.Tensor,
+    n_starts: int,
+    select: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index (B,) of each structure's best start, by R-free (or R-work with ``select="r_work"``; every start, (B·S,),
+    with ``"all"``). Inputs are batched as (B·S, ...); f_calc (B·S, M) is the constrained density's transform
+    without F(000)."""
+    if select not in SELECT:
+        raise PattersonError(f"unknown selection {select!r} (choose from {', '.join(SELECT)})")
+    if select == "all":
+        return torch.arange(rho.shape[0], device=rho.device)
+    r_work, r_free = r_work_free(fo, f_calc, work, free)
+    r = (r_free if select == "r_free" else r_work).reshape(-1, n_starts)
+    return torch.arange(r.shape[0], device=r.device) * n_starts + r.argmin(-1)
+
+
+def _result(
+    rho, f_calc, fo, work, free, hkl, cell, n_starts: int, select: str, method: str, iterations: int, seed: int, t0
+) -> PhasingResult:
+    """The :class:`PhasingResult` of each structure's best start (inputs (B·S, ...) as in :func:`_best_of_starts`),
+    cross-validated."""
+    pick = _best_of_starts(rho, f_calc, fo, work, free, n_starts, select)
+    rho, f_calc, fo, work, free = rho[pick], f_calc[pick], fo[pick], work[pick], free[pick]
+    validation = cross_validate(fo, f_calc, rho, work, free, hkl, cell, seed=seed)
+    log.debug("%s: R-work %s, R-free %s", method, validation.r_work.tolist(), validation.r_free.tolist())
+    return PhasingResult(
+        rho=rho,
+        phi_rad=torch.angle(f_calc),
+        f_calc=f_calc,
+        free=free,
+        validation=validation,
+        method=method,
+        iterations=iterations,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 # --- charge flipping -----------------------------------------------------------------------------------------
@@ -192,6 +273,9 @@ def charge_flip(
     n_polish: int = 30,
     phi_start: torch.Tensor | None = None,
     observed: torch.Tensor | None = None,
+    free: torch.Tensor | None = None,
+    free_fraction: float = FREE_FRACTION,
+    select: str = "r_free",
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> PhasingResult:
@@ -201,61 +285,54 @@ def charge_flip(
     ----------
     f_obs : (B, M) observed amplitudes on the Friedel half ``hkl`` (no F(000); it floats freely).
     cell, shape : the cell and the grid (X, Y, Z), which must hold all reflections.
-    n_iter : iterations per start. n_starts : random starts per structure; the lowest R wins.
+    n_iter : iterations per start. n_starts : random starts per structure; the lowest R-free wins (``select``,
+        as for :func:`hio`).
     delta_sigma : δ = delta_sigma · σ(ρ), the flipping threshold.
     weak_fraction : share of the weakest reflections that keep |F_calc| and get +90° on their phase.
-    n_polish : final cycles of positivity with the observed amplitudes, from the best flipping result.
+    n_polish : final cycles of positivity with the observed amplitudes, from each start's best flipping result.
     phi_start : (B, M) starting phases in radians (then one start each, as for the hybrid).
     observed : (B, M) bool, the measured reflections (default: see :func:`measured_mask`); the others float freely.
+    free : (B, M) bool, the free set, never imposed (default: ``free_fraction`` of the measured ones, seeded).
     """
     t0 = time.perf_counter()
     f_obs = check_amplitudes(f_obs, hkl, cell, shape)
-    b, m = f_obs.shape
-    dtype = f_obs.dtype
-    ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    phi, fo, free, n_starts = _starts(f_obs, ~measured_mask(f_obs, observed), phi_start, n_starts, seed)  # (B·S, M)
+    measured, held = held_out(f_obs, hkl, cell, observed, free, free_fraction, seed)
+    m = f_obs.shape[1]
+    ctype = torch.complex128 if f_obs.dtype == torch.float64 else torch.complex64
+    phi, fo, floating, n_starts = _starts(f_obs, ~measured | held, phi_start, n_starts, seed)  # (B·S, M)
+    work = ~floating
     weak_count = int(round(weak_fraction * m))
     weak = torch.zeros_like(fo, dtype=torch.bool)
-    if weak_count:  # the weakest measured reflections
-        weak.scatter_(1, torch.argsort(fo.masked_fill(free, math.inf), dim=-1)[:, :weak_count], True)
-        weak &= ~free
+    if weak_count:  # the weakest imposed reflections
+        weak.scatter_(1, torch.argsort(fo.masked_fill(floating, math.inf), dim=-1)[:, :weak_count], True)
+        weak &= work
     hkl0 = _with_000(hkl)
     f = torch.polar(fo, phi).to(ctype)
     f = torch.cat([torch.zeros_like(f[:, :1]), f], dim=-1)  # F(000) starts at 0
-    best_r = torch.full((fo.shape[0],), float("inf"), dtype=dtype, device=fo.device)
+    best_r = torch.full((fo.shape[0],), float("inf"), dtype=fo.dtype, device=fo.device)
     best_f = torch.zeros_like(f)
     for it in range(n_iter):
         rho = density_from_f(f, hkl0, cell, shape)  # (B·S, X, Y, Z)
         delta = delta_sigma * rho.flatten(1).std(-1)[:, None, None, None]
         flipped = torch.where(rho < delta, -rho, rho)
         g = f_from_density(flipped, hkl0, cell)  # (B·S, 1 + M)
-        r = r_factor(fo, g[:, 1:].masked_fill(free, 0))
+        r = r_factor(fo, g[:, 1:], work)  # a run's best iterate: by R-work (R-free only chooses between starts)
         better = r < best_r
         best_f[better] = g[better]
         best_r = torch.where(better, r, best_r)
         weak_f = g[:, 1:] * torch.tensor(1j, dtype=ctype, device=fo.device)
-        f = torch.cat([g[:, :1], torch.where(weak, weak_f, _observed(fo, free, g[:, 1:]))], dim=-1)
+        f = torch.cat([g[:, :1], torch.where(weak, weak_f, _observed(fo, floating, g[:, 1:]))], dim=-1)
         if progress is not None:
             progress(it + 1, n_iter)
     # polish: a few cycles of positivity with the observed amplitudes (error reduction without a support)
     f = best_f
     for _ in range(n_polish):
-        rho = density_from_f(torch.cat([f[:, :1], _observed(fo, free, f[:, 1:])], dim=-1), hkl0, cell, shape)
+        rho = density_from_f(torch.cat([f[:, :1], _observed(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape)
         f = f_from_density(rho.clamp_min(0), hkl0, cell)
-    best_f = f  # R stays that of the flipping: the polish alone cannot tell a solved run from an unsolved one
-    # the final map: observed amplitudes with the best phases, F(000) as the flipping left it
-    final = torch.cat([best_f[:, :1], _observed(fo, free, best_f[:, 1:])], dim=-1)
-    rho, f_calc, r = _best_of_starts(density_from_f(final, hkl0, cell, shape), best_f, best_r, n_starts)
-    log.debug("charge flipping: best R %s", r.tolist())
-    return PhasingResult(
-        rho=rho,
-        phi_rad=torch.angle(f_calc[:, 1:]),
-        f_calc=f_calc[:, 1:],
-        r_factor=r,
-        method="charge-flip",
-        iterations=n_iter,
-        seconds=time.perf_counter() - t0,
-    )
+    # the final map: imposed amplitudes with the polished phases, F(000) and the floating ones as the density has them
+    final = density_from_f(torch.cat([f[:, :1], _observed(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape)
+    free_s = held.repeat_interleave(n_starts, 0)
+    return _result(final, f[:, 1:], fo, work, free_s, hkl, cell, n_starts, select, "charge-flip", n_iter, seed, t0)
 
 
 # --- hybrid input-output with shrink-wrap ------------------------------------------------------------------------
@@ -308,6 +385,9 @@ def hio(
     phi_start: torch.Tensor | None = None,
     support_start: torch.Tensor | None = None,
     observed: torch.Tensor | None = None,
+    free: torch.Tensor | None = None,
+    free_fraction: float = FREE_FRACTION,
+    select: str = "r_free",
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> PhasingResult:
@@ -316,35 +396,41 @@ def hio(
     Parameters
     ----------
     f_obs : (B, M) observed amplitudes on the Friedel half ``hkl``.
-    f000 : electron count in the cell, (B,) or a number; estimated from a Wilson plot when None.
+    f000 : electron count in the cell, (B,) or a number; estimated from a Wilson plot of the work set when None.
     n_iter : HIO iterations per start, followed by ``n_polish`` error-reduction iterations.
     beta : HIO feedback. shrink_every, threshold, sigma_start → sigma_end: the shrink-wrap schedule
         (blur width in Å shrinking linearly; support = blurred map above ``threshold`` × max).
-    support_fraction : share of the cell in the starting support from the Patterson map.
+    support_fraction : share of the cell in the starting support from the Patterson map (of the work set).
     phi_start, support_start : starting phases (B, M) and support (B, X, Y, Z) for the hybrid (one start each).
     observed : (B, M) bool, the measured reflections (default: see :func:`measured_mask`); the others float freely.
+    free : (B, M) bool, the free set, never imposed (default: ``free_fraction`` of the measured ones, seeded).
+    select : ``r_free`` (default) or ``r_work``: how the best of ``n_starts`` is chosen; ``all`` keeps every start
+        (results (B·S, ...), start s of structure b at b·S + s).
     """
     t0 = time.perf_counter()
     f_obs = check_amplitudes(f_obs, hkl, cell, shape)
-    b, m = f_obs.shape
+    measured, held = held_out(f_obs, hkl, cell, observed, free, free_fraction, seed)
+    b = f_obs.shape[0]
     dtype, device = f_obs.dtype, f_obs.device
     ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    imposed = measured & ~held
     if f000 is None:
-        n_atoms, _ = wilson_estimate(f_obs, hkl, cell)
+        n_atoms, _ = wilson_estimate(f_obs, hkl, cell, mask=imposed)
         f000 = 6.0 * n_atoms
     f000 = torch.as_tensor(f000, dtype=dtype, device=device).reshape(-1).expand(b)
     hkl0 = _with_000(hkl)
-    phi, fo, free, n_starts = _starts(f_obs, ~measured_mask(f_obs, observed), phi_start, n_starts, seed)  # (B·S, M)
+    phi, fo, floating, n_starts = _starts(f_obs, ~imposed, phi_start, n_starts, seed)  # (B·S, M)
     f0 = f000.repeat_interleave(n_starts, 0)[:, None].to(ctype)  # (B·S, 1)
     if support_start is not None:
         support = torch.as_tensor(support_start, device=device).bool().repeat_interleave(n_starts, 0)
     else:
-        support = patterson_support(f_obs, hkl0, cell, shape, support_fraction).repeat_interleave(n_starts, 0)
+        support = patterson_support(f_obs * imposed, hkl0, cell, shape, support_fraction)
+        support = support.repeat_interleave(n_starts, 0)
 
     def project(rho_in: torch.Tensor) -> torch.Tensor:
-        """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed, unmeasured ones free."""
+        """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed, the others floating."""
         g = f_from_density(rho_in, hkl0, cell)
-        new = torch.cat([f0, _observed(fo, free, g[:, 1:])], dim=-1)
+        new = torch.cat([f0, _observed(fo, floating, g[:, 1:])], dim=-1)
         return density_from_f(new, hkl0, cell, shape)
 
     f = torch.cat([f0, torch.polar(fo, phi).to(ctype)], dim=-1)
@@ -365,18 +451,9 @@ def hio(
         if progress is not None:
             progress(it + 1, total)
     final = torch.where(support & (rho >= 0), rho, torch.zeros_like(rho))
-    g = f_from_density(final, hkl0, cell)
-    r = r_factor(fo, g[:, 1:].masked_fill(free, 0))
-    rho_best, f_calc, r = _best_of_starts(final, g, r, n_starts)
-    return PhasingResult(
-        rho=rho_best,
-        phi_rad=torch.angle(f_calc[:, 1:]),
-        f_calc=f_calc[:, 1:],
-        r_factor=r,
-        method="hio",
-        iterations=total,
-        seconds=time.perf_counter() - t0,
-    )
+    g = f_from_density(final, hkl0, cell)[:, 1:]
+    free_s = held.repeat_interleave(n_starts, 0)
+    return _result(final, g, fo, ~floating, free_s, hkl, cell, n_starts, select, "hio", total, seed, t0)
 
 
 # --- the hybrid: network density → classical refinement ----------------------------------------------------------

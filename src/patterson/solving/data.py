@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,14 +23,31 @@ def _unkeys(keys: np.ndarray, off: int) -> np.ndarray:
     return np.stack([keys // (base * base) - off, (keys // base) % base - off, keys % base - off], axis=-1)
 
 
+class Merged(NamedTuple):
+    """Merged, P1-expanded reflections: hkl (M, 3) on the Friedel half, value (M,), sigma (M,) or None, the count
+    of unique (merged) reflections, orbit (M,) the merged group each P1 reflection copies, free (M,) bool or None
+    (a group is free when the file flags any of its members free)."""
+
+    hkl: np.ndarray
+    value: np.ndarray
+    sigma: np.ndarray | None
+    n_unique: int
+    orbit: np.ndarray
+    free: np.ndarray | None
+
+
 def merge_and_expand(
-    hkl: np.ndarray, value: np.ndarray, sigma: np.ndarray | None, rotations: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    hkl: np.ndarray,
+    value: np.ndarray,
+    sigma: np.ndarray | None,
+    rotations: np.ndarray,
+    free: np.ndarray | None = None,
+) -> Merged:
     """Average symmetry equivalents (and Friedel mates) and expand to P1 on the Friedel half.
 
     Equivalents of h under x' = R x + t are h R (row vector); with Friedel's law also −h R. The values are averaged
     with weights 1/σ² (plain means when σ is missing or not positive); each merged value is then copied to every
-    member of its orbit, so F(hR) = F(h). Returns (hkl (M, 3), value (M,), sigma (M,) or None, unique count).
+    member of its orbit, so F(hR) = F(h). ``free`` (N,) bool: the file's free flags, merged per group.
     """
     ops = np.concatenate([rotations, -rotations])  # (2K, 3, 3)
     eq = np.einsum("ni,kij->nkj", hkl, ops)  # (N, 2K, 3)
@@ -58,7 +76,10 @@ def merge_and_expand(
     out_hkl = _unkeys(member, off)
     keep = np.any(out_hkl != 0, axis=1)
     sig_out = None if merged_sigma is None else merged_sigma[owner][keep]
-    return out_hkl[keep], merged[owner][keep], sig_out, g
+    free_out = None if free is None else (np.bincount(inverse, weights=np.asarray(free, float), minlength=g) > 0)
+    return Merged(
+        out_hkl[keep], merged[owner][keep], sig_out, g, owner[keep], None if free_out is None else free_out[owner][keep]
+    )
 
 
 def french_wilson(
@@ -96,7 +117,8 @@ def french_wilson(
 @dataclass
 class ObservedData:
     """Amplitudes ready to phase: hkl (M, 3) on the Friedel half of P1, f (M,), sigf (M,) or None, the cell and
-    the resolution; plus what was done to get there."""
+    the resolution; plus what was done to get there. orbit (M,): the merged (symmetry-unique) reflection each P1
+    reflection belongs to; free (M,) bool: the file's free set, None when it flags none."""
 
     hkl: np.ndarray
     f: np.ndarray
@@ -108,6 +130,8 @@ class ObservedData:
     n_unique: int
     completeness: float
     warnings: list[str]
+    orbit: np.ndarray | None = None
+    free: np.ndarray | None = None
 
 
 def prepare_data(refl: Reflections, d_min: float | None = None) -> ObservedData:
@@ -125,6 +149,7 @@ def prepare_data(refl: Reflections, d_min: float | None = None) -> ObservedData:
         )
     value, hkl = value[present], hkl[present]
     sigma = None if refl.sigma is None else refl.sigma[present]
+    flags = None if refl.free is None else np.asarray(refl.free, dtype=bool)[present]
     if not np.any(value != 0):
         raise PattersonError(f"{src}: all {refl.kind}s in {refl.labels[0]} are zero; choose another column (--columns)")
     if refl.kind == "amplitude" and np.any(value < 0):
@@ -132,7 +157,7 @@ def prepare_data(refl: Reflections, d_min: float | None = None) -> ObservedData:
             f"{src}: negative amplitudes in {refl.labels[0]}; is it an intensity or difference column?"
         )
     warnings = list(refl.warnings)
-    p1_hkl, merged, merged_sigma, n_unique = merge_and_expand(hkl, value, sigma, refl.rotations)
+    p1_hkl, merged, merged_sigma, n_unique, orbit, free = merge_and_expand(hkl, value, sigma, refl.rotations, flags)
     d = refl.cell.d_spacing(p1_hkl)
     if refl.kind == "intensity":
         f, sigf = french_wilson(merged, merged_sigma, d)
@@ -164,7 +189,18 @@ def prepare_data(refl: Reflections, d_min: float | None = None) -> ObservedData:
         n_unique=int(n_unique),
         completeness=float(keep.sum() / max(total, 1)),
         warnings=warnings,
+        orbit=orbit[keep],
+        free=None if free is None else _checked_free(free[keep], refl.free_label, src),
     )
+
+
+def _checked_free(free: np.ndarray, label: str | None, src: str) -> np.ndarray:
+    """A file's free set, refused when it marks no reflection or every reflection free."""
+    if not free.any():
+        raise PattersonError(f"{src}: the free-flag column {label} marks no measured reflection free")
+    if free.all():
+        raise PattersonError(f"{src}: the free-flag column {label} marks every measured reflection free")
+    return free
 
 
 def unmeasured_hkl(cell: Cell, d_min: float, hkl: np.ndarray) -> np.ndarray:

@@ -97,7 +97,8 @@ def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
 
 def _mtz(solution: Solution) -> gemmi.Mtz:
     f = solution.f * np.exp(1j * solution.phi)
-    return reflections_mtz(solution.hkl, f, solution.cell, extra={"FOM": ("W", solution.fom)})
+    extra = {"FOM": ("W", solution.fom), "FREE": ("I", solution.free.astype(np.float64))}  # FREE: 1 = free set
+    return reflections_mtz(solution.hkl, f, solution.cell, extra=extra)
 
 
 def solve_to_folder(config: SolveConfig) -> tuple[Solution, dict[str, Path]]:

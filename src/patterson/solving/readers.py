@@ -13,6 +13,7 @@ import numpy as np
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
+from patterson.phasing.validation import free_from_flags
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ _CIF_ANOMALOUS = (("pdbx_F_plus", "pdbx_F_minus", "F"), ("pdbx_I_plus", "pdbx_I_
 class Reflections:
     """Reflections as a file holds them: hkl (N, 3) in any asymmetric unit, value (N,) amplitudes or intensities
     (NaN = missing), sigma (N,) or None, the cell, the rotation parts (K, 3, 3) of the space group's operators
-    (x' = R x + t), and provenance."""
+    (x' = R x + t), and provenance; free (N,) bool: the reflections the file flags as its free set (an MTZ
+    FreeR_flag/FREE column, mmCIF ``_refln.status`` 'f'), None when it flags none."""
 
     hkl: np.ndarray
     value: np.ndarray
@@ -45,6 +47,8 @@ class Reflections:
     labels: tuple[str, ...]
     warnings: list[str] = field(default_factory=list)
     composition: dict[str, float] | None = None  # atoms per unit cell by element (SHELX SFAC/UNIT)
+    free: np.ndarray | None = None
+    free_label: str | None = None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -75,18 +79,22 @@ def read_reflections(
     columns: str | None = None,
     cell: tuple[float, ...] | None = None,
     spacegroup: str | None = None,
+    free_column: str | None = None,
 ) -> Reflections:
     """Read an MTZ, SF-mmCIF (.cif, .mmcif, .ent) or SHELX .hkl file; ``cell`` and ``spacegroup`` override the
     file's. ``columns`` is ``"LABEL[,SIGLABEL]"`` (MTZ labels or _refln items; for .hkl, ``F`` or ``I`` chooses
-    HKLF 3 or 4 when no .ins says which)."""
+    HKLF 3 or 4 when no .ins says which). ``free_column`` names the MTZ free-flag column (default: the integer
+    column whose label holds "free", e.g. FreeR_flag or FREE)."""
     path = Path(path)
     if not path.is_file():
         raise PattersonError(f"{path}: no such file")
     suffix = path.suffix.lower()
     with open(path, "rb") as fh:
         magic = fh.read(4)
+    if free_column is not None and not (magic == b"MTZ " or suffix == ".mtz"):
+        raise PattersonError(f"{path}: --free-column is for MTZ files (mmCIF flags come from _refln.status)")
     if magic == b"MTZ " or suffix == ".mtz":
-        refl = _read_mtz(path, columns)
+        refl = _read_mtz(path, columns, free_column)
     elif suffix in (".cif", ".mmcif", ".ent"):
         refl = _read_sf_cif(path, columns)
     elif suffix in (".hkl", ".hkl4", ".hkl3"):
@@ -124,7 +132,23 @@ def _pick(groups: list[list[tuple[str, ...]]], source: str, hint: str) -> tuple[
     raise PattersonError(f"{source}: no amplitude or intensity column found; name one with --columns {hint}")
 
 
-def _read_mtz(path: Path, columns: str | None) -> Reflections:
+def _mtz_free(mtz, path: Path, label: str | None) -> tuple[np.ndarray | None, str | None]:
+    """The free set an MTZ flags: column ``label``, else the first integer column named like FreeR_flag/FREE."""
+    types = {c.label: c.type for c in mtz.columns}
+    if label is not None:
+        if label not in types:
+            raise PattersonError(f"{path}: no column {label!r} (columns: {', '.join(types)}); fix --free-column")
+        if types[label] != "I":
+            raise PattersonError(f"{path}: column {label!r} has MTZ type {types[label]}; a free flag has type I")
+    else:
+        found = [c for c, t in types.items() if t == "I" and "free" in c.lower()]
+        if not found:
+            return None, None
+        label = found[0]
+    return free_from_flags(np.array(mtz.column_with_label(label), dtype=np.float64)), label
+
+
+def _read_mtz(path: Path, columns: str | None, free_column: str | None = None) -> Reflections:
     try:
         mtz = gemmi.read_mtz_file(str(path))
     except (RuntimeError, ValueError, OSError) as exc:
@@ -181,7 +205,10 @@ def _read_mtz(path: Path, columns: str | None) -> Reflections:
     if sg is None:
         raise PattersonError(f"{path}: the MTZ has no space group; give --spacegroup")
     name, rots = spacegroup_rotations(sg.xhm())
-    return Reflections(hkl, value, sigma, kind, cell, rots, name, str(path), tuple(used))
+    free, free_label = _mtz_free(mtz, path, free_column)
+    refl = Reflections(hkl, value, sigma, kind, cell, rots, name, str(path), tuple(used))
+    refl.free, refl.free_label = free, free_label
+    return refl
 
 
 def _read_sf_cif(path: Path, columns: str | None) -> Reflections:
@@ -226,9 +253,14 @@ def _read_sf_cif(path: Path, columns: str | None) -> Reflections:
             f"{path}: the file names no space group (_symmetry.space_group_name_H-M); give --spacegroup"
         )
     name, rots = spacegroup_rotations(rb.spacegroup.xhm())
-    return Reflections(
+    refl = Reflections(
         rb.make_miller_array().astype(np.int64), value, sigma, kind, cell, rots, name, str(path), tuple(used)
     )
+    if "status" in items:  # mmCIF: 'o' observed, 'f' free, '-' or 'x' unobserved
+        status = [str(v).strip("'\"").lower() for v in rb.block.find_values("_refln.status")]
+        if len(status) == len(value) and "f" in status:
+            refl.free, refl.free_label = np.array([v == "f" for v in status]), "_refln.status"
+    return refl
 
 
 # --- SHELX ---------------------------------------------------------------------------------------------------------

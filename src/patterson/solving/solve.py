@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gemmi
@@ -17,9 +19,19 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
 from patterson.maps import density_from_f, f_from_density
-from patterson.phasing import PhasingResult, charge_flip, hio, r_factor, refine_density, wilson_estimate
+from patterson.phasing import PhasingResult, charge_flip, hio, refine_density, wilson_estimate
+from patterson.phasing.validation import (
+    FREE_FRACTION,
+    MIN_FREE,
+    MIN_MEASURED,
+    CrossValidation,
+    check_free,
+    check_free_fraction,
+    cross_validate,
+    free_set,
+)
 from patterson.physics import check_d_min, grid_shape, resolution_shells
-from patterson.solving.data import prepare_data, unmeasured_hkl
+from patterson.solving.data import ObservedData, prepare_data, unmeasured_hkl
 from patterson.solving.network import TRANSFERS, find_checkpoint, load_solver_model, predict_density
 from patterson.solving.readers import parse_composition, read_reflections
 
@@ -49,8 +61,11 @@ class SolveConfig:
     device: str | None = None
     threads: int | None = None
     composition: str | None = None
+    free_fraction: float = FREE_FRACTION  # when the file flags no free set
+    free_column: str | None = None
 
     def __post_init__(self) -> None:
+        check_free_fraction(self.free_fraction)
         if self.refine not in REFINE_METHODS:
             raise PattersonError(f"unknown --refine {self.refine!r} (choose from {', '.join(REFINE_METHODS)})")
         if self.transfer not in TRANSFERS:
@@ -63,8 +78,8 @@ class SolveConfig:
 
 @dataclass
 class Solution:
-    """A solved data set: the map (X, Y, Z) on ``cell``, phases (M,) in radians and figure of merit (M,) for the
-    observed ``hkl``/``f``, the peaks and the summary that goes to summary.json."""
+    """A solved data set: the map (X, Y, Z) on ``cell``, phases (M,) in radians, figure of merit (M,) and free
+    set (M,) bool for the observed ``hkl``/``f``, the peaks and the summary that goes to summary.json."""
 
     rho: np.ndarray
     cell: Cell
@@ -72,22 +87,32 @@ class Solution:
     f: np.ndarray
     phi: np.ndarray
     fom: np.ndarray
+    free: np.ndarray
     peaks_frac: np.ndarray
     peaks_height: np.ndarray
     summary: dict
 
 
-def figure_of_merit(f_obs: np.ndarray, f_calc: np.ndarray, d: np.ndarray, n_shells: int = 10) -> np.ndarray:
+def figure_of_merit(
+    f_obs: np.ndarray, f_calc: np.ndarray, d: np.ndarray, free: np.ndarray | None = None, n_shells: int = 10
+) -> np.ndarray:
     """Sim (1959) weights m = I₁(X)/I₀(X), X = 2σA|Eo||Ec|/(1 − σA²), with σA² per resolution shell estimated as the
-    correlation of |Eo|² and |Ec|² (exact for Wilson-distributed acentric data). 1: phases certain; 0: random."""
-    shell, _ = resolution_shells(d, max(1, min(n_shells, len(d) // 100)))
+    correlation of |Eo|² and |Ec|² (exact for Wilson-distributed acentric data). 1: phases certain; 0: random.
+
+    With ``free`` (M,) bool, σA is estimated on the free set only (about 25 free reflections per shell at least),
+    as REFMAC does: a method that fits the work amplitudes cannot raise it."""
+    free = np.ones(len(f_obs), dtype=bool) if free is None else np.asarray(free, dtype=bool)
+    per_shell = 100 if free.all() else 25
+    shell, _ = resolution_shells(d, max(1, min(n_shells, int(free.sum()) // per_shell)))
     m = np.zeros(len(f_obs))
     fc = np.abs(f_calc)
     for s in range(shell.max() + 1):
         sel = shell == s
         eo2 = f_obs[sel] ** 2 / max(np.mean(f_obs[sel] ** 2), 1e-30)
         ec2 = fc[sel] ** 2 / max(np.mean(fc[sel] ** 2), 1e-30)
-        sa2 = float(np.corrcoef(eo2, ec2)[0, 1]) if sel.sum() > 2 and eo2.std() > 0 and ec2.std() > 0 else 0.0
+        test = free[sel]
+        ok = test.sum() > 2 and eo2[test].std() > 0 and ec2[test].std() > 0
+        sa2 = float(np.corrcoef(eo2[test], ec2[test])[0, 1]) if ok else 0.0
         sa2 = min(max(sa2 if math.isfinite(sa2) else 0.0, 0.0), 0.98)
         x = torch.as_tensor(2 * math.sqrt(sa2) * np.sqrt(eo2 * ec2) / (1 - sa2))
         m[sel] = (torch.special.i1e(x) / torch.special.i0e(x)).numpy()
@@ -145,18 +170,90 @@ def _bar(desc: str, enabled: bool):
     return bar, progress
 
 
+def _free_set(data: ObservedData, config: SolveConfig) -> tuple[np.ndarray, dict]:
+    """The free set (M,) bool of the measured reflections, and how it was made: the file's flags, else
+    ``free_fraction`` of the symmetry-unique reflections (whole orbits), evenly over resolution."""
+    if len(data.hkl) < MIN_MEASURED:
+        raise PattersonError(
+            f"{config.input}: only {len(data.hkl)} measured reflections; at least {MIN_MEASURED} needed"
+        )
+    if data.free is not None:
+        free, source = data.free, "the file's free flags"
+    else:
+        free = free_set(data.hkl, data.cell, None, config.free_fraction, config.seed, data.orbit)[0].numpy()
+        source = f"drawn: {config.free_fraction:g} of the unique reflections (at least {MIN_FREE} where the data allow)"
+    check_free(torch.as_tensor(free)[None], torch.ones(1, len(free), dtype=torch.bool))
+    n_unique = len(np.unique(data.orbit[free])) if data.orbit is not None else int(free.sum())
+    return free, {"source": source, "n_free_unique": int(n_unique), "n_free_p1": int(free.sum())}
+
+
+def _network_start(config: SolveConfig, data: ObservedData, free: np.ndarray, hints: dict, warnings: list[str]):
+    """(solver, starting phases (M,) or None): the network's phases where its grid reaches, random elsewhere. The
+    network sees the Patterson of the work set only (free amplitudes left out)."""
+    path = find_checkpoint(config.checkpoint, data=hints)
+    if path is None:
+        warnings.append("no shipped pretrained network: classical phasing (HIO from random starts) instead")
+        return None, None
+    solver = load_solver_model(path, config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    work_data = dataclasses.replace(data, f=np.where(free, 0.0, data.f))
+    pred, hold, _ = predict_density(solver, work_data, config.transfer)
+    start = np.random.default_rng(config.seed).uniform(0, 2 * np.pi, len(data.hkl))
+    start[hold] = np.angle(f_from_density(pred[None], data.hkl[hold], data.cell)[0].numpy())
+    if not hold.all():
+        warnings.append(f"{int((~hold).sum())} reflections beyond the network's resolution start from random phases")
+    return solver, start
+
+
+def _runs(config: SolveConfig, refine: str, start, f000: float, problem: dict) -> list[tuple[str, Callable]]:
+    """The phasing runs to make, each (name, run(progress) → PhasingResult), on the measured + unmeasured
+    reflections of ``problem`` (f_all, hkl_all, cell, shape, opts)."""
+    f_all, hkl_all, cell, shape, opts = (problem[k] for k in ("f_all", "hkl_all", "cell", "shape", "opts"))
+    runs = []
+    if start is not None:
+        method = "charge-flip" if refine == "charge-flip" else "hio"
+        rho0 = problem["rho_start"]
+        extra = {"f000": f000} if method == "hio" else {}
+        runs.append((f"network + {method}", lambda p: refine_density(rho0, f_all, hkl_all, cell, method, progress=p,
+                                                                     **extra, **opts)))  # fmt: skip
+    if start is None or refine == "hybrid":
+        if refine == "charge-flip":
+            run = lambda p: charge_flip(f_all, hkl_all, cell, shape, n_starts=config.n_starts, progress=p, **opts)  # noqa: E731
+            runs.append(("charge flipping", run))
+        else:
+            run = lambda p: hio(f_all, hkl_all, cell, shape, f000=f000, n_starts=config.n_starts, progress=p, **opts)  # noqa: E731
+            runs.append(("HIO", run))
+    return runs
+
+
+def _explain(v: CrossValidation) -> str:
+    """One plain sentence on what the verdict means for the user."""
+    ratio = float(v.r_free[0] / v.r_free_random[0].clamp_min(1e-30))
+    said = (
+        f"R-free {float(v.r_free[0]):.3f} is {ratio:.2f} of what random phases give ({float(v.r_free_random[0]):.3f})"
+    )
+    if v.verdict[0] == "solved":
+        return f"solved: {said}; the map predicts reflections it never fitted."
+    if v.verdict[0] == "uncertain":
+        return (f"uncertain: {said}; the map predicts the free reflections only in part. Treat it as a lead, not a "
+                "structure: try more starts (--n-starts), other data or a model.")  # fmt: skip
+    return (f"not solved: {said}; the map fits the amplitudes it was given but predicts the held-out ones no better "
+            "than chance. Do not interpret it.")  # fmt: skip
+
+
 def solve(config: SolveConfig) -> Solution:
     """Read, prepare and phase a reflection file; no files are written (see :func:`solve_to_folder`)."""
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    refl = read_reflections(config.input, config.columns, config.cell, config.spacegroup)
+    refl = read_reflections(config.input, config.columns, config.cell, config.spacegroup, config.free_column)
     data = prepare_data(refl, config.d_min)
     warnings = list(data.warnings)
+    free, free_info = _free_set(data, config)
     times["read"] = time.perf_counter() - t0
     cell, hkl = data.cell, data.hkl
     shape = grid_shape(cell, data.d_min)
     f_obs = torch.as_tensor(data.f, dtype=torch.float64)[None]  # (1, M)
-    n_atoms, b_wilson = wilson_estimate(f_obs, hkl, cell)
+    work = torch.as_tensor(~free)[None]
+    n_atoms, b_wilson = wilson_estimate(f_obs, hkl, cell, mask=work)  # the work set only
     composition = parse_composition(config.composition) if config.composition else refl.composition
     scale, f000 = absolute_scale(float(n_atoms[0]), composition, cell, warnings)
     f_obs = f_obs / scale  # absolute scale: maps in e/Å³; phases.mtz keeps the file's F
@@ -164,23 +261,7 @@ def solve(config: SolveConfig) -> Solution:
     t1 = time.perf_counter()
     volume_per_atom = cell.volume / max(float(n_atoms[0]), 1.0)  # Å³ per atom, from the Wilson estimate
     hints = {"d_min": data.d_min, "pack_volume": volume_per_atom if volume_per_atom < PACKED_VOLUME else None}
-    path = find_checkpoint(config.checkpoint, data=hints)
-    solver, start = None, None
-    if path is None:
-        msg = "no shipped pretrained network: classical phasing (HIO from random starts) instead"
-        warnings.append(msg)
-    else:
-        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        solver = load_solver_model(path, device)
-        pred, hold, _ = predict_density(solver, data, config.transfer)
-        phi_model = np.angle(f_from_density(pred[None], hkl[hold], cell)[0].numpy())
-        rng = np.random.default_rng(config.seed)
-        start = rng.uniform(0, 2 * np.pi, len(hkl))
-        start[hold] = phi_model
-        if not hold.all():
-            warnings.append(
-                f"{int((~hold).sum())} reflections beyond the network's resolution start from random phases"
-            )
+    solver, start = _network_start(config, data, free, hints, warnings)
     times["model"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -188,72 +269,15 @@ def solve(config: SolveConfig) -> Solution:
     if refine == "none" and start is None:
         warnings.append("--refine none needs a network: refined with HIO instead")
         refine = "hybrid"
-    # unmeasured reflections inside the sphere float in the phasing (measured ones first: results[:, :M] are theirs)
-    missing = unmeasured_hkl(cell, data.d_min, hkl)
-    m = len(hkl)
-    hkl_all = np.concatenate([hkl, missing])
-    f_all = torch.cat([f_obs, torch.zeros(1, len(missing), dtype=f_obs.dtype)], dim=-1)
-    measured = torch.arange(len(hkl_all))[None] < m  # (1, M + K)
-    opts = {"n_iter": config.n_iter, "seed": config.seed, "observed": measured}
-    results: list[PhasingResult] = []
-    if refine == "none":
-        rho_start = density_from_f(
-            torch.polar(f_obs, torch.as_tensor(start)[None]).to(torch.complex128), hkl, cell, shape
-        )
-        fc = f_from_density(rho_start.clamp_min(0), hkl, cell)
-        results.append(PhasingResult(rho_start, torch.as_tensor(start)[None], fc, r_factor(f_obs, fc), "network", 0))
-    else:
-        runs = []
-        if start is not None:
-            phi0 = torch.as_tensor(start)[None]
-            rho0 = density_from_f(torch.polar(f_obs, phi0).to(torch.complex128), hkl, cell, shape)
-            method = "charge-flip" if refine == "charge-flip" else "hio"
-            runs.append(
-                (
-                    f"network + {method}",
-                    lambda p, k=method: refine_density(
-                        rho0, f_all, hkl_all, cell, k, f000=f000 if k == "hio" else None, progress=p, **opts
-                    ),
-                )
-            )
-        if start is None or refine == "hybrid":
-            if refine == "charge-flip":
-                runs.append(
-                    (
-                        "charge flipping",
-                        lambda p: charge_flip(
-                            f_all, hkl_all, cell, shape, n_starts=config.n_starts, progress=p, **opts
-                        ),
-                    )
-                )
-            else:
-                runs.append(
-                    (
-                        "HIO",
-                        lambda p: hio(
-                            f_all, hkl_all, cell, shape, f000=f000, n_starts=config.n_starts, progress=p, **opts
-                        ),
-                    )
-                )
-        voxels = int(np.prod(shape)) * config.n_starts
-        threads = config.threads if config.threads is not None else (1 if voxels < SMALL_GRID else None)
-        for desc, run in runs:
-            bar, progress = _bar(desc, config.progress)
-            try:
-                with torch_threads(threads):
-                    res = run(progress)
-            finally:
-                bar.close()
-            res.method = desc
-            results.append(res)
-    best = min(results, key=lambda r: float(r.r_factor[0]))
+    results = _phase(config, refine, start, f_obs, free, f000, data, shape)
+    best = min(results, key=lambda r: float(r.r_free[0]))  # chosen by R-free, never by R-work
     times["phasing"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
+    m = len(hkl)
     phi = best.phi_rad[0, :m].numpy()  # the measured reflections' phases
-    f_calc = best.f_calc[0, :m].numpy()
-    d = cell.d_spacing(hkl)
-    fom = figure_of_merit(data.f, f_calc, d)
+    fom = figure_of_merit(data.f, best.f_calc[0, :m].numpy(), cell.d_spacing(hkl), free)
+    # the map: every measured amplitude, the free set's included (after the choice: labelled in the summary)
     coeffs = torch.polar(f_obs, torch.as_tensor(phi)[None]).to(torch.complex128)
     hkl0 = np.concatenate([np.zeros((1, 3), dtype=hkl.dtype), hkl])
     coeffs = torch.cat([torch.full((1, 1), f000, dtype=torch.complex128), coeffs], dim=-1)
@@ -265,8 +289,55 @@ def solve(config: SolveConfig) -> Solution:
     times["total"] = time.perf_counter() - t0
     for w in warnings:
         log.warning(w)
+    context = {"refl": refl, "data": data, "scale": scale, "f000": f000, "composition": composition}
+    context |= {"n_atoms": n_atoms, "b_wilson": b_wilson, "solver": solver, "free_info": free_info}
+    summary = _summary(config, context, results, best, fom, shape, peaks, times, warnings)
+    return Solution(rho.numpy(), cell, hkl, data.f, phi, fom, free, peaks.frac, peaks.height, summary)
 
-    summary = {
+
+def _phase(config: SolveConfig, refine: str, start, f_obs, free, f000, data: ObservedData, shape) -> list:
+    """Every run's :class:`PhasingResult` on the measured reflections and the unmeasured ones of the sphere (which
+    float, as does the free set; the measured ones come first, so results[:, :M] are theirs)."""
+    cell, hkl = data.cell, data.hkl
+    missing = unmeasured_hkl(cell, data.d_min, hkl)
+    m = len(hkl)
+    hkl_all = np.concatenate([hkl, missing])
+    f_all = torch.cat([f_obs, torch.zeros(1, len(missing), dtype=f_obs.dtype)], dim=-1)
+    measured = torch.arange(len(hkl_all))[None] < m  # (1, M + K)
+    free_all = torch.cat([torch.as_tensor(free), torch.zeros(len(missing), dtype=torch.bool)])[None]
+    opts = {"n_iter": config.n_iter, "seed": config.seed, "observed": measured, "free": free_all}
+    if refine == "none":
+        rho = density_from_f(
+            torch.polar(f_obs * torch.as_tensor(~free), torch.as_tensor(start)[None]), hkl, cell, shape
+        )
+        fc = f_from_density(rho.clamp_min(0), hkl, cell)
+        work = torch.as_tensor(~free)[None]
+        check = cross_validate(f_obs, fc, rho, work, ~work, hkl, cell, seed=config.seed)
+        return [PhasingResult(rho, torch.angle(fc), fc, ~work, check, "network", 0)]
+    problem = {"f_all": f_all, "hkl_all": hkl_all, "cell": cell, "shape": shape, "opts": opts}
+    if start is not None:
+        phi0 = torch.as_tensor(start)[None]
+        problem["rho_start"] = density_from_f(torch.polar(f_obs * ~free_all[:, :m], phi0).to(torch.complex128), hkl,
+                                              cell, shape)  # fmt: skip
+    voxels = int(np.prod(shape)) * config.n_starts
+    threads = config.threads if config.threads is not None else (1 if voxels < SMALL_GRID else None)
+    results = []
+    for desc, run in _runs(config, refine, start, f000, problem):
+        bar, progress = _bar(desc, config.progress)
+        try:
+            with torch_threads(threads):
+                res = run(progress)
+        finally:
+            bar.close()
+        res.method = desc
+        results.append(res)
+    return results
+
+
+def _summary(config: SolveConfig, c: dict, results: list, best, fom, shape, peaks, times, warnings) -> dict:
+    """summary.json: the data, the runs, the chosen one with its verdict, timings and warnings."""
+    refl, data, v = c["refl"], c["data"], best.validation
+    return {
         "input": str(config.input),
         "columns": list(refl.labels),
         "data": {
@@ -274,30 +345,42 @@ def solve(config: SolveConfig) -> Solution:
             "intensity_treatment": "French-Wilson (acentric prior)" if refl.kind == "intensity" else None,
             "spacegroup": refl.spacegroup,
             "symmetry_operators": int(len(refl.rotations)),
-            "cell": list(cell.parameters),
+            "cell": list(data.cell.parameters),
             "reflections_read": data.n_read,
             "unique_merged": data.n_unique,
-            "p1_reflections": int(len(hkl)),
+            "p1_reflections": int(len(data.hkl)),
             "d_min": data.d_min,
             "d_max": data.d_max,
             "completeness_p1": data.completeness,
-            "unmeasured_free": int(len(missing)),
-            "wilson_b": float(b_wilson[0]),
-            "wilson_atoms_c_equivalent": float(n_atoms[0]),
-            "scale": scale,
-            "f000": f000,
-            "composition": composition,
+            "unmeasured_free": int(len(unmeasured_hkl(data.cell, data.d_min, data.hkl))),
+            "wilson_b": float(c["b_wilson"][0]),
+            "wilson_atoms_c_equivalent": float(c["n_atoms"][0]),
+            "scale": c["scale"],
+            "f000": c["f000"],
+            "composition": c["composition"],
         },
+        "free_set": {**c["free_info"], "label": refl.free_label},
+        "verdict": v.verdict[0],
+        "verdict_explanation": _explain(v),
+        "r_work": float(v.r_work[0]),
+        "r_free": float(v.r_free[0]),
+        "r_free_random": float(v.r_free_random[0]),
+        "map_skewness": float(v.skewness[0]),
         "method": best.method,
+        "selection": "the run with the lowest R-free",
         "refine": config.refine,
-        "checkpoint": solver.path if solver else None,
-        "transfer": config.transfer if solver else None,
-        "runs": {r.method: float(r.r_factor[0]) for r in results},
-        "r_factor": float(best.r_factor[0]),
+        "checkpoint": c["solver"].path if c["solver"] else None,
+        "transfer": config.transfer if c["solver"] else None,
+        "runs": {
+            r.method: {"r_work": float(r.r_work[0]), "r_free": float(r.r_free[0]), "verdict": r.verdict[0]}
+            for r in results
+        },
+        "map_coefficients": "all measured amplitudes, the free set's included (after the choice), with the chosen "
+        "run's phases; R-work, R-free and the verdict are from before",
         "figure_of_merit": float(np.mean(fom)),
+        "figure_of_merit_note": "Sim weights with σA estimated on the free set (cross-validated)",
         "grid": list(shape),
         "n_peaks": int(len(peaks)),
-        "timings_s": {k: round(v, 4) for k, v in times.items()},
+        "timings_s": {k: round(val, 4) for k, val in times.items()},
         "warnings": warnings,
     }
-    return Solution(rho.numpy(), cell, hkl, data.f, phi, fom, peaks.frac, peaks.height, summary)

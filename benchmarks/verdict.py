@@ -1,0 +1,272 @@
+"""Does the verdict tell solved from unsolved? R-free against the truth, on held-out entries.
+
+For ``paper-2`` and ``dense-protein`` at d_min 1.0, 1.5, 2.0 and 2.5 Å, clean and degraded (5% amplitude noise,
+10% missing reflections), structures from the shipped networks' held-out entries are phased by charge flipping
+and HIO (4 random starts each, every start kept). Every start is scored against the truth (solved: F-weighted
+phase error < 40° after the origin/hand search) and cross-validated (R-work, R-free on a 5% free set that no method
+imposes, the random-phase reference of R-free, map skewness).
+
+- **Calibration** on the ``val`` entries: the verdict's two thresholds on R-free / R-free(random) that give
+  precision of ``solved`` ≥ 0.99 with the fewest ``uncertain`` (printed and stored; the library's constants in
+  ``patterson.phasing.validation`` are set from them).
+- **Measurement** on the ``test`` entries (never used to choose anything): precision and recall of the library's
+  verdict, the share ``uncertain``, per preset, resolution and data quality; and the success rate when the best of
+  the 4 starts is chosen by R-free versus by R-work, with the chance level (random phases, true amplitudes).
+
+    python benchmarks/verdict.py [--n-val 8] [--n-test 13] [--out benchmarks/results/verdict.json]
+        [--table docs/verdict_table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import patterson
+from patterson.datasets import StoredDataset, build_pool, generate, make_config
+from patterson.evaluation import random_phase_maps, score_maps
+from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
+from patterson.phasing import load_split, phase
+from patterson.phasing.validation import SOLVED_RATIO, UNSOLVED_RATIO, VERDICTS
+from patterson.training import find_checkpoint, load_checkpoint, trained_on
+
+PRESETS = ("paper-2", "dense-protein")
+D_MINS = (1.0, 1.5, 2.0, 2.5)
+CONDITIONS = {"clean": dict(noise=0.0, missing=0.0), "5% noise, 10% missing": dict(noise=0.05, missing=0.10)}
+METHODS = ("charge-flip", "hio")
+N_STARTS = 4
+_POOLS: dict[str, tuple] = {}
+
+
+def held_out_split(
+    preset: str, split: str, d_min: float, condition: dict, n: int, folder: Path, source: str
+) -> StoredDataset:
+    """About ``n`` examples of ``split`` (val or test) of the shipped ``preset`` network's training data: entries
+    that network never trained on (same seed and split fractions, only that split made; ``source`` is the folder
+    it was trained from, ../shared/data/pdb)."""
+    trained = trained_on(load_checkpoint(find_checkpoint(preset)))
+    splits = tuple(trained["splits"])
+    frac = splits[("train", "val", "test").index(split)]
+    config = make_config(
+        preset, source=source, n=math.ceil(n * sum(splits) / frac), seed=trained["seed"], splits=splits,
+        only_splits=[split], map_dtype="float32", d_min=d_min, **condition,
+    )  # fmt: skip
+    if preset not in _POOLS:
+        _POOLS[preset] = build_pool(config)
+    generate(config, folder, progress=False, pool=_POOLS[preset])
+    return StoredDataset(folder, split, normalise=False)
+
+
+def run_row(data, method: str) -> list[dict]:
+    """Every start of every structure: truth-scored and cross-validated."""
+    opts = {"f000": data.f000} if method == "hio" else {}
+    t = time.perf_counter()
+    res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, n_starts=N_STARTS, select="all", **opts)
+    seconds = time.perf_counter() - t
+    truth = data.truth.repeat_interleave(N_STARTS, 0)
+    err = score_maps(res.rho, truth, data.cell, data.d_min).phase_error_weighted_deg.numpy()
+    v = res.validation
+    return [
+        {
+            "id": data.ids[i // N_STARTS],
+            "start": i % N_STARTS,
+            "phase_error_weighted_deg": float(np.nan_to_num(err[i], nan=180.0)),
+            "r_work": float(v.r_work[i]),
+            "r_free": float(v.r_free[i]),
+            "r_free_random": float(v.r_free_random[i]),
+            "skewness": float(v.skewness[i]),
+            "n_free": int(res.free[i].sum()),
+            "seconds": seconds / len(err),
+        }
+        for i in range(len(err))
+    ]
+
+
+def chosen(starts: list[dict], key: str) -> list[dict]:
+    """Each structure's start with the lowest ``key`` (r_free or r_work)."""
+    best: dict[str, dict] = {}
+    for s in starts:
+        if s["id"] not in best or s[key] < best[s["id"]][key]:
+            best[s["id"]] = s
+    return list(best.values())
+
+
+def verdict_of(s: dict, solved_ratio: float, unsolved_ratio: float) -> str:
+    q = s["r_free"] / max(s["r_free_random"], 1e-30)
+    return VERDICTS[0] if q <= solved_ratio else VERDICTS[2] if q > unsolved_ratio else VERDICTS[1]
+
+
+def scores(structures: list[dict], solved_ratio: float = SOLVED_RATIO, unsolved_ratio: float = UNSOLVED_RATIO) -> dict:
+    """Counts, precision and recall of ``solved``, share ``uncertain``."""
+    truly = [s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in structures]
+    said = [verdict_of(s, solved_ratio, unsolved_ratio) for s in structures]
+    claimed = [v == "solved" for v in said]
+    tp = sum(c and t for c, t in zip(claimed, truly, strict=True))
+    return {
+        "n": len(structures),
+        "n_truly_solved": int(sum(truly)),
+        "n_claimed_solved": int(sum(claimed)),
+        "n_correct_claims": int(tp),
+        "n_uncertain": int(sum(v == "uncertain" for v in said)),
+        "n_uncertain_truly_solved": int(sum(v == "uncertain" and t for v, t in zip(said, truly, strict=True))),
+        "precision": tp / sum(claimed) if sum(claimed) else None,
+        "recall": tp / sum(truly) if sum(truly) else None,
+        "uncertain_fraction": sum(v == "uncertain" for v in said) / max(len(said), 1),
+    }
+
+
+def calibrate(structures: list[dict], min_precision: float = 0.99) -> dict:
+    """Thresholds: the largest solved ratio whose claims keep ``min_precision``, then the smallest unsolved ratio
+    above it that keeps every truly solved structure out of ``not solved`` where it can (at most 10% uncertain)."""
+    q = np.array([s["r_free"] / max(s["r_free_random"], 1e-30) for s in structures])
+    ok = np.array([s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in structures])
+    best = 0.0
+    for t in np.sort(q):
+        claimed = q <= t
+        if ok[claimed].mean() >= min_precision:
+            best = float(t)
+    above = np.sort(q[q > best])
+    unsolved = best
+    for t in above:
+        if (q[(q > best) & (q <= t)].size / len(q)) > 0.10:
+            break
+        unsolved = float(t)
+        if not ok[q > t].any():
+            break
+    return {"solved_ratio": round(best, 3), "unsolved_ratio": round(unsolved, 3), "min_precision": min_precision}
+
+
+def table(results: dict) -> str:
+    lines = [
+        "Verdict on the test entries (best of 4 starts by R-free): claimed solved / truly solved (correct claims) · "
+        "precision · recall · uncertain; success rate with the start chosen by R-free vs by R-work.",
+        "",
+        "| preset | d_min (Å) | data | method | n | claimed / truly solved (correct) | precision | recall "
+        "| uncertain | solved, by R-free | solved, by R-work |",
+        "|" + " --- |" * 11,
+    ]
+
+    def f(x, pct=False):
+        return "–" if x is None else (f"{100 * x:.0f}%" if pct else f"{x:.2f}")
+
+    for r in results["rows"]:
+        v, a, b = r["verdict"], r["by_r_free"], r["by_r_work"]
+        lines.append(
+            f"| {r['preset']} | {r['d_min']:.1f} | {r['condition']} | {r['method']} | {v['n']} | "
+            f"{v['n_claimed_solved']} / {v['n_truly_solved']} ({v['n_correct_claims']}) | {f(v['precision'])} | "
+            f"{f(v['recall'])} | {v['n_uncertain']} | {a}/{v['n']} | {b}/{v['n']} |"
+        )
+    for name, t in results["totals"].items():
+        v = t["verdict"]
+        lines.append(
+            f"| **{name}** | | | | {v['n']} | {v['n_claimed_solved']} / {v['n_truly_solved']} "
+            f"({v['n_correct_claims']}) | {f(v['precision'])} | {f(v['recall'])} | {v['n_uncertain']} "
+            f"({f(v['uncertain_fraction'], True)}) | {t['by_r_free']}/{v['n']} | {t['by_r_work']}/{v['n']} |"
+        )
+    cal = results["calibration"]
+    lines += [
+        "",
+        f"Thresholds in use: solved if R-free ≤ {results['solved_ratio']} × R-free(random), not solved above "
+        f"{results['unsolved_ratio']} ×; calibrated on {cal['n']} val-entry structures "
+        f"(fitted: {cal['fitted']['solved_ratio']} and {cal['fitted']['unsolved_ratio']}). "
+        f"Chance (random phases, true amplitudes) solves {results['chance_solved']}/{results['chance_n']}. "
+        f"{results['platform']}; patterson {results['version']}. Regenerate: `python benchmarks/verdict.py`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-val", type=int, default=8, help="val structures per row (calibration)")
+    parser.add_argument("--n-test", type=int, default=13, help="test structures per row (measurement)")
+    parser.add_argument(
+        "--source",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "pdb"),
+        help="the folder the shipped networks were trained from (default ../shared/data/pdb)",
+    )
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--d-min", nargs="+", type=float, default=list(D_MINS))
+    parser.add_argument("--out", default="benchmarks/results/verdict.json")
+    parser.add_argument("--table", default="docs/verdict_table.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # small grids: one thread is fastest (see solving.solve.SMALL_GRID)
+    records: dict[str, list[dict]] = {"val": [], "test": []}
+    chance_n = chance_solved = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for split, n in (("val", args.n_val), ("test", args.n_test)):
+            for preset in args.presets:
+                for d_min in args.d_min:
+                    for cname, condition in CONDITIONS.items():
+                        folder = Path(tmp) / f"{split}-{preset}-{d_min}-{len(os.listdir(tmp))}"
+                        data = load_split(
+                            held_out_split(preset, split, d_min, condition, n, folder, args.source), d_min
+                        )
+                        if split == "test":
+                            rand = random_phase_maps(
+                                data.truth, data.cell, data.d_min, torch.Generator().manual_seed(0)
+                            )
+                            err = score_maps(rand, data.truth, data.cell, data.d_min).phase_error_weighted_deg
+                            chance_n += len(err)
+                            chance_solved += int((err < SOLVED_THRESHOLD_DEG).sum())
+                        for method in METHODS:
+                            row = {"preset": preset, "d_min": d_min, "condition": cname, "method": method}
+                            starts = run_row(data, method)
+                            records[split].append({**row, "starts": starts})
+                            s = scores(chosen(starts, "r_free"))
+                            counts = f"truly {s['n_truly_solved']}/{s['n']} claimed {s['n_claimed_solved']} "
+                            counts += f"correct {s['n_correct_claims']} uncertain {s['n_uncertain']}"
+                            print(f"{split} {preset:13s} {d_min:.1f} {cname:22s} {method:11s} {counts}", flush=True)
+    val = [s for r in records["val"] for s in chosen(r["starts"], "r_free")]
+    results = {
+        "benchmark": "verdict precision and recall on held-out entries; start selection by R-free vs R-work",
+        "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
+        "n_starts": N_STARTS,
+        "solved_ratio": SOLVED_RATIO,
+        "unsolved_ratio": UNSOLVED_RATIO,
+        "calibration": {"split": "val", "n": len(val), "fitted": calibrate(val), "with_constants": scores(val)},
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "version": patterson.__version__,
+        "command": " ".join(sys.argv),
+        "chance_n": chance_n,
+        "chance_solved": chance_solved,
+        "rows": [],
+        "totals": {},
+        "records": records,
+    }
+    groups: dict[str, list[dict]] = {}
+    for r in records["test"]:
+        by_free, by_work = chosen(r["starts"], "r_free"), chosen(r["starts"], "r_work")
+        count = lambda ss: sum(s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in ss)  # noqa: E731
+        results["rows"].append(
+            {**{k: r[k] for k in ("preset", "d_min", "condition", "method")}, "verdict": scores(by_free),
+             "by_r_free": count(by_free), "by_r_work": count(by_work)}
+        )  # fmt: skip
+        for name in (r["preset"], "all"):
+            groups.setdefault(name, []).append(r)
+    for name, rows in groups.items():
+        by_free = [s for r in rows for s in chosen(r["starts"], "r_free")]
+        by_work = [s for r in rows for s in chosen(r["starts"], "r_work")]
+        results["totals"][name] = {
+            "verdict": scores(by_free),
+            "by_r_free": sum(s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in by_free),
+            "by_r_work": sum(s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in by_work),
+        }
+    print(json.dumps({"calibration": results["calibration"], "totals": results["totals"]}, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    Path(args.table).write_text(table(results))
+
+
+if __name__ == "__main__":
+    main()

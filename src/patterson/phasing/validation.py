@@ -1,0 +1,238 @@
+"""Cross-validation of phasing (Brünger's R-free) and the verdict that tells solved from unsolved.
+
+A phasing method imposes the observed amplitudes of the *work* set only; the *free* set, a few per cent of the
+measured reflections spread evenly over resolution, floats like an unmeasured reflection. How well the final
+density predicts the free amplitudes then measures what the method could not fit: a density that matches the work
+amplitudes by over-fitting (a support as large as a packed cell, unmeasured reflections left free) predicts the free
+ones no better than chance.
+
+- :func:`free_set` — a seeded free set, stratified in resolution, whole symmetry orbits at a time.
+- :func:`cross_validate` — R-work, R-free, the R-free that random phases would give at this completeness (a
+  permutation reference computed from the map itself), map skewness, and the verdict.
+- :func:`verdict` — ``solved``, ``uncertain`` or ``not solved`` from those figures; thresholds calibrated on
+  held-out entries by ``benchmarks/verdict.py`` (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from patterson.cells import Cell
+from patterson.errors import PattersonError
+
+FREE_FRACTION = 0.05  # share of the measured reflections (or orbits) held out
+MIN_FREE = 50  # at least this many free reflections ...
+MAX_FREE_FRACTION = 0.1  # ... where that is at most this share of the data
+MIN_MEASURED = 20  # fewer measured reflections cannot be phased and validated
+
+VERDICTS = ("solved", "uncertain", "not solved")
+# R-free / (R-free of random phases): at most SOLVED_RATIO is a solution, above UNSOLVED_RATIO none; between them
+# the data cannot tell. Calibrated by benchmarks/verdict.py on held-out validation entries of both packings,
+# 1.0–2.5 Å, clean and degraded (benchmarks/results/verdict.json).
+SOLVED_RATIO = 0.55
+UNSOLVED_RATIO = 0.75
+N_PERMUTATIONS = 64
+
+
+def check_free_fraction(fraction: float) -> float:
+    """The free fraction, checked: it must lie in (0, 0.5]."""
+    fraction = float(fraction)
+    if not (math.isfinite(fraction) and 0.0 < fraction <= 0.5):
+        raise PattersonError(f"the free fraction must lie in (0, 0.5], got {fraction:g}")
+    return fraction
+
+
+def n_free_for(n: int, fraction: float = FREE_FRACTION) -> int:
+    """How many of ``n`` measured reflections (or orbits) go to the free set: ``fraction`` of them, raised to
+    :data:`MIN_FREE` where that stays within :data:`MAX_FREE_FRACTION` of the data; at least one."""
+    base = math.ceil(check_free_fraction(fraction) * n)
+    return int(max(1, min(n - 1, max(base, min(MIN_FREE, math.floor(MAX_FREE_FRACTION * n))))))
+
+
+def free_set(
+    hkl: np.ndarray,
+    cell: Cell,
+    measured: torch.Tensor | np.ndarray | None = None,
+    fraction: float = FREE_FRACTION,
+    seed: int = 0,
+    orbits: np.ndarray | None = None,
+) -> torch.Tensor:
+    """A seeded free set of measured reflections, spread evenly over resolution; (B, M) bool.
+
+    The measured reflections (or, with ``orbits`` (M,) int, the symmetry orbits they belong to: every member of an
+    orbit shares its flag) are sorted by 1/d² and cut into :func:`n_free_for` consecutive blocks of equal count;
+    one drawn at random from each block is free. ``measured`` is (M,) or (B, M) bool (default: all).
+    """
+    hkl = np.asarray(hkl)
+    m = len(hkl)
+    mask = np.ones((1, m), dtype=bool) if measured is None else np.asarray(torch.as_tensor(measured).cpu(), bool)
+    mask = mask.reshape(-1, m)
+    groups = np.arange(m) if orbits is None else np.unique(np.asarray(orbits), return_inverse=True)[1].reshape(-1)
+    s2 = cell.inv_d2(hkl)
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(mask)
+    for b, row in enumerate(mask):
+        g = np.unique(groups[row])  # the orbits with a measured member
+        if len(g) < 2:
+            raise PattersonError(f"only {int(row.sum())} measured reflections: too few for a free set")
+        g_s2 = np.full(groups.max() + 1, np.inf)
+        np.minimum.at(g_s2, groups[row], s2[row])
+        order = g[np.argsort(g_s2[g], kind="stable")]
+        k = n_free_for(len(order), fraction)
+        block = np.arange(len(order)) * k // len(order)  # (G,) 0..k-1, equal counts
+        key = rng.random(len(order))
+        pick = np.lexsort((key, block))  # by block, then at random within it
+        first = np.r_[True, block[pick][1:] != block[pick][:-1]]
+        free_groups = order[pick[first]]
+        out[b] = np.isin(groups, free_groups) & row
+    return torch.from_numpy(out)
+
+
+def free_from_flags(flags: np.ndarray) -> np.ndarray:
+    """Which reflections a file's free-flag column marks free; (N,) bool, NaN counts as not free.
+
+    Two values (0/1, CNS, PHENIX, SHELX convention): 1 is free. More values (CCP4 ``FreeR_flag``, 0–19): 0 is free.
+    """
+    flags = np.asarray(flags, dtype=np.float64)
+    values = np.unique(flags[np.isfinite(flags)])
+    if len(values) == 0:
+        return np.zeros(len(flags), dtype=bool)
+    free_value = values.max() if len(values) <= 2 and set(values) <= {0.0, 1.0} else 0.0
+    return np.isfinite(flags) & (flags == free_value)
+
+
+def check_free(free: torch.Tensor, measured: torch.Tensor) -> None:
+    """A free set must leave work reflections and hold at least one measured reflection per structure."""
+    if (measured & ~free).sum(-1).min() < MIN_MEASURED:
+        raise PattersonError(f"fewer than {MIN_MEASURED} measured work reflections: too few to phase")
+    if not (free & measured).any(-1).all():
+        raise PattersonError("the free set marks no measured reflection free")
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Figures of merit per structure (B,): R over the work set (imposed) and the free set (never imposed), the
+    R-free that random phases would give here (mean over within-shell permutations), map skewness, the verdict."""
+
+    r_work: torch.Tensor
+    r_free: torch.Tensor
+    r_free_random: torch.Tensor
+    skewness: torch.Tensor
+    verdict: tuple[str, ...]
+
+    @staticmethod
+    def concatenate(parts: list[CrossValidation]) -> CrossValidation:
+        """Several batches' figures as one."""
+        tensors = {
+            k: torch.cat([getattr(p, k) for p in parts]) for k in ("r_work", "r_free", "r_free_random", "skewness")
+        }
+        return CrossValidation(**tensors, verdict=tuple(v for p in parts for v in p.verdict))
+
+    def take(self, index: torch.Tensor) -> CrossValidation:
+        """The same for some structures (``index`` (K,) long)."""
+        tensors = {k: getattr(self, k)[index] for k in ("r_work", "r_free", "r_free_random", "skewness")}
+        return CrossValidation(**tensors, verdict=tuple(self.verdict[int(i)] for i in index))
+
+    def rows(self) -> dict[str, list]:
+        """Per-example columns: r_work, r_free, r_free_random, skewness (floats) and verdict (strings)."""
+        out: dict[str, list] = {k: getattr(self, k).tolist() for k in ("r_work", "r_free", "r_free_random")}
+        out["skewness"] = self.skewness.tolist()
+        out["verdict"] = list(self.verdict)
+        return out
+
+
+def skewness(rho: torch.Tensor) -> torch.Tensor:
+    """Third standardised moment of each map (B, X, Y, Z) → (B,): atoms make it large, random phases ≈ 0."""
+    flat = rho.flatten(1)
+    centred = flat - flat.mean(-1, keepdim=True)
+    return (centred**3).mean(-1) / (centred**2).mean(-1).clamp_min(1e-30) ** 1.5
+
+
+def _scaled_residuals(f_obs: torch.Tensor, fc: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+    """k|F_calc| with the least-squares scale k of the work set; (B, M)."""
+    w = work.to(f_obs.dtype)
+    k = (w * f_obs * fc).sum(-1) / (w * fc * fc).sum(-1).clamp_min(1e-30)
+    return k[:, None] * fc
+
+
+def _r(f_obs: torch.Tensor, kfc: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    s = sel.to(f_obs.dtype)
+    return (s * (f_obs - kfc).abs()).sum(-1) / (s * f_obs).sum(-1).clamp_min(1e-30)
+
+
+def r_work_free(
+    f_obs: torch.Tensor, f_calc: torch.Tensor, work: torch.Tensor, free: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R-work, R-free) per structure: Σ| |F_obs| − k|F_calc| | / Σ|F_obs| over each set, k fitted on the work set."""
+    kfc = _scaled_residuals(f_obs, f_calc.abs(), work)
+    return _r(f_obs, kfc, work), _r(f_obs, kfc, free)
+
+
+def random_r_free(
+    f_obs: torch.Tensor,
+    f_calc: torch.Tensor,
+    work: torch.Tensor,
+    free: torch.Tensor,
+    hkl: np.ndarray,
+    cell: Cell,
+    n_perm: int = N_PERMUTATIONS,
+    seed: int = 0,
+) -> torch.Tensor:
+    """The R-free this map would have if its phases, and so its free amplitudes, were random; (B,).
+
+    A map with random phases predicts free amplitudes that are independent of the measured ones. Pairing this map's
+    own free |F_calc| with the measured |F_obs| at random within resolution shells (4 shells of the free set) draws
+    from exactly that null, at this completeness and with this map's amplitude distribution; the mean over
+    ``n_perm`` pairings is the reference. Nothing is hard-coded: it moves with the data and the method.
+    """
+    kfc = _scaled_residuals(f_obs, f_calc.abs(), work)
+    s2 = torch.as_tensor(cell.inv_d2(hkl), dtype=f_obs.dtype, device=f_obs.device)
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.zeros(f_obs.shape[0], dtype=f_obs.dtype, device=f_obs.device)
+    for b in range(f_obs.shape[0]):
+        idx = torch.nonzero(free[b]).reshape(-1)
+        idx = idx[torch.argsort(s2[idx], stable=True)]  # the free set by resolution
+        n = len(idx)
+        shell = torch.arange(n, device=idx.device) * min(4, max(1, n // 10)) // max(n, 1)  # (n,) 4 equal shells
+        keys = torch.rand((n_perm, n), generator=gen).to(f_obs.device) + 2.0 * shell  # shuffles within shells
+        perm = torch.argsort(keys, dim=-1)  # (n_perm, n)
+        fo, fc = f_obs[b, idx], kfc[b, idx]
+        out[b] = ((fo - fc[perm]).abs().sum(-1) / fo.sum().clamp_min(1e-30)).mean()
+    return out
+
+
+def verdict(r_free: torch.Tensor, r_free_random: torch.Tensor) -> tuple[str, ...]:
+    """``solved`` where R-free is at most :data:`SOLVED_RATIO` of its random-phase value, ``not solved`` above
+    :data:`UNSOLVED_RATIO`, ``uncertain`` between (see benchmarks/verdict.py for the calibration)."""
+    ratio = (r_free / r_free_random.clamp_min(1e-30)).tolist()
+    return tuple(
+        "solved" if q <= SOLVED_RATIO else "not solved" if q > UNSOLVED_RATIO or not math.isfinite(q) else "uncertain"
+        for q in ratio
+    )
+
+
+def cross_validate(
+    f_obs: torch.Tensor,
+    f_calc: torch.Tensor,
+    rho: torch.Tensor,
+    work: torch.Tensor,
+    free: torch.Tensor,
+    hkl: np.ndarray,
+    cell: Cell,
+    seed: int = 0,
+) -> CrossValidation:
+    """All figures of merit of B phased structures.
+
+    Parameters
+    ----------
+    f_obs : (B, M) observed amplitudes. f_calc : (B, M) the structure factors of the method's final, constrained
+        density (the one whose free amplitudes were never imposed). rho : (B, X, Y, Z) the final map.
+    work, free : (B, M) bool, the imposed and the held-out measured reflections.
+    """
+    r_work, r_free = r_work_free(f_obs, f_calc, work, free)
+    ref = random_r_free(f_obs, f_calc, work, free, hkl, cell, seed=seed)
+    return CrossValidation(r_work, r_free, ref, skewness(rho), verdict(r_free, ref))
