@@ -85,6 +85,9 @@ def run_row(data, method: str) -> list[dict]:
             "r_free": float(v.r_free[i]),
             "r_free_random": float(v.r_free_random[i]),
             "skewness": float(v.skewness[i]),
+            "cc_free": float(v.cc_free[i]),
+            "r_free_random_sd": float(v.r_free_random_sd[i]),
+            "d_min": float(data.d_min),
             "n_free": int(res.free[i].sum()),
             "seconds": seconds / len(err),
         }

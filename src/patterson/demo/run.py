@@ -372,6 +372,7 @@ def _run_preset(
                     "phase_error_weighted_deg": run.scores.phase_error_weighted_deg,
                     "cc_aligned": run.scores.cc_aligned,
                 }
+                | ({} if run.validation is None else run.validation.rows())
             }
             for m, run in runs.items()
         },

@@ -157,12 +157,19 @@ def wilson_estimate(
 UNMEASURED = 1e-3
 
 
-def measured_mask(f_obs: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+def measured_mask(
+    f_obs: torch.Tensor, observed: torch.Tensor | None = None, free: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, M) bool: the reflections whose amplitude was measured. ``observed`` when given; else every amplitude
-    above :data:`UNMEASURED` × the strongest (missing reflections are stored as zeros). Unmeasured reflections are
-    left free in the phasing: they keep the amplitude and phase the current density gives them."""
+    above :data:`UNMEASURED` × the strongest (missing reflections are stored as zeros), the strongest taken outside
+    the ``free`` set (B, M) when one is given, whose members count as measured. Unmeasured reflections are left free
+    in the phasing: they keep the amplitude and phase the current density gives them."""
     if observed is not None:
         mask = torch.as_tensor(observed, device=f_obs.device).bool().reshape(f_obs.shape)
+    elif free is not None:
+        free = torch.as_tensor(free, device=f_obs.device).bool().expand_as(f_obs)
+        top = f_obs.masked_fill(free, 0).amax(-1, keepdim=True)
+        mask = free | (~free & (f_obs > UNMEASURED * top))
     else:
         mask = f_obs > UNMEASURED * f_obs.amax(-1, keepdim=True)
     if not mask.any(-1).all():
@@ -208,7 +215,7 @@ def held_out(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(measured, free), both (B, M) bool: the measured reflections (see :func:`measured_mask`) and the free set
     among them, ``free`` when given, else :func:`~patterson.phasing.validation.free_set` drawn with ``seed``."""
-    measured = measured_mask(f_obs, observed)
+    measured = measured_mask(f_obs, observed, free)
     if free is None:
         free = free_set(hkl, cell, measured, check_free_fraction(free_fraction), seed)
     free = torch.as_tensor(free, device=f_obs.device).bool().expand_as(measured) & measured
@@ -307,7 +314,7 @@ def charge_flip(
         weak.scatter_(1, torch.argsort(fo.masked_fill(floating, math.inf), dim=-1)[:, :weak_count], True)
         weak &= work
     hkl0 = _with_000(hkl)
-    f = torch.polar(fo, phi).to(ctype)
+    f = torch.polar(fo * work, phi).to(ctype)  # the floating reflections start at 0
     f = torch.cat([torch.zeros_like(f[:, :1]), f], dim=-1)  # F(000) starts at 0
     best_r = torch.full((fo.shape[0],), float("inf"), dtype=fo.dtype, device=fo.device)
     best_f = torch.zeros_like(f)
@@ -433,7 +440,7 @@ def hio(
         new = torch.cat([f0, _observed(fo, floating, g[:, 1:])], dim=-1)
         return density_from_f(new, hkl0, cell, shape)
 
-    f = torch.cat([f0, torch.polar(fo, phi).to(ctype)], dim=-1)
+    f = torch.cat([f0, torch.polar(fo * ~floating, phi).to(ctype)], dim=-1)  # the floating reflections start at 0
     rho = density_from_f(f, hkl0, cell, shape)
     total = n_iter + n_polish
     n_shrinks = max(1, n_iter // max(shrink_every, 1))

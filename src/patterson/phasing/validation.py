@@ -95,13 +95,18 @@ def free_set(
 def free_from_flags(flags: np.ndarray) -> np.ndarray:
     """Which reflections a file's free-flag column marks free; (N,) bool, NaN counts as not free.
 
-    Two values (0/1, CNS, PHENIX, SHELX convention): 1 is free. More values (CCP4 ``FreeR_flag``, 0–19): 0 is free.
+    Two values (0/1 flags): the rarer value is free, whichever convention wrote it (PHENIX and CNS flag the free set
+    1, CCP4 programs that keep two groups flag it 0; a free set is always the smaller part). More values (CCP4
+    ``FreeR_flag``, 0–19): 0 is free. One value: none is free.
     """
     flags = np.asarray(flags, dtype=np.float64)
-    values = np.unique(flags[np.isfinite(flags)])
-    if len(values) == 0:
+    values, counts = np.unique(flags[np.isfinite(flags)], return_counts=True)
+    if len(values) < 2:
         return np.zeros(len(flags), dtype=bool)
-    free_value = values.max() if len(values) <= 2 and set(values) <= {0.0, 1.0} else 0.0
+    if len(values) == 2:
+        free_value = values[0] if counts[0] < counts[1] else values[1]  # a tie: the larger value (1) is free
+    else:
+        free_value = 0.0
     return np.isfinite(flags) & (flags == free_value)
 
 
@@ -113,14 +118,20 @@ def check_free(free: torch.Tensor, measured: torch.Tensor) -> None:
         raise PattersonError("the free set marks no measured reflection free")
 
 
+_FIGURES = ("r_work", "r_free", "r_free_random", "r_free_random_sd", "cc_free", "skewness")
+
+
 @dataclass(frozen=True)
 class CrossValidation:
     """Figures of merit per structure (B,): R over the work set (imposed) and the free set (never imposed), the
-    R-free that random phases would give here (mean over within-shell permutations), map skewness, the verdict."""
+    R-free that random phases would give here (mean and spread over random pairings), the correlation of |E|² of
+    the map and the data on the free set (≈ σA², 0 for random phases), map skewness, and the verdict."""
 
     r_work: torch.Tensor
     r_free: torch.Tensor
     r_free_random: torch.Tensor
+    r_free_random_sd: torch.Tensor
+    cc_free: torch.Tensor
     skewness: torch.Tensor
     verdict: tuple[str, ...]
 
@@ -128,19 +139,18 @@ class CrossValidation:
     def concatenate(parts: list[CrossValidation]) -> CrossValidation:
         """Several batches' figures as one."""
         tensors = {
-            k: torch.cat([getattr(p, k) for p in parts]) for k in ("r_work", "r_free", "r_free_random", "skewness")
+            k: torch.cat([getattr(p, k) for p in parts]) for k in _FIGURES
         }
         return CrossValidation(**tensors, verdict=tuple(v for p in parts for v in p.verdict))
 
     def take(self, index: torch.Tensor) -> CrossValidation:
         """The same for some structures (``index`` (K,) long)."""
-        tensors = {k: getattr(self, k)[index] for k in ("r_work", "r_free", "r_free_random", "skewness")}
+        tensors = {k: getattr(self, k)[index] for k in _FIGURES}
         return CrossValidation(**tensors, verdict=tuple(self.verdict[int(i)] for i in index))
 
     def rows(self) -> dict[str, list]:
-        """Per-example columns: r_work, r_free, r_free_random, skewness (floats) and verdict (strings)."""
-        out: dict[str, list] = {k: getattr(self, k).tolist() for k in ("r_work", "r_free", "r_free_random")}
-        out["skewness"] = self.skewness.tolist()
+        """Per-example columns: r_work, r_free, r_free_random, cc_free, skewness (floats) and verdict (strings)."""
+        out: dict[str, list] = {k: getattr(self, k).tolist() for k in _FIGURES}
         out["verdict"] = list(self.verdict)
         return out
 
@@ -172,6 +182,24 @@ def r_work_free(
     return _r(f_obs, kfc, work), _r(f_obs, kfc, free)
 
 
+def intensity_trend(f: torch.Tensor, mask: torch.Tensor, hkl: np.ndarray, cell: Cell) -> torch.Tensor:
+    """The mean |F|² at each reflection's resolution, (B, M): means over the ``mask`` reflections in up to 20
+    shells of equal count in 1/d², interpolated linearly in 1/d² (in log); |F|² / trend is |E|², free of the
+    fall-off with resolution that every map shares with the data."""
+    s2 = cell.inv_d2(hkl)
+    out = torch.empty(f.shape, dtype=torch.float64)
+    i2 = (f.abs() ** 2).detach().cpu().double().numpy()
+    sel = np.asarray(mask.cpu(), dtype=bool).reshape(f.shape)
+    for b in range(f.shape[0]):
+        idx = np.flatnonzero(sel[b])
+        idx = idx[np.argsort(s2[idx], kind="stable")]
+        shells = np.array_split(idx, max(1, min(20, len(idx) // 25)))
+        x = np.array([s2[sh].mean() for sh in shells])
+        y = np.log(np.array([max(i2[b, sh].mean(), 1e-30) for sh in shells]))
+        out[b] = torch.from_numpy(np.exp(np.interp(s2, x, y)))
+    return out.to(device=f.device, dtype=f.real.dtype)
+
+
 def random_r_free(
     f_obs: torch.Tensor,
     f_calc: torch.Tensor,
@@ -181,27 +209,51 @@ def random_r_free(
     cell: Cell,
     n_perm: int = N_PERMUTATIONS,
     seed: int = 0,
-) -> torch.Tensor:
-    """The R-free this map would have if its phases, and so its free amplitudes, were random; (B,).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The R-free this map would have if its phases, and so its free amplitudes, were random: mean and standard
+    deviation (B,) over random pairings.
 
-    A map with random phases predicts free amplitudes that are independent of the measured ones. Pairing this map's
-    own free |F_calc| with the measured |F_obs| at random within resolution shells (4 shells of the free set) draws
-    from exactly that null, at this completeness and with this map's amplitude distribution; the mean over
-    ``n_perm`` pairings is the reference. Nothing is hard-coded: it moves with the data and the method.
+    A map with random phases predicts free amplitudes that are independent of the measured ones, but that fall off
+    with resolution as they do. So the map's own free |E_calc| (|F_calc| over its mean at that resolution) are
+    paired with the measured reflections at random and put back on the map's fall-off at the reflection they now
+    stand for, ``n_perm`` times. Nothing is hard-coded: the reference moves with the
+    data, the free set, the completeness and the method.
     """
-    kfc = _scaled_residuals(f_obs, f_calc.abs(), work)
-    s2 = torch.as_tensor(cell.inv_d2(hkl), dtype=f_obs.dtype, device=f_obs.device)
+    fc = f_calc.abs()
+    trend = intensity_trend(f_calc, work | free, hkl, cell).sqrt()  # (B, M) the map's mean |F| by resolution
+    kfc = _scaled_residuals(f_obs, fc, work)
+    k = (kfc / fc.clamp_min(1e-30))[:, :1]  # the work set's scale, the same for every reflection
     gen = torch.Generator().manual_seed(seed)
     out = torch.zeros(f_obs.shape[0], dtype=f_obs.dtype, device=f_obs.device)
+    spread = torch.zeros_like(out)
     for b in range(f_obs.shape[0]):
         idx = torch.nonzero(free[b]).reshape(-1)
-        idx = idx[torch.argsort(s2[idx], stable=True)]  # the free set by resolution
-        n = len(idx)
-        shell = torch.arange(n, device=idx.device) * min(4, max(1, n // 10)) // max(n, 1)  # (n,) 4 equal shells
-        keys = torch.rand((n_perm, n), generator=gen).to(f_obs.device) + 2.0 * shell  # shuffles within shells
-        perm = torch.argsort(keys, dim=-1)  # (n_perm, n)
-        fo, fc = f_obs[b, idx], kfc[b, idx]
-        out[b] = ((fo - fc[perm]).abs().sum(-1) / fo.sum().clamp_min(1e-30)).mean()
+        e = fc[b, idx] / trend[b, idx].clamp_min(1e-30)  # (n,) the map's free |E|
+        perm = torch.argsort(torch.rand((n_perm, len(idx)), generator=gen), dim=-1).to(idx.device)
+        fake = k[b] * e[perm] * trend[b, idx]  # (n_perm, n) random free amplitudes with the map's fall-off
+        fo = f_obs[b, idx]
+        r = (fo - fake).abs().sum(-1) / fo.sum().clamp_min(1e-30)  # (n_perm,)
+        out[b] = r.mean()
+        spread[b] = r.std()
+    return out, spread
+
+
+def free_correlation(
+    f_obs: torch.Tensor, f_calc: torch.Tensor, work: torch.Tensor, free: torch.Tensor, hkl: np.ndarray, cell: Cell
+) -> torch.Tensor:
+    """Correlation of |E_obs|² with |E_calc|² over the free set; (B,). Each |E|² is |F|² over its mean at that
+    resolution (:func:`intensity_trend`: the data's from the work set, the map's from all its reflections).
+
+    For a map whose structure factors correlate with the truth by σA this is σA² (acentric Wilson statistics), so
+    it measures phase quality on reflections the method never fitted: 0 for random phases, 1 for perfect ones.
+    """
+    eo2 = f_obs**2 / intensity_trend(f_obs, work, hkl, cell).clamp_min(1e-30)
+    ec2 = f_calc.abs() ** 2 / intensity_trend(f_calc, work | free, hkl, cell).clamp_min(1e-30)
+    out = torch.zeros(f_obs.shape[0], dtype=f_obs.dtype, device=f_obs.device)
+    for b in range(f_obs.shape[0]):
+        x, y = eo2[b, free[b]], ec2[b, free[b]]
+        x, y = x - x.mean(), y - y.mean()
+        out[b] = (x * y).sum() / ((x * x).sum() * (y * y).sum()).sqrt().clamp_min(1e-30)
     return out
 
 
@@ -234,5 +286,6 @@ def cross_validate(
     work, free : (B, M) bool, the imposed and the held-out measured reflections.
     """
     r_work, r_free = r_work_free(f_obs, f_calc, work, free)
-    ref = random_r_free(f_obs, f_calc, work, free, hkl, cell, seed=seed)
-    return CrossValidation(r_work, r_free, ref, skewness(rho), verdict(r_free, ref))
+    ref, ref_sd = random_r_free(f_obs, f_calc, work, free, hkl, cell, seed=seed)
+    cc = free_correlation(f_obs, f_calc, work, free, hkl, cell)
+    return CrossValidation(r_work, r_free, ref, ref_sd, cc, skewness(rho), verdict(r_free, ref))
