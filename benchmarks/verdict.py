@@ -15,6 +15,7 @@ imposes, the random-phase reference of R-free, map skewness).
 
     python benchmarks/verdict.py [--n-val 8] [--n-test 13] [--out benchmarks/results/verdict.json]
         [--table docs/verdict_table.md]
+    python benchmarks/verdict.py --rescore benchmarks/results/verdict.json   # the same runs, the current verdict
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from patterson.datasets import StoredDataset, build_pool, generate, make_config
 from patterson.evaluation import random_phase_maps, score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.phasing import load_split, phase
-from patterson.phasing.validation import SOLVED_RATIO, UNSOLVED_RATIO, VERDICTS
+from patterson.phasing.validation import SOLVED_RATIO, UNSOLVED_RATIO, r_work_free, random_r_free, verdict
 from patterson.training import find_checkpoint, load_checkpoint, trained_on
 
 PRESETS = ("paper-2", "dense-protein")
@@ -70,12 +71,15 @@ def held_out_split(
 def run_row(data, method: str) -> list[dict]:
     """Every start of every structure: truth-scored and cross-validated."""
     opts = {"f000": data.f000} if method == "hio" else {}
+    opts |= {"observed": data.measured, "free": data.free, "n_starts": N_STARTS, "select": "all"}
     t = time.perf_counter()
-    res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, n_starts=N_STARTS, select="all", **opts)
+    res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, **opts)
     seconds = time.perf_counter() - t
     truth = data.truth.repeat_interleave(N_STARTS, 0)
     err = score_maps(res.rho, truth, data.cell, data.d_min).phase_error_weighted_deg.numpy()
     v = res.validation
+    halves = free_halves(res, data)
+    agree = start_agreement(res.rho, data)
     return [
         {
             "id": data.ids[i // N_STARTS],
@@ -86,13 +90,40 @@ def run_row(data, method: str) -> list[dict]:
             "r_free_random": float(v.r_free_random[i]),
             "skewness": float(v.skewness[i]),
             "cc_free": float(v.cc_free[i]),
-            "r_free_random_sd": float(v.r_free_random_sd[i]),
             "d_min": float(data.d_min),
             "n_free": int(res.free[i].sum()),
             "seconds": seconds / len(err),
+            **{k: float(x[i]) for k, x in halves.items()},
+            "start_agreement": float(agree[i]),
         }
         for i in range(len(err))
     ]
+
+
+def free_halves(res, data) -> dict[str, torch.Tensor]:
+    """R-free and its random-phase reference on the low- and the high-resolution half of each free set (B·S,)."""
+    fo = data.f_obs.repeat_interleave(N_STARTS, 0)
+    work = data.work.repeat_interleave(N_STARTS, 0)
+    s2 = torch.as_tensor(data.cell.inv_d2(data.hkl))
+    out = {}
+    cut = torch.stack([s2[f].median() for f in res.free])[:, None]  # (B·S, 1)
+    for name, part in (("low", res.free & (s2[None] <= cut)), ("high", res.free & (s2[None] > cut))):
+        out[f"r_free_{name}"] = r_work_free(fo, res.f_calc, work, part)[1]
+        out[f"r_free_random_{name}"] = random_r_free(fo, res.f_calc, work, part, data.hkl, data.cell)
+    return out
+
+
+def start_agreement(rho: torch.Tensor, data) -> torch.Tensor:
+    """For each start, the best map CC (after the origin/hand search) with another start of the same structure."""
+    b = len(data)
+    maps = rho.reshape(b, N_STARTS, *rho.shape[1:])
+    best = torch.full((b, N_STARTS), -1.0, dtype=torch.float64)
+    for i in range(N_STARTS):
+        for j in range(i + 1, N_STARTS):
+            cc = score_maps(maps[:, j], maps[:, i], data.cell, data.d_min).cc_aligned.double()
+            best[:, i] = torch.maximum(best[:, i], cc)
+            best[:, j] = torch.maximum(best[:, j], cc)
+    return best.reshape(-1)
 
 
 def chosen(starts: list[dict], key: str) -> list[dict]:
@@ -105,8 +136,9 @@ def chosen(starts: list[dict], key: str) -> list[dict]:
 
 
 def verdict_of(s: dict, solved_ratio: float, unsolved_ratio: float) -> str:
-    q = s["r_free"] / max(s["r_free_random"], 1e-30)
-    return VERDICTS[0] if q <= solved_ratio else VERDICTS[2] if q > unsolved_ratio else VERDICTS[1]
+    """The library's verdict (:func:`patterson.phasing.validation.verdict`) of one recorded start."""
+    one = lambda k: torch.tensor([s[k]], dtype=torch.float64)  # noqa: E731
+    return verdict(one("r_free"), one("r_free_random"), solved_ratio, unsolved_ratio)[0]
 
 
 def scores(structures: list[dict], solved_ratio: float = SOLVED_RATIO, unsolved_ratio: float = UNSOLVED_RATIO) -> dict:
@@ -201,7 +233,16 @@ def main() -> None:
     parser.add_argument("--d-min", nargs="+", type=float, default=list(D_MINS))
     parser.add_argument("--out", default="benchmarks/results/verdict.json")
     parser.add_argument("--table", default="docs/verdict_table.md")
+    parser.add_argument(
+        "--rescore", metavar="JSON", help="recompute the tables from this file's records with the current verdict"
+    )
     args = parser.parse_args()
+    if args.rescore:  # the phasing runs are recorded; only the verdict is applied again
+        old = json.loads(Path(args.rescore).read_text())
+        keep = ("platform", "cpu_count", "command", "chance_n", "chance_solved", "seconds")
+        write(summarise(old["records"], {k: old[k] for k in keep} | {"rescored_from": args.rescore}), args)
+        return
+    t0 = time.perf_counter()
     torch.set_num_threads(1)  # small grids: one thread is fastest (see solving.solve.SMALL_GRID)
     records: dict[str, list[dict]] = {"val": [], "test": []}
     chance_n = chance_solved = 0
@@ -229,6 +270,13 @@ def main() -> None:
                             counts = f"truly {s['n_truly_solved']}/{s['n']} claimed {s['n_claimed_solved']} "
                             counts += f"correct {s['n_correct_claims']} uncertain {s['n_uncertain']}"
                             print(f"{split} {preset:13s} {d_min:.1f} {cname:22s} {method:11s} {counts}", flush=True)
+    meta = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "command": " ".join(sys.argv)}
+    meta |= {"chance_n": chance_n, "chance_solved": chance_solved, "seconds": time.perf_counter() - t0}
+    write(summarise(records, meta), args)
+
+
+def summarise(records: dict[str, list[dict]], meta: dict) -> dict:
+    """Calibration on the val records, measurement on the test records, with the library's current verdict."""
     val = [s for r in records["val"] for s in chosen(r["starts"], "r_free")]
     results = {
         "benchmark": "verdict precision and recall on held-out entries; start selection by R-free vs R-work",
@@ -237,35 +285,32 @@ def main() -> None:
         "solved_ratio": SOLVED_RATIO,
         "unsolved_ratio": UNSOLVED_RATIO,
         "calibration": {"split": "val", "n": len(val), "fitted": calibrate(val), "with_constants": scores(val)},
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
         "version": patterson.__version__,
-        "command": " ".join(sys.argv),
-        "chance_n": chance_n,
-        "chance_solved": chance_solved,
+        **meta,
         "rows": [],
         "totals": {},
-        "records": records,
     }
+    count = lambda ss: sum(s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in ss)  # noqa: E731
     groups: dict[str, list[dict]] = {}
     for r in records["test"]:
         by_free, by_work = chosen(r["starts"], "r_free"), chosen(r["starts"], "r_work")
-        count = lambda ss: sum(s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in ss)  # noqa: E731
         results["rows"].append(
             {**{k: r[k] for k in ("preset", "d_min", "condition", "method")}, "verdict": scores(by_free),
              "by_r_free": count(by_free), "by_r_work": count(by_work)}
         )  # fmt: skip
-        for name in (r["preset"], "all"):
+        for name in (r["preset"], f"{r['preset']} {r['method']}", "all"):
             groups.setdefault(name, []).append(r)
     for name, rows in groups.items():
         by_free = [s for r in rows for s in chosen(r["starts"], "r_free")]
         by_work = [s for r in rows for s in chosen(r["starts"], "r_work")]
-        results["totals"][name] = {
-            "verdict": scores(by_free),
-            "by_r_free": sum(s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in by_free),
-            "by_r_work": sum(s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in by_work),
-        }
-    print(json.dumps({"calibration": results["calibration"], "totals": results["totals"]}, indent=1))
+        results["totals"][name] = {"verdict": scores(by_free), "by_r_free": count(by_free), "by_r_work": count(by_work)}
+    results["records"] = records
+    return results
+
+
+def write(results: dict, args) -> None:
+    summary = {k: results[k] for k in ("calibration", "totals")}
+    print(json.dumps(summary, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     Path(args.table).write_text(table(results))

@@ -318,7 +318,7 @@ def phase_maps(
         start = network_density(model, data.work_patterson(), norm)
         if method == "model":
             f_calc = f_from_density(start, data.hkl, data.cell)
-            return start, cross_validate(data.f_obs, f_calc, start, data.work, data.free, data.hkl, data.cell, seed)
+            return start, cross_validate(data.f_obs, f_calc, start, data.work, data.free, data.hkl, data.cell)
         extra = {"n_iter": n_iter} if n_iter is not None else {}
         extra |= {"f000": data.f000} if refine == "hio" else {}
         res = refine_density(start, data.f_obs, data.hkl, data.cell, method=refine, **held, **extra)

@@ -245,13 +245,13 @@ def _best_of_starts(
 
 
 def _result(
-    rho, f_calc, fo, work, free, hkl, cell, n_starts: int, select: str, method: str, iterations: int, seed: int, t0
+    rho, f_calc, fo, work, free, hkl, cell, n_starts: int, select: str, method: str, iterations: int, t0: float
 ) -> PhasingResult:
     """The :class:`PhasingResult` of each structure's best start (inputs (B·S, ...) as in :func:`_best_of_starts`),
     cross-validated."""
     pick = _best_of_starts(rho, f_calc, fo, work, free, n_starts, select)
     rho, f_calc, fo, work, free = rho[pick], f_calc[pick], fo[pick], work[pick], free[pick]
-    validation = cross_validate(fo, f_calc, rho, work, free, hkl, cell, seed=seed)
+    validation = cross_validate(fo, f_calc, rho, work, free, hkl, cell)
     log.debug("%s: R-work %s, R-free %s", method, validation.r_work.tolist(), validation.r_free.tolist())
     return PhasingResult(
         rho=rho,
@@ -263,6 +263,19 @@ def _result(
         iterations=iterations,
         seconds=time.perf_counter() - t0,
     )
+
+
+def positivity_polish(
+    f: torch.Tensor, fo: torch.Tensor, floating: torch.Tensor, hkl: np.ndarray, cell: Cell, shape, n_cycles: int
+) -> torch.Tensor:
+    """Error reduction without a support: ``n_cycles`` of (the observed amplitudes with the phases of ``f``, the
+    ``floating`` reflections and F(000) as ``f`` has them) → density → its positive part → structure factors.
+    f (B, 1 + M) complex with F(000) first, fo and floating (B, M); returns the new f (B, 1 + M)."""
+    hkl0 = _with_000(hkl)
+    for _ in range(n_cycles):
+        rho = density_from_f(torch.cat([f[:, :1], _observed(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape)
+        f = f_from_density(rho.clamp_min(0), hkl0, cell)
+    return f
 
 
 # --- charge flipping -----------------------------------------------------------------------------------------
@@ -331,15 +344,11 @@ def charge_flip(
         f = torch.cat([g[:, :1], torch.where(weak, weak_f, _observed(fo, floating, g[:, 1:]))], dim=-1)
         if progress is not None:
             progress(it + 1, n_iter)
-    # polish: a few cycles of positivity with the observed amplitudes (error reduction without a support)
-    f = best_f
-    for _ in range(n_polish):
-        rho = density_from_f(torch.cat([f[:, :1], _observed(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape)
-        f = f_from_density(rho.clamp_min(0), hkl0, cell)
+    f = positivity_polish(best_f, fo, floating, hkl, cell, shape, n_polish)
     # the final map: imposed amplitudes with the polished phases, F(000) and the floating ones as the density has them
     final = density_from_f(torch.cat([f[:, :1], _observed(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape)
     free_s = held.repeat_interleave(n_starts, 0)
-    return _result(final, f[:, 1:], fo, work, free_s, hkl, cell, n_starts, select, "charge-flip", n_iter, seed, t0)
+    return _result(final, f[:, 1:], fo, work, free_s, hkl, cell, n_starts, select, "charge-flip", n_iter, t0)
 
 
 # --- hybrid input-output with shrink-wrap ------------------------------------------------------------------------
@@ -460,7 +469,7 @@ def hio(
     final = torch.where(support & (rho >= 0), rho, torch.zeros_like(rho))
     g = f_from_density(final, hkl0, cell)[:, 1:]
     free_s = held.repeat_interleave(n_starts, 0)
-    return _result(final, g, fo, ~floating, free_s, hkl, cell, n_starts, select, "hio", total, seed, t0)
+    return _result(final, g, fo, ~floating, free_s, hkl, cell, n_starts, select, "hio", total, t0)
 
 
 # --- the hybrid: network density → classical refinement ----------------------------------------------------------

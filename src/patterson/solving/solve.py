@@ -19,7 +19,7 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
 from patterson.maps import density_from_f, f_from_density
-from patterson.phasing import PhasingResult, charge_flip, hio, refine_density, wilson_estimate
+from patterson.phasing import PhasingResult, charge_flip, hio, positivity_polish, refine_density, wilson_estimate
 from patterson.phasing.validation import (
     FREE_FRACTION,
     MIN_FREE,
@@ -275,9 +275,8 @@ def solve(config: SolveConfig) -> Solution:
 
     t3 = time.perf_counter()
     m = len(hkl)
-    phi = best.phi_rad[0, :m].numpy()  # the measured reflections' phases
     fom = figure_of_merit(data.f, best.f_calc[0, :m].numpy(), cell.d_spacing(hkl), free)
-    # the map: every measured amplitude, the free set's included (after the choice: labelled in the summary)
+    phi = _final_phases(best, f_obs, f000, data, shape)  # after the choice: every measured amplitude, labelled
     coeffs = torch.polar(f_obs, torch.as_tensor(phi)[None]).to(torch.complex128)
     hkl0 = np.concatenate([np.zeros((1, 3), dtype=hkl.dtype), hkl])
     coeffs = torch.cat([torch.full((1, 1), f000, dtype=torch.complex128), coeffs], dim=-1)
@@ -293,6 +292,25 @@ def solve(config: SolveConfig) -> Solution:
     context |= {"n_atoms": n_atoms, "b_wilson": b_wilson, "solver": solver, "free_info": free_info}
     summary = _summary(config, context, results, best, fom, shape, peaks, times, warnings)
     return Solution(rho.numpy(), cell, hkl, data.f, phi, fom, free, peaks.frac, peaks.height, summary)
+
+
+FINAL_POLISH = 30  # cycles of positivity with every measured amplitude, after the choice
+
+
+def _final_phases(best: PhasingResult, f_obs: torch.Tensor, f000: float, data: ObservedData, shape) -> np.ndarray:
+    """Phases (M,) of the measured reflections for the final map: the chosen run polished by
+    :data:`FINAL_POLISH` cycles of positivity that impose every measured amplitude, the free set's included
+    (allowed only now that the choice is made; R-free and the verdict are from before)."""
+    m = len(data.hkl)
+    if best.method == "network":
+        return best.phi_rad[0, :m].numpy()
+    missing = unmeasured_hkl(data.cell, data.d_min, data.hkl)
+    hkl_all = np.concatenate([data.hkl, missing])
+    fo = torch.cat([f_obs, torch.zeros(1, len(missing), dtype=f_obs.dtype)], dim=-1)
+    floating = torch.arange(len(hkl_all))[None] >= m
+    f = torch.cat([torch.full((1, 1), f000, dtype=best.f_calc.dtype), best.f_calc], dim=-1)
+    f = positivity_polish(f, fo, floating, hkl_all, data.cell, shape, FINAL_POLISH)
+    return torch.angle(f[0, 1 : m + 1]).numpy()
 
 
 def _phase(config: SolveConfig, refine: str, start, f_obs, free, f000, data: ObservedData, shape) -> list:
@@ -312,7 +330,7 @@ def _phase(config: SolveConfig, refine: str, start, f_obs, free, f000, data: Obs
         )
         fc = f_from_density(rho.clamp_min(0), hkl, cell)
         work = torch.as_tensor(~free)[None]
-        check = cross_validate(f_obs, fc, rho, work, ~work, hkl, cell, seed=config.seed)
+        check = cross_validate(f_obs, fc, rho, work, ~work, hkl, cell)
         return [PhasingResult(rho, torch.angle(fc), fc, ~work, check, "network", 0)]
     problem = {"f_all": f_all, "hkl_all": hkl_all, "cell": cell, "shape": shape, "opts": opts}
     if start is not None:
@@ -375,8 +393,9 @@ def _summary(config: SolveConfig, c: dict, results: list, best, fom, shape, peak
             r.method: {"r_work": float(r.r_work[0]), "r_free": float(r.r_free[0]), "verdict": r.verdict[0]}
             for r in results
         },
-        "map_coefficients": "all measured amplitudes, the free set's included (after the choice), with the chosen "
-        "run's phases; R-work, R-free and the verdict are from before",
+        "map_coefficients": f"all measured amplitudes with the chosen run's phases after {FINAL_POLISH} cycles of "
+        "positivity imposing every measured amplitude, the free set's included (done after the choice; R-work, "
+        "R-free and the verdict are from before)",
         "figure_of_merit": float(np.mean(fom)),
         "figure_of_merit_note": "Sim weights with σA estimated on the free set (cross-validated)",
         "grid": list(shape),
