@@ -214,9 +214,11 @@ def test_p21_reflection_files_solve(tmp_path, fmt, intensities):
     assert solution.summary["data"]["kind"] == ("intensity" if intensities else "amplitude")
     assert solution.summary["data"]["symmetry_operators"] == 2
     assert solution.summary["data"]["completeness_p1"] == pytest.approx(1.0)
-    assert solution.summary["r_work"] < 0.2 and solution.summary["verdict"] == "solved"
+    assert solution.summary["r_work"] < 0.2
     # 5 atoms, 426 P1 reflections, 10% of them held out as the free set: HIO lands at map CC 0.84–0.99 by start
-    assert correlation(solution, atoms, P21_CELL) > 0.8
+    cc = correlation(solution, atoms, P21_CELL)
+    assert cc > 0.8
+    assert solution.summary["verdict"] != "solved" or cc > 0.95  # a claim of "solved" is right
 
 
 def test_incomplete_data_solve_with_unmeasured_reflections_free(tmp_path, monkeypatch):

@@ -41,6 +41,7 @@ from patterson.phasing.validation import (
     cross_validate,
     free_set,
     r_work_free,
+    start_agreement,
 )
 from patterson.physics import form_factors
 
@@ -250,8 +251,9 @@ def _result(
     """The :class:`PhasingResult` of each structure's best start (inputs (B·S, ...) as in :func:`_best_of_starts`),
     cross-validated."""
     pick = _best_of_starts(rho, f_calc, fo, work, free, n_starts, select)
+    agreement = start_agreement(f_calc, hkl, cell, n_starts)[pick]
     rho, f_calc, fo, work, free = rho[pick], f_calc[pick], fo[pick], work[pick], free[pick]
-    validation = cross_validate(fo, f_calc, rho, work, free, hkl, cell)
+    validation = cross_validate(fo, f_calc, rho, work, free, hkl, cell, agreement)
     log.debug("%s: R-work %s, R-free %s", method, validation.r_work.tolist(), validation.r_free.tolist())
     return PhasingResult(
         rho=rho,

@@ -7,8 +7,9 @@ amplitudes by over-fitting (a support as large as a packed cell, unmeasured refl
 ones no better than chance.
 
 - :func:`free_set` — a seeded free set, stratified in resolution, whole symmetry orbits at a time.
-- :func:`cross_validate` — R-work, R-free, the R-free that random phases would give at this completeness (a
-  permutation reference computed from the map itself), map skewness, and the verdict.
+- :func:`cross_validate` — R-work, R-free, the R-free that random phases would give at this completeness (from
+  the map itself: each free reflection paired with its resolution neighbours), the free-set |E|² correlation, map
+  skewness, and the verdict.
 - :func:`verdict` — ``solved``, ``uncertain`` or ``not solved`` from those figures; thresholds calibrated on
   held-out entries by ``benchmarks/verdict.py`` (docs/evaluation.md).
 """
@@ -23,6 +24,7 @@ import torch
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
+from patterson.evaluation.metrics import align
 
 FREE_FRACTION = 0.05  # share of the measured reflections (or orbits) held out
 MIN_FREE = 50  # at least this many free reflections ...
@@ -30,11 +32,14 @@ MAX_FREE_FRACTION = 0.1  # ... where that is at most this share of the data
 MIN_MEASURED = 20  # fewer measured reflections cannot be phased and validated
 
 VERDICTS = ("solved", "uncertain", "not solved")
-# R-free / (R-free of random phases): at most SOLVED_RATIO is a solution, above UNSOLVED_RATIO none; between them
-# the data cannot tell. Calibrated by benchmarks/verdict.py on held-out validation entries of both packings,
-# 1.0–2.5 Å, clean and degraded (benchmarks/results/verdict.json).
-SOLVED_RATIO = 0.55
-UNSOLVED_RATIO = 0.75
+# The verdict's score: q = R-free / (R-free of random phases), times (2 − agreement) when several starts ran
+# (agreement: how well the best other start reproduces the map; 1 = the same map). At most SOLVED_* is a solution,
+# above UNSOLVED_* none; between them the data cannot tell. Calibrated by benchmarks/verdict.py on held-out
+# validation entries of both packings, 1.0–2.5 Å, clean and degraded (benchmarks/results/verdict.json).
+SOLVED_RATIO = 0.335  # q alone (one start: the hybrid, the network)
+UNSOLVED_RATIO = 0.455
+SOLVED_SCORE = 0.408  # q·(2 − agreement)
+UNSOLVED_SCORE = 0.55
 BLOCK = 8  # free reflections per block of resolution neighbours in the random-phase reference
 
 
@@ -118,18 +123,20 @@ def check_free(free: torch.Tensor, measured: torch.Tensor) -> None:
         raise PattersonError("the free set marks no measured reflection free")
 
 
-_FIGURES = ("r_work", "r_free", "r_free_random", "cc_free", "skewness")
+_FIGURES = ("r_work", "r_free", "r_free_random", "agreement", "cc_free", "skewness")
 
 
 @dataclass(frozen=True)
 class CrossValidation:
     """Figures of merit per structure (B,): R over the work set (imposed) and the free set (never imposed), the
-    R-free that random phases would give here (pairs of resolution neighbours), the correlation of |E|² of
-    the map and the data on the free set (≈ σA², 0 for random phases), map skewness, and the verdict."""
+    R-free that random phases would give here (pairs of resolution neighbours), the agreement of the best other
+    start with this map (NaN after one start), the correlation of |E|² of the map and the data on the free set
+    (≈ σA², 0 for random phases), map skewness, and the verdict."""
 
     r_work: torch.Tensor
     r_free: torch.Tensor
     r_free_random: torch.Tensor
+    agreement: torch.Tensor
     cc_free: torch.Tensor
     skewness: torch.Tensor
     verdict: tuple[str, ...]
@@ -137,18 +144,11 @@ class CrossValidation:
     @staticmethod
     def concatenate(parts: list[CrossValidation]) -> CrossValidation:
         """Several batches' figures as one."""
-        tensors = {
-            k: torch.cat([getattr(p, k) for p in parts]) for k in _FIGURES
-        }
+        tensors = {k: torch.cat([getattr(p, k) for p in parts]) for k in _FIGURES}
         return CrossValidation(**tensors, verdict=tuple(v for p in parts for v in p.verdict))
 
-    def take(self, index: torch.Tensor) -> CrossValidation:
-        """The same for some structures (``index`` (K,) long)."""
-        tensors = {k: getattr(self, k)[index] for k in _FIGURES}
-        return CrossValidation(**tensors, verdict=tuple(self.verdict[int(i)] for i in index))
-
     def rows(self) -> dict[str, list]:
-        """Per-example columns: r_work, r_free, r_free_random, cc_free, skewness (floats) and verdict (strings)."""
+        """Per-example columns: r_work, r_free, r_free_random, agreement, cc_free, skewness (floats), verdict."""
         out: dict[str, list] = {k: getattr(self, k).tolist() for k in _FIGURES}
         out["verdict"] = list(self.verdict)
         return out
@@ -245,19 +245,47 @@ def free_correlation(
     return out
 
 
+def start_agreement(f_calc: torch.Tensor, hkl: np.ndarray, cell: Cell, n_starts: int) -> torch.Tensor:
+    """For each start (B·S,), how well the best other start of the same structure reproduces its map: the map
+    correlation of their structure factors after the origin and hand search (``evaluation.metrics.align``).
+    Independent random starts that land on the same map have found something the data determine; a run cannot fit
+    it. NaN with one start."""
+    bs = f_calc.shape[0]
+    if n_starts < 2:
+        return torch.full((bs,), float("nan"), dtype=torch.float64)
+    pairs = [(i, j) for i in range(n_starts) for j in range(i + 1, n_starts)]
+    base = torch.arange(bs // n_starts)[:, None] * n_starts  # (B, 1)
+    first = (base + torch.tensor([i for i, _ in pairs])).reshape(-1)  # (B·P,)
+    second = (base + torch.tensor([j for _, j in pairs])).reshape(-1)
+    score = align(f_calc[first], f_calc[second], hkl, cell).score.double().cpu()
+    best = torch.full((bs,), -1.0, dtype=torch.float64)
+    best.scatter_reduce_(0, first, score, reduce="amax")
+    best.scatter_reduce_(0, second, score, reduce="amax")
+    return best
+
+
 def verdict(
     r_free: torch.Tensor,
     r_free_random: torch.Tensor,
-    solved_ratio: float = SOLVED_RATIO,
-    unsolved_ratio: float = UNSOLVED_RATIO,
+    agreement: torch.Tensor | None = None,
 ) -> tuple[str, ...]:
-    """``solved`` where R-free is at most ``solved_ratio`` of its random-phase value, ``not solved`` above
-    ``unsolved_ratio``, ``uncertain`` between (the defaults are calibrated by benchmarks/verdict.py)."""
-    ratio = (r_free / r_free_random.clamp_min(1e-30)).tolist()
-    return tuple(
-        "solved" if q <= solved_ratio else "not solved" if q > unsolved_ratio or not math.isfinite(q) else "uncertain"
-        for q in ratio
-    )
+    """``solved``, ``uncertain`` or ``not solved`` per structure.
+
+    The score is q = R-free / R-free(random); where several starts ran (``agreement`` finite) it is q·(2 −
+    agreement), so a map that no other start reproduces needs a lower R-free. ``solved`` at most
+    :data:`SOLVED_SCORE` (q alone: :data:`SOLVED_RATIO`), ``not solved`` above :data:`UNSOLVED_SCORE`
+    (:data:`UNSOLVED_RATIO`), ``uncertain`` between (calibrated by benchmarks/verdict.py).
+    """
+    q = (r_free / r_free_random.clamp_min(1e-30)).double().cpu()
+    agree = torch.full_like(q, float("nan")) if agreement is None else agreement.double().cpu()
+    out = []
+    for qi, ai in zip(q.tolist(), agree.tolist(), strict=True):
+        if math.isfinite(ai):
+            x, lo, hi = qi * (2.0 - ai), SOLVED_SCORE, UNSOLVED_SCORE
+        else:
+            x, lo, hi = qi, SOLVED_RATIO, UNSOLVED_RATIO
+        out.append("solved" if x <= lo else "not solved" if x > hi or not math.isfinite(x) else "uncertain")
+    return tuple(out)
 
 
 def cross_validate(
@@ -268,6 +296,7 @@ def cross_validate(
     free: torch.Tensor,
     hkl: np.ndarray,
     cell: Cell,
+    agreement: torch.Tensor | None = None,
 ) -> CrossValidation:
     """All figures of merit of B phased structures.
 
@@ -276,8 +305,10 @@ def cross_validate(
     f_obs : (B, M) observed amplitudes. f_calc : (B, M) the structure factors of the method's final, constrained
         density (the one whose free amplitudes were never imposed). rho : (B, X, Y, Z) the final map.
     work, free : (B, M) bool, the imposed and the held-out measured reflections.
+    agreement : (B,) :func:`start_agreement` of each structure's chosen start (None: one start).
     """
     r_work, r_free = r_work_free(f_obs, f_calc, work, free)
     ref = random_r_free(f_obs, f_calc, work, free, hkl, cell)
     cc = free_correlation(f_obs, f_calc, work, free, hkl, cell)
-    return CrossValidation(r_work, r_free, ref, cc, skewness(rho), verdict(r_free, ref))
+    agree = torch.full_like(r_free, float("nan")) if agreement is None else agreement.to(r_free)
+    return CrossValidation(r_work, r_free, ref, agree, cc, skewness(rho), verdict(r_free, ref, agree))
