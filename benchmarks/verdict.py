@@ -55,6 +55,7 @@ CONDITIONS = {"clean": dict(noise=0.0, missing=0.0), "5% noise, 10% missing": di
 METHODS = ("charge-flip", "hio")
 N_STARTS = 4
 _POOLS: dict[str, tuple] = {}
+RESCORED = "the phasing runs of `command`; verdicts recomputed afterwards with the library's current thresholds"
 
 
 def held_out_split(
@@ -155,7 +156,7 @@ def scores(structures: list[dict], agreement: bool = True) -> dict:
     }
 
 
-def calibrate(structures: list[dict], min_precision: float = 0.985, max_uncertain: float = 0.09) -> dict:
+def calibrate(structures: list[dict], min_precision: float = 0.985, max_uncertain: float = 0.06) -> dict:
     """The verdict's thresholds, fitted on ``structures`` (the val entries), for both scores: q = R-free /
     R-free(random) (one start) and q·(2 − agreement) (several)."""
     q = np.array([s["r_free"] / max(s["r_free_random"], 1e-30) for s in structures])
@@ -210,7 +211,7 @@ def table(results: dict) -> str:
             f"{v['n_claimed_solved']} / {v['n_truly_solved']} ({v['n_correct_claims']}) | {f(v['precision'])} | "
             f"{f(v['recall'])} | {v['n_uncertain']} | {a}/{v['n']} | {b}/{v['n']} |"
         )
-    for name, t in results["totals"].items():
+    for name, t in sorted(results["totals"].items(), key=lambda kv: (kv[0] != "all", kv[0])):
         v = t["verdict"]
         lines.append(
             f"| **{name}** | | | | {v['n']} | {v['n_claimed_solved']} / {v['n_truly_solved']} "
@@ -255,7 +256,7 @@ def main() -> None:
     if args.rescore:  # the phasing runs are recorded; only the verdict is applied again
         old = json.loads(Path(args.rescore).read_text())
         keep = ("platform", "cpu_count", "command", "chance_n", "chance_solved", "seconds")
-        write(summarise(old["records"], {k: old.get(k) for k in keep} | {"rescored_from": args.rescore}), args)
+        write(summarise(old["records"], {k: old.get(k) for k in keep} | {"rescored": RESCORED}), args)
         return
     t0 = time.perf_counter()
     torch.set_num_threads(1)  # small grids: one thread is fastest (see solving.solve.SMALL_GRID)
@@ -328,11 +329,24 @@ def summarise(records: dict[str, list[dict]], meta: dict) -> dict:
     return results
 
 
+def _rounded(x):
+    """Floats to 5 significant digits, so that the records stay small."""
+    if isinstance(x, float):
+        return float(f"{x:.5g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
+
+
 def write(results: dict, args) -> None:
     summary = {k: results[k] for k in ("calibration", "totals")}
     print(json.dumps(summary, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    records = json.dumps(_rounded(results.pop("records")), separators=(",", ":"))
+    text = json.dumps(results, indent=1)
+    Path(args.out).write_text(text[:-2] + ',\n "records": ' + records + "\n}\n")
     Path(args.table).write_text(table(results))
 
 

@@ -37,9 +37,9 @@ VERDICTS = ("solved", "uncertain", "not solved")
 # above UNSOLVED_* none; between them the data cannot tell. Calibrated by benchmarks/verdict.py on held-out
 # validation entries of both packings, 1.0–2.5 Å, clean and degraded (benchmarks/results/verdict.json).
 SOLVED_RATIO = 0.335  # q alone (one start: the hybrid, the network)
-UNSOLVED_RATIO = 0.455
+UNSOLVED_RATIO = 0.389
 SOLVED_SCORE = 0.408  # q·(2 − agreement)
-UNSOLVED_SCORE = 0.55
+UNSOLVED_SCORE = 0.705
 BLOCK = 8  # free reflections per block of resolution neighbours in the random-phase reference
 
 

@@ -236,8 +236,8 @@ def _explain(v: CrossValidation) -> str:
     if v.verdict[0] == "uncertain":
         return (f"uncertain: {said}; the map predicts the free reflections only in part. Treat it as a lead, not a "
                 "structure: try more starts (--n-starts), other data or a model.")  # fmt: skip
-    return (f"not solved: {said}; the map fits the amplitudes it was given but predicts the held-out ones no better "
-            "than chance. Do not interpret it.")  # fmt: skip
+    return (f"not solved: {said}; the map fits the amplitudes it was given but predicts the held-out ones little "
+            "or no better than random phases would. Do not interpret it.")  # fmt: skip
 
 
 def solve(config: SolveConfig) -> Solution:
@@ -383,6 +383,7 @@ def _summary(config: SolveConfig, c: dict, results: list, best, fom, shape, peak
         "r_work": float(v.r_work[0]),
         "r_free": float(v.r_free[0]),
         "r_free_random": float(v.r_free_random[0]),
+        "start_agreement": None if not math.isfinite(float(v.agreement[0])) else float(v.agreement[0]),
         "map_skewness": float(v.skewness[0]),
         "method": best.method,
         "selection": "the run with the lowest R-free",
