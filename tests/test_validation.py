@@ -18,7 +18,7 @@ from patterson.cli import main
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f
 from patterson.phasing import SplitMaps, charge_flip, free_set, hio, phase_maps, refine_density
-from patterson.phasing.validation import MIN_FREE, free_from_flags, n_free_for
+from patterson.phasing.validation import MIN_FREE, free_from_flags, n_free_for, start_agreement
 from patterson.physics import (
     AtomBatch,
     electron_count,
@@ -148,6 +148,17 @@ def test_verdict_solved_for_a_solution_and_not_for_failures_or_random_amplitudes
     for method in (hio, charge_flip):
         res = method(random_amp, hkl, CELL, shape, n_iter=150, n_starts=2)
         assert res.verdict != ("solved",), method.__name__
+
+
+def test_start_agreement_sees_the_same_map_at_another_origin_and_hand(problem):
+    _, hkl, _, f = problem
+    shift = torch.exp(-2j * np.pi * torch.as_tensor(hkl @ np.array([0.31, 0.12, 0.77])))  # the map moved
+    gen = torch.Generator().manual_seed(0)
+    other = torch.polar(f.abs(), torch.rand(f.shape, generator=gen, dtype=torch.float64) * 6.283)  # random phases
+    starts = torch.cat([f, (f * shift).conj(), other])  # start 0, start 1 = start 0 moved and inverted, start 2
+    agree = start_agreement(starts, hkl, CELL, n_starts=3)
+    assert agree[0] > 0.999 and agree[1] > 0.999 and agree[2] < 0.5, agree
+    assert torch.isnan(start_agreement(f, hkl, CELL, n_starts=1)).all()
 
 
 # --- solve: flags from files, real data, bad input -------------------------------------------------------------
