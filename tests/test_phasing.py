@@ -51,6 +51,16 @@ def test_hio_solves_from_random_starts(problem):
     assert result.rho.shape == truth.shape and result.phi_rad.shape == f.shape
 
 
+@pytest.mark.parametrize("method", ["raar", "rrr"])
+def test_raar_and_rrr_solve_from_random_starts(problem, method):
+    batch, hkl, shape, f, truth = problem
+    result = phase(method, f.abs(), hkl, CELL, shape, f000=electron_count(batch), n_iter=300, n_starts=2, seed=3)
+    assert result.method == method and torch.all(weighted_phase_error(result.rho, truth) < 20)
+    assert result.verdict == ("solved", "solved")
+    with pytest.raises(PattersonError, match="unknown update scheme"):
+        hio(f.abs(), hkl, CELL, shape, n_iter=2, scheme="er")
+
+
 def test_charge_flipping_solves_from_random_starts(problem):
     _, hkl, shape, f, truth = problem
     result = charge_flip(f.abs(), hkl, CELL, shape, n_iter=400, n_starts=4, seed=1)

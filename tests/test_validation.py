@@ -97,7 +97,10 @@ def test_the_free_set_is_never_imposed_by_any_method(problem):
         "charge-flip": lambda a: charge_flip(a, hkl, CELL, shape, n_iter=20, n_starts=2, n_polish=5, free=free,
                                              select="all"),
         "hio": lambda a: hio(a, hkl, CELL, shape, n_iter=20, n_starts=2, n_polish=5, free=free, select="all"),
+        "rrr": lambda a: hio(a, hkl, CELL, shape, n_iter=20, n_starts=2, n_polish=5, free=free, select="all",
+                             scheme="rrr"),
         "hybrid hio": lambda a: refine_density(truth, a, hkl, CELL, "hio", f000=f000, n_iter=10, free=free),
+        "hybrid raar": lambda a: refine_density(truth, a, hkl, CELL, "raar", f000=f000, n_iter=10, free=free),
         "hybrid cf": lambda a: refine_density(truth, a, hkl, CELL, "charge-flip", n_iter=10, free=free),
     }
     for name, run in runs.items():
@@ -284,6 +287,9 @@ def test_evaluate_method_writes_r_free_and_the_verdict(tmp_path, capsys):
     for bad in ("0", "0.7"):
         assert main([*argv, "--free-fraction", bad]) == 2
         assert "free fraction" in capsys.readouterr().err
+    rrr = ["evaluate", "--method", "rrr", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "rrr")]
+    assert main([*rrr, "--limit", "1", "--n-iter", "60", "--no-plots"]) == 0
+    assert json.loads((tmp_path / "rrr" / "metrics.json").read_text())["method"] == "rrr"
 
 
 def test_free_set_needs_enough_reflections():

@@ -34,7 +34,9 @@ from patterson.phasing.methods import (
     phase,
     positivity_polish,
     r_factor,
+    raar,
     refine_density,
+    rrr,
     support_from,
     wilson_estimate,
 )
@@ -79,7 +81,9 @@ __all__ = [
     "phase_maps",
     "positivity_polish",
     "r_factor",
+    "raar",
     "refine_density",
+    "rrr",
     "support_from",
     "wilson_estimate",
 ]

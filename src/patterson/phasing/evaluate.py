@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # --- scoring methods on a stored dataset -------------------------------------------------------------------------
 
-EVAL_METHODS = ("model", "charge-flip", "hio", "hybrid")
+EVAL_METHODS = ("model", "hybrid", *METHODS)
 
 
 def amplitudes_from_patterson(patterson: torch.Tensor, hkl: np.ndarray, cell: Cell) -> torch.Tensor:
@@ -73,10 +73,11 @@ def network_density(model: torch.nn.Module, patterson: torch.Tensor, norm: dict)
 class PhasingEvalConfig:
     """``patterson evaluate --method``: phase one split of a stored dataset and score it.
 
-    ``method`` is ``model`` (the network alone), ``charge-flip``, ``hio`` or ``hybrid`` (the network's density
-    refined by ``refine`` against the amplitudes); model and hybrid need ``checkpoint``. The amplitudes come from
-    the stored Patterson maps, so the dataset's noise and missing reflections are what the methods see. F(000) is
-    the electron count of the known cell contents, as for real data with a known composition. ``n_iter`` and
+    ``method`` is ``model`` (the network alone), ``charge-flip``, ``hio``, ``raar``, ``rrr`` or ``hybrid`` (the
+    network's density refined by ``refine`` against the amplitudes); model and hybrid need ``checkpoint``. The
+    amplitudes come from the stored Patterson maps, so the dataset's noise and missing reflections are what the
+    methods see. F(000) is the electron count of the known cell contents, as for real data with a known
+    composition. ``n_iter`` and
     ``n_starts`` set the classical runs (None: each method's defaults). ``free_fraction`` of each structure's
     measured reflections form its free set (seeded by ``seed`` and the example), never imposed nor shown to a
     network; R-work, R-free and the verdict go to per_example.csv and metrics.json.
@@ -320,11 +321,11 @@ def phase_maps(
             f_calc = f_from_density(start, data.hkl, data.cell)
             return start, cross_validate(data.f_obs, f_calc, start, data.work, data.free, data.hkl, data.cell)
         extra = {"n_iter": n_iter} if n_iter is not None else {}
-        extra |= {"f000": data.f000} if refine == "hio" else {}
+        extra |= {"f000": data.f000} if refine != "charge-flip" else {}
         res = refine_density(start, data.f_obs, data.hkl, data.cell, method=refine, **held, **extra)
         return res.rho, res.validation
     options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
-    options |= {"f000": data.f000} if method == "hio" else {}
+    options |= {"f000": data.f000} if method != "charge-flip" else {}
     res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, **held, **options)
     return res.rho, res.validation
 
@@ -404,9 +405,10 @@ def compare_methods(
     {method: MethodRun} in the order of ``methods``. Timings exclude first-call costs (a short warm-up runs first);
     the hybrid's include its network pass.
     """
-    unknown = [m for m in methods if m not in COMPARE_METHODS]
+    known = ("model", "hybrid", *METHODS, "chance")
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise PattersonError(f"unknown method {unknown[0]!r} (choose from {', '.join(COMPARE_METHODS)})")
+        raise PattersonError(f"unknown method {unknown[0]!r} (choose from {', '.join(known)})")
     uses_network = any(m in ("model", "hybrid") for m in methods)
     if uses_network and (model is None or norm is None):
         raise PattersonError("the model and hybrid methods need a network and its normalisation constants")

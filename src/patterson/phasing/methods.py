@@ -8,7 +8,8 @@ tensor batch on any device.
 - :func:`charge_flip` — Oszlányi & Sütő (2004, 2008): flip the density below δ = k·σ(ρ), restore |F_obs|; the
   weakest reflections keep their computed amplitude and get their phase shifted by +90°; F(000) is free.
 - :func:`hio` — Fienup's hybrid input-output (1982) with a shrink-wrap support (Marchesini 2003), positivity,
-  F(000) fixed to the electron count, and a final error-reduction polish.
+  F(000) fixed to the electron count, and a final error-reduction polish; :func:`raar` (Luke 2005) and :func:`rrr`
+  (Elser's reflect-reflect-relax) are other updates between the same two projections.
 - :func:`refine_density` — the hybrid: phases (and a support) from a predicted density, refined by either method.
 
 Cross-validation (:mod:`patterson.phasing.validation`): a seeded free set of measured reflections (5%, at least 50
@@ -47,7 +48,8 @@ from patterson.physics import form_factors
 
 log = logging.getLogger(__name__)
 
-METHODS = ("charge-flip", "hio")
+METHODS = ("charge-flip", "hio", "raar", "rrr")
+SCHEMES = {"hio": 0.9, "raar": 0.85, "rrr": 0.5}  # the update rules of :func:`hio` and their default β
 SELECT = ("r_free", "r_work", "all")  # how the best of several starts is chosen ("all": keep every start)
 
 
@@ -393,7 +395,7 @@ def hio(
     f000: torch.Tensor | float | None = None,
     n_iter: int = 400,
     n_starts: int = 4,
-    beta: float = 0.9,
+    beta: float | None = None,
     shrink_every: int = 20,
     threshold: float = 0.15,
     sigma_start: float = 2.0,
@@ -408,16 +410,20 @@ def hio(
     select: str = "r_free",
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    scheme: str = "hio",
 ) -> PhasingResult:
-    """Hybrid input-output with a shrink-wrap support and positivity (Fienup 1982; Marchesini et al. 2003).
+    """Hybrid input-output with a shrink-wrap support and positivity (Fienup 1982; Marchesini et al. 2003), or with
+    ``scheme`` another update between the same two projections: ``raar`` (Luke 2005) or ``rrr`` (Elser's
+    reflect-reflect-relax, the difference map with β as its step; Elser 2018).
 
     Parameters
     ----------
     f_obs : (B, M) observed amplitudes on the Friedel half ``hkl``.
     f000 : electron count in the cell, (B,) or a number; estimated from a Wilson plot of the work set when None.
-    n_iter : HIO iterations per start, followed by ``n_polish`` error-reduction iterations.
-    beta : HIO feedback. shrink_every, threshold, sigma_start → sigma_end: the shrink-wrap schedule
-        (blur width in Å shrinking linearly; support = blurred map above ``threshold`` × max).
+    n_iter : iterations per start, followed by ``n_polish`` error-reduction iterations.
+    beta : the feedback (HIO 0.9, RAAR 0.85, RRR's step 0.5 when None).
+    shrink_every, threshold, sigma_start → sigma_end : the shrink-wrap schedule (blur width in Å shrinking
+        linearly; support = blurred map above ``threshold`` × max).
     support_fraction : share of the cell in the starting support from the Patterson map (of the work set).
     phi_start, support_start : starting phases (B, M) and support (B, X, Y, Z) for the hybrid (one start each).
     observed : (B, M) bool, the measured reflections (default: see :func:`measured_mask`); the others float freely.
@@ -426,6 +432,9 @@ def hio(
         (results (B·S, ...), start s of structure b at b·S + s).
     """
     t0 = time.perf_counter()
+    if scheme not in SCHEMES:
+        raise PattersonError(f"unknown update scheme {scheme!r} (choose from {', '.join(SCHEMES)})")
+    beta = SCHEMES[scheme] if beta is None else float(beta)
     f_obs = check_amplitudes(f_obs, hkl, cell, shape)
     measured, held = held_out(f_obs, hkl, cell, observed, free, free_fraction, seed)
     b = f_obs.shape[0]
@@ -459,7 +468,7 @@ def hio(
         proj = project(rho)
         inside = support & (proj >= 0)
         if it < n_iter:
-            rho = torch.where(inside, proj, rho - beta * proj)
+            rho = _update(scheme, rho, proj, inside, support, beta)
             if shrink_every and (it + 1) % shrink_every == 0:
                 frac = min(1.0, (it + 1) / shrink_every / n_shrinks)
                 sigma = sigma_start + (sigma_end - sigma_start) * frac
@@ -471,7 +480,30 @@ def hio(
     final = torch.where(support & (rho >= 0), rho, torch.zeros_like(rho))
     g = f_from_density(final, hkl0, cell)[:, 1:]
     free_s = held.repeat_interleave(n_starts, 0)
-    return _result(final, g, fo, ~floating, free_s, hkl, cell, n_starts, select, "hio", total, t0)
+    return _result(final, g, fo, ~floating, free_s, hkl, cell, n_starts, select, scheme, total, t0)
+
+
+def _update(scheme: str, rho, proj, inside, support, beta: float) -> torch.Tensor:
+    """One step of ``scheme`` from the iterate ``rho`` and its Fourier projection ``proj``; P_S is the support and
+    positivity projection (``inside`` = support and proj ≥ 0 says where P_S keeps proj)."""
+    if scheme == "hio":
+        return torch.where(inside, proj, rho - beta * proj)
+    mirrored = 2 * proj - rho  # R_M ρ
+    p_s = torch.where(support & (mirrored >= 0), mirrored, torch.zeros_like(mirrored))  # P_S R_M ρ
+    if scheme == "raar":  # β/2 (R_S R_M + I) ρ + (1 − β) P_M ρ
+        return beta * (p_s - proj + rho) + (1 - beta) * proj
+    return rho + beta * (p_s - proj)  # rrr
+
+
+def raar(f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell, shape, **options) -> PhasingResult:
+    """RAAR (Luke 2005) with the shrink-wrap support and positivity of :func:`hio`; ``options`` as there."""
+    return hio(f_obs, hkl, cell, shape, scheme="raar", **options)
+
+
+def rrr(f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell, shape, **options) -> PhasingResult:
+    """Elser's RRR / difference map with the shrink-wrap support and positivity of :func:`hio`; ``options`` as
+    there."""
+    return hio(f_obs, hkl, cell, shape, scheme="rrr", **options)
 
 
 # --- the hybrid: network density → classical refinement ----------------------------------------------------------
@@ -489,9 +521,9 @@ def refine_density(
     **options,
 ) -> PhasingResult:
     """Refine a predicted density (B, X, Y, Z) against observed amplitudes: its phases start the refinement and,
-    for HIO, its blurred, thresholded shape is the starting support.
+    for the support methods (HIO, RAAR, RRR), its blurred, thresholded shape is the starting support.
 
-    ``method`` is ``"hio"`` or ``"charge-flip"``; ``options`` go to that function (e.g. ``n_iter``).
+    ``method`` is one of :data:`METHODS`; ``options`` go to that function (e.g. ``n_iter``).
     """
     if method not in METHODS:
         raise PattersonError(f"unknown refinement method {method!r} (choose from {', '.join(METHODS)})")
@@ -508,13 +540,13 @@ def refine_density(
         return charge_flip(f_obs, hkl, cell, shape, phi_start=phi, **options)
     support = support_from(rho_start, cell, support_sigma, support_threshold)
     options.setdefault("n_iter", 400)  # as one classical start: on dense-protein 200 were too few (measured)
-    return hio(f_obs, hkl, cell, shape, f000=f000, phi_start=phi, support_start=support, **options)
+    return hio(f_obs, hkl, cell, shape, f000=f000, phi_start=phi, support_start=support, scheme=method, **options)
 
 
 def phase(method: str, f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell, shape, **options) -> PhasingResult:
-    """Run a classical method by name (``"charge-flip"`` or ``"hio"``)."""
+    """Run a classical method by name (``"charge-flip"``, ``"hio"``, ``"raar"`` or ``"rrr"``)."""
     if method == "charge-flip":
         return charge_flip(f_obs, hkl, cell, shape, **options)
-    if method == "hio":
-        return hio(f_obs, hkl, cell, shape, **options)
+    if method in SCHEMES:
+        return hio(f_obs, hkl, cell, shape, scheme=method, **options)
     raise PattersonError(f"unknown phasing method {method!r} (choose from {', '.join(METHODS)})")
