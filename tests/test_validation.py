@@ -210,7 +210,20 @@ def test_solve_on_real_5e5z_is_honest(tmp_path, capsys):
     assert summary["figure_of_merit"] < 0.5  # cross-validated: no longer 0.97 on a chance-level map
 
 
-def _flag_mtz(path: Path, free_values, amplitudes=None) -> Path:
+def _p1_mtz(path: Path, hkl: np.ndarray, columns: dict[str, tuple[str, np.ndarray]]) -> Path:
+    """A P1 MTZ of ``hkl`` with ``columns`` {label: (MTZ type, values)}."""
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.SpaceGroup("P 1")
+    mtz.set_cell_for_all(P1_CELL.to_gemmi())
+    mtz.add_dataset("x")
+    for label, (kind, _) in columns.items():
+        mtz.add_column(label, kind)
+    mtz.set_data(np.column_stack([hkl, *(v for _, v in columns.values())]).astype(np.float32))
+    mtz.write_to_file(str(path))
+    return path
+
+
+def _flag_mtz(path: Path, free_values) -> Path:
     atoms = molecule(P1_CELL, "P 1")
     return write_mtz(path, atoms, P1_CELL, "P 1", extra=[("FreeR_flag", "I", free_values)])
 
@@ -234,28 +247,13 @@ def test_bad_free_set_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, c
     elif case == "no free flag":
         path = _flag_mtz(tmp_path / "a.mtz", lambda v: np.ones(len(v)))
     elif case == "all free":  # 0 (free) on every measured reflection, other flags on unmeasured ones only
-        path = tmp_path / "a.mtz"
-        mtz = gemmi.Mtz(with_base=True)
-        mtz.spacegroup = gemmi.SpaceGroup("P 1")
-        mtz.set_cell_for_all(P1_CELL.to_gemmi())
-        mtz.add_dataset("x")
-        mtz.add_column("FP", "F")
-        mtz.add_column("FreeR_flag", "I")
         hkl = miller_indices(P1_CELL, 1.5)
         amp = np.where(np.arange(len(hkl)) % 10 == 0, np.nan, 10.0)
         flag = np.where(np.isnan(amp), 1 + np.arange(len(hkl)) % 19, 0)
-        mtz.set_data(np.column_stack([hkl, amp, flag]).astype(np.float32))
-        mtz.write_to_file(str(path))
+        path = _p1_mtz(tmp_path / "a.mtz", hkl, {"FP": ("F", amp), "FreeR_flag": ("I", flag)})
     elif case == "few reflections":
-        path = tmp_path / "a.mtz"
-        mtz = gemmi.Mtz(with_base=True)
-        mtz.spacegroup = gemmi.SpaceGroup("P 1")
-        mtz.set_cell_for_all(P1_CELL.to_gemmi())
-        mtz.add_dataset("x")
-        mtz.add_column("FP", "F")
         hkl = miller_indices(P1_CELL, 1.5)[:15]
-        mtz.set_data(np.column_stack([hkl, np.full(15, 10.0)]).astype(np.float32))
-        mtz.write_to_file(str(path))
+        path = _p1_mtz(tmp_path / "a.mtz", hkl, {"FP": ("F", np.full(15, 10.0))})
     else:
         path = write_mtz(tmp_path / "a.mtz", molecule(P1_CELL, "P 1"), P1_CELL, "P 1")
         args = ["--free-column", "FLAGS"]
