@@ -2,10 +2,11 @@
 
 For the ``paper-2`` (one dipeptide in a mostly empty 12 Å cell) and ``dense-protein`` (dipeptides packed at
 35 Å³/atom) presets, at d_min 1.0, 1.5, 2.0 and 2.5 Å, with clean data and with 5% amplitude noise plus 10% missing
-reflections, this makes a small test split from real chains, phases it with charge flipping, HIO and (given a
-checkpoint) the network and the hybrid, and scores every map as `patterson evaluate` does: solved fraction
-(F-weighted phase error < 40° after the origin and hand search), median F-weighted phase error, seconds per
-structure, next to the chance level (random phases with the true amplitudes).
+reflections, this makes a small test split from real chains, phases it with charge flipping, HIO, RAAR and RRR
+(4 starts of 400 iterations each; charge flipping 300) and (given a checkpoint) the network and the hybrid, and
+scores every map as `patterson evaluate` does: solved fraction (F-weighted phase error < 40° after the origin and
+hand search), median F-weighted phase error, seconds per structure, next to the chance level (random phases with
+the true amplitudes).
 
 With ``--checkpoint pretrained`` each preset gets its shipped network, and its test structures come from that
 network's held-out test entries (same seed and split fractions as its training data); the model and hybrid columns
@@ -82,13 +83,14 @@ def network_for(preset: str, checkpoint: str | None) -> tuple[object, dict | Non
 
 
 def run_condition(ds: StoredDataset, d_min: float, model, norm: dict | None) -> dict:
-    methods = ("chance", "charge-flip", "hio") + (("model", "hybrid") if model is not None else ())
+    methods = ("chance", "charge-flip", "hio", "raar", "rrr") + (("model", "hybrid") if model is not None else ())
     runs = compare_methods(load_split(ds, d_min), methods, model=model, norm=norm)
     return {m: run.summary() for m, run in runs.items()}
 
 
 def table(results: dict) -> str:
-    methods = [m for m in ("charge-flip", "hio", "model", "hybrid", "chance") if any(m in r for r in results["runs"])]
+    order = ("charge-flip", "hio", "raar", "rrr", "model", "hybrid", "chance")
+    methods = [m for m in order if any(m in r for r in results["runs"])]
     head = "| preset | d_min (Å) | data | " + " | ".join(methods) + " |"
     lines = [
         "Solved fraction (F-weighted phase error < 40°) · median F-weighted phase error · seconds per structure.",
@@ -162,7 +164,7 @@ def main() -> None:
                     results["runs"].append(run)
                     summary = [
                         f"{m} {100 * run[m]['solved_fraction']:.0f}%/{run[m]['median_phase_error_weighted_deg']:.0f}°"
-                        for m in ("charge-flip", "hio", "model", "hybrid", "chance")
+                        for m in ("charge-flip", "hio", "raar", "rrr", "model", "hybrid", "chance")
                         if m in run
                     ]
                     print(f"{preset:14s} {d_min:.1f} Å {name:22s} " + "  ".join(summary), flush=True)
