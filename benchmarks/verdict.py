@@ -36,7 +36,7 @@ import torch
 import patterson
 from patterson.datasets import StoredDataset, build_pool, generate, make_config
 from patterson.evaluation import random_phase_maps, score_maps
-from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
+from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
 from patterson.phasing import load_split, phase
 from patterson.phasing.validation import (
     SOLVED_RATIO,
@@ -139,21 +139,14 @@ def verdict_of(s: dict, agreement: bool = True) -> str:
 
 def scores(structures: list[dict], agreement: bool = True) -> dict:
     """Counts, precision and recall of ``solved``, share ``uncertain``."""
-    truly = [s["phase_error_weighted_deg"] < SOLVED_THRESHOLD_DEG for s in structures]
+    err = np.array([s["phase_error_weighted_deg"] for s in structures])
     said = [verdict_of(s, agreement) for s in structures]
-    claimed = [v == "solved" for v in said]
-    tp = sum(c and t for c, t in zip(claimed, truly, strict=True))
-    return {
-        "n": len(structures),
-        "n_truly_solved": int(sum(truly)),
-        "n_claimed_solved": int(sum(claimed)),
-        "n_correct_claims": int(tp),
-        "n_uncertain": int(sum(v == "uncertain" for v in said)),
-        "n_uncertain_truly_solved": int(sum(v == "uncertain" and t for v, t in zip(said, truly, strict=True))),
-        "precision": tp / sum(claimed) if sum(claimed) else None,
-        "recall": tp / sum(truly) if sum(truly) else None,
-        "uncertain_fraction": sum(v == "uncertain" for v in said) / max(len(said), 1),
-    }
+    out = verdict_counts(err, said)  # the counts patterson evaluate writes
+    uncertain = np.array([v == "uncertain" for v in said], dtype=bool)
+    out["n_uncertain"] = int(uncertain.sum())
+    out["n_uncertain_truly_solved"] = int((uncertain & (err < SOLVED_THRESHOLD_DEG)).sum())
+    out["uncertain_fraction"] = float(uncertain.mean()) if len(said) else 0.0
+    return out
 
 
 def calibrate(structures: list[dict], min_precision: float = 0.985, max_uncertain: float = 0.06) -> dict:

@@ -136,6 +136,11 @@ def _peak_metrics(
     return out
 
 
+def _blank(column: str) -> float | str:
+    """The per-example value of an example that lacks ``column``: empty text for the verdict, else NaN."""
+    return "" if column == "verdict" else float("nan")
+
+
 def _mean(values: Sequence[float]) -> float:
     v = np.asarray(values, dtype=np.float64)
     return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
@@ -238,9 +243,9 @@ def evaluate_predictions(
             for k, v in _peak_metrics(aligned, truth, batch.atoms_frac, batch.cell, peak_threshold).items():
                 extra.setdefault(k, [float("nan")] * n0).extend(v)
         for k, v in (batch.validation or {}).items():
-            extra.setdefault(k, ["" if k == "verdict" else float("nan")] * n0).extend(v)
+            extra.setdefault(k, [_blank(k)] * n0).extend(v)
         for k, v in extra.items():
-            v.extend(["" if k == "verdict" else float("nan")] * (len(ids) - len(v)))
+            v.extend([_blank(k)] * (len(ids) - len(v)))
         if plots:
             inputs = None if batch.inputs is None else as_map_batch(batch.inputs, "inputs").cpu().numpy()
             aligned_np, truth_np = aligned.cpu().numpy(), truth.cpu().numpy()

@@ -358,9 +358,10 @@ def method_summary(scores: PairScores, seconds: float, validation: CrossValidati
     error (°), median CC after the origin/hand search and seconds per structure; with ``validation`` also the
     median R-work and R-free and the ``verdict`` block of :func:`verdict_counts`."""
     err = scores.phase_error_weighted_deg.numpy()
+    solved = np.nan_to_num(err, nan=180.0) < SOLVED_THRESHOLD_DEG
     out = {
-        "solved_fraction": float(np.mean(np.nan_to_num(err, nan=180.0) < SOLVED_THRESHOLD_DEG)),
-        "n_solved": int(np.sum(np.nan_to_num(err, nan=180.0) < SOLVED_THRESHOLD_DEG)),
+        "solved_fraction": float(np.mean(solved)),
+        "n_solved": int(np.sum(solved)),
         "n": int(len(err)),
         "median_phase_error_weighted_deg": float(np.median(err)),
         "median_cc_aligned": float(np.median(scores.cc_aligned.numpy())),

@@ -227,21 +227,15 @@ def held_out(
 
 
 def _best_of_starts(
-    rho: torch.Tensor,
-    f_calc: torch.Tensor,
-    fo: torch.Tensor,
-    work: torch.Tensor,
-    free: torch.Tensor,
-    n_starts: int,
-    select: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    f_calc: torch.Tensor, fo: torch.Tensor, work: torch.Tensor, free: torch.Tensor, n_starts: int, select: str
+) -> torch.Tensor:
     """Index (B,) of each structure's best start, by R-free (or R-work with ``select="r_work"``; every start, (B·S,),
     with ``"all"``). Inputs are batched as (B·S, ...); f_calc (B·S, M) is the constrained density's transform
     without F(000)."""
     if select not in SELECT:
         raise PattersonError(f"unknown selection {select!r} (choose from {', '.join(SELECT)})")
     if select == "all":
-        return torch.arange(rho.shape[0], device=rho.device)
+        return torch.arange(fo.shape[0], device=fo.device)
     r_work, r_free = r_work_free(fo, f_calc, work, free)
     r = (r_free if select == "r_free" else r_work).reshape(-1, n_starts)
     return torch.arange(r.shape[0], device=r.device) * n_starts + r.argmin(-1)
@@ -252,7 +246,7 @@ def _result(
 ) -> PhasingResult:
     """The :class:`PhasingResult` of each structure's best start (inputs (B·S, ...) as in :func:`_best_of_starts`),
     cross-validated."""
-    pick = _best_of_starts(rho, f_calc, fo, work, free, n_starts, select)
+    pick = _best_of_starts(f_calc, fo, work, free, n_starts, select)
     agreement = start_agreement(f_calc, hkl, cell, n_starts)[pick]
     rho, f_calc, fo, work, free = rho[pick], f_calc[pick], fo[pick], work[pick], free[pick]
     validation = cross_validate(fo, f_calc, rho, work, free, hkl, cell, agreement)

@@ -269,14 +269,17 @@ def solve(config: SolveConfig) -> Solution:
     if refine == "none" and start is None:
         warnings.append("--refine none needs a network: refined with HIO instead")
         refine = "hybrid"
-    results = _phase(config, refine, start, f_obs, free, f000, data, shape)
+    missing = unmeasured_hkl(cell, data.d_min, hkl)  # float in the phasing, after the measured ones
+    hkl_all = np.concatenate([hkl, missing])
+    f_all = torch.cat([f_obs, torch.zeros(1, len(missing), dtype=f_obs.dtype)], dim=-1)  # (1, M + K)
+    results = _phase(config, refine, start, f_all, hkl_all, free, f000, data, shape)
     best = min(results, key=lambda r: float(r.r_free[0]))  # chosen by R-free, never by R-work
     times["phasing"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
     m = len(hkl)
     fom = figure_of_merit(data.f, best.f_calc[0, :m].numpy(), cell.d_spacing(hkl), free)
-    phi = _final_phases(best, f_obs, f000, data, shape)  # after the choice: every measured amplitude, labelled
+    phi = _final_phases(best, f_all, hkl_all, m, f000, cell, shape)  # after the choice: every measured amplitude
     coeffs = torch.polar(f_obs, torch.as_tensor(phi)[None]).to(torch.complex128)
     hkl0 = np.concatenate([np.zeros((1, 3), dtype=hkl.dtype), hkl])
     coeffs = torch.cat([torch.full((1, 1), f000, dtype=torch.complex128), coeffs], dim=-1)
@@ -290,6 +293,7 @@ def solve(config: SolveConfig) -> Solution:
         log.warning(w)
     context = {"refl": refl, "data": data, "scale": scale, "f000": f000, "composition": composition}
     context |= {"n_atoms": n_atoms, "b_wilson": b_wilson, "solver": solver, "free_info": free_info}
+    context["n_unmeasured"] = len(missing)
     summary = _summary(config, context, results, best, fom, shape, peaks, times, warnings)
     return Solution(rho.numpy(), cell, hkl, data.f, phi, fom, free, peaks.frac, peaks.height, summary)
 
@@ -297,32 +301,28 @@ def solve(config: SolveConfig) -> Solution:
 FINAL_POLISH = 30  # cycles of positivity with every measured amplitude, after the choice
 
 
-def _final_phases(best: PhasingResult, f_obs: torch.Tensor, f000: float, data: ObservedData, shape) -> np.ndarray:
-    """Phases (M,) of the measured reflections for the final map: the chosen run polished by
-    :data:`FINAL_POLISH` cycles of positivity that impose every measured amplitude, the free set's included
-    (allowed only now that the choice is made; R-free and the verdict are from before)."""
-    m = len(data.hkl)
+def _final_phases(
+    best: PhasingResult, f_all: torch.Tensor, hkl_all: np.ndarray, m: int, f000: float, cell: Cell, shape
+) -> np.ndarray:
+    """Phases (M,) of the M measured reflections (the first of ``hkl_all``) for the final map: the chosen run
+    polished by :data:`FINAL_POLISH` cycles of positivity that impose every measured amplitude, the free set's
+    included (allowed only now that the choice is made; R-free and the verdict are from before)."""
     if best.method == "network":
         return best.phi_rad[0, :m].numpy()
-    missing = unmeasured_hkl(data.cell, data.d_min, data.hkl)
-    hkl_all = np.concatenate([data.hkl, missing])
-    fo = torch.cat([f_obs, torch.zeros(1, len(missing), dtype=f_obs.dtype)], dim=-1)
     floating = torch.arange(len(hkl_all))[None] >= m
     f = torch.cat([torch.full((1, 1), f000, dtype=best.f_calc.dtype), best.f_calc], dim=-1)
-    f = positivity_polish(f, fo, floating, hkl_all, data.cell, shape, FINAL_POLISH)
+    f = positivity_polish(f, f_all, floating, hkl_all, cell, shape, FINAL_POLISH)
     return torch.angle(f[0, 1 : m + 1]).numpy()
 
 
-def _phase(config: SolveConfig, refine: str, start, f_obs, free, f000, data: ObservedData, shape) -> list:
-    """Every run's :class:`PhasingResult` on the measured reflections and the unmeasured ones of the sphere (which
-    float, as does the free set; the measured ones come first, so results[:, :M] are theirs)."""
+def _phase(config: SolveConfig, refine: str, start, f_all, hkl_all, free, f000, data: ObservedData, shape) -> list:
+    """Every run's :class:`PhasingResult` on ``hkl_all``: the M measured reflections first (results[:, :M] are
+    theirs), then the unmeasured ones of the sphere, which float, as does the free set."""
     cell, hkl = data.cell, data.hkl
-    missing = unmeasured_hkl(cell, data.d_min, hkl)
     m = len(hkl)
-    hkl_all = np.concatenate([hkl, missing])
-    f_all = torch.cat([f_obs, torch.zeros(1, len(missing), dtype=f_obs.dtype)], dim=-1)
+    f_obs = f_all[:, :m]
     measured = torch.arange(len(hkl_all))[None] < m  # (1, M + K)
-    free_all = torch.cat([torch.as_tensor(free), torch.zeros(len(missing), dtype=torch.bool)])[None]
+    free_all = torch.cat([torch.as_tensor(free), torch.zeros(len(hkl_all) - m, dtype=torch.bool)])[None]
     opts = {"n_iter": config.n_iter, "seed": config.seed, "observed": measured, "free": free_all}
     if refine == "none":
         rho = density_from_f(
@@ -370,7 +370,7 @@ def _summary(config: SolveConfig, c: dict, results: list, best, fom, shape, peak
             "d_min": data.d_min,
             "d_max": data.d_max,
             "completeness_p1": data.completeness,
-            "unmeasured_free": int(len(unmeasured_hkl(data.cell, data.d_min, data.hkl))),
+            "unmeasured_free": int(c["n_unmeasured"]),
             "wilson_b": float(c["b_wilson"][0]),
             "wilson_atoms_c_equivalent": float(c["n_atoms"][0]),
             "scale": c["scale"],
