@@ -92,8 +92,10 @@ def _add_compare(sub) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a method on a dataset split as crystallographers do (map CC, phase error per shell).
 
-    --method model (default) scores a trained network; charge-flip and hio phase the split's amplitudes (taken
-    from its Patterson maps) classically; hybrid refines the network's density with --refine against them.
+    --method model (default) scores a trained network; charge-flip, hio, raar and rrr phase the split's amplitudes
+    (taken from its Patterson maps) classically; hybrid refines the network's density with --refine against them;
+    learned runs the phasing loop with a density-modification network inside (--checkpoint, default the shipped
+    one) and histogram the same loop with the non-learned control step.
     Writes DIR/metrics.json, DIR/per_example.csv, DIR/report.md and PNG plots (phase error and fraction < 60° vs
     resolution, CC histogram, central sections of the best / median / worst examples), all next to the chance
     level (random phases with the true amplitudes). Phasing methods hold out a free set (--free-fraction) that
@@ -147,15 +149,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help=_first_line(cmd_evaluate.__doc__), description=cmd_evaluate.__doc__)
-    p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file (RUN/checkpoints/best.pt); model, hybrid")
+    p.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="checkpoint file (RUN/checkpoints/best.pt) or shipped name; model, hybrid, learned",
+    )
     p.add_argument("--data", required=True, metavar="DS", help="dataset folder")
     p.add_argument("--split", choices=("train", "val", "test", "all"), default="test", help="default test")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder")
-    methods = ("model", "charge-flip", "hio", "raar", "rrr", "hybrid")
+    methods = ("model", "charge-flip", "hio", "raar", "rrr", "hybrid", "learned", "histogram")
     p.add_argument("--method", choices=methods, default="model", help="default model")
     p.add_argument("--refine", choices=("hio", "raar", "rrr", "charge-flip"), default="hio", help="hybrid's refinement")
-    p.add_argument("--n-iter", type=int, default=None, help="iterations of the classical methods")
-    p.add_argument("--n-starts", type=int, default=None, help="random starts of the classical methods (default 4)")
+    p.add_argument("--n-iter", type=int, default=None, help="iterations of the phasing methods (each its default)")
+    p.add_argument("--n-starts", type=int, default=None, help="random starts of the phasing methods (default 4)")
     p.add_argument("--free-fraction", type=float, default=0.05, help="share of reflections held out (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="random starts and free set")
     p.add_argument("--name", default=None, help="method name in the report")

@@ -37,7 +37,15 @@ from patterson.datasets.sources import (
     source_files,
     split_counts,
 )
-from patterson.datasets.store import MapDataset, OnTheFlyMaps, StoredDataset, dataset_info, format_info, open_split
+from patterson.datasets.store import (
+    MapDataset,
+    OnTheFlyMaps,
+    PhaseErrorMaps,
+    StoredDataset,
+    dataset_info,
+    format_info,
+    open_split,
+)
 
 __all__ = [
     "FIELDS",
@@ -50,6 +58,7 @@ __all__ = [
     "GenerateSummary",
     "MapDataset",
     "OnTheFlyMaps",
+    "PhaseErrorMaps",
     "Pool",
     "StoredDataset",
     "assign_splits",

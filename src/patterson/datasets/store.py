@@ -212,8 +212,9 @@ class OnTheFlyMaps(torch.utils.data.IterableDataset):
         self.b_range, self.d_min_range, self.noise, self.missing = b_range, d_min_range, noise, missing
         self.device, self.dtype, self.n_batches = device, dtype, n_batches
 
-    def batch(self, rng: np.random.Generator) -> dict:
-        """One augmented batch drawn with ``rng``."""
+    def structure_factors(self, rng: np.random.Generator) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, np.ndarray]:
+        """The augmented structures of one batch: (idx (B,) stored examples, f (B, M) their exact structure factors,
+        amp (B, M) the measured amplitudes (noisy, 0 where dropped), keep (B, M) bool the measured reflections)."""
         bsz = self.batch_size
         idx = rng.integers(len(self.z), size=bsz)
         xyz = self.xyz[idx].copy()  # (B, A, 3)
@@ -244,7 +245,12 @@ class OnTheFlyMaps(torch.utils.data.IterableDataset):
         if self.noise > 0:
             sigma = rng.uniform(0, self.noise, size=bsz)[:, None]
             amp = torch.clamp(amp * as_t(1 + sigma * rng.normal(size=keep.shape)), min=0)
-        amp = amp * torch.as_tensor(keep, device=self.device)
+        keep_t = torch.as_tensor(keep, device=self.device)
+        return idx, f, amp * keep_t, keep_t
+
+    def batch(self, rng: np.random.Generator) -> dict:
+        """One augmented batch drawn with ``rng``."""
+        idx, f, amp, _ = self.structure_factors(rng)
         inp = patterson_from_f(amp.to(f.dtype), self.hkl, self.cell, self.shape) / self.scale["input"]
         tgt = density_from_f(f, self.hkl, self.cell, self.shape) / self.scale["target"]
         return {
@@ -260,6 +266,64 @@ class OnTheFlyMaps(torch.utils.data.IterableDataset):
         while self.n_batches is None or count < self.n_batches:
             yield self.batch(rng)
             count += 1
+
+
+class PhaseErrorMaps(OnTheFlyMaps):
+    """Training pairs for the learned real-space step of the phasing loop: a density computed with partly wrong
+    phases (input) and the true density (target), made on the fly from a stored dataset's atoms.
+
+    The structures are augmented as in :class:`OnTheFlyMaps` (rotation, origin shift, B, noise, missing
+    reflections). The input keeps the measured amplitudes with phase errors drawn uniformly in ±a, with a drawn
+    per example from ``error_deg`` (a = 180°: random phases); besides the missing ones, a share of up to
+    ``floating`` of the reflections is left out of the input (as the free set and the unmeasured reflections float
+    in the phasing). The target is the full, exact density. Both are divided by the input map's r.m.s., so the
+    pairs carry no dataset constant and a network trained on them works for amplitudes on any scale.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        split: str = "train",
+        error_deg: tuple[float, float] = (0.0, 180.0),
+        floating: float = 0.15,
+        missing: float = 0.1,
+        noise: float = 0.05,
+        shift: bool = True,
+        rotate: bool = False,
+        **options,
+    ) -> None:
+        super().__init__(path, split, missing=missing, noise=noise, shift=shift, rotate=rotate, **options)
+        if not 0 <= error_deg[0] <= error_deg[1] <= 180 or not 0 <= floating < 1:
+            raise PattersonError(
+                f"phase errors must lie in [0, 180]° and floating in [0, 1), got {error_deg}, {floating}"
+            )
+        self.error_deg, self.floating = tuple(float(e) for e in error_deg), float(floating)
+        self.scale = {"input": 1.0, "target": 1.0}
+
+    def batch(self, rng: np.random.Generator) -> dict:
+        """One batch of (corrupted density, true density) pairs drawn with ``rng``."""
+        idx, f, amp, keep = self.structure_factors(rng)
+        bsz, m = amp.shape
+        a = np.deg2rad(rng.uniform(*self.error_deg, size=(bsz, 1)))
+        error = torch.as_tensor(a * rng.uniform(-1, 1, size=(bsz, m)), dtype=amp.dtype, device=amp.device)
+        shown = keep & torch.as_tensor(rng.random((bsz, m)) >= rng.uniform(0, self.floating, size=(bsz, 1)))
+        f_in = torch.polar(amp * shown, torch.angle(f) + error)  # (B, M)
+        inp = density_from_f(f_in, self.hkl, self.cell, self.shape)  # (B, X, Y, Z)
+        tgt = density_from_f(f, self.hkl, self.cell, self.shape)
+        sigma = inp.flatten(1).std(-1).clamp_min(1e-12)[:, None, None, None]
+        return {
+            "input": (inp / sigma)[:, None].to(torch.float32),  # (B, 1, X, Y, Z) in units of the input's r.m.s.
+            "target": (tgt / sigma)[:, None].to(torch.float32),
+            "index": torch.as_tensor(idx),
+        }
+
+    def fixed(self, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` pairs drawn once with ``seed`` (a validation set that stays the same across epochs and runs)."""
+        rng, pairs = np.random.default_rng([seed, 1]), []
+        while len(pairs) < n:
+            item = self.batch(rng)
+            pairs += list(zip(item["input"], item["target"], strict=True))
+        return pairs[:n]
 
 
 def open_split(path: str | Path, split: str = "train", normalise: bool = True) -> StoredDataset:

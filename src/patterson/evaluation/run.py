@@ -516,7 +516,7 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict:
     norm = load_checkpoint(checkpoint).get("normalisation")
     if norm:  # the maps scaled as the network saw them in training, not by this dataset's own constants
         datasets = [StoredDataset(config.data, ds.split, normalise=norm) for ds in datasets]
-    model = load_model(checkpoint, map_location=device).to(device)
+    model = load_model(checkpoint, map_location=device, task="density").to(device)
     d_min = float(datasets[0].config.d_min)
     total = sum(len(ds) for ds in datasets) if config.limit is None else min(config.limit, sum(map(len, datasets)))
     method = config.method or Path(checkpoint).stem

@@ -11,6 +11,7 @@ Tensors are shaped (B, C, X, Y, Z). Typical use::
 from patterson.models.blocks import ConvBNReLU, DoubleConv, ResidualBlock, SqueezeExcitation3d
 from patterson.models.configs import (
     CONFIG_CLASSES,
+    DensityModifierConfig,
     HurwitzCNNConfig,
     MLPConfig,
     ModelConfig,
@@ -26,7 +27,7 @@ from patterson.models.losses import (
     pearson_cc,
     periodic_inversion,
 )
-from patterson.models.nets import MLP, HurwitzCNN, PattersonModel, PattersonUNet, UNet3D
+from patterson.models.nets import MLP, DensityModifier, HurwitzCNN, PattersonModel, PattersonUNet, UNet3D
 from patterson.models.registry import (
     MODEL_CONFIGS,
     build_model,
@@ -40,6 +41,8 @@ __all__ = [
     "MLP",
     "MODEL_CONFIGS",
     "ConvBNReLU",
+    "DensityModifier",
+    "DensityModifierConfig",
     "DoubleConv",
     "HurwitzCNN",
     "HurwitzCNNConfig",

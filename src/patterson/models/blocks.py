@@ -56,6 +56,20 @@ class ResidualBlock(nn.Module):
         return torch.relu(h + x)
 
 
+class DilatedBlock(nn.Module):
+    """conv(dilation d) ReLU conv(dilation d) + identity skip -> ReLU, circular padding, no normalisation (the
+    maps it sees are already in σ units); constant channels and grid."""
+
+    def __init__(self, channels: int, kernel: int, dilation: int) -> None:
+        super().__init__()
+        pad = dilation * (kernel // 2)
+        self.conv1 = nn.Conv3d(channels, channels, kernel, padding=pad, dilation=dilation, padding_mode="circular")
+        self.conv2 = nn.Conv3d(channels, channels, kernel, padding=pad, dilation=dilation, padding_mode="circular")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.conv2(torch.relu(self.conv1(x))))  # (B, C, X, Y, Z)
+
+
 class DoubleConv(nn.Sequential):
     """Two same-padded convs with optional BatchNorm and ReLU: the unit of a standard U-Net level."""
 

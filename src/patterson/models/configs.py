@@ -251,8 +251,46 @@ class HurwitzCNNConfig(ModelConfig):
         _require_choice(self, "padding_mode", PADDING_MODES)
 
 
+@dataclass(frozen=True)
+class DensityModifierConfig(ModelConfig):
+    """The learned real-space step of the phasing loop: a density with partly wrong phases -> a better density.
+
+    Full-resolution residual blocks of dilated circular convolutions (no pooling, so the network commutes with every
+    grid translation) and a global skip: the network predicts a correction to its input. Maps are in units of the
+    input's own r.m.s. (see :class:`~patterson.models.nets.DensityModifier`), so no dataset constant is needed.
+
+    Attributes
+    ----------
+    channels : int
+        Channels of every hidden conv.
+    n_blocks : int
+        Residual blocks, each two convs of one dilation; the dilations cycle through ``dilations``.
+    kernel : int
+        Odd cubic kernel size.
+    dilations : tuple[int, ...]
+        Dilation of each block in turn (1, 2, 4: a receptive field of 29 voxels with 4 blocks of 3³ kernels).
+    """
+
+    ARCH: ClassVar[str] = "density-modifier"
+
+    arch: str = "density-modifier"
+    output_activation: str = "none"
+    channels: int = 16
+    n_blocks: int = 4
+    kernel: int = 3
+    dilations: tuple[int, ...] = (1, 2, 4)
+
+    def _validate(self) -> None:
+        _require_int(self, "channels")
+        _require_int(self, "n_blocks")
+        _require_odd_kernel(self, "kernel")
+        _as_int_tuple(self, "dilations")
+        if self.in_channels != self.out_channels:
+            raise PattersonError("DensityModifierConfig needs in_channels == out_channels (it corrects its input)")
+
+
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
-    cls.ARCH: cls for cls in (PattersonUNetConfig, UNet3DConfig, MLPConfig, HurwitzCNNConfig)
+    cls.ARCH: cls for cls in (PattersonUNetConfig, UNet3DConfig, MLPConfig, HurwitzCNNConfig, DensityModifierConfig)
 }
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from patterson.errors import PattersonError
 from patterson.models.blocks import (
     ConvBNReLU,
+    DilatedBlock,
     DoubleConv,
     Down,
     ResidualBlock,
@@ -18,6 +19,7 @@ from patterson.models.blocks import (
     output_activation,
 )
 from patterson.models.configs import (
+    DensityModifierConfig,
     HurwitzCNNConfig,
     MLPConfig,
     ModelConfig,
@@ -237,9 +239,49 @@ class HurwitzCNN(PattersonModel):
         return self.act(self.net(x))  # (B, in, X, Y, Z) -> (B, out, X, Y, Z)
 
 
+class DensityModifier(PattersonModel):
+    """The learned real-space step D of the phasing loop (density modification by a network).
+
+    scale:   ρ → (ρ − mean ρ) / rms(ρ − mean ρ) per map     (the network sees and returns maps in σ units)
+    learn:   conv(in → C) ReLU, n_blocks × [dilated conv ReLU dilated conv + skip, ReLU], conv(C → out)
+    correct: output = input + correction, scaled back by the same σ and mean
+
+    Circular padding and no pooling: shifting the input on the grid shifts the output the same way, so the loss
+    needs no origin search, and the absolute scale of the amplitudes (arbitrary for measured data) does not matter.
+    """
+
+    def __init__(self, config: DensityModifierConfig) -> None:
+        super().__init__(config)
+        cfg = config
+        self.stem = nn.Conv3d(
+            cfg.in_channels, cfg.channels, cfg.kernel, padding=cfg.kernel // 2, padding_mode="circular"
+        )
+        dilations = [cfg.dilations[i % len(cfg.dilations)] for i in range(cfg.n_blocks)]
+        self.blocks = nn.Sequential(*(DilatedBlock(cfg.channels, cfg.kernel, d) for d in dilations))
+        self.head = nn.Conv3d(
+            cfg.channels, cfg.out_channels, cfg.kernel, padding=cfg.kernel // 2, padding_mode="circular"
+        )
+        nn.init.zeros_(self.head.weight)  # starts as the identity map: D(ρ) = ρ
+        nn.init.zeros_(self.head.bias)
+
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """Any grid larger than the widest circular padding."""
+        g = _grid3(grid)
+        _check_circular(g, (self.config.kernel // 2) * 2 * max(self.config.dilations) + 1, "dilated convolutions")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        mean = x.mean(dim=(2, 3, 4), keepdim=True)  # (B, C, 1, 1, 1)
+        sigma = (x - mean).square().mean(dim=(2, 3, 4), keepdim=True).sqrt().clamp_min(1e-12)
+        h = (x - mean) / sigma  # (B, C, X, Y, Z) in σ units
+        h = h + self.head(self.blocks(torch.relu(self.stem(h))))  # (B, C, X, Y, Z)
+        return h * sigma + mean
+
+
 MODEL_CLASSES: dict[str, type[PattersonModel]] = {
     PattersonUNetConfig.ARCH: PattersonUNet,
     UNet3DConfig.ARCH: UNet3D,
     MLPConfig.ARCH: MLP,
     HurwitzCNNConfig.ARCH: HurwitzCNN,
+    DensityModifierConfig.ARCH: DensityModifier,
 }

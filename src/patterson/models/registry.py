@@ -12,6 +12,7 @@ from torch import nn
 
 from patterson.errors import PattersonError
 from patterson.models.configs import (
+    DensityModifierConfig,
     HurwitzCNNConfig,
     MLPConfig,
     ModelConfig,
@@ -38,6 +39,8 @@ MODEL_CONFIGS: Mapping[str, ModelConfig] = MappingProxyType(
         "unet3d": UNet3DConfig(),
         "mlp": MLPConfig(),
         "hurwitz-cnn": HurwitzCNNConfig(),
+        # the learned real-space step of the phasing loop (``patterson evaluate --method learned``)
+        "density-modifier": DensityModifierConfig(),
     }
 )
 

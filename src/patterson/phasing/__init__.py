@@ -3,12 +3,15 @@ their scoring on the same footing as the networks.
 
 - :mod:`patterson.phasing.validation` — the free set, R-work / R-free, their random-phase reference, the verdict.
 - :mod:`patterson.phasing.methods` — charge flipping, HIO with shrink-wrap, the hybrid (:func:`refine_density`).
+- :mod:`patterson.phasing.learned` — the phasing loop with a real-space step inside: a trained
+  density-modification network (``learned``) or the non-learned control (``histogram``).
 - :mod:`patterson.phasing.evaluate` — ``patterson evaluate --method`` and the side-by-side comparison of methods.
 """
 
 from patterson.phasing.evaluate import (
     COMPARE_METHODS,
     EVAL_METHODS,
+    LOOP_METHODS,
     MethodRun,
     PhasingEvalConfig,
     SplitMaps,
@@ -16,12 +19,14 @@ from patterson.phasing.evaluate import (
     compare_methods,
     config_for_test_split,
     evaluate_method,
+    learned_step,
     load_split,
     make_test_split,
     method_summary,
     network_density,
     phase_maps,
 )
+from patterson.phasing.learned import HistogramStep, NetworkStep, learned, load_step, start_error_phases
 from patterson.phasing.methods import (
     METHODS,
     PhasingResult,
@@ -59,7 +64,14 @@ __all__ = [
     "held_out",
     "verdict",
     "EVAL_METHODS",
+    "LOOP_METHODS",
     "METHODS",
+    "HistogramStep",
+    "NetworkStep",
+    "learned",
+    "learned_step",
+    "load_step",
+    "start_error_phases",
     "MethodRun",
     "PhasingEvalConfig",
     "PhasingResult",

@@ -23,6 +23,7 @@ from patterson.errors import PattersonError
 from patterson.evaluation import PairScores, evaluate_predictions, finest_d_min, random_phase_maps, score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
 from patterson.maps import check_writable_folder, f_from_density, patterson_from_f
+from patterson.phasing.learned import TASK, learned, load_step
 from patterson.phasing.methods import (
     METHODS,
     hio,
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 
 # --- scoring methods on a stored dataset -------------------------------------------------------------------------
 
-EVAL_METHODS = ("model", "hybrid", *METHODS)
+LOOP_METHODS = ("learned", "histogram")  # the loop with a real-space step: a trained network, or the control
+EVAL_METHODS = ("model", "hybrid", *LOOP_METHODS, *METHODS)
 
 
 def amplitudes_from_patterson(patterson: torch.Tensor, hkl: np.ndarray, cell: Cell) -> torch.Tensor:
@@ -69,12 +71,31 @@ def network_density(model: torch.nn.Module, patterson: torch.Tensor, norm: dict)
     return pred.to(device=patterson.device, dtype=torch.float64) * float(norm["target"])
 
 
+def learned_step(checkpoint: str | None, data: dict, device="cpu", weights_dir=None):
+    """The real-space step for ``--method learned``: ``checkpoint`` (a path or shipped name; default: the shipped
+    density-modification network that suits ``data``, a dataset config dict), loaded as a
+    :class:`~patterson.phasing.learned.NetworkStep`. One-line errors for a checkpoint of another kind or none."""
+    from patterson.training import find_checkpoint
+
+    path = find_checkpoint(checkpoint or "pretrained", weights_dir, data=data, task=TASK)
+    if path is None:
+        raise PattersonError(
+            "no density-modification network is shipped with this version: train one with "
+            "`patterson train --config recipes/density-modifier.toml --data DS --out RUN` and give "
+            "--checkpoint RUN/checkpoints/best.pt"
+        )
+    return load_step(path, device)
+
+
 @dataclass(frozen=True)
 class PhasingEvalConfig:
     """``patterson evaluate --method``: phase one split of a stored dataset and score it.
 
-    ``method`` is ``model`` (the network alone), ``charge-flip``, ``hio``, ``raar``, ``rrr`` or ``hybrid`` (the
-    network's density refined by ``refine`` against the amplitudes); model and hybrid need ``checkpoint``. The
+    ``method`` is ``model`` (the network alone), ``charge-flip``, ``hio``, ``raar``, ``rrr``, ``hybrid`` (the
+    network's density refined by ``refine`` against the amplitudes), ``learned`` (the phasing loop with a trained
+    density-modification network inside, :func:`~patterson.phasing.learned.learned`) or ``histogram`` (the same loop
+    with the non-learned control step); model and hybrid need ``checkpoint``, learned takes the shipped
+    density-modification network when none is given. The
     amplitudes come from the stored Patterson maps, so the dataset's noise and missing reflections are what the
     methods see. F(000) is the electron count of the known cell contents, as for real data with a known
     composition. ``n_iter`` and
@@ -143,15 +164,15 @@ def evaluate_method(config: PhasingEvalConfig) -> dict:
     ds = StoredDataset(config.data, config.split, normalise=False)
     if len(ds) == 0:
         raise PattersonError(f"{config.data}: the {config.split} split holds no examples")
-    model = None
+    model, norm = None, ds.norm
     if config.method in ("model", "hybrid"):
         checkpoint = find_checkpoint(config.checkpoint, data=dataclasses.asdict(ds.config))
         if checkpoint is None:
             raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
-        model = load_model(checkpoint, map_location=device).to(device)
+        model = load_model(checkpoint, map_location=device, task="density").to(device)
         norm = load_checkpoint(checkpoint).get("normalisation") or ds.norm  # the constants it was trained with
-    else:
-        norm = ds.norm
+    elif config.method == "learned":
+        model = learned_step(config.checkpoint, dataclasses.asdict(ds.config), device)
     d_min = float(ds.config.d_min)
     count = len(ds) if config.limit is None else min(len(ds), config.limit)
 
@@ -163,6 +184,8 @@ def evaluate_method(config: PhasingEvalConfig) -> dict:
     name = config.name or config.method
     if config.method == "hybrid" and not config.name:
         name = f"hybrid ({Path(config.checkpoint).stem} + {config.refine})"
+    if config.method == "histogram" and not config.name:
+        name = "histogram (control loop)"
     return evaluate_predictions(
         batches(),
         config.out,
@@ -307,14 +330,21 @@ def phase_maps(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, CrossValidation | None]:
     """One method's maps (B, X, Y, Z) of ``data``'s structures and their cross-validation: ``model`` (the network
-    alone, on the Patterson of the work set), ``hybrid`` (its density refined by ``refine``), ``charge-flip``,
-    ``hio`` or ``chance`` (random phases from ``generator``, with the true amplitudes: no cross-validation, None).
-    ``n_iter`` and ``n_starts`` set the classical runs (None: their defaults; the hybrid has one start). The free
-    set of ``data`` is never imposed and never seen by the network."""
+    alone, on the Patterson of the work set), ``hybrid`` (its density refined by ``refine``), ``learned`` (the loop
+    with ``model``, a real-space step such as :class:`~patterson.phasing.learned.NetworkStep`, inside), ``histogram``
+    (the loop with the control step), ``charge-flip``, ``hio``, ``raar``, ``rrr`` or ``chance`` (random phases from
+    ``generator``, with the true amplitudes: no cross-validation, None). ``n_iter`` and ``n_starts`` set the runs
+    (None: their defaults; the hybrid has one start). The free set of ``data`` is never imposed and never seen by
+    the network."""
     if method == "chance":
         gen = generator or torch.Generator().manual_seed(seed)
         return random_phase_maps(data.truth, data.cell, data.d_min, gen), None
     held = {"observed": data.measured, "free": data.free, "seed": seed, "progress": progress}
+    if method in LOOP_METHODS:
+        options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
+        step = model if method == "learned" else "histogram"
+        res = learned(data.f_obs, data.hkl, data.cell, data.shape, step, f000=data.f000, **held, **options)
+        return res.rho, res.validation
     if method in ("model", "hybrid"):
         start = network_density(model, data.work_patterson(), norm)
         if method == "model":
@@ -386,6 +416,7 @@ def compare_methods(
     batch_size: int = 32,
     progress: bool = False,
     desc: str = "",
+    step=None,
 ) -> dict[str, MethodRun]:
     """Phase the same structures with several methods and score every map as ``patterson evaluate`` does.
 
@@ -393,26 +424,31 @@ def compare_methods(
     ----------
     data : the structures (:func:`load_split`).
     methods : any of ``model`` (the network alone), ``hybrid`` (the network's density refined by ``refine``),
-        ``charge-flip``, ``hio`` and ``chance`` (random phases with the true amplitudes); model and hybrid need
-        ``model`` and ``norm`` (the training data's normalisation constants, see :func:`network_density`).
+        ``learned`` (the phasing loop with ``step`` inside), ``histogram`` (the loop with the control step),
+        ``charge-flip``, ``hio``, ``raar``, ``rrr`` and ``chance`` (random phases with the true amplitudes); model
+        and hybrid need ``model`` and ``norm`` (the training data's normalisation constants, see
+        :func:`network_density`).
     n_iter, n_starts : iterations and random starts of the classical runs (None: each method's defaults; the
         hybrid has one start).
     seed : random starts and the chance level's phases.
     batch_size : structures phased together as one tensor batch (memory grows with it, and with the starts).
     progress : a tqdm bar per method (``desc`` prefixes its label).
+    step : the real-space step of ``learned`` (:func:`learned_step`).
 
     Returns
     -------
     {method: MethodRun} in the order of ``methods``. Timings exclude first-call costs (a short warm-up runs first);
     the hybrid's include its network pass.
     """
-    known = ("model", "hybrid", *METHODS, "chance")
+    known = ("model", "hybrid", *LOOP_METHODS, *METHODS, "chance")
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise PattersonError(f"unknown method {unknown[0]!r} (choose from {', '.join(known)})")
     uses_network = any(m in ("model", "hybrid") for m in methods)
     if uses_network and (model is None or norm is None):
         raise PattersonError("the model and hybrid methods need a network and its normalisation constants")
+    if "learned" in methods and step is None:
+        raise PattersonError("the learned method needs a real-space step (a density-modification network)")
     if refine not in METHODS:
         raise PattersonError(f"unknown refinement {refine!r} (choose from {', '.join(METHODS)})")
     if batch_size < 1:
@@ -424,7 +460,7 @@ def compare_methods(
     runs: dict[str, MethodRun] = {}
     for method in methods:
         bar = None
-        if progress and method in ("hybrid", *METHODS):
+        if progress and method in ("hybrid", *LOOP_METHODS, *METHODS):
             from tqdm import tqdm
 
             bar = tqdm(total=1, unit="it", desc=f"{desc}{method}", leave=False)
@@ -438,7 +474,8 @@ def compare_methods(
                     bar.update(k * total + it - bar.n)
 
             t = time.perf_counter()
-            rho, check = phase_maps(method, data.take(c), model, norm, refine, n_iter, n_starts, seed, tick, gen)
+            net = step if method == "learned" else model
+            rho, check = phase_maps(method, data.take(c), net, norm, refine, n_iter, n_starts, seed, tick, gen)
             seconds += time.perf_counter() - t
             parts.append(rho)
             checks.append(check)

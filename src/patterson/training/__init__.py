@@ -18,6 +18,7 @@ from patterson.training.checkpoint import (
     pick_pretrained,
     restore_rng,
     save_checkpoint,
+    task_of,
     trained_on,
 )
 from patterson.training.config import TrainConfig, apply_overrides, load_config, parse_value
@@ -40,6 +41,7 @@ __all__ = [
     "export_weights",
     "find_checkpoint",
     "pick_pretrained",
+    "task_of",
     "trained_on",
     "DistEnv",
     "LRFindResult",

@@ -124,9 +124,31 @@ def load_weights(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]
         raise PattersonError(f"{path}: checkpoint weights do not fit the model ({first})") from None
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PattersonModel:
-    """Rebuild a trained network from a checkpoint, weights loaded, in eval mode."""
+def task_of(state: Mapping[str, Any]) -> str:
+    """What a checkpoint's network does: its training task (``density``: Patterson → density, the default of
+    checkpoints older than the field; ``density-modification``: the learned step of the phasing loop)."""
+    return str((state.get("train_config") or {}).get("task", "density"))
+
+
+TASK_NAMES = {"density": "a Patterson → density network", "density-modification": "a density-modification network"}
+
+
+def check_task(path: str | Path, state: Mapping[str, Any], task: str) -> None:
+    """Raise a one-line PattersonError unless the checkpoint's network was trained for ``task``."""
+    have = task_of(state)
+    if have != task:
+        raise PattersonError(
+            f"{path}: {TASK_NAMES.get(have, repr(have))} (task {have!r}); this needs {TASK_NAMES.get(task, task)} "
+            f"(task {task!r})"
+        )
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", task: str | None = None) -> PattersonModel:
+    """Rebuild a trained network from a checkpoint, weights loaded, in eval mode; with ``task``, a checkpoint
+    trained for another task is a one-line PattersonError."""
     state = load_checkpoint(path, map_location)
+    if task is not None:
+        check_task(path, state, task)
     try:
         model = model_from_config(state["model_config"])
     except (TypeError, ValueError) as exc:
@@ -179,16 +201,21 @@ def _mismatch(trained: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[floa
     return (preset, packing, d_min)
 
 
-def _shipped(weights_dir: str | Path | None) -> list[Path]:
-    """The shipped weights files (``WEIGHTS_DIR`` unless another folder is given), sorted."""
+def _shipped(weights_dir: str | Path | None, task: str | None = None) -> list[Path]:
+    """The shipped weights files (``WEIGHTS_DIR`` unless another folder is given), sorted; only those trained for
+    ``task`` when one is given."""
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    return sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    files = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    return [p for p in files if task is None or task_of(load_checkpoint(p)) == task]
 
 
-def pick_pretrained(data: Mapping[str, Any], weights_dir: str | Path | None = None) -> Path | None:
-    """The shipped weights that fit ``data`` best: the same preset, else the same packing (``pack_volume`` set or
-    not: a molecule alone in its cell or a packed crystal), then the nearest d_min. None when nothing is shipped."""
-    shipped = _shipped(weights_dir)
+def pick_pretrained(
+    data: Mapping[str, Any], weights_dir: str | Path | None = None, task: str = "density"
+) -> Path | None:
+    """The shipped ``task`` weights that fit ``data`` best: the same preset, else the same packing (``pack_volume``
+    set or not: a molecule alone in its cell or a packed crystal), then the nearest d_min. None when nothing is
+    shipped."""
+    shipped = _shipped(weights_dir, task)
     if not shipped:
         return None
     scored = [(_mismatch(trained_on(load_checkpoint(p)), data), p.name, p) for p in shipped]
@@ -196,12 +223,20 @@ def pick_pretrained(data: Mapping[str, Any], weights_dir: str | Path | None = No
 
 
 def find_checkpoint(
-    name: str = "pretrained", weights_dir: str | Path | None = None, data: Mapping[str, Any] | None = None
+    name: str = "pretrained",
+    weights_dir: str | Path | None = None,
+    data: Mapping[str, Any] | None = None,
+    task: str = "density",
 ) -> Path | None:
     """Where the weights for ``name`` are: a file path, a shipped ``weights/NAME.pt``, or for ``pretrained`` the
-    shipped weights that suit ``data`` (a dataset config dict, or hints such as ``{"d_min": 2.0, "pack_volume":
-    35}``; see :func:`pick_pretrained`), else ``pretrained.pt`` or the only shipped file. Returns None when
+    shipped ``task`` weights that suit ``data`` (a dataset config dict, or hints such as ``{"d_min": 2.0,
+    "pack_volume": 35}``; see :func:`pick_pretrained`), else the only shipped file of that task. Returns None when
     ``pretrained`` finds no shipped weights; raises PattersonError for a NAME or PATH that does not exist."""
+    if name == "pretrained":
+        shipped = _shipped(weights_dir, task)
+        if data:
+            return pick_pretrained(data, weights_dir, task)
+        return shipped[0] if len(shipped) == 1 else None
     shipped = _shipped(weights_dir)
     path = Path(name)
     if path.suffix == ".pt" or os.sep in name or path.is_file():
@@ -211,9 +246,5 @@ def find_checkpoint(
     match = [p for p in shipped if p.stem == name]
     if match:
         return match[0]
-    if name == "pretrained":
-        if data:
-            return pick_pretrained(data, weights_dir)
-        return shipped[0] if len(shipped) == 1 else None
     known = ", ".join(p.stem for p in shipped) or "none shipped"
     raise PattersonError(f"no checkpoint named {name!r} (shipped: {known}); give a file path or 'pretrained'")

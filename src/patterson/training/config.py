@@ -17,6 +17,7 @@ OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("paper", "onecycle", "constant")
 LOSSES = ("paper", "invariant")
 DEVICES = ("auto", "cpu", "cuda")
+TASKS = ("density", "density-modification")  # Patterson → density; density with wrong phases → density
 BEST_METRICS = ("val_loss", "val_cc_mean", "val_cc_median", "val_cc_aligned_mean", "val_cc_aligned_median")
 
 
@@ -35,6 +36,11 @@ class TrainConfig:
         Fields of the preset's config to change (``--set model.c1=8``).
     data : str
         Dataset folder or data spec (see :func:`patterson.training.open_data`); recorded in checkpoints.
+    task : str
+        ``density`` (a Patterson map → the density: the paper's task) or ``density-modification`` (a density with
+        partly wrong phases → the true density: the learned step of the phasing loop, trained on pairs made on the
+        fly from a stored dataset's atoms, see :class:`patterson.datasets.PhaseErrorMaps`). Stored in checkpoints,
+        so that every command can tell the two kinds of network apart.
     on_the_fly : bool
         Remake the training maps from the stored atoms each time, with augmentation (random rotation and B).
     epochs : int
@@ -95,6 +101,7 @@ class TrainConfig:
     model: str = "patterson-unet"
     model_options: dict[str, Any] = field(default_factory=dict)
     data: str = ""
+    task: str = "density"
     on_the_fly: bool = False
     epochs: int = 10
     batch_size: int = 8
@@ -140,6 +147,7 @@ class TrainConfig:
             ("schedule", SCHEDULES),
             ("loss", LOSSES),
             ("device", DEVICES),
+            ("task", TASKS),
             ("best_metric", BEST_METRICS),
         ):
             if getattr(self, name) not in choices:

@@ -304,15 +304,25 @@ def _number(key: str, value: str, kind: type) -> Any:
         raise PattersonError(f"random data key {key!r} needs a {kind.__name__}, got {value!r}") from None
 
 
+N_VAL_PAIRS = 64  # validation pairs of the density-modification task (drawn once from the validation split)
+
+
 def open_data(
-    spec: str, train_split: str = "train", val_split: str = "val", on_the_fly: bool = False, seed: int = 0
+    spec: str,
+    train_split: str = "train",
+    val_split: str = "val",
+    on_the_fly: bool = False,
+    seed: int = 0,
+    task: str = "density",
 ) -> tuple[Any, Any]:
     """Open training and validation data named by a string.
 
     ``random:KEY=VALUE,...`` makes random-atom maps (see :func:`parse_random_spec`); anything else is a dataset
     folder opened with :mod:`patterson.datasets` (its ``train``/``val`` splits). With ``on_the_fly`` the training
     maps are remade each time from the stored atoms with augmentation (``patterson.datasets.OnTheFlyMaps`` with
-    its default random rotation and B-factors); validation stays on the stored maps.
+    its default random rotation and B-factors); validation stays on the stored maps. ``task="density-modification"``
+    needs a stored dataset: the training pairs (density with wrong phases, true density) are made on the fly from
+    its atoms (:class:`patterson.datasets.PhaseErrorMaps`), the validation pairs once from its validation split.
 
     Returns
     -------
@@ -322,10 +332,14 @@ def open_data(
     if not spec:
         raise PattersonError("no training data given (--data DS)")
     if spec.startswith("random:") or spec == "random":
+        if task != "density":
+            raise PattersonError(f"the {task} task needs a stored dataset, not random: data")
         rspec, n_val = parse_random_spec(spec)
         if on_the_fly:
             raise PattersonError("on_the_fly needs a stored dataset, not random: data")
         return random_atom_splits(rspec, n_val)
+    if task == "density-modification":
+        return _phase_error_pairs(spec, train_split, val_split, seed)
     train, val = _open_stored(spec, train_split, val_split)
     if on_the_fly:
         from patterson.datasets import OnTheFlyMaps
@@ -342,6 +356,20 @@ def _open_stored(path: str, train_split: str, val_split: str) -> tuple[Any, Any]
     train = open_split(path, train_split)
     try:
         val = open_split(path, val_split)
+    except PattersonError as exc:
+        log.warning("no validation split %r in %s (%s); training without validation", val_split, path, exc)
+        val = None
+    return train, val
+
+
+def _phase_error_pairs(path: str, train_split: str, val_split: str, seed: int) -> tuple[Any, Any]:
+    try:
+        from patterson.datasets import PhaseErrorMaps
+    except ImportError as exc:
+        raise PattersonError(f"{path}: stored datasets need patterson.datasets and h5py ({exc})") from None
+    train = PhaseErrorMaps(path, train_split, seed=seed)
+    try:
+        val = PhaseErrorMaps(path, val_split).fixed(N_VAL_PAIRS, seed=seed)
     except PattersonError as exc:
         log.warning("no validation split %r in %s (%s); training without validation", val_split, path, exc)
         val = None

@@ -538,7 +538,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, data: Any 
         if data is not None:
             train_data, val_data = _split_data(data)
         else:
-            train_data, val_data = open_data(config.data, on_the_fly=config.on_the_fly, seed=config.seed)
+            train_data, val_data = open_data(
+                config.data, on_the_fly=config.on_the_fly, seed=config.seed, task=config.task
+            )
         return Trainer(config, train_data, val_data, out=out, resume=resume, env=env).fit()
     finally:
         teardown_distributed(env)

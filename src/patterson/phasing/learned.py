@@ -1,0 +1,229 @@
+"""Learned phasing: a real-space step inside the phasing loop (density modification by a network).
+
+The loop alternates two steps from many random starts, batched:
+
+    ρ' = ρ + λ (D(ρ) − ρ)           the real-space step D, relaxed by λ
+    ρ  = P_M ρ'                     the observed amplitudes of the work set with the phases of ρ'; the free set and
+                                    the unmeasured reflections keep what ρ' gives them (they float)
+
+and a short finish: error reduction with positivity and F(000) (no support: HIO's shrink-wrap support, made for a
+molecule in an empty cell, takes even the true phases of a packed cell to 60–70° error), the best start chosen by
+R-free. D is either
+
+- :class:`NetworkStep` — a trained :class:`~patterson.models.DensityModifier` (``patterson train`` with
+  ``task = "density-modification"``), which has learned what a peptide density looks like at this resolution; or
+- :class:`HistogramStep` — the non-learned control in the same loop: positivity, a Gaussian blur and histogram
+  matching to the density of random atoms with the Wilson atom count and B of the data (no training).
+
+Both see and return maps without F(000) (mean zero); the network works in units of its input's r.m.s., so the
+scale of the amplitudes does not matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from patterson.cells import Cell
+from patterson.errors import PattersonError
+from patterson.maps import density_from_f, f_from_density
+from patterson.phasing.methods import (
+    PhasingResult,
+    _observed,
+    _result,
+    _starts,
+    _with_000,
+    check_amplitudes,
+    gaussian_blur,
+    held_out,
+    positivity_polish,
+    wilson_estimate,
+)
+from patterson.phasing.validation import FREE_FRACTION
+from patterson.physics import AtomBatch, structure_factors
+
+log = logging.getLogger(__name__)
+
+TASK = "density-modification"  # the training task of a network that can be a real-space step
+SCHEMES = ("relaxed", "rrr")
+RealSpaceStep = Callable[[torch.Tensor], torch.Tensor]  # (N, X, Y, Z) mean-zero maps → the same
+
+
+class NetworkStep:
+    """A trained density-modification network as the loop's real-space step.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A network mapping (N, 1, X, Y, Z) to (N, 1, X, Y, Z) (a :class:`~patterson.models.DensityModifier`).
+    batch_size : int
+        Maps per forward pass (memory).
+    """
+
+    def __init__(self, model: torch.nn.Module, batch_size: int = 64) -> None:
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+
+    def __call__(self, rho: torch.Tensor) -> torch.Tensor:
+        out = []
+        with torch.no_grad():
+            for part in torch.split(rho, self.batch_size):
+                x = part.to(device=self.device, dtype=torch.float32)[:, None]  # (n, 1, X, Y, Z)
+                out.append(self.model(x)[:, 0].to(device=rho.device, dtype=rho.dtype))
+        return torch.cat(out)
+
+
+def load_step(path: str | Path, device: str | torch.device = "cpu") -> NetworkStep:
+    """The real-space step stored in a checkpoint; a checkpoint of another kind (a Patterson → density network) is
+    a one-line PattersonError naming the kind needed."""
+    from patterson.training import load_model
+
+    return NetworkStep(load_model(path, map_location=device, task=TASK).to(device))
+
+
+class HistogramStep:
+    """The non-learned control: positivity, a Gaussian blur and histogram matching.
+
+    The density is made non-negative (with F(000) from the atom count), blurred by ``sigma`` Å, and its values are
+    replaced rank for rank by those of a reference: the density of ``n_atoms`` random carbon atoms with B
+    ``b_iso`` in the same cell, at the same resolution (``hkl``), so that the map gets the histogram of an atomic
+    structure with this many atoms. One reference per structure in the batch, repeated over its starts.
+    """
+
+    def __init__(
+        self, hkl: np.ndarray, cell: Cell, shape, n_atoms: torch.Tensor, b_iso: torch.Tensor, sigma: float = 0.3
+    ) -> None:
+        self.cell, self.sigma = cell, sigma
+        gen = np.random.default_rng(0)
+        counts = [max(1, int(round(float(n)))) for n in n_atoms]
+        top = max(counts)
+        frac = torch.as_tensor(gen.random((len(counts), top, 3)))
+        occ = torch.as_tensor(np.arange(top)[None, :] < np.array(counts)[:, None], dtype=torch.float64)
+        atoms = AtomBatch(
+            frac, torch.full((len(counts), top), 6), b_iso.double()[:, None].expand(-1, top).cpu(), occ, cell
+        )
+        f = structure_factors(atoms, hkl)  # (B, M)
+        ref = density_from_f(f, hkl, cell, shape)  # (B, X, Y, Z), mean zero
+        self.reference = ref.flatten(1).sort(-1).values  # (B, N)
+        self.f000 = 6.0 * torch.as_tensor(counts, dtype=torch.float64) / cell.volume  # (B,) mean density
+
+    def __call__(self, rho: torch.Tensor) -> torch.Tensor:
+        n = rho.shape[0]
+        ref = self.reference.to(rho).repeat_interleave(n // len(self.reference), 0)  # (N, voxels)
+        mean = self.f000.to(rho).repeat_interleave(n // len(self.f000), 0)[:, None, None, None]
+        smooth = gaussian_blur((rho + mean).clamp_min(0) - mean, self.cell, self.sigma)
+        flat = smooth.flatten(1)
+        out = torch.empty_like(flat)
+        out.scatter_(1, flat.argsort(-1), ref)  # the k-th lowest voxel gets the reference's k-th lowest value
+        return out.reshape(rho.shape)
+
+
+def learned(
+    f_obs: torch.Tensor,
+    hkl: np.ndarray,
+    cell: Cell,
+    shape: tuple[int, int, int],
+    step: RealSpaceStep | str | Path,
+    f000: torch.Tensor | float | None = None,
+    n_iter: int = 40,
+    n_starts: int = 4,
+    relax: float = 1.0,
+    scheme: str = "relaxed",
+    n_finish: int = 20,
+    phi_start: torch.Tensor | None = None,
+    observed: torch.Tensor | None = None,
+    free: torch.Tensor | None = None,
+    free_fraction: float = FREE_FRACTION,
+    select: str = "r_free",
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> PhasingResult:
+    """Phase with a real-space step D inside the loop: ρ ← P_M(ρ + λ(D(ρ) − ρ)), then a positivity finish.
+
+    Parameters
+    ----------
+    f_obs : (B, M) observed amplitudes on the Friedel half ``hkl``.
+    cell, shape : the cell and the grid (X, Y, Z); a network step needs the grid it was trained on.
+    step : the real-space step: a callable on (N, X, Y, Z) maps (:class:`NetworkStep`, :class:`HistogramStep`),
+        ``"histogram"`` for the control, or a checkpoint path of a density-modification network.
+    f000 : electron count per cell for the finish (Wilson estimate from the work set when None).
+    n_iter : loop iterations per start; relax : λ in (0, 1].
+    scheme : ``relaxed`` (ρ ← P_M(ρ + λ(D(ρ) − ρ))) or ``rrr`` (Elser's reflect-reflect-relax with D as the
+        real-space constraint: x ← x + λ(D(2 P_M x − x) − P_M x), the map being P_M x).
+    n_finish : cycles of error reduction with positivity after the loop (0: none).
+    n_starts, phi_start, observed, free, free_fraction, select, seed : as for :func:`~patterson.phasing.hio`; the
+        free set is never imposed, and the best start is the one with the lowest R-free.
+    """
+    t0 = time.perf_counter()
+    if scheme not in SCHEMES:
+        raise PattersonError(f"unknown loop scheme {scheme!r} (choose from {', '.join(SCHEMES)})")
+    if not 0 < relax <= 1 or n_iter < 1 or n_finish < 0:
+        raise PattersonError(f"the learned loop needs 0 < relax <= 1, n_iter >= 1, n_finish >= 0 (got {relax}, "
+                             f"{n_iter}, {n_finish})")  # fmt: skip
+    f_obs = check_amplitudes(f_obs, hkl, cell, shape)
+    measured, held = held_out(f_obs, hkl, cell, observed, free, free_fraction, seed)
+    imposed = measured & ~held
+    step = _real_space_step(step, f_obs, hkl, cell, shape, imposed)
+    phi, fo, floating, n_starts = _starts(f_obs, ~imposed, phi_start, n_starts, seed)  # (B·S, M)
+    ctype = torch.complex128 if f_obs.dtype == torch.float64 else torch.complex64
+    rho = density_from_f(torch.polar(fo * ~floating, phi).to(ctype), hkl, cell, shape)  # (B·S, X, Y, Z)
+    total = n_iter + n_finish
+    project = lambda r: density_from_f(_observed(fo, floating, f_from_density(r, hkl, cell)), hkl, cell, shape)  # noqa: E731
+    x = rho
+    for it in range(n_iter):
+        if scheme == "rrr":  # x ← x + λ (D(2 P_M x − x) − P_M x); the map is P_M x
+            rho = project(x)
+            x = x + relax * (step(2 * rho - x) - rho)
+        else:
+            x = rho = project(rho + relax * (step(rho) - rho))
+        if progress is not None:
+            progress(it + 1, total)
+    rho = project(x)
+    free_s = held.repeat_interleave(n_starts, 0)
+    if n_finish == 0:
+        f_calc = f_from_density(rho, hkl, cell)
+        return _result(rho, f_calc, fo, ~floating, free_s, hkl, cell, n_starts, select, "learned", n_iter, t0)
+    return _finish(rho, step, fo, floating, free_s, hkl, cell, f000, n_starts, n_iter, n_finish, select, t0)
+
+
+def _real_space_step(step, f_obs, hkl, cell, shape, imposed) -> RealSpaceStep:
+    """The step as a callable: ``"histogram"`` builds the control from a Wilson plot, a path loads a network."""
+    if callable(step):
+        return step
+    if step == "histogram":
+        n_atoms, b_iso = wilson_estimate(f_obs, hkl, cell, mask=imposed)
+        return HistogramStep(hkl, cell, shape, n_atoms, b_iso)
+    return load_step(step, f_obs.device)
+
+
+def _finish(rho, step, fo, floating, free_s, hkl, cell, f000, n_starts, n_iter, n_finish, select, t0):
+    """Error reduction with positivity (no support: a packed cell has no empty region to find) from each start's
+    loop map after one more step, F(000) set to the electron count; then the best start per structure by R-free."""
+    b = fo.shape[0] // n_starts
+    if f000 is None:
+        n_atoms, _ = wilson_estimate(fo, hkl, cell, mask=~floating)
+        f000 = 6.0 * n_atoms
+    else:
+        f000 = torch.as_tensor(f000, dtype=fo.dtype, device=fo.device).reshape(-1).expand(b)
+        f000 = f000.repeat_interleave(n_starts, 0)
+    hkl0 = _with_000(hkl)
+    f = f_from_density(step(rho) + (f000 / cell.volume).to(rho)[:, None, None, None], hkl0, cell)  # (B·S, 1 + M)
+    f = positivity_polish(f, fo, floating, hkl, cell, rho.shape[-3:], n_finish)
+    final = density_from_f(torch.cat([f[:, :1], _observed(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, rho.shape[-3:])
+    f_calc = f_from_density(final.clamp_min(0), hkl, cell)
+    return _result(final, f_calc, fo, ~floating, free_s, hkl, cell, n_starts, select, "learned", n_iter + n_finish, t0)
+
+
+def start_error_phases(f_true: torch.Tensor, error_deg: float, generator: torch.Generator) -> torch.Tensor:
+    """Phases (B, M) of ``f_true`` with a mean absolute error of ``error_deg`` (errors uniform in ± 2·error_deg;
+    90° gives random phases): starts for the radius-of-convergence benchmark."""
+    width = math.radians(min(180.0, 2 * error_deg))
+    noise = (torch.rand(f_true.shape, generator=generator, dtype=torch.float64) * 2 - 1) * width
+    return torch.angle(f_true) + noise.to(f_true.device)
