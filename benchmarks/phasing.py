@@ -13,7 +13,12 @@ network's held-out test entries (same seed and split fractions as its training d
 are filled where d_min is the network's own (its grid), the classical columns everywhere.
 
     python benchmarks/phasing.py [--source ../shared/data/pdb] [--n 12] [--checkpoint pretrained|CKPT]
+        [--step pretrained|CKPT] [--equal-time] [--presets ...] [--d-min ...] [--conditions ...]
         [--out benchmarks/results/phasing.json] [--table docs/phasing_table.md]
+
+With ``--step`` the learned loop (a density-modification network inside the phasing loop) and the same loop with
+the non-learned histogram step join the table, on the network's held-out test entries for its own preset; with
+``--equal-time`` HIO runs once more with as many starts as fit in the learned loop's wall time.
 
 Writes JSON and a Markdown table (kept in the docs; regenerate it with this one command).
 """
@@ -34,7 +39,7 @@ import torch
 import patterson
 from patterson.datasets import StoredDataset, build_pool, generate, make_config
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.phasing import compare_methods, config_for_test_split, load_split
+from patterson.phasing import compare_methods, config_for_test_split, learned_step, load_split
 from patterson.training import find_checkpoint, load_checkpoint, load_model, trained_on
 
 PRESETS = ("paper-2", "dense-protein")
@@ -82,18 +87,29 @@ def network_for(preset: str, checkpoint: str | None) -> tuple[object, dict | Non
     return load_model(path), state.get("normalisation"), trained, str(path)
 
 
-def run_condition(ds: StoredDataset, d_min: float, model, norm: dict | None) -> dict:
+def run_condition(ds: StoredDataset, d_min: float, model, norm: dict | None, step=None, equal_time=False) -> dict:
+    """Every method on one test split; with ``step`` also the learned loop and its histogram control, and with
+    ``equal_time`` HIO once more with as many starts as fit in the learned loop's time (``hio-equal-time``)."""
     methods = ("chance", "charge-flip", "hio", "raar", "rrr") + (("model", "hybrid") if model is not None else ())
-    runs = compare_methods(load_split(ds, d_min), methods, model=model, norm=norm)
-    return {m: run.summary() for m, run in runs.items()}
+    methods += ("learned", "histogram") if step is not None else ()
+    data = load_split(ds, d_min)
+    runs = compare_methods(data, methods, model=model, norm=norm, step=step)
+    out = {m: run.summary() for m, run in runs.items()}
+    if equal_time and step is not None:
+        ratio = out["learned"]["seconds_per_structure"] / out["hio"]["seconds_per_structure"]
+        n_starts = max(4, round(4 * ratio))
+        again = compare_methods(data, ("hio",), n_starts=n_starts)["hio"].summary()
+        out["hio-equal-time"] = again | {"n_starts": n_starts}
+    return out
 
 
 def table(results: dict) -> str:
-    order = ("charge-flip", "hio", "raar", "rrr", "model", "hybrid", "chance")
+    order = ("charge-flip", "hio", "raar", "rrr", "hio-equal-time", "histogram", "learned", "model", "hybrid", "chance")
     methods = [m for m in order if any(m in r for r in results["runs"])]
     head = "| preset | d_min (Å) | data | " + " | ".join(methods) + " |"
     lines = [
-        "Solved fraction (F-weighted phase error < 40°) · median F-weighted phase error · seconds per structure.",
+        "Solved (F-weighted phase error < 40°, count of structures) · median F-weighted phase error · seconds per "
+        "structure.",
         "",
         head,
         "|" + " --- |" * (3 + len(methods)),
@@ -106,7 +122,8 @@ def table(results: dict) -> str:
                 continue
             v = r[m]
             sec = "" if m == "chance" else f" · {v['seconds_per_structure']:.2f} s"
-            cells.append(f"{100 * v['solved_fraction']:.0f}% · {v['median_phase_error_weighted_deg']:.0f}°{sec}")
+            count = f"{v['n_solved']}/{v['n']}" if "n_solved" in v else f"{100 * v['solved_fraction']:.0f}%"
+            cells.append(f"{count} · {v['median_phase_error_weighted_deg']:.0f}°{sec}")
         lines.append(f"| {r['preset']} | {r['d_min']:.1f} | {r['condition']} | " + " | ".join(cells) + " |")
     networks = {r["preset"]: r.get("held_out_from") for r in results["runs"]}
     held = [f"`{p}`: {Path(n).name}" for p, n in networks.items() if n]
@@ -132,9 +149,13 @@ def main() -> None:
     )
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--d-min", nargs="+", type=float, default=list(D_MINS))
+    parser.add_argument("--step", default=None, help="the learned loop's network: pretrained or a checkpoint file")
+    parser.add_argument("--equal-time", action="store_true", help="HIO again with the learned loop's wall time")
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--out", default="benchmarks/results/phasing.json")
     parser.add_argument("--table", default="docs/phasing_table.md")
     args = parser.parse_args()
+    step_path = find_checkpoint(args.step, task="density-modification") if args.step else None
 
     results = {
         "benchmark": "phasing methods on paper-2 and dense-protein test structures",
@@ -142,6 +163,7 @@ def main() -> None:
         "n_per_condition": args.n,
         "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
         "checkpoint": args.checkpoint,
+        "step": str(step_path) if step_path else None,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -151,20 +173,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
             model, norm, trained, path = network_for(preset, args.checkpoint)
+            step, held = None, trained
+            if step_path is not None:  # its held-out entries for every row of its own preset
+                step_trained = trained_on(load_checkpoint(step_path))
+                step = learned_step(str(step_path), step_trained)
+                held = step_trained if step_trained.get("preset") == preset else trained
             for d_min in args.d_min:
-                for name, condition in CONDITIONS.items():
+                for name in args.conditions:
+                    condition = CONDITIONS[name]
                     folder = Path(tmp) / f"{preset}-{d_min}-{len(results['runs'])}"
-                    ds = make_split(preset, d_min, condition, args.source, args.n, folder, trained)
+                    ds = make_split(preset, d_min, condition, args.source, args.n, folder, held)
                     run = {"preset": preset, "d_min": d_min, "condition": name, "n": len(ds)}
-                    run["held_out_from"] = path  # the test entries are that network's held-out ones
+                    run["held_out_from"] = path if held is trained else str(step_path)  # its held-out entries
                     # a network works on the grid it was trained on (its d_min); elsewhere: classical rows only
                     fits = model is not None and abs(float(trained.get("d_min", 0)) - d_min) < 1e-6
                     run["network"] = path if fits else None
-                    run.update(run_condition(ds, d_min, model if fits else None, norm))
+                    run.update(run_condition(ds, d_min, model if fits else None, norm, step, args.equal_time))
                     results["runs"].append(run)
                     summary = [
                         f"{m} {100 * run[m]['solved_fraction']:.0f}%/{run[m]['median_phase_error_weighted_deg']:.0f}°"
-                        for m in ("charge-flip", "hio", "raar", "rrr", "model", "hybrid", "chance")
+                        for m in (
+                            "charge-flip",
+                            "hio",
+                            "raar",
+                            "rrr",
+                            "hio-equal-time",
+                            "learned",
+                            "histogram",
+                            "model",
+                            "hybrid",
+                            "chance",
+                        )
                         if m in run
                     ]
                     print(f"{preset:14s} {d_min:.1f} Å {name:22s} " + "  ".join(summary), flush=True)

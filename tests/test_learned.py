@@ -150,3 +150,20 @@ def test_network_step_batches():
     out = NetworkStep(model, batch_size=2)(rho)
     assert out.dtype == torch.float64 and out.shape == rho.shape
     assert torch.allclose(out, rho, atol=1e-5)
+
+
+def test_recycling_stage_trains_on_the_loops_own_iterates(dense, trained, tmp_path):
+    from patterson.training.data import RecycledPairs, open_data
+
+    train_data, _ = open_data(dense, task="density-modification", recycle_from=trained)
+    assert isinstance(train_data, RecycledPairs)
+    item = train_data.batch(np.random.default_rng(0))
+    assert item["input"].shape == item["target"].shape and torch.isfinite(item["input"]).all()
+    config = TrainConfig(
+        task="density-modification", model="density-modifier", model_options={"channels": 8, "n_blocks": 2},
+        data=dense, recycle_from=trained, init_from=trained, epochs=1, max_batches=2, batch_size=8,
+        progress=False, device="cpu",
+    )  # fmt: skip
+    train(config, tmp_path / "stage2")
+    state = load_checkpoint(tmp_path / "stage2" / "checkpoints" / "last.pt")
+    assert state["data"]["train"]["dataset"]["recycled"]["iterations"] >= 1

@@ -300,22 +300,33 @@ class PhaseErrorMaps(OnTheFlyMaps):
         self.error_deg, self.floating = tuple(float(e) for e in error_deg), float(floating)
         self.scale = {"input": 1.0, "target": 1.0}
 
-    def batch(self, rng: np.random.Generator) -> dict:
-        """One batch of (corrupted density, true density) pairs drawn with ``rng``."""
+    def corrupted(self, rng: np.random.Generator) -> dict:
+        """One batch of structures and what the loop would see of them: ``f`` (B, M) the exact structure factors,
+        ``amp`` (B, M) the measured amplitudes, ``shown`` (B, M) bool the reflections imposed (measured, not left
+        out) and ``f_in`` (B, M) the amplitudes shown with wrong phases; ``index`` (B,) the stored examples."""
         idx, f, amp, keep = self.structure_factors(rng)
         bsz, m = amp.shape
         a = np.deg2rad(rng.uniform(*self.error_deg, size=(bsz, 1)))
         error = torch.as_tensor(a * rng.uniform(-1, 1, size=(bsz, m)), dtype=amp.dtype, device=amp.device)
         shown = keep & torch.as_tensor(rng.random((bsz, m)) >= rng.uniform(0, self.floating, size=(bsz, 1)))
         f_in = torch.polar(amp * shown, torch.angle(f) + error)  # (B, M)
-        inp = density_from_f(f_in, self.hkl, self.cell, self.shape)  # (B, X, Y, Z)
+        return {"f": f, "amp": amp, "shown": shown, "f_in": f_in, "index": torch.as_tensor(idx)}
+
+    def pairs(self, rho: torch.Tensor, f: torch.Tensor, index: torch.Tensor) -> dict:
+        """The trainer's batch from input maps ``rho`` (B, X, Y, Z) and the exact ``f`` (B, M): both in units of the
+        input's r.m.s., shaped (B, 1, X, Y, Z) float32."""
         tgt = density_from_f(f, self.hkl, self.cell, self.shape)
-        sigma = inp.flatten(1).std(-1).clamp_min(1e-12)[:, None, None, None]
+        sigma = rho.flatten(1).std(-1).clamp_min(1e-12)[:, None, None, None]
         return {
-            "input": (inp / sigma)[:, None].to(torch.float32),  # (B, 1, X, Y, Z) in units of the input's r.m.s.
+            "input": (rho / sigma)[:, None].to(torch.float32),  # (B, 1, X, Y, Z) in units of the input's r.m.s.
             "target": (tgt / sigma)[:, None].to(torch.float32),
-            "index": torch.as_tensor(idx),
+            "index": index,
         }
+
+    def batch(self, rng: np.random.Generator) -> dict:
+        """One batch of (corrupted density, true density) pairs drawn with ``rng``."""
+        c = self.corrupted(rng)
+        return self.pairs(density_from_f(c["f_in"], self.hkl, self.cell, self.shape), c["f"], c["index"])
 
     def fixed(self, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``n`` pairs drawn once with ``seed`` (a validation set that stays the same across epochs and runs)."""

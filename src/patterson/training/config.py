@@ -41,6 +41,9 @@ class TrainConfig:
         partly wrong phases → the true density: the learned step of the phasing loop, trained on pairs made on the
         fly from a stored dataset's atoms, see :class:`patterson.datasets.PhaseErrorMaps`). Stored in checkpoints,
         so that every command can tell the two kinds of network apart.
+    recycle_from : str
+        For ``density-modification``: a checkpoint (path or shipped name) of an earlier density-modification
+        network whose own loop iterates become half of the training inputs (recycling; "" for none).
     on_the_fly : bool
         Remake the training maps from the stored atoms each time, with augmentation (random rotation and B).
     epochs : int
@@ -102,6 +105,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     data: str = ""
     task: str = "density"
+    recycle_from: str = ""
     on_the_fly: bool = False
     epochs: int = 10
     batch_size: int = 8

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.maps import density_from_f, patterson_from_f
+from patterson.maps import density_from_f, f_from_density, patterson_from_f
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
 
 log = logging.getLogger(__name__)
@@ -314,6 +314,7 @@ def open_data(
     on_the_fly: bool = False,
     seed: int = 0,
     task: str = "density",
+    recycle_from: str = "",
 ) -> tuple[Any, Any]:
     """Open training and validation data named by a string.
 
@@ -322,7 +323,8 @@ def open_data(
     maps are remade each time from the stored atoms with augmentation (``patterson.datasets.OnTheFlyMaps`` with
     its default random rotation and B-factors); validation stays on the stored maps. ``task="density-modification"``
     needs a stored dataset: the training pairs (density with wrong phases, true density) are made on the fly from
-    its atoms (:class:`patterson.datasets.PhaseErrorMaps`), the validation pairs once from its validation split.
+    its atoms (:class:`patterson.datasets.PhaseErrorMaps`; with ``recycle_from`` a checkpoint, half of them are
+    that network's own loop iterates, :class:`RecycledPairs`), the validation pairs once from its validation split.
 
     Returns
     -------
@@ -339,7 +341,7 @@ def open_data(
             raise PattersonError("on_the_fly needs a stored dataset, not random: data")
         return random_atom_splits(rspec, n_val)
     if task == "density-modification":
-        return _phase_error_pairs(spec, train_split, val_split, seed)
+        return _phase_error_pairs(spec, train_split, val_split, seed, recycle_from)
     train, val = _open_stored(spec, train_split, val_split)
     if on_the_fly:
         from patterson.datasets import OnTheFlyMaps
@@ -362,12 +364,69 @@ def _open_stored(path: str, train_split: str, val_split: str) -> tuple[Any, Any]
     return train, val
 
 
-def _phase_error_pairs(path: str, train_split: str, val_split: str, seed: int) -> tuple[Any, Any]:
+class RecycledPairs:
+    """Density-modification pairs whose inputs are, for a ``share`` of each batch, the phasing loop's own iterates:
+    from the corrupted start, k ∈ [1, ``iterations``] cycles of ρ ← P_M(D(ρ)) with a frozen earlier network D
+    (recycling, as PhAI and RecCrysFormer do), so that the network being trained sees D's own mistakes and fixed
+    points. P_M imposes the measured amplitudes shown to the loop; the others float. Targets: the exact density.
+
+    Parameters
+    ----------
+    source : :class:`patterson.datasets.PhaseErrorMaps`
+        Makes the structures and the corrupted starts.
+    model : torch.nn.Module
+        The frozen step D (a density-modification network, e.g. the previous stage's best checkpoint).
+    """
+
+    def __init__(self, source: Any, model: torch.nn.Module, iterations: int = 6, share: float = 0.5) -> None:
+        self.source, self.model, self.iterations, self.share = source, model.eval(), iterations, share
+        self.config = source.config
+
+    def __len__(self) -> int:
+        return len(self.source.z)
+
+    @property
+    def batch_size(self) -> int:
+        return self.source.batch_size
+
+    @batch_size.setter
+    def batch_size(self, size: int) -> None:
+        self.source.batch_size = size
+
+    def batch(self, rng: np.random.Generator) -> dict:
+        """One batch: corrupted starts, some of them run through the loop with D, and the exact densities."""
+        src, c = self.source, self.source.corrupted(rng)
+        rho = density_from_f(c["f_in"], src.hkl, src.cell, src.shape)  # (B, X, Y, Z)
+        bsz = rho.shape[0]
+        k = np.where(rng.random(bsz) < self.share, rng.integers(1, self.iterations + 1, size=bsz), 0)
+        out, x = rho.clone(), rho
+        with torch.no_grad():
+            for it in range(1, int(k.max(initial=0)) + 1):
+                d = self.model(x.to(torch.float32)[:, None])[:, 0].to(x.dtype)  # (B, X, Y, Z)
+                g = f_from_density(d, src.hkl, src.cell)
+                g = torch.where(c["shown"], torch.polar(c["amp"], torch.angle(g)).to(g.dtype), g)
+                x = density_from_f(g, src.hkl, src.cell, src.shape)
+                out[torch.as_tensor(k == it)] = x[torch.as_tensor(k == it)]
+        return src.pairs(out, c["f"], c["index"])
+
+    def info(self) -> dict[str, Any]:
+        """The generating dataset's config and the recycling settings (plain dict)."""
+        return dataclasses.asdict(self.config) | {"recycled": {"iterations": self.iterations, "share": self.share}}
+
+
+def _phase_error_pairs(
+    path: str, train_split: str, val_split: str, seed: int, recycle_from: str = ""
+) -> tuple[Any, Any]:
     try:
         from patterson.datasets import PhaseErrorMaps
     except ImportError as exc:
         raise PattersonError(f"{path}: stored datasets need patterson.datasets and h5py ({exc})") from None
     train = PhaseErrorMaps(path, train_split, seed=seed)
+    if recycle_from:
+        from patterson.training.checkpoint import find_checkpoint, load_model
+
+        frozen = load_model(find_checkpoint(recycle_from), task="density-modification")
+        train = RecycledPairs(train, frozen)
     try:
         val = PhaseErrorMaps(path, val_split).fixed(N_VAL_PAIRS, seed=seed)
     except PattersonError as exc:

@@ -539,7 +539,11 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, data: Any 
             train_data, val_data = _split_data(data)
         else:
             train_data, val_data = open_data(
-                config.data, on_the_fly=config.on_the_fly, seed=config.seed, task=config.task
+                config.data,
+                on_the_fly=config.on_the_fly,
+                seed=config.seed,
+                task=config.task,
+                recycle_from=config.recycle_from,
             )
         return Trainer(config, train_data, val_data, out=out, resume=resume, env=env).fit()
     finally:
