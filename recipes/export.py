@@ -1,10 +1,11 @@
 """Ship a trained network: write the slim weights file that `--checkpoint pretrained` finds.
 
-    python recipes/export.py RUN [RUN ...] --name NAME [--compute TEXT] [--recipe FILE ...]
+    python recipes/export.py RUN [RUN ...] --name NAME [--compute TEXT] [--recipe FILE ...] [--take best|last]
 
 RUN folders are the training stages in order (a later stage started from the earlier one with ``init_from``); the
-weights come from the last run's ``checkpoints/best.pt``, the metrics history from all of them (each row gets its
-``stage`` and the maps seen so far), so the model card can draw the whole training curve. Writes
+weights come from the last run's ``checkpoints/best.pt`` (``--take last``: its last epoch), the metrics history
+from all of them (each row gets its ``stage`` and the maps seen so far), so the model card can draw the whole
+training curve. Writes
 ``src/patterson/weights/NAME.pt`` (float32 weights, configs, normalisation, training data description; no optimizer
 state), loadable with ``torch.load(weights_only=True)``.
 """
@@ -38,11 +39,12 @@ def main() -> None:
     parser.add_argument("--compute", default="", help="the compute used, in words")
     parser.add_argument("--recipe", nargs="*", default=[], help="the recipe files of the stages")
     parser.add_argument("--out", type=Path, default=None, help="default: src/patterson/weights/NAME.pt")
+    parser.add_argument("--take", choices=("best", "last"), default="best", help="the last run's best.pt or last.pt")
     args = parser.parse_args()
     history = history_of(args.runs)
     train_time_s = sum(float(r.get("epoch_time_s", 0.0)) for r in history)
     notes = {"compute": args.compute, "recipe": args.recipe, "stages": len(args.runs), "train_time_s": train_time_s}
-    best = args.runs[-1] / "checkpoints" / "best.pt"
+    best = args.runs[-1] / "checkpoints" / f"{args.take}.pt"
     out = export_weights(best, args.out or WEIGHTS_DIR / f"{args.name}.pt", history, notes)
     print(f"{out}: {out.stat().st_size / 1e6:.1f} MB, {len(history)} epochs, {train_time_s / 60:.0f} min of training")
 

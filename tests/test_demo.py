@@ -57,8 +57,9 @@ def test_demo_report_and_rerun(tmp_path, monkeypatch):
     results = json.loads((out / "results.json").read_text())
     assert results["kind"] == "patterson-demo" and list(results["presets"]) == ["paper-2", "dense-protein"]
     paper2, dense = results["presets"]["paper-2"], results["presets"]["dense-protein"]
-    assert set(paper2["methods"]) == set(LABELS) and paper2["skipped"] == []
-    assert dense["skipped"] == ["model", "hybrid"] and dense["network"] is None
+    assert set(paper2["methods"]) == set(LABELS) - {"learned"} and paper2["skipped"] == ["learned"]  # none shipped
+    assert dense["skipped"] == ["model", "hybrid", "learned"] and dense["network"] is None
+    assert "no shipped density-modification network was trained on dense-protein" in report
     for r in (paper2, dense):
         assert r["n"] == 2 and r["entries"] and len(r["examples"]) == 2
         for m in r["methods"].values():
@@ -69,7 +70,8 @@ def test_demo_report_and_rerun(tmp_path, monkeypatch):
 
     # maps: CCP4 files with the 12 Å cell; each method's map is the one scored (moved onto the truth)
     folder = out / paper2["maps"][0]["folder"]
-    assert {p.name for p in folder.iterdir()} == {f"{m}.ccp4" for m in ("truth", "patterson", *LABELS) if m != "chance"}
+    ccp4s = {f"{m}.ccp4" for m in ("truth", "patterson", *LABELS) if m not in ("chance", "learned")}
+    assert {p.name for p in folder.iterdir()} == ccp4s
     maps = {}
     for name in ("truth", "hio", "hybrid"):
         ccp4 = gemmi.read_ccp4_map(str(folder / f"{name}.ccp4"))
@@ -92,7 +94,7 @@ def test_demo_report_and_rerun(tmp_path, monkeypatch):
     run_demo(DemoConfig(out=str(out), **FAST))
     monkeypatch.undo()
     results = json.loads((out / "results.json").read_text())
-    assert all(r["skipped"] == ["model", "hybrid"] for r in results["presets"].values())
+    assert all(r["skipped"] == ["model", "hybrid", "learned"] for r in results["presets"].values())
     assert sum("no pretrained network is shipped" in w for w in results["warnings"]) == 2
     assert any("matplotlib is not installed" in w for w in results["warnings"]) and not results["plots"]
     assert not list(out.glob("*.png")) and not (out / "maps" / "paper-2" / "test-0" / "model.ccp4").exists()

@@ -275,12 +275,15 @@ def test_tiny_network_checkpoint_runs_through_both_cell_transfers(tmp_path):
 
 
 def test_find_checkpoint_names(tmp_path):
+    from patterson.training import save_checkpoint
+
     assert find_checkpoint("pretrained", weights_dir=tmp_path / "nothing") is None
     with pytest.raises(Exception, match="no checkpoint named 'small'"):
         find_checkpoint("small", weights_dir=tmp_path)
-    (tmp_path / "small.pt").write_bytes(b"")
+    save_checkpoint(tmp_path / "small.pt", {"format": "patterson-checkpoint", "model_config": {}, "model": {}})
     assert find_checkpoint("small", weights_dir=tmp_path) == tmp_path / "small.pt"
     assert find_checkpoint("pretrained", weights_dir=tmp_path) == tmp_path / "small.pt"  # the only one shipped
+    assert find_checkpoint("pretrained", weights_dir=tmp_path, task="density-modification") is None  # another kind
 
 
 # --- bad input -------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import torch
 from patterson import __version__
 from patterson.cells import Cell
 from patterson.datasets import GenerateConfig, source_entries
-from patterson.demo.report import LABELS, PLOTS, headline_table, report_markdown, write_plots
+from patterson.demo.report import DEMO_METHODS, LABELS, PLOTS, headline_table, report_markdown, write_plots
 from patterson.errors import PattersonError
 from patterson.evaluation.report import (
     SOLVED_THRESHOLD_DEG,
@@ -50,11 +50,11 @@ from patterson.evaluation.report import (
 from patterson.maps import check_writable_folder, write_ccp4
 from patterson.models import count_parameters
 from patterson.phasing import (
-    COMPARE_METHODS,
     MethodRun,
     SplitMaps,
     compare_methods,
     config_for_test_split,
+    learned_step,
     load_split,
     make_test_split,
 )
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 KIND = "patterson-demo"  # results.json marker: a folder holding it is a demo report, which a new run may replace
 DEMO_PRESETS = ("paper-2", "dense-protein")
 NETWORK_METHODS = ("model", "hybrid")
-MAP_METHODS = ("model", "hybrid", "charge-flip", "hio")  # methods whose maps are written as CCP4 files
+MAP_METHODS = ("model", "hybrid", "learned", "charge-flip", "hio")  # methods whose maps are written as CCP4 files
 CHECKPOINT_OPTIONS = {"paper-2": "--paper2-checkpoint", "dense-protein": "--dense-checkpoint"}
 
 
@@ -282,6 +282,17 @@ def resolve_network(preset: str, name: str | None, data: GenerateConfig, warning
     return Network(path, model, norm, info)
 
 
+def _learned_step(preset: str, data: GenerateConfig, warnings: list[str]):
+    """The shipped density-modification network for the learned loop on ``preset``'s test set, or None (with a
+    warning) when none was trained on that preset."""
+    path = find_checkpoint("pretrained", data=dataclasses.asdict(data), task="density-modification")
+    if path is None or trained_on(load_checkpoint(path)).get("preset") != preset:
+        warnings.append(f"{preset}: no shipped density-modification network was trained on {preset}: the learned "
+                        "row is skipped.")  # fmt: skip
+        return None
+    return learned_step(str(path), dataclasses.asdict(data))
+
+
 def _write_maps(folder: Path, data: SplitMaps, runs: dict[str, MethodRun], n_maps: int) -> list[dict]:
     """CCP4 maps of the first ``n_maps`` examples: the truth, the Patterson and each method's aligned map."""
     written = []
@@ -325,7 +336,9 @@ def _run_preset(
     counts = Counter(frag.split("/")[0] for label in labels for frag in label.split(";"))  # dipeptides per entry
     entries = sorted(counts)
     t1 = time.perf_counter()
-    methods = COMPARE_METHODS if network else tuple(m for m in COMPARE_METHODS if m not in NETWORK_METHODS)
+    step = _learned_step(preset, ds.config, warnings)
+    skip = (() if network else NETWORK_METHODS) + (() if step else ("learned",))
+    methods = tuple(m for m in DEMO_METHODS if m not in skip)
     info = None
     if network is not None:
         if network.norm is None:
@@ -350,6 +363,7 @@ def _run_preset(
         seed=config.seed,
         progress=config.progress,
         desc=f"{preset} ",
+        step=step,
     )
     t2 = time.perf_counter()
     maps = _write_maps(folder / "maps" / preset, data, runs, config.n_maps)
@@ -376,7 +390,7 @@ def _run_preset(
             }
             for m, run in runs.items()
         },
-        "skipped": [m for m in COMPARE_METHODS if m not in runs],
+        "skipped": [m for m in DEMO_METHODS if m not in runs],
         "maps": maps,
         "seconds": {"data": t1 - t0, "phasing_and_scoring": t2 - t1, "maps": t3 - t2},
     }
