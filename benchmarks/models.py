@@ -1,11 +1,14 @@
 """Model cards: docs/models.md, regenerated from the shipped weights by one command.
 
-For every shipped network (``src/patterson/weights/*.pt``) this remakes the held-out test split of the dataset it
-was trained on (same preset, seed, size and split fractions, so the same entries, which training never saw; maps in
-float32), scores the network alone as ``patterson evaluate`` does (median CC after the origin/hand search, phase
-errors, chance level), and phases the first structures with the hybrid (network start + HIO), HIO and charge
-flipping as ``patterson evaluate --method`` does. The card shows the data, the recipe, the compute, the training
-curve (from the history the weights carry) and those test metrics next to chance and the targets.
+For every shipped network (``src/patterson/weights/*.pt``; ``--names`` reruns some and keeps the others' cards)
+this remakes the held-out test split of the dataset it was trained on (same preset, seed, size and split
+fractions, so the same entries, which training never saw; maps in float32), scores the network alone as
+``patterson evaluate`` does (median CC after the origin/hand search, phase errors, chance level), and phases the
+first structures with the hybrid (network start + HIO), HIO and charge flipping as ``patterson evaluate --method``
+does. The card shows the data, the recipe, the compute, the training curve (from the history the weights carry)
+and those test metrics next to chance and the targets. A density-modification network (``--method learned``) is
+scored on what one pass does to held-out maps with phase errors (next to the histogram control step) and by the
+learned loop against its control, HIO and charge flipping.
 
     python benchmarks/models.py [--source ../shared/data/pdb] [--names NAME ...] [--n-phasing 48]
         [--out benchmarks/results/models.json] [--card docs/models.md]
@@ -265,9 +268,11 @@ def card(results: list[dict]) -> str:
         "# Shipped models",
         "",
         "Regenerate this page with `OMP_NUM_THREADS=1 python benchmarks/models.py` (numbers: "
-        "`benchmarks/results/models.json`). `--checkpoint pretrained` in `evaluate` and `solve` picks the model whose "
-        "training data suit the input best (same preset, else the same packing, then the nearest d_min; "
-        "`patterson.training.pick_pretrained`). Weights are plain tensors read with `torch.load(weights_only=True)`.",
+        "`benchmarks/results/models.json`). `--checkpoint pretrained` in `evaluate` and `solve` picks, among the "
+        "networks of the kind the method needs (Patterson → density, or the density-modification step of "
+        "`--method learned`), the one whose training data suit the input best (same preset, else the same packing, "
+        "then the nearest d_min; `patterson.training.pick_pretrained`). Weights are plain tensors read with "
+        "`torch.load(weights_only=True)`.",
         "",
     ]
     for r in results:

@@ -184,9 +184,12 @@ def export_weights(
 
 
 def trained_on(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The dataset config a checkpoint was trained on (``{}`` when it was not a stored dataset)."""
+    """The dataset config a checkpoint was trained on (``{}`` when it was not a stored dataset); how its inputs were
+    recycled (a density-modification stage 2) is left out: it is not a dataset field."""
     data = state.get("data") or {}
-    return dict((data.get("train") or {}).get("dataset") or {})
+    info = dict((data.get("train") or {}).get("dataset") or {})
+    info.pop("recycled", None)
+    return info
 
 
 def _packed(config: Mapping[str, Any]) -> bool:
