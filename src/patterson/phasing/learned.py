@@ -150,7 +150,8 @@ def learned(
     Parameters
     ----------
     f_obs : (B, M) observed amplitudes on the Friedel half ``hkl``.
-    cell, shape : the cell and the grid (X, Y, Z); a network step needs the grid it was trained on.
+    cell, shape : the cell and the grid (X, Y, Z); a network step works on any grid, best at the voxel size it was
+        trained on (0.5 Å for the shipped one: d_min / 4 at 2 Å).
     step : the real-space step: a callable on (N, X, Y, Z) maps (:class:`NetworkStep`, :class:`HistogramStep`),
         ``"histogram"`` for the control, or a checkpoint path of a density-modification network.
     f000 : electron count per cell for the finish (Wilson estimate from the work set when None).
@@ -187,6 +188,8 @@ def learned(
             progress(it + 1, total)
     rho = project(x)
     free_s = held.repeat_interleave(n_starts, 0)
+    if progress is not None:
+        progress(total, total)  # the finish is short
     if n_finish == 0:
         f_calc = f_from_density(rho, hkl, cell)
         return _result(rho, f_calc, fo, ~floating, free_s, hkl, cell, n_starts, select, "learned", n_iter, t0)
