@@ -282,13 +282,12 @@ def resolve_network(preset: str, name: str | None, data: GenerateConfig, warning
     return Network(path, model, norm, info)
 
 
-def _learned_step(preset: str, data: GenerateConfig, warnings: list[str]):
-    """The shipped density-modification network for the learned loop on ``preset``'s test set, or None (with a
-    warning) when none was trained on that preset."""
+def _learned_step(preset: str, data: GenerateConfig):
+    """The shipped density-modification network for the learned loop on ``preset``'s test set, or None (the row is
+    skipped; results.json lists it under ``skipped``) when none was trained on that preset."""
     path = find_checkpoint("pretrained", data=dataclasses.asdict(data), task="density-modification")
     if path is None or trained_on(load_checkpoint(path)).get("preset") != preset:
-        warnings.append(f"{preset}: no shipped density-modification network was trained on {preset}: the learned "
-                        "row is skipped.")  # fmt: skip
+        log.info("%s: no shipped density-modification network was trained on %s: no learned row", preset, preset)
         return None
     return learned_step(str(path), dataclasses.asdict(data))
 
@@ -336,7 +335,7 @@ def _run_preset(
     counts = Counter(frag.split("/")[0] for label in labels for frag in label.split(";"))  # dipeptides per entry
     entries = sorted(counts)
     t1 = time.perf_counter()
-    step = _learned_step(preset, ds.config, warnings)
+    step = _learned_step(preset, ds.config)
     skip = (() if network else NETWORK_METHODS) + (() if step else ("learned",))
     methods = tuple(m for m in DEMO_METHODS if m not in skip)
     info = None
