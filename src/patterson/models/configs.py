@@ -268,7 +268,7 @@ class DensityModifierConfig(ModelConfig):
     kernel : int
         Odd cubic kernel size.
     dilations : tuple[int, ...]
-        Dilation of each block in turn (1, 2, 4: a receptive field of 29 voxels with 4 blocks of 3³ kernels).
+        Dilation of each block in turn (1, 2, 4, 1 with 4 blocks of 3³ kernels: a receptive field of 37 voxels).
     """
 
     ARCH: ClassVar[str] = "density-modifier"
