@@ -95,6 +95,12 @@ def f_from_density(rho: torch.Tensor, hkl: np.ndarray, cell: Cell) -> torch.Tens
     return spectrum[:, torch.as_tensor(flat, device=rho.device)].conj() * (cell.volume / n)
 
 
+def impose_amplitudes(f_obs: torch.Tensor, floating: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """The Fourier-magnitude projection: |F_obs| with the phases of ``f`` (complex, same shape (B, M)); the
+    ``floating`` reflections (B, M) bool (unmeasured, or held out) keep ``f`` as it is."""
+    return torch.where(floating, f, torch.polar(f_obs, torch.angle(f)).to(f.dtype))
+
+
 # --- real-space maps ---------------------------------------------------------------------------------------------
 
 

@@ -32,14 +32,14 @@ import torch
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.maps import density_from_f, f_from_density
+from patterson.maps import density_from_f, f_from_density, impose_amplitudes
 from patterson.phasing.methods import (
     PhasingResult,
-    _observed,
     _result,
     _starts,
     _with_000,
     check_amplitudes,
+    electron_counts,
     gaussian_blur,
     held_out,
     positivity_polish,
@@ -173,20 +173,22 @@ def learned(
     imposed = measured & ~held
     step = _real_space_step(step, f_obs, hkl, cell, shape, imposed)
     phi, fo, floating, n_starts = _starts(f_obs, ~imposed, phi_start, n_starts, seed)  # (B·S, M)
+    f000 = electron_counts(f000, f_obs, hkl, cell, imposed).repeat_interleave(n_starts, 0)  # (B·S,)
     ctype = torch.complex128 if f_obs.dtype == torch.float64 else torch.complex64
     rho = density_from_f(torch.polar(fo * ~floating, phi).to(ctype), hkl, cell, shape)  # (B·S, X, Y, Z)
     total = n_iter + n_finish
-    project = lambda r: density_from_f(_observed(fo, floating, f_from_density(r, hkl, cell)), hkl, cell, shape)  # noqa: E731
+    project = lambda r: density_from_f(impose_amplitudes(fo, floating, f_from_density(r, hkl, cell)), hkl, cell, shape)  # noqa: E731
     x = rho
     for it in range(n_iter):
         if scheme == "rrr":  # x ← x + λ (D(2 P_M x − x) − P_M x); the map is P_M x
             rho = project(x)
             x = x + relax * (step(2 * rho - x) - rho)
         else:
-            x = rho = project(rho + relax * (step(rho) - rho))
+            rho = project(rho + relax * (step(rho) - rho))
         if progress is not None:
             progress(it + 1, total)
-    rho = project(x)
+    if scheme == "rrr":
+        rho = project(x)
     free_s = held.repeat_interleave(n_starts, 0)
     if progress is not None:
         progress(total, total)  # the finish is short
@@ -208,18 +210,14 @@ def _real_space_step(step, f_obs, hkl, cell, shape, imposed) -> RealSpaceStep:
 
 def _finish(rho, step, fo, floating, free_s, hkl, cell, f000, n_starts, n_iter, n_finish, select, t0):
     """Error reduction with positivity (no support: a packed cell has no empty region to find) from each start's
-    loop map after one more step, F(000) set to the electron count; then the best start per structure by R-free."""
-    b = fo.shape[0] // n_starts
-    if f000 is None:
-        n_atoms, _ = wilson_estimate(fo, hkl, cell, mask=~floating)
-        f000 = 6.0 * n_atoms
-    else:
-        f000 = torch.as_tensor(f000, dtype=fo.dtype, device=fo.device).reshape(-1).expand(b)
-        f000 = f000.repeat_interleave(n_starts, 0)
+    loop map after one more step, F(000) (B·S,) set to the electron count; then the best start per structure by
+    R-free."""
     hkl0 = _with_000(hkl)
     f = f_from_density(step(rho) + (f000 / cell.volume).to(rho)[:, None, None, None], hkl0, cell)  # (B·S, 1 + M)
     f = positivity_polish(f, fo, floating, hkl, cell, rho.shape[-3:], n_finish)
-    final = density_from_f(torch.cat([f[:, :1], _observed(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, rho.shape[-3:])
+    final = density_from_f(
+        torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, rho.shape[-3:]
+    )
     f_calc = f_from_density(final.clamp_min(0), hkl, cell)
     return _result(final, f_calc, fo, ~floating, free_s, hkl, cell, n_starts, select, "learned", n_iter + n_finish, t0)
 

@@ -33,7 +33,7 @@ import torch
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.maps import density_from_f, f_from_density
+from patterson.maps import density_from_f, f_from_density, impose_amplitudes
 from patterson.phasing.validation import (
     FREE_FRACTION,
     CrossValidation,
@@ -155,6 +155,17 @@ def wilson_estimate(
     return torch.exp(intercept), (-2 * slope).clamp_min(0.0)
 
 
+def electron_counts(
+    f000: torch.Tensor | float | None, f_obs: torch.Tensor, hkl: np.ndarray, cell: Cell, mask: torch.Tensor
+) -> torch.Tensor:
+    """F(000) per structure, (B,): ``f000`` as given (a number or (B,)), else 6 N from a Wilson plot of the
+    ``mask`` (B, M) reflections (the work set) of ``f_obs`` (B, M)."""
+    if f000 is None:
+        n_atoms, _ = wilson_estimate(f_obs, hkl, cell, mask=mask)
+        f000 = 6.0 * n_atoms
+    return torch.as_tensor(f000, dtype=f_obs.dtype, device=f_obs.device).reshape(-1).expand(f_obs.shape[0])
+
+
 # amplitudes below this fraction of a structure's strongest count as unmeasured (missing reflections are stored as
 # zeros; read off a float32 Patterson map they come back at ~3e-4, while measured ones are rarely below 1e-3)
 UNMEASURED = 1e-3
@@ -200,11 +211,6 @@ def _starts(f_obs: torch.Tensor, free: torch.Tensor, phi_start, n_starts: int, s
         gen = torch.Generator().manual_seed(seed)
         phi = _random_phases((b * n_starts, m), gen, f_obs.dtype, f_obs.device)
     return phi, f_obs.repeat_interleave(n_starts, 0), free.repeat_interleave(n_starts, 0), n_starts
-
-
-def _observed(fo: torch.Tensor, free: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """The observed amplitudes with the phases of ``f`` (complex, same shape); unmeasured reflections keep ``f``."""
-    return torch.where(free, f, torch.polar(fo, torch.angle(f)).to(f.dtype))
 
 
 def held_out(
@@ -271,7 +277,9 @@ def positivity_polish(
     f (B, 1 + M) complex with F(000) first, fo and floating (B, M); returns the new f (B, 1 + M)."""
     hkl0 = _with_000(hkl)
     for _ in range(n_cycles):
-        rho = density_from_f(torch.cat([f[:, :1], _observed(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape)
+        rho = density_from_f(
+            torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape
+        )
         f = f_from_density(rho.clamp_min(0), hkl0, cell)
     return f
 
@@ -339,12 +347,12 @@ def charge_flip(
         best_f[better] = g[better]
         best_r = torch.where(better, r, best_r)
         weak_f = g[:, 1:] * torch.tensor(1j, dtype=ctype, device=fo.device)
-        f = torch.cat([g[:, :1], torch.where(weak, weak_f, _observed(fo, floating, g[:, 1:]))], dim=-1)
+        f = torch.cat([g[:, :1], torch.where(weak, weak_f, impose_amplitudes(fo, floating, g[:, 1:]))], dim=-1)
         if progress is not None:
             progress(it + 1, n_iter)
     f = positivity_polish(best_f, fo, floating, hkl, cell, shape, n_polish)
     # the final map: imposed amplitudes with the polished phases, F(000) and the floating ones as the density has them
-    final = density_from_f(torch.cat([f[:, :1], _observed(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape)
+    final = density_from_f(torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape)
     free_s = held.repeat_interleave(n_starts, 0)
     return _result(final, f[:, 1:], fo, work, free_s, hkl, cell, n_starts, select, "charge-flip", n_iter, t0)
 
@@ -431,14 +439,10 @@ def hio(
     beta = SCHEMES[scheme] if beta is None else float(beta)
     f_obs = check_amplitudes(f_obs, hkl, cell, shape)
     measured, held = held_out(f_obs, hkl, cell, observed, free, free_fraction, seed)
-    b = f_obs.shape[0]
-    dtype, device = f_obs.dtype, f_obs.device
-    ctype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    device = f_obs.device
+    ctype = torch.complex128 if f_obs.dtype == torch.float64 else torch.complex64
     imposed = measured & ~held
-    if f000 is None:
-        n_atoms, _ = wilson_estimate(f_obs, hkl, cell, mask=imposed)
-        f000 = 6.0 * n_atoms
-    f000 = torch.as_tensor(f000, dtype=dtype, device=device).reshape(-1).expand(b)
+    f000 = electron_counts(f000, f_obs, hkl, cell, imposed)
     hkl0 = _with_000(hkl)
     phi, fo, floating, n_starts = _starts(f_obs, ~imposed, phi_start, n_starts, seed)  # (B·S, M)
     f0 = f000.repeat_interleave(n_starts, 0)[:, None].to(ctype)  # (B·S, 1)
@@ -451,7 +455,7 @@ def hio(
     def project(rho_in: torch.Tensor) -> torch.Tensor:
         """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed, the others floating."""
         g = f_from_density(rho_in, hkl0, cell)
-        new = torch.cat([f0, _observed(fo, floating, g[:, 1:])], dim=-1)
+        new = torch.cat([f0, impose_amplitudes(fo, floating, g[:, 1:])], dim=-1)
         return density_from_f(new, hkl0, cell, shape)
 
     f = torch.cat([f0, torch.polar(fo * ~floating, phi).to(ctype)], dim=-1)  # the floating reflections start at 0

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.maps import density_from_f, f_from_density, patterson_from_f
+from patterson.maps import density_from_f, f_from_density, impose_amplitudes, patterson_from_f
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
 
 log = logging.getLogger(__name__)
@@ -403,8 +403,7 @@ class RecycledPairs:
         with torch.no_grad():
             for it in range(1, int(k.max(initial=0)) + 1):
                 d = self.model(x.to(torch.float32)[:, None])[:, 0].to(x.dtype)  # (B, X, Y, Z)
-                g = f_from_density(d, src.hkl, src.cell)
-                g = torch.where(c["shown"], torch.polar(c["amp"], torch.angle(g)).to(g.dtype), g)
+                g = impose_amplitudes(c["amp"], ~c["shown"], f_from_density(d, src.hkl, src.cell))
                 x = density_from_f(g, src.hkl, src.cell, src.shape)
                 out[torch.as_tensor(k == it)] = x[torch.as_tensor(k == it)]
         return src.pairs(out, c["f"], c["index"])
