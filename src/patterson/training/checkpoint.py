@@ -204,12 +204,22 @@ def _mismatch(trained: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[floa
     return (preset, packing, d_min)
 
 
-def _shipped(weights_dir: str | Path | None, task: str | None = None) -> list[Path]:
-    """The shipped weights files (``WEIGHTS_DIR`` unless another folder is given), sorted; only those trained for
-    ``task`` when one is given."""
+def _shipped(weights_dir: str | Path | None) -> list[Path]:
+    """The shipped weights files (``WEIGHTS_DIR`` unless another folder is given), sorted."""
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    files = sorted(folder.glob("*.pt")) if folder.is_dir() else []
-    return [p for p in files if task is None or task_of(load_checkpoint(p)) == task]
+    return sorted(folder.glob("*.pt")) if folder.is_dir() else []
+
+
+def _shipped_for(weights_dir: str | Path | None, task: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The shipped files trained for ``task``, each with its state (every file read once)."""
+    states = [(p, load_checkpoint(p)) for p in _shipped(weights_dir)]
+    return [(p, state) for p, state in states if task_of(state) == task]
+
+
+def _best_fit(candidates: list[tuple[Path, dict[str, Any]]], data: Mapping[str, Any]) -> Path | None:
+    """The candidate whose training data fit ``data`` best (see :func:`pick_pretrained`); None when there is none."""
+    scored = [(_mismatch(trained_on(state), data), p.name, p) for p, state in candidates]
+    return min(scored)[2] if scored else None
 
 
 def pick_pretrained(
@@ -218,11 +228,7 @@ def pick_pretrained(
     """The shipped ``task`` weights that fit ``data`` best: the same preset, else the same packing (``pack_volume``
     set or not: a molecule alone in its cell or a packed crystal), then the nearest d_min. None when nothing is
     shipped."""
-    shipped = _shipped(weights_dir, task)
-    if not shipped:
-        return None
-    scored = [(_mismatch(trained_on(load_checkpoint(p)), data), p.name, p) for p in shipped]
-    return min(scored)[2]
+    return _best_fit(_shipped_for(weights_dir, task), data)
 
 
 def find_checkpoint(
@@ -236,10 +242,10 @@ def find_checkpoint(
     "pack_volume": 35}``; see :func:`pick_pretrained`), else the only shipped file of that task. Returns None when
     ``pretrained`` finds no shipped weights; raises PattersonError for a NAME or PATH that does not exist."""
     if name == "pretrained":
-        shipped = _shipped(weights_dir, task)
+        candidates = _shipped_for(weights_dir, task)
         if data:
-            return pick_pretrained(data, weights_dir, task)
-        return shipped[0] if len(shipped) == 1 else None
+            return _best_fit(candidates, data)
+        return candidates[0][0] if len(candidates) == 1 else None
     shipped = _shipped(weights_dir)
     path = Path(name)
     if path.suffix == ".pt" or os.sep in name or path.is_file():
