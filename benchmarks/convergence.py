@@ -28,7 +28,7 @@ import patterson
 from patterson.evaluation import score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.maps import atomic_write, f_from_density
-from patterson.phasing import learned, learned_step, load_split, phase, start_error_phases
+from patterson.phasing import learned, load_split, load_step, phase, start_error_phases
 from patterson.training import find_checkpoint, load_checkpoint, trained_on
 from phasing import make_split  # benchmarks/phasing.py (the script's folder is on the path)
 
@@ -86,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     path = find_checkpoint(args.checkpoint, data={"preset": "dense-protein"}, task="density-modification")
     trained = trained_on(load_checkpoint(path))
-    step = learned_step(str(path), trained)
+    step = load_step(path)
     with tempfile.TemporaryDirectory() as tmp:
         ds = make_split(trained["preset"], trained["d_min"], {}, args.source, args.n, Path(tmp) / "test", trained)
         data = load_split(ds)

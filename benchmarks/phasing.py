@@ -39,7 +39,7 @@ import torch
 import patterson
 from patterson.datasets import StoredDataset, build_pool, generate, make_config
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.phasing import compare_methods, config_for_test_split, learned_step, load_split
+from patterson.phasing import compare_methods, config_for_test_split, load_split, load_step
 from patterson.training import find_checkpoint, load_checkpoint, load_model, trained_on
 
 PRESETS = ("paper-2", "dense-protein")
@@ -176,7 +176,7 @@ def main() -> None:
             step, held = None, trained
             if step_path is not None:  # its held-out entries for every row of its own preset
                 step_trained = trained_on(load_checkpoint(step_path))
-                step = learned_step(str(step_path), step_trained)
+                step = load_step(step_path)
                 held = step_trained if step_trained.get("preset") == preset else trained
             for d_min in args.d_min:
                 for name in args.conditions:

@@ -54,8 +54,8 @@ from patterson.phasing import (
     SplitMaps,
     compare_methods,
     config_for_test_split,
-    learned_step,
     load_split,
+    load_step,
     make_test_split,
 )
 from patterson.physics import grid_shape
@@ -289,7 +289,7 @@ def _learned_step(preset: str, data: GenerateConfig):
     if path is None or trained_on(load_checkpoint(path)).get("preset") != preset:
         log.info("%s: no shipped density-modification network was trained on %s: no learned row", preset, preset)
         return None
-    return learned_step(str(path), dataclasses.asdict(data))
+    return load_step(path)
 
 
 def _write_maps(folder: Path, data: SplitMaps, runs: dict[str, MethodRun], n_maps: int) -> list[dict]:

@@ -19,14 +19,20 @@ from patterson.phasing.evaluate import (
     compare_methods,
     config_for_test_split,
     evaluate_method,
-    learned_step,
     load_split,
     make_test_split,
     method_summary,
     network_density,
     phase_maps,
 )
-from patterson.phasing.learned import HistogramStep, NetworkStep, learned, load_step, start_error_phases
+from patterson.phasing.learned import (
+    HistogramStep,
+    NetworkStep,
+    learned,
+    learned_step,
+    load_step,
+    start_error_phases,
+)
 from patterson.phasing.methods import (
     METHODS,
     PhasingResult,

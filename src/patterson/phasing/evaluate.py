@@ -23,7 +23,7 @@ from patterson.errors import PattersonError
 from patterson.evaluation import PairScores, evaluate_predictions, finest_d_min, random_phase_maps, score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
 from patterson.maps import check_writable_folder, f_from_density, patterson_from_f
-from patterson.phasing.learned import TASK, learned, load_step
+from patterson.phasing.learned import learned, learned_step
 from patterson.phasing.methods import (
     METHODS,
     hio,
@@ -69,22 +69,6 @@ def network_density(model: torch.nn.Module, patterson: torch.Tensor, norm: dict)
     with torch.no_grad():
         pred = model(x)[:, 0]
     return pred.to(device=patterson.device, dtype=torch.float64) * float(norm["target"])
-
-
-def learned_step(checkpoint: str | None, data: dict, device="cpu", weights_dir=None):
-    """The real-space step for ``--method learned``: ``checkpoint`` (a path or shipped name; default: the shipped
-    density-modification network that suits ``data``, a dataset config dict), loaded as a
-    :class:`~patterson.phasing.learned.NetworkStep`. One-line errors for a checkpoint of another kind or none."""
-    from patterson.training import find_checkpoint
-
-    path = find_checkpoint(checkpoint or "pretrained", weights_dir, data=data, task=TASK)
-    if path is None:
-        raise PattersonError(
-            "no density-modification network is shipped with this version: train one with "
-            "`patterson train --config recipes/density-modifier.toml --data DS --out RUN` and give "
-            "--checkpoint RUN/checkpoints/best.pt"
-        )
-    return load_step(path, device)
 
 
 @dataclass(frozen=True)

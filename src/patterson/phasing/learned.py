@@ -88,6 +88,22 @@ def load_step(path: str | Path, device: str | torch.device = "cpu") -> NetworkSt
     return NetworkStep(load_model(path, map_location=device, task=TASK).to(device))
 
 
+def learned_step(checkpoint: str | None, data: dict, device="cpu", weights_dir=None) -> NetworkStep:
+    """The real-space step for ``--method learned``: ``checkpoint`` (a path or shipped name; default: the shipped
+    density-modification network that suits ``data``, a dataset config dict), loaded as a
+    :class:`NetworkStep`. One-line errors for a checkpoint of another kind or none."""
+    from patterson.training import find_checkpoint
+
+    path = find_checkpoint(checkpoint or "pretrained", weights_dir, data=data, task=TASK)
+    if path is None:
+        raise PattersonError(
+            "no density-modification network is shipped with this version: train one with "
+            "`patterson train --config recipes/density-modifier.toml --data DS --out RUN` and give "
+            "--checkpoint RUN/checkpoints/best.pt"
+        )
+    return load_step(path, device)
+
+
 class HistogramStep:
     """The non-learned control: positivity, a Gaussian blur and histogram matching.
 
