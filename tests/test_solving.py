@@ -181,7 +181,8 @@ def test_cli_solves_p1_mtz_amplitudes_and_writes_readable_files(tmp_path, caplog
     ccp4 = gemmi.read_ccp4_map(str(out / "density.ccp4"))
     assert ccp4.grid.unit_cell.parameters == pytest.approx(P1_CELL.parameters, abs=1e-3)
     mtz = gemmi.read_mtz_file(str(out / "phases.mtz"))
-    assert mtz.column_labels() == ["H", "K", "L", "F", "PHI", "FOM", "FREE"] and mtz.spacegroup.hm == "P 1"
+    assert mtz.column_labels() == ["H", "K", "L", "F", "PHI", "FWT", "PHWT", "FOM", "FREE"]
+    assert mtz.spacegroup.hm == "P 1"
     st = gemmi.read_structure(str(out / "peaks.pdb"))
     assert st.cell.parameters == pytest.approx(P1_CELL.parameters, abs=1e-2) and 5 <= st[0].count_atom_sites()
     rows = (out / "peaks.csv").read_text().splitlines()

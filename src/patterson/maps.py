@@ -95,9 +95,16 @@ def f_from_density(rho: torch.Tensor, hkl: np.ndarray, cell: Cell) -> torch.Tens
     return spectrum[:, torch.as_tensor(flat, device=rho.device)].conj() * (cell.volume / n)
 
 
-def impose_amplitudes(f_obs: torch.Tensor, floating: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+def impose_amplitudes(
+    f_obs: torch.Tensor, floating: torch.Tensor, f: torch.Tensor, centric: bool = False
+) -> torch.Tensor:
     """The Fourier-magnitude projection: |F_obs| with the phases of ``f`` (complex, same shape (B, M)); the
-    ``floating`` reflections (B, M) bool (unmeasured, or held out) keep ``f`` as it is."""
+    ``floating`` reflections (B, M) bool (unmeasured, or held out) keep ``f`` as it is.
+
+    With ``centric`` the map is also kept centrosymmetric about the origin (ρ(x) = ρ(−x)): F is first projected on
+    the real axis, so every phase is 0 or π (F(h) = F*(h) = F(−h))."""
+    if centric:
+        f = torch.complex(f.real, torch.zeros_like(f.real)).to(f.dtype)
     return torch.where(floating, f, torch.polar(f_obs, torch.angle(f)).to(f.dtype))
 
 
@@ -202,10 +209,12 @@ def check_writable_folder(folder: Path) -> None:
         raise PattersonError(f"{folder}: the output folder is not writable")
 
 
-def ccp4_map(rho: np.ndarray, cell: Cell) -> gemmi.Ccp4Map:
-    """A gemmi CCP4 map (P1, the real cell in the header) of one (nx, ny, nz) grid."""
+def ccp4_map(rho: np.ndarray, cell: Cell, spacegroup: str = "P 1") -> gemmi.Ccp4Map:
+    """A gemmi CCP4 map of one (nx, ny, nz) grid over the whole cell, with the real cell and ``spacegroup`` in the
+    header."""
     ccp4 = gemmi.Ccp4Map()
-    ccp4.grid = gemmi.FloatGrid(np.ascontiguousarray(rho, dtype=np.float32), cell.to_gemmi(), gemmi.SpaceGroup("P1"))
+    grid = np.ascontiguousarray(rho, dtype=np.float32)
+    ccp4.grid = gemmi.FloatGrid(grid, cell.to_gemmi(), gemmi.SpaceGroup(spacegroup))
     ccp4.update_ccp4_header()
     return ccp4
 
@@ -232,10 +241,17 @@ def read_ccp4(path: str | Path) -> tuple[np.ndarray, Cell]:
     return rho, Cell(*ccp4.grid.unit_cell.parameters)
 
 
-def reflections_mtz(hkl: np.ndarray, f: np.ndarray, cell: Cell, extra: dict[str, tuple[str, np.ndarray]] = None):
-    """A gemmi MTZ (P1) with columns H K L F PHI (phases in degrees) and any ``extra`` {label: (type, values)}."""
+def reflections_mtz(
+    hkl: np.ndarray,
+    f: np.ndarray,
+    cell: Cell,
+    extra: dict[str, tuple[str, np.ndarray]] = None,
+    spacegroup: str = "P 1",
+):
+    """A gemmi MTZ with columns H K L F PHI (phases in degrees) and any ``extra`` {label: (type, values)}, in
+    ``spacegroup`` (hkl as given: pass one reflection per symmetry orbit for a group other than P1)."""
     mtz = gemmi.Mtz(with_base=True)
-    mtz.spacegroup = gemmi.SpaceGroup("P1")
+    mtz.spacegroup = gemmi.SpaceGroup(spacegroup)
     mtz.set_cell_for_all(cell.to_gemmi())
     mtz.add_dataset("patterson")
     mtz.add_column("F", "F")

@@ -270,15 +270,23 @@ def _result(
 
 
 def positivity_polish(
-    f: torch.Tensor, fo: torch.Tensor, floating: torch.Tensor, hkl: np.ndarray, cell: Cell, shape, n_cycles: int
+    f: torch.Tensor,
+    fo: torch.Tensor,
+    floating: torch.Tensor,
+    hkl: np.ndarray,
+    cell: Cell,
+    shape,
+    n_cycles: int,
+    centric: bool = False,
 ) -> torch.Tensor:
     """Error reduction without a support: ``n_cycles`` of (the observed amplitudes with the phases of ``f``, the
     ``floating`` reflections and F(000) as ``f`` has them) → density → its positive part → structure factors.
-    f (B, 1 + M) complex with F(000) first, fo and floating (B, M); returns the new f (B, 1 + M)."""
+    f (B, 1 + M) complex with F(000) first, fo and floating (B, M); returns the new f (B, 1 + M). ``centric``: phases
+    0 or π (see :func:`~patterson.maps.impose_amplitudes`)."""
     hkl0 = _with_000(hkl)
     for _ in range(n_cycles):
         rho = density_from_f(
-            torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape
+            torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:], centric)], dim=-1), hkl0, cell, shape
         )
         f = f_from_density(rho.clamp_min(0), hkl0, cell)
     return f
@@ -304,6 +312,7 @@ def charge_flip(
     select: str = "r_free",
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    centric: bool = False,
 ) -> PhasingResult:
     """Charge flipping from amplitudes (Oszlányi & Sütő 2004; weak reflections +90°, Oszlányi & Sütő 2005/2008).
 
@@ -319,6 +328,8 @@ def charge_flip(
     phi_start : (B, M) starting phases in radians (then one start each, as for the hybrid).
     observed : (B, M) bool, the measured reflections (default: see :func:`measured_mask`); the others float freely.
     free : (B, M) bool, the free set, never imposed (default: ``free_fraction`` of the measured ones, seeded).
+    centric : phase a centrosymmetric structure with its inversion centre at the origin: phases 0 or π only
+        (the weak reflections then keep their sign instead of turning by 90°).
     """
     t0 = time.perf_counter()
     f_obs = check_amplitudes(f_obs, hkl, cell, shape)
@@ -346,13 +357,15 @@ def charge_flip(
         better = r < best_r
         best_f[better] = g[better]
         best_r = torch.where(better, r, best_r)
-        weak_f = g[:, 1:] * torch.tensor(1j, dtype=ctype, device=fo.device)
-        f = torch.cat([g[:, :1], torch.where(weak, weak_f, impose_amplitudes(fo, floating, g[:, 1:]))], dim=-1)
+        weak_f = g[:, 1:].real.to(ctype) if centric else g[:, 1:] * torch.tensor(1j, dtype=ctype, device=fo.device)
+        imposed = impose_amplitudes(fo, floating, g[:, 1:], centric)
+        f = torch.cat([g[:, :1], torch.where(weak, weak_f, imposed)], dim=-1)
         if progress is not None:
             progress(it + 1, n_iter)
-    f = positivity_polish(best_f, fo, floating, hkl, cell, shape, n_polish)
+    f = positivity_polish(best_f, fo, floating, hkl, cell, shape, n_polish, centric)
     # the final map: imposed amplitudes with the polished phases, F(000) and the floating ones as the density has them
-    final = density_from_f(torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, shape)
+    final = impose_amplitudes(fo, floating, f[:, 1:], centric)
+    final = density_from_f(torch.cat([f[:, :1], final], dim=-1), hkl0, cell, shape)
     free_s = held.repeat_interleave(n_starts, 0)
     return _result(final, f[:, 1:], fo, work, free_s, hkl, cell, n_starts, select, "charge-flip", n_iter, t0)
 
@@ -413,6 +426,7 @@ def hio(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     scheme: str = "hio",
+    centric: bool = False,
 ) -> PhasingResult:
     """Hybrid input-output with a shrink-wrap support and positivity (Fienup 1982; Marchesini et al. 2003), or with
     ``scheme`` another update between the same two projections: ``raar`` (Luke 2005) or ``rrr`` (Elser's
@@ -432,6 +446,7 @@ def hio(
     free : (B, M) bool, the free set, never imposed (default: ``free_fraction`` of the measured ones, seeded).
     select : ``r_free`` (default) or ``r_work``: how the best of ``n_starts`` is chosen; ``all`` keeps every start
         (results (B·S, ...), start s of structure b at b·S + s).
+    centric : phases 0 or π only (a centrosymmetric structure with its inversion centre at the origin).
     """
     t0 = time.perf_counter()
     if scheme not in SCHEMES:
@@ -455,7 +470,7 @@ def hio(
     def project(rho_in: torch.Tensor) -> torch.Tensor:
         """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed, the others floating."""
         g = f_from_density(rho_in, hkl0, cell)
-        new = torch.cat([f0, impose_amplitudes(fo, floating, g[:, 1:])], dim=-1)
+        new = torch.cat([f0, impose_amplitudes(fo, floating, g[:, 1:], centric)], dim=-1)
         return density_from_f(new, hkl0, cell, shape)
 
     f = torch.cat([f0, torch.polar(fo * ~floating, phi).to(ctype)], dim=-1)  # the floating reflections start at 0

@@ -6,6 +6,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import gemmi
@@ -13,6 +14,7 @@ import numpy as np
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
+from patterson.phasing.symmetry import SpaceGroup, check_cell
 from patterson.phasing.validation import free_from_flags
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class Reflections:
     composition: dict[str, float] | None = None  # atoms per unit cell by element (SHELX SFAC/UNIT)
     free: np.ndarray | None = None
     free_label: str | None = None
+    group: SpaceGroup | None = None  # every operator, translations and centring included
 
 
 def _one_line(exc: BaseException) -> str:
@@ -57,14 +60,50 @@ def _one_line(exc: BaseException) -> str:
 
 def spacegroup_rotations(name: str) -> tuple[str, np.ndarray]:
     """Hermann–Mauguin symbol (or number) → (gemmi's full symbol, (K, 3, 3) integer rotation matrices)."""
-    sg = gemmi.find_spacegroup_by_name(str(name).strip())
+    group = SpaceGroup.of(name)
+    return group.name, group.rot
+
+
+# SHELX LATT: |n| → centring translations; n > 0 adds the inversion
+_LATT = {
+    1: [], 2: [(0.5, 0.5, 0.5)], 3: [(2 / 3, 1 / 3, 1 / 3), (1 / 3, 2 / 3, 2 / 3)],
+    4: [(0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0)], 5: [(0, 0.5, 0.5)], 6: [(0.5, 0, 0.5)], 7: [(0.5, 0.5, 0)],
+}  # fmt: skip
+
+
+def group_from_shelx(latt: int, symm: list[tuple[np.ndarray, np.ndarray]], source: str) -> SpaceGroup:
+    """The space group that LATT and the SYMM cards generate (identity implied), named by gemmi; one line when
+    they do not close into a space group."""
+    if abs(latt) not in _LATT:
+        raise PattersonError(f"{source}: LATT {latt} is not a SHELX lattice type (±1 to ±7)")
+    ops = [gemmi.Op("x,y,z")]
+    for rot, tran in symm:
+        ops.append(gemmi.Op(_triplet(rot, tran)))
+    for t in _LATT[abs(latt)]:
+        ops.append(gemmi.Op(_triplet(np.eye(3, dtype=np.int64), np.array(t))))
+    if latt > 0:
+        ops.append(gemmi.Op("-x,-y,-z"))
+    try:
+        group_ops = gemmi.GroupOps(ops)
+        group_ops.add_missing_elements()
+        sg = gemmi.find_spacegroup_by_ops(group_ops)
+    except (RuntimeError, ValueError) as exc:
+        raise PattersonError(f"{source}: LATT/SYMM do not form a space group ({_one_line(exc)})") from None
     if sg is None:
-        raise PattersonError(
-            f"unknown space group {name!r}: give --spacegroup as a symbol such as 'P 21 21 21' or a number"
-        )
-    ops = sg.operations()
-    rots = np.array([np.array(op.rot) // op.DEN for op in ops.sym_ops], dtype=np.int64)
-    return sg.xhm(), rots
+        raise PattersonError(f"{source}: LATT {latt} with these SYMM cards is no tabulated space group; check them")
+    return SpaceGroup.of(sg)
+
+
+def _triplet(rot: np.ndarray, tran: np.ndarray) -> str:
+    """A rotation and translation as a triplet gemmi reads ('-x+1/2,y,-z')."""
+    rows = []
+    for r, t in zip(rot, tran, strict=True):
+        terms = [f"{'+' if c > 0 else '-'}{'' if abs(c) == 1 else abs(c)}{'xyz'[i]}" for i, c in enumerate(r) if c]
+        frac = Fraction(float(t) % 1.0).limit_denominator(12)
+        if frac:
+            terms.append(f"+{frac}")
+        rows.append("".join(terms).lstrip("+") or "0")
+    return ",".join(rows)
 
 
 def _cell_from(values, source: str) -> Cell:
@@ -104,7 +143,12 @@ def read_reflections(
     if cell is not None:
         refl.cell = Cell.of(cell)
     if spacegroup is not None:
-        refl.spacegroup, refl.rotations = spacegroup_rotations(spacegroup)
+        refl.group = SpaceGroup.of(spacegroup)
+    if refl.group is None and refl.spacegroup:
+        refl.group = SpaceGroup.of(refl.spacegroup)
+    if refl.group is not None:
+        refl.spacegroup, refl.rotations = refl.group.name, refl.group.rot
+        check_cell(refl.cell, refl.group, str(path))
     return refl
 
 
@@ -302,12 +346,13 @@ def eval_fraction(text: str) -> float:
 
 
 def read_ins(path: str | Path) -> dict:
-    """CELL, LATT, SYMM and HKLF of a SHELX .ins/.res: {"cell", "latt", "rotations", "hklf"}."""
+    """CELL, LATT, SYMM, SFAC/UNIT and HKLF of a SHELX .ins/.res: {"cell", "latt", "symm" [(R, t), ...],
+    "rotations" (K, 3, 3) (identity first), "hklf", "composition"}."""
     path = Path(path)
     text = path.read_text(errors="replace")
     text = re.sub(r"=\s*\n", " ", text)  # continuation lines
     cell, latt, hklf, sfac, unit = None, 1, None, [], []
-    rots = [np.eye(3, dtype=np.int64)]
+    symm = []
     for line in text.splitlines():
         words = line.split()
         if not words:
@@ -319,7 +364,7 @@ def read_ins(path: str | Path) -> dict:
             elif card == "LATT":
                 latt = int(words[1])
             elif card == "SYMM":
-                rots.append(parse_symm(line.split(None, 1)[1])[0])
+                symm.append(parse_symm(line.split(None, 1)[1]))
             elif card == "HKLF":
                 hklf = int(float(words[1]))
             elif card == "SFAC":
@@ -331,7 +376,8 @@ def read_ins(path: str | Path) -> dict:
     if cell is None:
         raise PattersonError(f"{path}: no CELL card; give --cell a b c alpha beta gamma")
     composition = dict(zip(sfac, unit, strict=False)) if sfac and len(unit) == len(sfac) else None
-    return {"cell": cell, "latt": latt, "rotations": np.array(rots), "hklf": hklf, "composition": composition}
+    rots = np.array([np.eye(3, dtype=np.int64)] + [r for r, _ in symm])
+    return {"cell": cell, "latt": latt, "symm": symm, "rotations": rots, "hklf": hklf, "composition": composition}
 
 
 def _read_shelx(path: Path, columns: str | None, cell, spacegroup) -> Reflections:
@@ -377,15 +423,14 @@ def _read_shelx(path: Path, columns: str | None, cell, spacegroup) -> Reflection
     if not rows:
         raise PattersonError(f"{path}: no reflections; is the file empty or truncated?")
     data = np.array(rows, dtype=np.float64)
-    if info is not None:
-        name = f"from {ins.name} (LATT {info['latt']}, {len(info['rotations']) - 1} SYMM)"
-        the_cell, rots = info["cell"], info["rotations"]
-    else:
-        the_cell, rots, name = Cell.of(cell), None, ""
+    group = None
     if spacegroup is not None:
-        name, rots = spacegroup_rotations(spacegroup)
+        group = SpaceGroup.of(spacegroup)
+    elif info is not None:
+        group = group_from_shelx(info["latt"], info["symm"], str(ins))
+    the_cell = info["cell"] if info is not None else Cell.of(cell)
     kind = "amplitude" if hklf == 3 else "intensity"
     return Reflections(
-        data[:, :3].astype(np.int64), data[:, 3], data[:, 4], kind, the_cell, rots, name, str(path),
-        (f"HKLF {hklf}",), warnings, info["composition"] if info else None,
+        data[:, :3].astype(np.int64), data[:, 3], data[:, 4], kind, the_cell, group.rot, group.name, str(path),
+        (f"HKLF {hklf}",), warnings, info["composition"] if info else None, group=group,
     )  # fmt: skip

@@ -20,6 +20,7 @@ from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
 from patterson.maps import density_from_f, f_from_density
 from patterson.phasing import PhasingResult, charge_flip, hio, positivity_polish, refine_density, wilson_estimate
+from patterson.phasing.symmetry import SpaceGroup, SymmetryFit, check_spacegroups, to_spacegroup, unique_peaks
 from patterson.phasing.validation import (
     FREE_FRACTION,
     MIN_FREE,
@@ -63,6 +64,7 @@ class SolveConfig:
     composition: str | None = None
     free_fraction: float = FREE_FRACTION  # when the file flags no free set
     free_column: str | None = None
+    check_symmetry: bool = False  # also for data in P1: which space groups the P1 solution is consistent with
 
     def __post_init__(self) -> None:
         check_free_fraction(self.free_fraction)
@@ -79,7 +81,11 @@ class SolveConfig:
 @dataclass
 class Solution:
     """A solved data set: the map (X, Y, Z) on ``cell``, phases (M,) in radians, figure of merit (M,) and free
-    set (M,) bool for the observed ``hkl``/``f``, the peaks and the summary that goes to summary.json."""
+    set (M,) bool for the observed P1 ``hkl``/``f``, the peaks and the summary that goes to summary.json.
+
+    ``group`` is the space group everything is written in: the data's, at its conventional origin, when the P1
+    solution agrees with it (else P1, with a warning). The peaks are then one per symmetry orbit, in the
+    asymmetric unit, each with its ``peaks_multiplicity`` (distinct images in the cell)."""
 
     rho: np.ndarray
     cell: Cell
@@ -91,6 +97,9 @@ class Solution:
     peaks_frac: np.ndarray
     peaks_height: np.ndarray
     summary: dict
+    group: SpaceGroup = dataclasses.field(default_factory=lambda: SpaceGroup.of("P 1"))
+    peaks_multiplicity: np.ndarray | None = None
+    composition: dict[str, float] | None = None
 
 
 def figure_of_merit(
@@ -280,13 +289,15 @@ def solve(config: SolveConfig) -> Solution:
     m = len(hkl)
     fom = figure_of_merit(data.f, best.f_calc[0, :m].numpy(), cell.d_spacing(hkl), free)
     phi = _final_phases(best, f_all, hkl_all, m, f000, cell, shape)  # after the choice: every measured amplitude
+    phi, group, symmetry = _symmetry(config, refl.group, hkl, f_obs[0].numpy() * np.exp(1j * phi), data, warnings)
     coeffs = torch.polar(f_obs, torch.as_tensor(phi)[None]).to(torch.complex128)
     hkl0 = np.concatenate([np.zeros((1, 3), dtype=hkl.dtype), hkl])
     coeffs = torch.cat([torch.full((1, 1), f000, dtype=torch.complex128), coeffs], dim=-1)
     rho = density_from_f(coeffs, hkl0, cell, shape)[0]
     expected = sum(composition.values()) if composition else float(n_atoms[0])
     max_peaks = int(min(500, max(10, round(1.5 * expected))))
-    peaks = find_peaks(rho, cell, threshold=0.25, min_separation=1.0, max_peaks=max_peaks)[0]
+    peaks = find_peaks(rho, cell, threshold=_peak_threshold(composition), min_separation=1.0, max_peaks=max_peaks)[0]
+    unique = unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=1.0)
     times["peaks"] = time.perf_counter() - t3
     times["total"] = time.perf_counter() - t0
     for w in warnings:
@@ -294,8 +305,50 @@ def solve(config: SolveConfig) -> Solution:
     context = {"refl": refl, "data": data, "scale": scale, "f000": f000, "composition": composition}
     context |= {"n_atoms": n_atoms, "b_wilson": b_wilson, "solver": solver, "free_info": free_info}
     context["n_unmeasured"] = len(missing)
-    summary = _summary(config, context, results, best, fom, shape, peaks, times, warnings)
-    return Solution(rho.numpy(), cell, hkl, data.f, phi, fom, free, peaks.frac, peaks.height, summary)
+    summary = _summary(config, context, results, best, fom, shape, unique, times, warnings)
+    summary["symmetry"] = symmetry
+    return Solution(rho.numpy(), cell, hkl, data.f, phi, fom, free, unique.frac, unique.height, summary, group,
+                    unique.multiplicity, composition)  # fmt: skip
+
+
+PEAK_THRESHOLD = 0.25  # peaks above this fraction of the highest, scaled by Z_lightest / Z_heaviest when known
+
+
+def _peak_threshold(composition: dict[str, float] | None) -> float:
+    """The peak search threshold: heights scale about as Z, so a light atom beside a heavy one needs a lower one."""
+    if not composition:
+        return PEAK_THRESHOLD
+    z = [gemmi.Element(e).atomic_number for e in composition]
+    return PEAK_THRESHOLD * min(z) / max(z)
+
+
+def _symmetry(config: SolveConfig, group: SpaceGroup | None, hkl, f: np.ndarray, data: ObservedData, warnings):
+    """The P1 solution f (M,) moved to the space group's origin and symmetrised when it agrees with the group.
+    Returns (phases (M,), the group the outputs are written in, the summary.json block)."""
+    group = group or SpaceGroup.of("P 1")
+    block: dict = {"spacegroup": group.name, "operators": int(len(group.rot))}
+    phi = np.angle(f)
+    used = SpaceGroup.of("P 1")
+    if not group.is_p1:
+        f_sg, fit = to_spacegroup(hkl, f, data.cell, group, data.d_min)
+        block |= _fit_block(fit)
+        if fit.consistent:
+            phi, used = np.angle(f_sg), group
+        else:
+            warnings.append(
+                f"the P1 solution does not obey {group.name} (worst operator agreement {fit.worst:.2f}, random "
+                "phases give about 0.1): the outputs are left in P1 at the phasing's own origin"
+            )
+    block["written_in"] = used.name
+    if config.check_symmetry or group.is_p1:
+        log.info("checking which space groups of the lattice the P1 solution obeys")
+        block["check"] = check_spacegroups(hkl, f, data.cell, data.d_min)
+    return phi, used, block
+
+
+def _fit_block(fit: SymmetryFit) -> dict:
+    return {"origin_shift": [round(float(v), 5) for v in fit.shift], "worst_agreement": round(fit.worst, 4),
+            "consistent": fit.consistent, "agreement": fit.table()}  # fmt: skip
 
 
 FINAL_POLISH = 30  # cycles of positivity with every measured amplitude, after the choice
@@ -400,7 +453,7 @@ def _summary(config: SolveConfig, c: dict, results: list, best, fom, shape, peak
         "figure_of_merit": float(np.mean(fom)),
         "figure_of_merit_note": "Sim weights with σA estimated on the free set (cross-validated)",
         "grid": list(shape),
-        "n_peaks": int(len(peaks)),
+        "n_peaks": int(len(peaks.height)),
         "timings_s": {k: round(val, 4) for k, val in times.items()},
         "warnings": warnings,
     }
