@@ -202,3 +202,18 @@ def test_solve_refuses_a_cell_that_contradicts_the_space_group(tmp_path, capsys)
     code = main(["solve", str(path), "--out", str(out), "--no-progress", "--cell", "9", "11", "13", "90", "100", "90"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "contradicts the space group" in err[0] and not out.exists()
+
+
+def test_solve_of_p1_data_reports_the_groups_the_solution_obeys(tmp_path, capsys, monkeypatch):
+    from patterson.training import checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "no-weights")
+    group, cell, frac = crystal("P 21 21 21", n_asu=3)
+    hkl, f = factors(cell, frac)
+    path = _write_mtz(tmp_path / "p1.mtz", cell, SpaceGroup.of("P 1"), hkl, f)  # the data as if merged in P1
+    out = tmp_path / "out"
+    assert main(["solve", str(path), "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    check = summary["symmetry"]["check"]
+    assert summary["verdict"] == "solved" and check[0]["spacegroup"] == "P 21 21 21" and check[0]["consistent"]
+    assert "obeys: P 21 21 21" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import random_atoms
-from patterson.cells import Cell
+from patterson.cells import Cell, expand_to_p1
 from patterson.cli import main
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f
@@ -208,6 +208,24 @@ def test_solve_on_real_5e5z_is_honest(tmp_path, capsys):
     assert summary["verdict"] != "solved" and last.startswith(summary["verdict"] + ":")
     assert "R-free" in last and summary["free_set"]["label"] == "FREE" and summary["free_set"]["n_free_unique"] == 18
     assert summary["figure_of_merit"] < 0.5  # cross-validated: no longer 0.97 on a chance-level map
+    sym = summary["symmetry"]  # a map at chance level obeys no group: written in P1, and said so
+    assert sym["spacegroup"] == "P 1 21 1" and (sym["written_in"] == "P 1 21 1") == sym["consistent"]
+    assert (out / "solution.res").read_text().startswith("TITL")
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real/5e5z is not beside the checkout")
+def test_the_deposited_model_of_5e5z_obeys_p21_wherever_its_origin_is():
+    from patterson.phasing.symmetry import SpaceGroup, shift_origin, to_spacegroup
+    from patterson.physics import AtomBatch, structure_factors
+    from patterson.solving import prepare_data, read_reflections
+    from patterson.structures import read_structure
+
+    data = prepare_data(read_reflections(REAL / "5e5z.mtz"))
+    atoms = expand_to_p1(read_structure(REAL / "5e5z.pdb"))
+    f = structure_factors(AtomBatch.from_atoms([atoms], data.cell), data.hkl)[0].numpy()
+    moved = shift_origin(data.hkl, f, np.array([0.31, 0.27, 0.64]))
+    _, fit = to_spacegroup(data.hkl, moved, data.cell, SpaceGroup.of("P 1 21 1"), data.d_min)
+    assert fit.consistent and fit.worst > 0.95  # the real cell's own symmetry, from model phases on measured hkl
 
 
 def _p1_mtz(path: Path, hkl: np.ndarray, columns: dict[str, tuple[str, np.ndarray]]) -> Path:

@@ -286,8 +286,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
     INPUT is an MTZ, SF-mmCIF or SHELX .hkl file (cell and symmetry from a .ins/.res beside it, or --cell and
     --spacegroup). Amplitudes or intensities are chosen automatically when only one column fits, else --columns.
-    Writes DIR/density.ccp4, DIR/phases.mtz (H K L F PHI FOM, P1), DIR/peaks.pdb, DIR/peaks.csv and
-    DIR/summary.json, all or nothing. Without shipped weights, ``pretrained`` falls back to classical phasing.
+    Phases in P1, then moves the solution to the space group's origin and symmetrises it when it obeys the group.
+    Writes DIR/density.ccp4, DIR/phases.mtz (F PHI FWT PHWT FOM FREE), DIR/peaks.pdb, DIR/peaks.csv (the peaks
+    in the asymmetric unit), DIR/solution.res (SHELX) and DIR/summary.json, all or nothing, in the space group.
+    Without shipped weights, ``pretrained`` falls back to classical phasing.
     A free set (the file's FreeR_flag/FREE column or mmCIF status, else --free-fraction of the reflections) is
     never imposed; runs are chosen by R-free, and the last line gives the verdict (solved, uncertain, not solved).
     """
@@ -310,6 +312,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         free_fraction=args.free_fraction,
         free_column=args.free_column,
+        check_symmetry=args.check_symmetry,
     )
     solution, paths = solve_to_folder(config)
     s = solution.summary
@@ -317,9 +320,13 @@ def cmd_solve(args: argparse.Namespace) -> int:
         print(f"{name:14s} {path}")
     if s["verdict"] != "solved":
         print(s["verdict_explanation"])
+    sym = s["symmetry"]
+    if "check" in sym:
+        top = next((r for r in sym["check"] if r["consistent"]), None)
+        print(f"highest symmetry the P1 solution obeys: {top['spacegroup'] if top else 'none'} (summary.json)")
     print(
         f"{s['verdict']}: {s['method']}, R-work {s['r_work']:.3f}, R-free {s['r_free']:.3f} "
-        f"(random phases {s['r_free_random']:.3f}), {s['n_peaks']} peaks"
+        f"(random phases {s['r_free_random']:.3f}), {s['n_peaks']} peaks in {sym['written_in']}"
     )
     return 0
 
@@ -346,6 +353,9 @@ def _add_solve(sub) -> None:
         "--free-fraction", type=float, default=0.05, help="share of reflections held out when the file flags none"
     )
     p.add_argument("--free-column", default=None, metavar="LABEL", help="MTZ free-flag column (default: found)")
+    p.add_argument(
+        "--check-symmetry", action="store_true", help="report the space groups the P1 solution obeys (always for P1)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=cmd_solve)

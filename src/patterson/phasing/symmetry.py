@@ -230,9 +230,12 @@ def _agreement(terms, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(agree), np.array(count)
 
 
-def find_origin(hkl: np.ndarray, f: np.ndarray, cell: Cell, group: SpaceGroup, d_min: float) -> SymmetryFit:
+def find_origin(
+    hkl: np.ndarray, f: np.ndarray, cell: Cell, group: SpaceGroup, d_min: float, refine_above: float = -1.0
+) -> SymmetryFit:
     """The origin shift that makes a P1 solution (hkl (M, 3) on a Friedel half, complex f (M,)) most consistent
-    with ``group``, with the agreement of each operator there. The search grid has a step of d_min/4 or finer."""
+    with ``group``, with the agreement of each operator there. The search grid has a step of d_min/4 or finer;
+    the best grid point is refined off the grid when its worst agreement exceeds ``refine_above``."""
     hkl_full, f_full = full_sphere(np.asarray(hkl), np.asarray(f, dtype=np.complex128))
     table = HklTable(hkl_full, f_full)
     terms = _pair_terms(table, hkl_full, f_full, group)
@@ -245,8 +248,9 @@ def find_origin(hkl: np.ndarray, f: np.ndarray, cell: Cell, group: SpaceGroup, d
         s = np.zeros(3)
     else:
         score = _score_grid(moving, shape)
-        best = np.array(np.unravel_index(int(np.argmax(score)), shape), dtype=np.float64)
-        s = _refine(moving, best / np.array(shape), 0.5 / np.array(shape))
+        s = np.array(np.unravel_index(int(np.argmax(score)), shape), dtype=np.float64) / np.array(shape)
+        if np.nanmin(_agreement(terms, s)[0]) > refine_above:
+            s = _refine(moving, s, 0.5 / np.array(shape))
     agreement, n_pairs = _agreement(terms, s)
     log.info("origin for %s at %s: worst operator agreement %.3f", group.name, np.round(s, 4), np.nanmin(agreement))
     return SymmetryFit(group, s, agreement, n_pairs)
@@ -320,7 +324,7 @@ def check_spacegroups(
     candidates = candidates if candidates is not None else lattice_candidates(cell, "P")
     rows = []
     for group in candidates:
-        fit = find_origin(hkl, f, cell, group, d_min)
+        fit = find_origin(hkl, f, cell, group, d_min, refine_above=0.6 * CONSISTENT)  # refine the plausible only
         rows.append({
             "spacegroup": group.name,
             "number": int(group.gemmi.number),
