@@ -68,6 +68,41 @@ def test_charge_flipping_solves_from_random_starts(problem):
     assert torch.all(error < 20), error
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"amplitudes": "E"}, {"amplitudes": "sharpened"}, {"delta_fraction": 0.8}, {"polish": "lde"}],
+    ids=["E-values", "sharpened", "delta-from-map", "lde-polish"],
+)
+def test_charge_flipping_options_solve_and_score_on_f(problem, options):
+    _, hkl, shape, f, truth = problem
+    result = charge_flip(f.abs(), hkl, CELL, shape, n_iter=400, n_starts=4, seed=1, **options)
+    assert torch.all(weighted_phase_error(result.rho, truth) < 25)
+    assert torch.all(result.r_work < 0.25)  # R against F: the map comes back to F whatever was flipped
+
+
+@pytest.mark.parametrize("amplitudes", ["E", "sharpened"])
+def test_hio_with_normalised_amplitudes_solves(problem, amplitudes):
+    batch, hkl, shape, f, truth = problem
+    result = hio(f.abs(), hkl, CELL, shape, f000=electron_count(batch), n_iter=300, n_starts=2, seed=3,
+                 amplitudes=amplitudes)  # fmt: skip
+    assert torch.all(weighted_phase_error(result.rho, truth) < 25) and result.verdict == ("solved", "solved")
+
+
+def test_e_values_are_flat_over_resolution_and_centric_phases_are_0_or_pi(problem):
+    from patterson.phasing.methods import normalised_amplitudes
+    from patterson.physics import resolution_shells
+
+    _, hkl, shape, f, _ = problem
+    e = normalised_amplitudes(f.abs(), hkl, CELL, "E")
+    shell, _ = resolution_shells(CELL.d_spacing(hkl), 5)
+    means = [float((e[:, shell == s] ** 2).mean()) for s in range(5)]
+    assert means == pytest.approx([1.0] * 5, rel=0.1)  # ⟨E²⟩ = 1 in every shell: the fall-off is gone
+    res = charge_flip(f.abs(), hkl, CELL, shape, n_iter=20, n_starts=1, seed=1, centric=True)
+    assert torch.all(torch.abs(torch.sin(res.phi_rad)) < 1e-6)  # ρ(x) = ρ(−x): F real
+    with pytest.raises(PattersonError, match="unknown amplitudes"):
+        normalised_amplitudes(f.abs(), hkl, CELL, "U")
+
+
 def test_missing_reflections_float_instead_of_being_held_at_zero(problem):
     """20% of the amplitudes missing (stored as zeros): left free, both methods still solve and give the missing
     reflections phases near the truth; held at zero (observed everywhere), the map is worse."""

@@ -4,6 +4,7 @@ nothing, in the solution's space group (at its conventional origin)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -20,7 +21,8 @@ from patterson.maps import atomic_write, ccp4_map, check_writable_folder, reflec
 from patterson.solving.shelx import res_text
 from patterson.solving.solve import Solution, SolveConfig, solve
 
-OUTPUT_FILES = ("density.ccp4", "phases.mtz", "peaks.pdb", "peaks.csv", "solution.res", "summary.json")
+OUTPUT_FILES = ("density.ccp4", "phases.mtz", "peaks.pdb", "peaks.csv", "solution.res", "report.md", "summary.json")
+# and sections.png (map sections through the strongest peaks) when matplotlib is installed
 
 
 def peaks_structure(frac: np.ndarray, height: np.ndarray, cell: Cell, spacegroup: str = "P 1") -> gemmi.Structure:
@@ -76,14 +78,18 @@ def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
     title = f"patterson {solution.summary['input']}"
     res = res_text(cell, group, solution.peaks_frac, solution.peaks_height, mult, solution.composition, n_expected,
                    title)  # fmt: skip
+    figure = sections_figure(solution)
     writers = {
         "density.ccp4": ccp4_map(solution.rho, cell, group.name).write_ccp4_map,
         "phases.mtz": _mtz(solution).write_to_file,
         "peaks.pdb": peaks_structure(solution.peaks_frac, solution.peaks_height, cell, group.name).write_pdb,
         "peaks.csv": lambda p: Path(p).write_text(buf.getvalue()),
         "solution.res": lambda p: Path(p).write_text(res),
+        "report.md": lambda p: Path(p).write_text(report_markdown(solution, figure is not None)),
         "summary.json": lambda p: Path(p).write_text(json.dumps(solution.summary, indent=2, allow_nan=False) + "\n"),
     }
+    if figure is not None:
+        writers["sections.png"] = lambda p: figure.savefig(p, format="png")
     if out.exists():
         if not out.is_dir():
             raise PattersonError(f"{out}: exists and is not a folder")
@@ -103,6 +109,69 @@ def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {name: out / name for name in writers}
+
+
+def sections_figure(solution: Solution, n_sections: int = 3):
+    """Sections of the map perpendicular to c through the strongest peaks (fractional x, y axes, the map in units
+    of its r.m.s. with a colour bar, peaks within 0.7 Å of the section circled); None without matplotlib."""
+    try:
+        from patterson.evaluation.report import new_figure
+    except ImportError:  # pragma: no cover - evaluation.report imports matplotlib lazily
+        return None
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
+    rho = solution.rho
+    rms = float(np.sqrt(np.mean((rho - rho.mean()) ** 2))) or 1.0
+    frac = solution.peaks_frac[:n_sections] if len(solution.peaks_frac) else np.zeros((1, 3))
+    fig = new_figure(4.2 * len(frac), 4.0)
+    nz = rho.shape[2]
+    for i, p in enumerate(frac):
+        k = int(round(p[2] * nz)) % nz
+        ax = fig.add_subplot(1, len(frac), i + 1)
+        half = 0.5 / np.array(rho.shape[:2])  # voxel i sits at i/n: pixel centres, not edges, on the grid points
+        extent = (-half[0], 1 - half[0], -half[1], 1 - half[1])
+        im = ax.imshow((rho[:, :, k] / rms).T, origin="lower", extent=extent, cmap="viridis", aspect="auto")
+        near = np.abs(((solution.peaks_frac[:, 2] - k / nz) + 0.5) % 1 - 0.5) * solution.cell.c < 0.7
+        ax.scatter(solution.peaks_frac[near, 0] % 1, solution.peaks_frac[near, 1] % 1, s=60, facecolors="none",
+                   edgecolors="white", linewidths=0.8)  # fmt: skip
+        ax.set_xlabel("x (fraction of a)")
+        ax.set_ylabel("y (fraction of b)")
+        ax.set_title(f"section z = {k / nz:.3f} (peak {i + 1})", fontsize=9)
+        fig.colorbar(im, ax=ax, label="ρ / r.m.s.", shrink=0.85)
+    fig.tight_layout()
+    return fig
+
+
+def report_markdown(solution: Solution, has_picture: bool) -> str:
+    """report.md: the verdict in words, the data, the symmetry, the strongest peaks and the sections."""
+    s, sym = solution.summary, solution.summary["symmetry"]
+    lines = [f"# patterson solve: {s['input']}", "", f"**{s['verdict_explanation']}**", "",
+             f"- data: {s['data']['kind']}s, {s['data']['spacegroup']}, cell "
+             + " ".join(f"{v:g}" for v in s["data"]["cell"])
+             + f", d_min {s['data']['d_min']:.2f} Å, {s['data']['unique_merged']} unique reflections",
+             f"- chosen run: {s['method']} (lowest R-free): R-work {s['r_work']:.3f}, R-free {s['r_free']:.3f}, "
+             f"random phases {s['r_free_random']:.3f}; mean FOM {s['figure_of_merit']:.2f} (σA from the free set)",
+             f"- symmetry: written in {sym['written_in']}"]  # fmt: skip
+    if "worst_agreement" in sym:
+        lines[-1] += (f"; the P1 solution's worst operator agreement with {sym['spacegroup']} is "
+                      f"{sym['worst_agreement']:.2f} (1 exact, about 0.1 for random phases)")  # fmt: skip
+    if "check" in sym:
+        ok = [r["spacegroup"] for r in sym["check"] if r["consistent"]]
+        lines.append(f"- space groups the P1 solution obeys: {', '.join(ok) if ok else 'none'}")
+    lines += ["", "| peak | x | y | z | height / r.m.s. | multiplicity |", "|---|---|---|---|---|---|"]
+    rho = solution.rho
+    rms = float(np.sqrt(np.mean((rho - rho.mean()) ** 2))) or 1.0
+    mult = _multiplicity(solution)
+    for i, (p, h, m) in enumerate(zip(solution.peaks_frac[:10], solution.peaks_height[:10], mult[:10], strict=True)):
+        lines.append(f"| {i + 1} | {p[0]:.4f} | {p[1]:.4f} | {p[2]:.4f} | {h / rms:.1f} | {int(m)} |")
+    lines.append("")
+    if has_picture:
+        lines += ["![map sections through the strongest peaks](sections.png)", ""]
+    else:
+        lines += ["(no picture of the map sections: matplotlib is not installed; pip install matplotlib)", ""]
+    for w in s["warnings"]:
+        lines.append(f"> warning: {w}")
+    return "\n".join(lines) + "\n"
 
 
 def _multiplicity(solution: Solution) -> np.ndarray:
