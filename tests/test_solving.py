@@ -269,10 +269,10 @@ def test_tiny_network_checkpoint_runs_through_both_cell_transfers(tmp_path):
     assert find_checkpoint(str(ckpt)) == ckpt
     for transfer in ("convolve", "resample"):
         solution = solve(fast(path, checkpoint=str(ckpt), transfer=transfer))
-        assert set(solution.summary["runs"]) == {"network + hio", "HIO"}
+        assert set(solution.summary["runs"]) == {"network tiny + hio", "HIO"}
         assert solution.summary["transfer"] == transfer and solution.summary["r_work"] < 0.15
     none = solve(fast(path, checkpoint=str(ckpt), refine="none"))
-    assert none.summary["method"] == "network" and np.isfinite(none.summary["r_free"])
+    assert none.summary["method"] == "network tiny" and np.isfinite(none.summary["r_free"])
 
 
 def test_find_checkpoint_names(tmp_path):

@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import gemmi
 import numpy as np
@@ -35,11 +36,11 @@ from patterson.physics import check_d_min, grid_shape, resolution_shells
 from patterson.solving.data import ObservedData, prepare_data, unmeasured_hkl
 from patterson.solving.network import TRANSFERS, find_checkpoint, load_solver_model, predict_density
 from patterson.solving.readers import parse_composition, read_reflections
+from patterson.training.checkpoint import shipped_networks
 
 log = logging.getLogger(__name__)
 
 REFINE_METHODS = ("hybrid", "charge-flip", "hio", "none")
-PACKED_VOLUME = 60.0  # Å³ per atom below which a cell counts as packed (pretrained picks a packed-cell model)
 
 
 @dataclass(frozen=True)
@@ -196,35 +197,43 @@ def _free_set(data: ObservedData, config: SolveConfig) -> tuple[np.ndarray, dict
     return free, {"source": source, "n_free_unique": int(n_unique), "n_free_p1": int(free.sum())}
 
 
-def _network_start(config: SolveConfig, data: ObservedData, free: np.ndarray, hints: dict, warnings: list[str]):
-    """(solver, starting phases (M,) or None): the network's phases where its grid reaches, random elsewhere. The
-    network sees the Patterson of the work set only (free amplitudes left out)."""
-    path = find_checkpoint(config.checkpoint, data=hints)
-    if path is None:
-        warnings.append("no shipped pretrained network: classical phasing (HIO from random starts) instead")
-        return None, None
-    solver = load_solver_model(path, config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def _network_starts(config: SolveConfig, data: ObservedData, free: np.ndarray, warnings: list[str]) -> list:
+    """[(solver, starting phases (M,)), ...]: for ``pretrained`` every shipped density network, else the one named;
+    each network's phases where its grid reaches, random elsewhere. The networks see the Patterson of the work set
+    only (free amplitudes left out); which start wins is left to R-free after refinement (:func:`solve`)."""
+    if config.checkpoint == "pretrained":
+        paths = shipped_networks()
+        if not paths:
+            warnings.append("no shipped pretrained network: classical phasing (HIO from random starts) instead")
+    else:
+        paths = [find_checkpoint(config.checkpoint)]
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     work_data = dataclasses.replace(data, f=np.where(free, 0.0, data.f))
-    pred, hold, _ = predict_density(solver, work_data, config.transfer)
-    start = np.random.default_rng(config.seed).uniform(0, 2 * np.pi, len(data.hkl))
-    start[hold] = np.angle(f_from_density(pred[None], data.hkl[hold], data.cell)[0].numpy())
-    if not hold.all():
-        warnings.append(f"{int((~hold).sum())} reflections beyond the network's resolution start from random phases")
-    return solver, start
+    starts = []
+    for path in paths:
+        solver = load_solver_model(path, device)
+        pred, hold, _ = predict_density(solver, work_data, config.transfer)
+        start = np.random.default_rng(config.seed).uniform(0, 2 * np.pi, len(data.hkl))
+        start[hold] = np.angle(f_from_density(pred[None], data.hkl[hold], data.cell)[0].numpy())
+        if not hold.all():
+            log.info("%s: %d reflections beyond its resolution start from random phases", path, int((~hold).sum()))
+        starts.append((solver, start))
+    return starts
 
 
-def _runs(config: SolveConfig, refine: str, start, f000: float, problem: dict) -> list[tuple[str, Callable]]:
+def _runs(config: SolveConfig, refine: str, starts: list, f000: float, problem: dict) -> list[tuple[str, Callable]]:
     """The phasing runs to make, each (name, run(progress) → PhasingResult), on the measured + unmeasured
-    reflections of ``problem`` (f_all, hkl_all, cell, shape, opts)."""
+    reflections of ``problem`` (f_all, hkl_all, cell, shape, opts, rho_starts): each network's start refined,
+    and (``hybrid`` or without a network) the classical method from random starts."""
     f_all, hkl_all, cell, shape, opts = (problem[k] for k in ("f_all", "hkl_all", "cell", "shape", "opts"))
     runs = []
-    if start is not None:
-        method = "charge-flip" if refine == "charge-flip" else "hio"
-        rho0 = problem["rho_start"]
-        extra = {"f000": f000} if method == "hio" else {}
-        runs.append((f"network + {method}", lambda p: refine_density(rho0, f_all, hkl_all, cell, method, progress=p,
-                                                                     **extra, **opts)))  # fmt: skip
-    if start is None or refine == "hybrid":
+    method = "charge-flip" if refine == "charge-flip" else "hio"
+    extra = {"f000": f000} if method == "hio" else {}
+    for (solver, _), rho0 in zip(starts, problem["rho_starts"], strict=True):
+        name = f"network {Path(solver.path).stem} + {method}"
+        runs.append((name, lambda p, rho0=rho0: refine_density(rho0, f_all, hkl_all, cell, method, progress=p,
+                                                                **extra, **opts)))  # fmt: skip
+    if not starts or refine == "hybrid":
         if refine == "charge-flip":
             run = lambda p: charge_flip(f_all, hkl_all, cell, shape, n_starts=config.n_starts, progress=p, **opts)  # noqa: E731
             runs.append(("charge flipping", run))
@@ -268,20 +277,18 @@ def solve(config: SolveConfig) -> Solution:
     f_obs = f_obs / scale  # absolute scale: maps in e/Å³; phases.mtz keeps the file's F
 
     t1 = time.perf_counter()
-    volume_per_atom = cell.volume / max(float(n_atoms[0]), 1.0)  # Å³ per atom, from the Wilson estimate
-    hints = {"d_min": data.d_min, "pack_volume": volume_per_atom if volume_per_atom < PACKED_VOLUME else None}
-    solver, start = _network_start(config, data, free, hints, warnings)
+    starts = _network_starts(config, data, free, warnings)
     times["model"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
     refine = config.refine
-    if refine == "none" and start is None:
+    if refine == "none" and not starts:
         warnings.append("--refine none needs a network: refined with HIO instead")
         refine = "hybrid"
     missing = unmeasured_hkl(cell, data.d_min, hkl)  # float in the phasing, after the measured ones
     hkl_all = np.concatenate([hkl, missing])
     f_all = torch.cat([f_obs, torch.zeros(1, len(missing), dtype=f_obs.dtype)], dim=-1)  # (1, M + K)
-    results = _phase(config, refine, start, f_all, hkl_all, free, f000, data, shape)
+    results = _phase(config, refine, starts, f_all, hkl_all, free, f000, data, shape)
     best = min(results, key=lambda r: float(r.r_free[0]))  # chosen by R-free, never by R-work
     times["phasing"] = time.perf_counter() - t2
 
@@ -303,7 +310,7 @@ def solve(config: SolveConfig) -> Solution:
     for w in warnings:
         log.warning(w)
     context = {"refl": refl, "data": data, "scale": scale, "f000": f000, "composition": composition}
-    context |= {"n_atoms": n_atoms, "b_wilson": b_wilson, "solver": solver, "free_info": free_info}
+    context |= {"n_atoms": n_atoms, "b_wilson": b_wilson, "starts": starts, "free_info": free_info}
     context["n_unmeasured"] = len(missing)
     summary = _summary(config, context, results, best, fom, shape, unique, times, warnings)
     summary["symmetry"] = symmetry
@@ -351,6 +358,14 @@ def _fit_block(fit: SymmetryFit) -> dict:
             "consistent": fit.consistent, "agreement": fit.table()}  # fmt: skip
 
 
+def _chosen_network(best: PhasingResult, starts: list) -> str | None:
+    """The path of the network whose start won, None when a classical run from random starts did."""
+    for solver, _ in starts:
+        if best.method.startswith(f"network {Path(solver.path).stem}"):
+            return solver.path
+    return None
+
+
 FINAL_POLISH = 30  # cycles of positivity with every measured amplitude, after the choice
 
 
@@ -360,7 +375,7 @@ def _final_phases(
     """Phases (M,) of the M measured reflections (the first of ``hkl_all``) for the final map: the chosen run
     polished by :data:`FINAL_POLISH` cycles of positivity that impose every measured amplitude, the free set's
     included (allowed only now that the choice is made; R-free and the verdict are from before)."""
-    if best.method == "network":
+    if best.iterations == 0:  # --refine none: the network's own phases
         return best.phi_rad[0, :m].numpy()
     floating = torch.arange(len(hkl_all))[None] >= m
     f = torch.cat([torch.full((1, 1), f000, dtype=best.f_calc.dtype), best.f_calc], dim=-1)
@@ -368,7 +383,7 @@ def _final_phases(
     return torch.angle(f[0, 1 : m + 1]).numpy()
 
 
-def _phase(config: SolveConfig, refine: str, start, f_all, hkl_all, free, f000, data: ObservedData, shape) -> list:
+def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000, data: ObservedData, shape) -> list:
     """Every run's :class:`PhasingResult` on ``hkl_all``: the M measured reflections first (results[:, :M] are
     theirs), then the unmeasured ones of the sphere, which float, as does the free set."""
     cell, hkl = data.cell, data.hkl
@@ -377,23 +392,25 @@ def _phase(config: SolveConfig, refine: str, start, f_all, hkl_all, free, f000, 
     measured = torch.arange(len(hkl_all))[None] < m  # (1, M + K)
     free_all = torch.cat([torch.as_tensor(free), torch.zeros(len(hkl_all) - m, dtype=torch.bool)])[None]
     opts = {"n_iter": config.n_iter, "seed": config.seed, "observed": measured, "free": free_all}
+    rho_starts = [
+        density_from_f(torch.polar(f_obs * ~free_all[:, :m], torch.as_tensor(phi0)[None]).to(torch.complex128), hkl,
+                       cell, shape) for _, phi0 in starts
+    ]  # fmt: skip
     if refine == "none":
-        rho = density_from_f(
-            torch.polar(f_obs * torch.as_tensor(~free), torch.as_tensor(start)[None]), hkl, cell, shape
-        )
-        fc = f_from_density(rho.clamp_min(0), hkl, cell)
         work = torch.as_tensor(~free)[None]
-        check = cross_validate(f_obs, fc, rho, work, ~work, hkl, cell)
-        return [PhasingResult(rho, torch.angle(fc), fc, ~work, check, "network", 0)]
+        results = []
+        for (solver, _), rho in zip(starts, rho_starts, strict=True):
+            fc = f_from_density(rho.clamp_min(0), hkl, cell)
+            check = cross_validate(f_obs, fc, rho, work, ~work, hkl, cell)
+            name = f"network {Path(solver.path).stem}"
+            results.append(PhasingResult(rho, torch.angle(fc), fc, ~work, check, name, 0))
+        return results
     problem = {"f_all": f_all, "hkl_all": hkl_all, "cell": cell, "shape": shape, "opts": opts}
-    if start is not None:
-        phi0 = torch.as_tensor(start)[None]
-        problem["rho_start"] = density_from_f(torch.polar(f_obs * ~free_all[:, :m], phi0).to(torch.complex128), hkl,
-                                              cell, shape)  # fmt: skip
+    problem["rho_starts"] = rho_starts
     voxels = int(np.prod(shape)) * config.n_starts
     threads = config.threads if config.threads is not None else (1 if voxels < SMALL_GRID else None)
     results = []
-    for desc, run in _runs(config, refine, start, f000, problem):
+    for desc, run in _runs(config, refine, starts, f000, problem):
         bar, progress = _bar(desc, config.progress)
         try:
             with torch_threads(threads):
@@ -441,8 +458,10 @@ def _summary(config: SolveConfig, c: dict, results: list, best, fom, shape, peak
         "method": best.method,
         "selection": "the run with the lowest R-free",
         "refine": config.refine,
-        "checkpoint": c["solver"].path if c["solver"] else None,
-        "transfer": config.transfer if c["solver"] else None,
+        "checkpoint": _chosen_network(best, c["starts"]),
+        "networks_tried": [solver.path for solver, _ in c["starts"]],
+        "network_choice": "every shipped density network starts a run; R-free picks the run" if c["starts"] else None,
+        "transfer": config.transfer if c["starts"] else None,
         "runs": {
             r.method: {"r_work": float(r.r_work[0]), "r_free": float(r.r_free[0]), "verdict": r.verdict[0]}
             for r in results

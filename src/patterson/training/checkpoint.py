@@ -216,6 +216,11 @@ def _shipped_for(weights_dir: str | Path | None, task: str) -> list[tuple[Path, 
     return [(p, state) for p, state in states if task_of(state) == task]
 
 
+def shipped_networks(task: str = "density", weights_dir: str | Path | None = None) -> list[Path]:
+    """The shipped weights files trained for ``task``, sorted by name."""
+    return [p for p, _ in _shipped_for(weights_dir, task)]
+
+
 def _best_fit(candidates: list[tuple[Path, dict[str, Any]]], data: Mapping[str, Any]) -> Path | None:
     """The candidate whose training data fit ``data`` best (see :func:`pick_pretrained`); None when there is none."""
     scored = [(_mismatch(trained_on(state), data), p.name, p) for p, state in candidates]
