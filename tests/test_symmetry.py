@@ -18,6 +18,7 @@ from patterson.phasing.symmetry import (
     find_origin,
     images,
     is_permitted_shift,
+    random_sites,
     shift_origin,
     symmetrize,
     to_spacegroup,
@@ -37,20 +38,10 @@ CASES = {  # space group, cell, atoms in the asymmetric unit
 
 
 def crystal(name: str, n_asu: int | None = None, seed: int = 0, special: tuple | None = None):
-    """(group, cell, frac (N, 3) of the whole cell): random atoms ≥ 1.3 Å apart in general positions, expanded by
-    every operator; ``special`` adds one atom on that special position (its distinct images only)."""
+    """(group, cell, frac (N, 3) of the whole cell) of a random crystal of ``CASES[name]``."""
     cell_par, n = CASES[name]
     group, cell = SpaceGroup.of(name), Cell(*cell_par)
-    rng = np.random.default_rng(seed)
-    sites = np.zeros((0, 3)) if special is None else np.unique(np.round(images(group, np.array(special)), 6), axis=0)
-    target = len(sites) + (n_asu or n) * len(group.rot)
-    while len(sites) < target:
-        trial = np.concatenate([sites, images(group, rng.uniform(0, 1, 3))])
-        d = trial[:, None] - trial[None]
-        d -= np.round(d)
-        if (np.linalg.norm(d @ cell.orth.T, axis=-1) + 9 * np.eye(len(trial))).min() > 1.3:
-            sites = trial
-    return group, cell, sites
+    return group, cell, random_sites(group, cell, n_asu or n, seed=seed, special=special)
 
 
 def factors(cell: Cell, frac: np.ndarray, elements=None) -> tuple[np.ndarray, np.ndarray]:

@@ -399,3 +399,25 @@ def unique_peaks(
     return UniquePeaks(
         np.array(kept_frac).reshape(-1, 3), np.array(kept_h), np.array(kept_m, dtype=np.int64)
     )
+
+
+def random_sites(
+    group: SpaceGroup, cell: Cell, n_asu: int, min_distance: float = 1.3, seed: int = 0, special=None,
+    max_tries: int = 100_000,
+) -> np.ndarray:  # fmt: skip
+    """(N, 3) fractional sites of a random crystal: ``n_asu`` general positions ≥ ``min_distance`` Å from every
+    other atom and image, expanded by every operator (N = n_asu·K, plus the distinct images of ``special``, a
+    fractional point on a special position, when given). For tests and benchmarks of the symmetry step."""
+    rng = np.random.default_rng(seed)
+    sites = np.zeros((0, 3))
+    if special is not None:
+        sites = np.unique(np.round(images(group, np.asarray(special, dtype=float)), 6) % 1.0, axis=0)
+    target = len(sites) + n_asu * len(group.rot)
+    for _ in range(max_tries):
+        if len(sites) >= target:
+            return sites
+        trial = np.concatenate([sites, images(group, rng.uniform(0, 1, 3))])
+        dist = _distances(cell, trial, trial) + 9 * np.eye(len(trial))
+        if dist.min() > min_distance:
+            sites = trial
+    raise PattersonError(f"could not place {n_asu} atoms {min_distance} Å apart in {group.name}; use a larger cell")
