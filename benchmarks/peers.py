@@ -10,7 +10,8 @@ Rows:
   missing), given to cctbx in their space group (as Olex2 would) and to patterson merged and expanded to P1, which
   phases in P1 and then moves the solution to the group's origin (:func:`patterson.phasing.symmetry.to_spacegroup`).
 
-Methods: patterson's charge flipping (4 starts × 300 iterations; and the same flipping E-values), HIO (4 × 400),
+Methods: patterson's charge flipping (4 starts × 300 iterations; the same flipping E-values; and flipping E-values
+with convergence detection, up to 3 restarts of a start that has not converged and an early stop), HIO (4 × 400),
 and cctbx's charge flipping as Olex2 runs it (weak-reflection-improved flipping of quasi-normalised amplitudes,
 δ = 1.1σ guessed from the map, up to 5 restarts without a phase transition, then its low-density-elimination polish
 and its own origin search). Each method's P1 structure factors are scored against the truth after the origin and
@@ -58,7 +59,7 @@ from patterson.solving.data import merge_and_expand
 from patterson.structures import Atoms
 
 MIN_REFLECTIONS = 40
-METHODS = ("patterson CF", "patterson CF (E)", "patterson HIO", "cctbx CF")
+METHODS = ("patterson CF", "patterson CF (E)", "patterson CF (E, restarts)", "patterson HIO", "cctbx CF")
 
 
 # --- cases: the data a method gets, and the truth --------------------------------------------------------------
@@ -143,8 +144,9 @@ def run_patterson(method: str, case: dict) -> tuple[np.ndarray, bool, np.ndarray
     if method == "patterson HIO":
         res = hio(fo, hkl, cell, shape, f000=case["f000"], n_iter=400, n_starts=4, observed=observed)
     else:
-        amplitudes = "E" if method.endswith("(E)") else "F"
-        res = charge_flip(fo, hkl, cell, shape, n_iter=300, n_starts=4, observed=observed, amplitudes=amplitudes)
+        options = {"amplitudes": "E"} if "(E" in method else {}
+        options |= {"restarts": 3, "stop_early": True} if "restarts" in method else {}
+        res = charge_flip(fo, hkl, cell, shape, n_iter=300, n_starts=4, observed=observed, **options)
     f_p1 = case["f_obs"] * np.exp(1j * res.phi_rad[0].numpy())
     f_sg = None
     if not case["group"].is_p1:

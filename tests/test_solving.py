@@ -307,7 +307,14 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
     cut_hkl.write_text(text[: len(text) // 2 + 7])
     cif = write_sf_cif(tmp_path / "cut-sf.cif", atoms, P21_CELL, "P 1 21 1")
     cif.write_text(cif.read_text()[: -len(cif.read_text()) // 3 + 3])
+    (tmp_path / "badsymm").mkdir()
+    bad_symm = write_shelx(tmp_path / "badsymm", atoms, P21_CELL)
+    ins = bad_symm.with_suffix(".ins")
+    ins.write_text(ins.read_text().replace("SYMM -X, 0.5+Y, -Z", "SYMM -X, 1/3+Y, -Z"))  # a 2-fold with a ⅓ screw
     return {
+        "symmetry that is no space group": ([str(bad_symm)], "no tabulated space group"),
+        "cell against the space group": ([str(good), "--cell", "8", "10", "9", "90", "105", "100"], "contradicts"),
+        "unreadable composition": ([str(good), "--composition", "C12 X?"], "cannot read the composition"),
         "missing column": ([str(good), "--columns", "FMISSING,SIGF"], "no column 'FMISSING'"),
         "ambiguous columns": ([str(two)], "--columns"),
         "no cell": ([str(hkl_no_cell)], "--cell"),

@@ -344,6 +344,8 @@ def charge_flip(
     amplitudes: str = "F",
     delta_fraction: float | None = None,
     polish: str = "positivity",
+    restarts: int = 0,
+    stop_early: bool = False,
 ) -> PhasingResult:
     """Charge flipping from amplitudes (Oszlányi & Sütő 2004; weak reflections +90°, Oszlányi & Sütő 2005/2008).
 
@@ -368,6 +370,9 @@ def charge_flip(
         sign flipped); None: δ = delta_sigma · σ(ρ).
     polish : ``"positivity"`` (error reduction with ρ ≥ 0) or ``"lde"`` (low-density elimination, Shiono &
         Woolfson 1992: ρ(1 − exp(−ρ²/2ρc²)) with ρc = δ).
+    restarts : split the ``n_iter`` budget in ``restarts + 1`` parts; a start that has not converged by the end of
+        a part begins again from new random phases (:class:`Convergence` says when a start has converged).
+    stop_early : stop when every start has converged and run :data:`AFTER_CONVERGENCE` more cycles.
     """
     t0 = time.perf_counter()
     if polish not in POLISHES:
@@ -386,6 +391,8 @@ def charge_flip(
     best_r = torch.full((fo.shape[0],), float("inf"), dtype=fo.dtype, device=fo.device)
     best_f = torch.zeros_like(f)
     weak = _weakest(fo_flip, floating, weak_fraction)
+    part = n_iter // (max(0, restarts) + 1)
+    watch = Convergence(fo.shape[0], part, torch.Generator().manual_seed(seed + 1), restarts > 0)
     for it in range(n_iter):
         g, f = _flip(f, fo_flip, floating, weak, hkl, cell, shape, **rule)
         r = r_factor(fo_flip, g[:, 1:], work)  # a run's best iterate: by R-work (R-free only chooses between starts)
@@ -394,6 +401,14 @@ def charge_flip(
         best_r = torch.where(better, r, best_r)
         if progress is not None:
             progress(it + 1, n_iter)
+        again = watch.update(r, best_r).to(fo.device)
+        if again.any():  # new random phases for the starts that did not converge in their part of the budget
+            phi_new = _random_phases(f[again, 1:].shape, watch.generator, fo.dtype, fo.device)
+            f[again, 1:] = torch.polar(fo_flip[again] * work[again], phi_new).to(ctype)
+            best_r[again] = float("inf")
+        elif stop_early and watch.finished:
+            break
+    iterations = it + 1
     if amplitudes != "F":  # back to F: a few cycles let F(000) and the scale settle (as Superflip does)
         f, weak = best_f, _weakest(fo, floating, weak_fraction)
         for _ in range(F_CYCLES):
@@ -407,7 +422,44 @@ def charge_flip(
     final = impose_amplitudes(fo, floating, f[:, 1:], centric)
     final = density_from_f(torch.cat([f[:, :1], final], dim=-1), _with_000(hkl), cell, shape)
     free_s = held.repeat_interleave(n_starts, 0)
-    return _result(final, f[:, 1:], fo, work, free_s, hkl, cell, n_starts, select, "charge-flip", n_iter, t0)
+    return _result(final, f[:, 1:], fo, work, free_s, hkl, cell, n_starts, select, "charge-flip", iterations, t0)
+
+
+CONVERGED = 0.7  # a start has converged when its best R-work is below this fraction of its early plateau
+AFTER_CONVERGENCE = 50  # cycles every start runs after converging before ``stop_early`` stops
+
+
+class Convergence:
+    """Convergence of charge-flipping starts from R-work alone (the free set is not read): the mean R-work of
+    cycles 5–25 after a start (re)begins is its plateau; it has converged once its best R-work falls below
+    :data:`CONVERGED` × the plateau (the phase transition of Oszlányi & Sütő). With ``restart``, :meth:`update`
+    names the starts to begin again: those not converged after ``part`` cycles."""
+
+    def __init__(self, n: int, part: int, generator: torch.Generator, restart: bool):
+        self.part, self.generator, self.restart = max(30, part), generator, restart
+        self.age = torch.zeros(n, dtype=torch.long)
+        self.total = torch.zeros(n, dtype=torch.float64)
+        self.count = torch.zeros(n, dtype=torch.float64)
+        self.since = torch.full((n,), -1, dtype=torch.long)  # cycles since convergence (-1: not yet)
+
+    def update(self, r: torch.Tensor, best_r: torch.Tensor) -> torch.Tensor:
+        """Record one cycle's R-work (B,); returns (B,) bool, the starts to begin again now."""
+        r, best_r = r.detach().cpu().double(), best_r.detach().cpu().double()
+        self.age += 1
+        window = (self.age >= 5) & (self.age <= 25)
+        self.total += torch.where(window, r, torch.zeros_like(r))
+        self.count += window
+        plateau = torch.where(self.age > 25, self.total / self.count.clamp_min(1), torch.full_like(r, math.nan))
+        done = torch.isfinite(plateau) & (best_r < CONVERGED * plateau)
+        self.since = torch.where(done, self.since + 1, torch.full_like(self.since, -1))
+        again = ~done & (self.age >= self.part) & self.restart
+        self.age[again], self.total[again], self.count[again] = 0, 0.0, 0.0
+        return again
+
+    @property
+    def finished(self) -> bool:
+        """Every start converged at least :data:`AFTER_CONVERGENCE` cycles ago."""
+        return bool((self.since >= AFTER_CONVERGENCE).all())
 
 
 F_CYCLES = 10  # flipping cycles on F after flipping E or sharpened amplitudes
