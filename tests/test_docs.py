@@ -1,4 +1,4 @@
-"""The documentation runs: every ```python block of the README and of docs/phasing.md executes."""
+"""The documentation runs: every ```python block of the README, docs/phasing.md and docs/solving.md executes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ("README.md", "docs/phasing.md")  # the documents whose Python blocks are tested
+RUN = ("README.md", "docs/phasing.md", "docs/solving.md")  # the documents whose Python blocks are tested
 BLOCKS = [b for doc in RUN for b in re.findall(r"```python\n(.*?)```", (ROOT / doc).read_text(), flags=re.S)]
 
 

@@ -12,6 +12,7 @@ import torch
 
 from patterson.cells import Cell, expand_to_p1
 from patterson.cli import main
+from patterson.errors import PattersonError
 from patterson.evaluation import compare_vectors, score_maps
 from patterson.maps import density_from_f
 from patterson.physics import AtomBatch, miller_indices, structure_factors
@@ -196,6 +197,18 @@ def test_cli_solves_p1_mtz_amplitudes_and_writes_readable_files(tmp_path, caplog
     peak_frac = np.array([[float(x) for x in row.split(",")[4:7]] for row in rows[1:]])
     true_frac = P1_CELL.to_fractional(atoms.xyz)
     assert compare_vectors(true_frac, peak_frac, P1_CELL).fraction_within(0.5) > 0.8
+
+
+def test_solve_with_normalised_amplitudes_still_reports_on_f(tmp_path, monkeypatch):
+    from patterson.training import checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "no-weights")
+    atoms = molecule(P1_CELL, "P 1")
+    path = write_mtz(tmp_path / "p1.mtz", atoms, P1_CELL, "P 1")
+    solution = solve(fast(path, amplitudes="sharpened"))
+    assert solution.summary["verdict"] == "solved" and correlation(solution, atoms, P1_CELL) > 0.9
+    with pytest.raises(PattersonError, match="unknown amplitudes"):
+        fast(path, amplitudes="U")
 
 
 @pytest.mark.parametrize(

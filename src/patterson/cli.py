@@ -130,6 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             name=args.name,
             free_fraction=args.free_fraction,
             seed=args.seed,
+            amplitudes=args.amplitudes,
             **common,
         )
         metrics = evaluate_method(config)
@@ -163,6 +164,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--n-iter", type=int, default=None, help="iterations of the phasing methods (each its default)")
     p.add_argument("--n-starts", type=int, default=None, help="random starts of the phasing methods (default 4)")
     p.add_argument("--free-fraction", type=float, default=0.05, help="share of reflections held out (default 0.05)")
+    p.add_argument(
+        "--amplitudes", choices=("F", "E", "sharpened"), default="F", help="what the phasing imposes (default F)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random starts and free set")
     p.add_argument("--name", default=None, help="method name in the report")
     p.add_argument("--batch-size", type=int, default=16)
@@ -313,6 +317,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         free_fraction=args.free_fraction,
         free_column=args.free_column,
         check_symmetry=args.check_symmetry,
+        amplitudes=args.amplitudes,
     )
     solution, paths = solve_to_folder(config)
     s = solution.summary
@@ -355,6 +360,9 @@ def _add_solve(sub) -> None:
     p.add_argument("--free-column", default=None, metavar="LABEL", help="MTZ free-flag column (default: found)")
     p.add_argument(
         "--check-symmetry", action="store_true", help="report the space groups the P1 solution obeys (always for P1)"
+    )
+    p.add_argument(
+        "--amplitudes", choices=("F", "E", "sharpened"), default="F", help="what the phasing imposes (default F)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")

@@ -25,6 +25,7 @@ from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
 from patterson.maps import check_writable_folder, f_from_density, patterson_from_f
 from patterson.phasing.learned import learned, learned_step
 from patterson.phasing.methods import (
+    AMPLITUDES,
     METHODS,
     hio,
     measured_mask,
@@ -103,9 +104,12 @@ class PhasingEvalConfig:
     name: str | None = None
     plots: bool = True
     free_fraction: float = FREE_FRACTION
+    amplitudes: str = "F"  # what the classical methods impose: F, E or sharpened (normalised_amplitudes)
 
     def __post_init__(self) -> None:
         check_free_fraction(self.free_fraction)
+        if self.amplitudes not in AMPLITUDES:
+            raise PattersonError(f"unknown amplitudes {self.amplitudes!r} (choose from {', '.join(AMPLITUDES)})")
         if (self.n_iter is not None and self.n_iter < 1) or (self.n_starts is not None and self.n_starts < 1):
             raise PattersonError("n_iter and n_starts must be at least 1")
         if self.method not in EVAL_METHODS:
@@ -124,7 +128,8 @@ def _phase_batch(config: PhasingEvalConfig, items: list[dict], d_min: float, mod
     ids = tuple(f"{config.split}-{int(it['index'])}" for it in items)
     seed = config.seed + int(items[0]["index"])  # a free set of its own for each batch
     data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, config.free_fraction, seed)
-    pred, check = phase_maps(config.method, data, model, norm, config.refine, config.n_iter, config.n_starts, seed)
+    pred, check = phase_maps(config.method, data, model, norm, config.refine, config.n_iter, config.n_starts, seed,
+                             amplitudes=config.amplitudes)  # fmt: skip
     atoms = [data.cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]
     return {
         "validation": check.rows(),
@@ -312,6 +317,7 @@ def phase_maps(
     seed: int = 0,
     progress=None,
     generator: torch.Generator | None = None,
+    amplitudes: str = "F",
 ) -> tuple[torch.Tensor, CrossValidation | None]:
     """One method's maps (B, X, Y, Z) of ``data``'s structures and their cross-validation: ``model`` (the network
     alone, on the Patterson of the work set), ``hybrid`` (its density refined by ``refine``), ``learned`` (the loop
@@ -319,7 +325,8 @@ def phase_maps(
     (the loop with the control step), ``charge-flip``, ``hio``, ``raar``, ``rrr`` or ``chance`` (random phases from
     ``generator``, with the true amplitudes: no cross-validation, None). ``n_iter`` and ``n_starts`` set the runs
     (None: their defaults; the hybrid has one start). The free set of ``data`` is never imposed and never seen by
-    the network."""
+    the network. ``amplitudes`` (F, E, sharpened) is what the classical methods and the hybrid's refinement
+    impose."""
     if method == "chance":
         gen = generator or torch.Generator().manual_seed(seed)
         return random_phase_maps(data.truth, data.cell, data.d_min, gen), None
@@ -336,10 +343,12 @@ def phase_maps(
             return start, cross_validate(data.f_obs, f_calc, start, data.work, data.free, data.hkl, data.cell)
         extra = {"n_iter": n_iter} if n_iter is not None else {}
         extra |= {"f000": data.f000} if refine != "charge-flip" else {}
+        extra |= {"amplitudes": amplitudes}
         res = refine_density(start, data.f_obs, data.hkl, data.cell, method=refine, **held, **extra)
         return res.rho, res.validation
     options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
     options |= {"f000": data.f000} if method != "charge-flip" else {}
+    options |= {"amplitudes": amplitudes}
     res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, **held, **options)
     return res.rho, res.validation
 

@@ -20,6 +20,7 @@ from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
 from patterson.maps import density_from_f, f_from_density
 from patterson.phasing import PhasingResult, charge_flip, hio, positivity_polish, refine_density, wilson_estimate
+from patterson.phasing.methods import AMPLITUDES
 from patterson.phasing.symmetry import SpaceGroup, SymmetryFit, check_spacegroups, to_spacegroup, unique_peaks
 from patterson.phasing.validation import (
     FREE_FRACTION,
@@ -65,6 +66,7 @@ class SolveConfig:
     free_fraction: float = FREE_FRACTION  # when the file flags no free set
     free_column: str | None = None
     check_symmetry: bool = False  # also for data in P1: which space groups the P1 solution is consistent with
+    amplitudes: str = "F"  # what the phasing imposes: F, E or sharpened (the map and R-factors are on F)
 
     def __post_init__(self) -> None:
         check_free_fraction(self.free_fraction)
@@ -76,6 +78,8 @@ class SolveConfig:
             raise PattersonError("n_iter and n_starts must be at least 1")
         if self.d_min is not None:
             check_d_min(self.d_min)
+        if self.amplitudes not in AMPLITUDES:
+            raise PattersonError(f"unknown amplitudes {self.amplitudes!r} (choose from {', '.join(AMPLITUDES)})")
 
 
 @dataclass
@@ -404,6 +408,7 @@ def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s
     measured = torch.arange(len(hkl_all))[None] < m  # (1, M + K)
     free_all = torch.cat([torch.as_tensor(free), torch.zeros(len(hkl_all) - m, dtype=torch.bool)])[None]
     opts = {"n_iter": config.n_iter, "seed": config.seed, "observed": measured, "free": free_all}
+    opts["amplitudes"] = config.amplitudes
     rho_starts = [
         density_from_f(torch.polar(f_obs * ~free_all[:, :m], torch.as_tensor(phi0)[None]).to(torch.complex128), hkl,
                        cell, shape) for _, phi0 in starts
