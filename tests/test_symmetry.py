@@ -108,13 +108,14 @@ def test_special_positions_are_one_peak_with_their_multiplicity():
     assert len(peaks.height) == 2 and list(peaks.multiplicity) == [2, 4]
 
 
-def test_space_group_check_finds_the_group_of_p1_data():
-    group, cell, frac = crystal("P 21 21 21")
+@pytest.mark.parametrize("name, subgroups", [("P 21 21 21", {"P 1", "P 1 21 1"}), ("C 1 2 1", {"P 1", "P 1 2 1"})])
+def test_space_group_check_finds_the_group_of_p1_data(name, subgroups):
+    group, cell, frac = crystal(name)
     hkl, f = factors(cell, frac)
     rows = check_spacegroups(hkl, shift_origin(hkl, f, np.array([0.3, 0.1, 0.7])), cell, D_MIN)
-    assert rows[0]["spacegroup"] == "P 21 21 21" and rows[0]["consistent"]
+    assert rows[0]["spacegroup"] == name and rows[0]["consistent"]  # the highest symmetry obeyed, centring included
     consistent = {r["spacegroup"] for r in rows if r["consistent"]}
-    assert {"P 1", "P 1 21 1"} <= consistent and "P m m m" not in consistent
+    assert subgroups <= consistent and not consistent & {"P m m m", "C 1 2/m 1"}
 
 
 def test_shelx_latt_and_symm_make_the_group_and_bad_ones_are_refused():

@@ -318,10 +318,10 @@ def lattice_candidates(cell: Cell, centring: str | None = None) -> list[SpaceGro
 def check_spacegroups(
     hkl: np.ndarray, f: np.ndarray, cell: Cell, d_min: float, candidates: list[SpaceGroup] | None = None
 ) -> list[dict]:
-    """For each candidate group (default: :func:`lattice_candidates` of the cell, primitive ones), the best origin
+    """For each candidate group (default: :func:`lattice_candidates` of the cell, every centring), the best origin
     and the agreement of its operators with the P1 solution. Rows are sorted by consistency, then by the number of
     operators (the highest consistent symmetry first)."""
-    candidates = candidates if candidates is not None else lattice_candidates(cell, "P")
+    candidates = candidates if candidates is not None else lattice_candidates(cell)
     rows = []
     for group in candidates:
         fit = find_origin(hkl, f, cell, group, d_min, refine_above=0.6 * CONSISTENT)  # refine the plausible only
