@@ -59,6 +59,7 @@ from patterson.solving.data import merge_and_expand
 from patterson.structures import Atoms
 
 MIN_REFLECTIONS = 40
+CCTBX_SEED = 0
 METHODS = ("patterson CF", "patterson CF (E)", "patterson CF (E, restarts)", "patterson HIO", "cctbx CF")
 
 
@@ -166,6 +167,7 @@ def run_cctbx(case: dict) -> tuple[np.ndarray, bool, np.ndarray | None, float]:
     indices = flex.miller_index([tuple(int(v) for v in h) for h in hkl[keep]])
     f_obs = miller.array(miller.set(symmetry, indices, anomalous_flag=False), data=flex.double(f[keep]))
     f_obs.set_observation_type_xray_amplitude()
+    flex.set_random_seed(CCTBX_SEED)  # its random starting phases: the same in every run
     t0 = time.perf_counter()
     flipping = charge_flipping.weak_reflection_improved_iterator(delta=None)
     solving = charge_flipping.solving_iterator(

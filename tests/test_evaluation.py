@@ -476,3 +476,21 @@ def test_pretrained_evaluates_with_the_shipped_network_of_the_data(tmp_path, pre
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["method"] == preset and metrics["n"] == 8
     assert metrics["cc_aligned"]["median"] > metrics["chance"]["cc_aligned"]["median"] + 0.1
+
+
+def test_peak_search_on_thousands_of_maxima_stays_small():
+    """A noise map has thousands of local maxima (the 20 GiB P × P array of #15); the greedy separation keeps
+    memory bounded and still never keeps two peaks closer than min_separation."""
+    import tracemalloc
+
+    from patterson.evaluation.peaks import find_peaks, periodic_distances
+
+    cell = Cell(30.0, 32.0, 34.0, 80.0, 95.0, 100.0)
+    rho = torch.as_tensor(np.random.default_rng(0).normal(size=(40, 42, 44)))
+    tracemalloc.start()
+    peaks = find_peaks(rho, cell, threshold=-10.0, min_separation=1.0, max_peaks=None)[0]
+    _, peak_bytes = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(peaks) > 2000 and peak_bytes < 200e6
+    d = periodic_distances(peaks.frac[:400], peaks.frac[:400], cell) + 9 * np.eye(400)
+    assert d.min() >= 1.0

@@ -88,16 +88,39 @@ def find_peaks(
         frac = np.mod(frac / shape, 1.0)
         order = np.argsort(-height, kind="stable")
         frac, height = frac[order], height[order]
-        keep: list[int] = []
-        if len(frac):
-            dist = periodic_distances(frac, frac, cell)  # (P, P)
-            for i in range(len(frac)):
-                if all(dist[i, j] >= min_separation for j in keep):
-                    keep.append(i)
-                    if max_peaks is not None and len(keep) >= max_peaks:
-                        break
+        keep = separated(frac, cell, min_separation, max_peaks)
         out.append(Peaks(frac[keep], height[keep]))
     return out
+
+
+def separated(frac: np.ndarray, cell: Cell, min_separation: float, max_peaks: int | None = None,
+              block: int = 128) -> list[int]:  # fmt: skip
+    """Greedy selection, in the given order (highest first), of the points (P, 3) at least ``min_separation`` Å from
+    every point kept before them, up to ``max_peaks``. Blocks of ``block`` candidates are tested against the kept
+    points (in chunks), then among themselves, so memory stays O(block²) whatever P (never a P × P array)."""
+    keep: list[int] = []
+    for start in range(0, len(frac), block):
+        idx = np.arange(start, min(start + block, len(frac)))
+        if keep:
+            idx = idx[nearest_distance(frac[idx], frac[keep], cell, block) >= min_separation]
+        inner = periodic_distances(frac[idx], frac[idx], cell)  # (b, b)
+        chosen: list[int] = []
+        for n, i in enumerate(idx):
+            if all(inner[n, c] >= min_separation for c in chosen):
+                chosen.append(n)
+                keep.append(int(i))
+                if max_peaks is not None and len(keep) >= max_peaks:
+                    return keep
+    return keep
+
+
+def nearest_distance(a_frac: np.ndarray, b_frac: np.ndarray, cell: Cell, chunk: int = 128) -> np.ndarray:
+    """(P,) the shortest periodic distance in Å from each point of a (P, 3) to any point of b (Q, 3), b taken in
+    chunks so that memory stays O(P · chunk)."""
+    best = np.full(len(a_frac), np.inf)
+    for start in range(0, len(b_frac), chunk):
+        best = np.minimum(best, periodic_distances(a_frac, b_frac[start : start + chunk], cell).min(axis=1))
+    return best
 
 
 def interatomic_vectors(frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

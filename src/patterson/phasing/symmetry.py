@@ -28,6 +28,7 @@ import numpy as np
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
+from patterson.evaluation.peaks import periodic_distances
 
 log = logging.getLogger(__name__)
 
@@ -364,13 +365,6 @@ def _in_brick(group: SpaceGroup, pts: np.ndarray, tol: float = 1e-6) -> np.ndarr
     return np.all((pts >= -tol) & upper, axis=-1)
 
 
-def _distances(cell: Cell, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Shortest periodic distances (Å) between fractional points a (P, 3) and b (Q, 3)."""
-    d = a[:, None, :] - b[None, :, :]
-    d -= np.round(d)
-    return np.linalg.norm(d @ cell.orth.T, axis=-1)
-
-
 def unique_peaks(
     frac: np.ndarray, height: np.ndarray, cell: Cell, group: SpaceGroup, min_separation: float = 1.0,
     special: float = 0.5,
@@ -382,16 +376,17 @@ def unique_peaks(
     kept_frac, kept_h, kept_m, kept_images = [], [], [], np.zeros((0, 3))
     for i in order:
         imgs = images(group, np.asarray(frac[i], dtype=np.float64))  # (K, 3)
-        if len(kept_images) and _distances(cell, imgs[:1], kept_images).min() < min_separation:
+        if len(kept_images) and periodic_distances(imgs[:1], kept_images, cell).min() < min_separation:
             continue
         distinct = [0]
         for k in range(1, len(imgs)):
-            if _distances(cell, imgs[k : k + 1], imgs[distinct]).min() >= special:
+            if periodic_distances(imgs[k : k + 1], imgs[distinct], cell).min() >= special:
                 distinct.append(k)
         sites = imgs[distinct]
         inside = _in_brick(group, sites)
         centre = np.array(gemmi.find_asu_brick(group.gemmi).size) / 48.0
-        pick = int(np.argmax(inside)) if inside.any() else int(np.argmin(_distances(cell, sites, centre[None])[:, 0]))
+        nearest = int(np.argmin(periodic_distances(sites, centre[None], cell)[:, 0]))
+        pick = int(np.argmax(inside)) if inside.any() else nearest
         kept_frac.append(sites[pick])
         kept_h.append(float(height[i]))
         kept_m.append(len(distinct))
@@ -417,7 +412,7 @@ def random_sites(
         if len(sites) >= target:
             return sites
         trial = np.concatenate([sites, images(group, rng.uniform(0, 1, 3))])
-        dist = _distances(cell, trial, trial) + 9 * np.eye(len(trial))
+        dist = periodic_distances(trial, trial, cell) + 9 * np.eye(len(trial))
         if dist.min() > min_distance:
             sites = trial
     raise PattersonError(f"could not place {n_asu} atoms {min_distance} Å apart in {group.name}; use a larger cell")
