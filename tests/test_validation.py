@@ -211,6 +211,7 @@ def test_solve_on_real_5e5z_is_honest(tmp_path, capsys):
     sym = summary["symmetry"]  # a map at chance level obeys no group: written in P1, and said so
     assert sym["spacegroup"] == "P 1 21 1" and (sym["written_in"] == "P 1 21 1") == sym["consistent"]
     assert (out / "solution.res").read_text().startswith("TITL")
+    assert "check" not in sym or sym["check_says_something"] is False
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real/5e5z is not beside the checkout")

@@ -328,7 +328,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     sym = s["symmetry"]
     if "check" in sym:
         top = next((r for r in sym["check"] if r["consistent"]), None)
-        print(f"highest symmetry the P1 solution obeys: {top['spacegroup'] if top else 'none'} (summary.json)")
+        caveat = "" if s["verdict"] == "solved" else "; the map is not solved, so this says nothing about the crystal"
+        print(f"highest symmetry the P1 solution obeys: {top['spacegroup'] if top else 'none'} (summary.json){caveat}")
     print(
         f"{s['verdict']}: {s['method']}, R-work {s['r_work']:.3f}, R-free {s['r_free']:.3f} "
         f"(random phases {s['r_free_random']:.3f}), {s['n_peaks']} peaks in {sym['written_in']}"

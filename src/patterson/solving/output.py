@@ -157,7 +157,8 @@ def report_markdown(solution: Solution, has_picture: bool) -> str:
                       f"{sym['worst_agreement']:.2f} (1 exact, about 0.1 for random phases)")  # fmt: skip
     if "check" in sym:
         ok = [r["spacegroup"] for r in sym["check"] if r["consistent"]]
-        lines.append(f"- space groups the P1 solution obeys: {', '.join(ok) if ok else 'none'}")
+        caveat = "" if s["verdict"] == "solved" else " (the map is not solved: this says nothing about the crystal)"
+        lines.append(f"- space groups the P1 solution obeys: {', '.join(ok) if ok else 'none'}{caveat}")
     lines += ["", "| peak | x | y | z | height / r.m.s. | multiplicity |", "|---|---|---|---|---|---|"]
     rho = solution.rho
     rms = float(np.sqrt(np.mean((rho - rho.mean()) ** 2))) or 1.0
