@@ -376,3 +376,31 @@ def test_shipped_recipes_are_valid_configs():
     for path in recipes:
         config = load_config(path)
         assert config.epochs > 0 and config.model_config().to_dict()["arch"] == config.model
+
+
+def test_foreign_unsafe_and_misdirected_checkpoints_are_one_line(tmp_path):
+    """#15: a text file as a checkpoint (IndexError inside torch), a pickle holding code, a GPU that is not there."""
+    import pickle
+
+    from patterson import runtime
+    from patterson.training import load_checkpoint
+
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(PattersonError, match="not a readable patterson checkpoint"):
+        load_checkpoint(text)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, evil, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    with pytest.raises(PattersonError, match="may be unsafe, so it was not loaded") as info:
+        load_checkpoint(evil)
+    assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
+    with pytest.raises(PattersonError, match="unknown device 'banana'"):
+        runtime.device("banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(PattersonError, match="no CUDA GPU"):
+            load_checkpoint(evil, map_location="cuda")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from patterson import runtime
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation.metrics import (
@@ -382,6 +383,8 @@ class Comparison:
             f"{'d_max':>8s}{'d_min':>8s}{'phase err':>11s}{'map CC':>9s}{'chance err':>12s}{'chance CC':>11s}",
         ]
         for a, b in zip(m["shells"], c["shells"], strict=True):
+            if a["d_max"] is None:  # more shells asked for than the reflections fill
+                continue
             lines.append(
                 f"{a['d_max']:8.2f}{a['d_min']:8.2f}{f(a['phase_error_deg'], 1):>11s}{f(a['map_cc']):>9s}"
                 f"{f(b['phase_error_deg'], 1):>12s}{f(b['map_cc']):>11s}"
@@ -499,7 +502,7 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict:
     from patterson.training.checkpoint import find_checkpoint, load_checkpoint
 
     check_writable_folder(Path(config.out))
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = runtime.device(config.device)
     splits = SPLITS if config.split == "all" else (config.split,)
     datasets = []
     for split in splits:

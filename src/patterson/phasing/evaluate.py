@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from patterson import runtime
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation import PairScores, evaluate_predictions, finest_d_min, random_phase_maps, score_maps
@@ -149,7 +150,7 @@ def evaluate_method(config: PhasingEvalConfig) -> dict:
     from patterson.training import find_checkpoint, load_checkpoint, load_model
 
     check_writable_folder(Path(config.out))
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = runtime.device(config.device)
     ds = StoredDataset(config.data, config.split, normalise=False)
     if len(ds) == 0:
         raise PattersonError(f"{config.data}: the {config.split} split holds no examples")

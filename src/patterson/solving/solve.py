@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from patterson import runtime
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
@@ -210,7 +211,7 @@ def _network_starts(config: SolveConfig, data: ObservedData, free: np.ndarray, w
             warnings.append("no shipped pretrained network: classical phasing (HIO from random starts) instead")
     else:
         paths = [find_checkpoint(config.checkpoint)]
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = runtime.device(config.device)
     work_data = dataclasses.replace(data, f=np.where(free, 0.0, data.f))
     starts = []
     for path in paths:

@@ -23,7 +23,7 @@ import math
 import os
 import pickle
 import random
-import zipfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from patterson import runtime
 from patterson.errors import PattersonError
 from patterson.maps import atomic_write
 from patterson.models import PattersonModel, model_from_config
@@ -82,12 +83,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise PattersonError(f"{path}: no such checkpoint file")
+    map_location = runtime.device(map_location)  # a missing GPU is said as such, not as an unreadable file
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        unsafe = "not a patterson checkpoint; it holds code that may be unsafe, so it was not loaded"
+        raise PattersonError(f"{path}: {unsafe}") from None
+    except Exception as exc:  # torch's unpickler raises almost anything on foreign files (IndexError on a text file)
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        reason = (text.strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise PattersonError(f"{path}: not a readable patterson checkpoint ({reason})") from None
+        reason = (text.strip().splitlines() or [type(exc).__name__])[0][:80]
+        raise PattersonError(f"{path}: not a readable patterson checkpoint ({type(exc).__name__}: {reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise PattersonError(f"{path}: not a patterson checkpoint (no {FORMAT!r} marker)")
     if state.get("format_version", 0) > FORMAT_VERSION:
