@@ -313,3 +313,14 @@ def test_resume_after_killing_a_worker_and_the_main_process(source, tmp_path):
         for f in FIELDS:
             np.testing.assert_array_equal(resumed[s][f], fresh[s][f])
     assert not list((ds / "shards").glob(".*.tmp"))
+
+
+def test_show_config_writes_toml_that_config_reads_back(tmp_path, capsys):
+    """#15: ``generate --show-config > my.toml`` then ``--config my.toml`` gives the same config."""
+    from patterson.cli import main
+
+    assert main(["generate", "--preset", "dense-protein", "--set", "d_min=1.7", "--show-config"]) == 0
+    text = capsys.readouterr().out
+    (tmp_path / "my.toml").write_text(text)
+    assert main(["generate", "--config", str(tmp_path / "my.toml"), "--show-config"]) == 0
+    assert capsys.readouterr().out == text and "d_min = 1.7" in text

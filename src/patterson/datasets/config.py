@@ -200,9 +200,22 @@ def parse_assignment(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def toml_value(value) -> str:
+    """A config value as TOML: quoted strings, arrays for tuples and lists, lower-case booleans."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def describe_config(config: GenerateConfig) -> str:
-    """Multi-line ``key = value`` listing of a config, with the map grid it implies."""
-    lines = [f"{k} = {v}" for k, v in dataclasses.asdict(config).items()]
+    """A config as TOML that ``--config`` reads back (fields that are None are left out, as comments), with the
+    map grid it implies."""
+    fields = dataclasses.asdict(config).items()
+    lines = [f"# {k} = (none)" if v is None else f"{k} = {toml_value(v)}" for k, v in fields]
     if config.input == "patterson" and config.cell is not None:
         shape = grid_shape(Cell.of(config.cell), config.d_min, config.sample_rate)
         lines.append(f"# grid {'x'.join(map(str, shape))}")
