@@ -177,7 +177,7 @@ def test_dialanine_dense_and_crystal_presets(source, tmp_path):
         assert all(len(lab.decode().split(";")) >= 2 for lab in split["label"])
 
     crystals = write_crystals(tmp_path / "cif")
-    cfg = make_config("report-hkl10", source=str(crystals), n=3, splits=(1, 1, 1), chunk_size=2)
+    cfg = make_config("report-hkl10", source=str(crystals), n=3, splits=(0.34, 0.33, 0.33), chunk_size=2)
     generate(cfg, tmp_path / "hkl10", progress=False)
     for split in read_all(tmp_path / "hkl10").values():
         z = split["z"].astype(np.float64)
@@ -324,3 +324,16 @@ def test_show_config_writes_toml_that_config_reads_back(tmp_path, capsys):
     (tmp_path / "my.toml").write_text(text)
     assert main(["generate", "--config", str(tmp_path / "my.toml"), "--show-config"]) == 0
     assert capsys.readouterr().out == text and "d_min = 1.7" in text
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [("d_min=abc", "'d_min' needs a number, got 'abc'"), ("n=2.5", "'n' needs a whole number"),
+     ("splits=[0.5,0.6,0.7]", "splits must add up to 1"), ("rotate=3", "'rotate' needs true or false")],
+)  # fmt: skip
+def test_config_values_of_the_wrong_type_name_the_key(assignment, message, capsys):
+    from patterson.cli import main
+
+    assert main(["generate", "--preset", "paper-2", "--set", assignment, "--show-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("patterson: error:") and message in err and len(err.splitlines()) == 1

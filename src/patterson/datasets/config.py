@@ -113,6 +113,7 @@ class GenerateConfig:
             (self.chunk_size >= 1, f"chunk_size must be at least 1, got {self.chunk_size}"),
             (self.max_atoms >= 1, f"max_atoms must be at least 1, got {self.max_atoms}"),
             (len(self.splits) == 3 and min(self.splits) >= 0 and sum(self.splits) > 0, "splits needs 3 fractions"),
+            (abs(sum(self.splits) - 1) < 1e-6, f"splits must add up to 1, got {list(self.splits)}"),
             (self.cell is not None or self.kind == "crystal", "only kind='crystal' may leave cell unset"),
             (self.pack_volume is None or self.pack_volume > 0, "pack_volume must be positive"),
             (self.input_d_min is None or self.input_d_min >= self.d_min, "input_d_min must be ≥ d_min"),
@@ -133,6 +134,9 @@ class GenerateConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise PattersonError(f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                check_type(f.name, str(f.type), values[f.name])
         try:
             return cls(**values)
         except TypeError as exc:
@@ -143,6 +147,28 @@ class GenerateConfig:
         """A config from a TOML file of top-level ``key = value`` lines (a ``preset`` key starts from that preset)."""
         values = read_toml(path)
         return make_config(values.pop("preset", None), **values)
+
+
+_KINDS = (  # (word in the annotation, what the value must be, how to say it), the first that matches
+    ("tuple", lambda v: isinstance(v, list | tuple), "a list such as [1, 2, 3]"),
+    ("bool", lambda v: isinstance(v, bool), "true or false"),
+    ("float", lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    ("int", lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    ("str", lambda v: isinstance(v, str), "a string"),
+)
+
+
+def check_type(key: str, annotation: str, value) -> None:
+    """One line naming the key and the type it needs when ``value`` does not fit the field's ``annotation``."""
+    if value is None:
+        if "None" not in annotation:
+            raise PattersonError(f"config key {key!r} cannot be none")
+        return
+    for word, fits, say in _KINDS:
+        if word in annotation:
+            if not fits(value):
+                raise PattersonError(f"config key {key!r} needs {say}, got {value!r}")
+            return
 
 
 def read_toml(path: str | Path) -> dict:
