@@ -146,3 +146,29 @@ def test_bad_input_gives_one_line_and_no_output(case, tmp_path, fragment_pdb, ca
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("patterson: error:") and message in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["maps", "{pdb}", "--cell", "10000", "--out", "{out}"],
+     ["maps", "{pdb}", "--cell", "40", "--d-min", "0.005", "--out", "{out}"],
+     ["generate", "--preset", "paper-2", "--set", "cell=[10000, 10000, 10000]", "--out", "{out}"],
+     ["generate", "--preset", "paper-2", "--set", "d_min=0.01", "--out", "{out}"]],
+    ids=["maps-huge-cell", "maps-tiny-d-min", "generate-huge-cell", "generate-tiny-d-min"],
+)  # fmt: skip
+def test_absurd_sizes_are_refused_fast_and_small(args, fragment_pdb, tmp_path, capsys):
+    """#15: memory is estimated from the grid and the reflection count before anything is allocated."""
+    import time
+    import tracemalloc
+
+    out = tmp_path / "out"
+    argv = [a.format(pdb=fragment_pdb, out=out) for a in args]
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    code = main(argv)
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("patterson: error:") and len(err.splitlines()) == 1
+    assert ("memory" in err or "grid points" in err) and seconds < 2 and peak < 500e6 and not out.exists()

@@ -24,6 +24,7 @@ import torch
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
+from patterson.runtime import check_memory
 from patterson.structures import Atoms, atomic_numbers
 
 MAX_Z = 98  # gemmi has IT92 coefficients for H (1) to Cf (98)
@@ -58,6 +59,7 @@ def miller_indices(cell: Cell, d_min: float, half: bool = True, include_000: boo
     """
     d_min = check_d_min(d_min)
     h_max = [int(math.floor(length / d_min + 1e-9)) for length in (cell.a, cell.b, cell.c)]
+    _check_box(cell, d_min, h_max)
     axes = [np.arange(-m, m + 1) for m in h_max]
     hkl = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     s2 = cell.inv_d2(hkl)
@@ -106,8 +108,34 @@ def grid_shape(cell: Cell, d_min: float, sample_rate: float = 3.0, even: bool = 
     shape = []
     for length in (cell.a, cell.b, cell.c):
         need = max(math.ceil(length * sample_rate / d_min - 1e-6), 2 * math.floor(length / d_min + 1e-9) + 1)
+        if need > MAX_GRID_SIDE:
+            raise PattersonError(f"a {_cell_text(cell)} Å cell at {d_min:g} Å needs {need} grid points along one "
+                                 f"axis (at most {MAX_GRID_SIDE}): use a coarser d_min or a smaller cell")  # fmt: skip
         shape.append(fft_friendly(need, even))
+    check_memory(math.prod(shape) * BYTES_PER_VOXEL, f"a {'×'.join(map(str, shape))} map grid")
     return tuple(shape)
+
+
+def _check_box(cell: Cell, d_min: float, h_max: list[int]) -> None:
+    box = math.prod(2 * m + 1 for m in h_max)
+    check_memory(box * BYTES_PER_INDEX, f"the reflections of a {_cell_text(cell)} Å cell to {d_min:g} Å")
+
+
+def check_size(cell: Cell, d_min: float, sample_rate: float = 3.0) -> None:
+    """Raise PattersonError, allocating nothing, when the reflections or the map grid of ``cell`` to ``d_min``
+    would not fit in this machine's memory (see :func:`~patterson.runtime.check_memory`)."""
+    d_min = check_d_min(d_min)
+    _check_box(cell, d_min, [int(math.floor(length / d_min + 1e-9)) for length in (cell.a, cell.b, cell.c)])
+    grid_shape(cell, d_min, sample_rate)
+
+
+BYTES_PER_INDEX = 64  # miller_indices builds the whole box of h, k, l with d-spacings before it cuts the sphere
+BYTES_PER_VOXEL = 8 * 24  # float64 maps: a phasing job holds about 24 grids at once (4 starts, iterates, FFTs)
+MAX_GRID_SIDE = 4096
+
+
+def _cell_text(cell: Cell) -> str:
+    return " × ".join(f"{x:g}" for x in (cell.a, cell.b, cell.c))
 
 
 def resolution_shells(d: np.ndarray, n_shells: int = 12) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
-"""Runtime helpers every stage uses: the device to compute on."""
+"""Runtime helpers every stage uses: the device to compute on, and the memory a job may take."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -28,3 +29,28 @@ def device(name: str | torch.device | None = None) -> torch.device:
     if index >= torch.cuda.device_count():
         raise PattersonError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
     return torch.device("cuda", index)
+
+
+def available_bytes() -> int:
+    """Memory this machine can give now (MemAvailable of /proc/meminfo; else free pages; else 8 GiB)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def check_memory(n_bytes: float, what: str, hint: str = "use a coarser d_min or a smaller cell") -> None:
+    """Refuse, before allocating, work that needs more memory than the machine has available now."""
+    available = available_bytes()
+    if n_bytes > available:
+        raise PattersonError(
+            f"{what} would need about {n_bytes / 2**30:,.1f} GiB of memory and this machine has "
+            f"{available / 2**30:.1f} GiB available: {hint}"
+        )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.physics import grid_shape
+from patterson.physics import check_size, grid_shape
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class GenerateConfig:
         for ok, message in checks:
             if not ok:
                 raise PattersonError(message)
+        if self.cell is not None:  # before any source is read: refuse grids and reflection sets beyond the machine
+            check_size(Cell.of(self.cell), self.d_min, self.sample_rate)
 
     def to_json(self) -> str:
         """The config as a JSON object (keys sorted)."""
