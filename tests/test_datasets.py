@@ -337,3 +337,34 @@ def test_config_values_of_the_wrong_type_name_the_key(assignment, message, capsy
     assert main(["generate", "--preset", "paper-2", "--set", assignment, "--show-config"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("patterson: error:") and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_lost_or_truncated_shard_is_refused_then_remade(damage, source, tmp_path, capsys):
+    """#15: a deleted shard was read as zeros (validation on zero maps); a truncated one gave a blank file name."""
+    from patterson.cli import main
+
+    config = small(source=str(source))
+    out = tmp_path / "ds"
+    generate(config, out, workers=1, progress=False)
+    before = read_all(out)
+    shard = out / "shards" / "val-00000.h5"
+    if damage == "delete":
+        shard.unlink()
+    else:
+        shard.write_bytes(shard.read_bytes()[:1000])
+    assert main(["dataset", "info", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("patterson: error:") and "shards/val-00000.h5" in err and len(err.splitlines()) == 1
+    with pytest.raises(PattersonError, match="generate command again"):
+        StoredDataset(out, "val")
+    generate(config, out, workers=1, progress=False)  # the same command remakes it, bit for bit
+    after = read_all(out)
+    assert all(np.array_equal(before[s][f], after[s][f]) for s in before for f in FIELDS)
+
+
+def test_another_config_in_the_folder_names_only_what_changed(paper2, source):
+    with pytest.raises(PattersonError) as info:
+        generate(small(source=str(source), seed=5), paper2, workers=1, progress=False)
+    text = str(info.value)
+    assert "seed: 0 there, 5 now" in text and "cell" not in text and "b_range" not in text

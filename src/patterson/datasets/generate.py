@@ -22,6 +22,7 @@ from patterson import __version__
 from patterson.cells import Cell, fits_in_cell, pack_cell, place_in_cell, set_b_factors
 from patterson.datasets.config import FIELDS, LABEL_LEN, SPLITS, GenerateConfig
 from patterson.datasets.sources import Pool, assign_splits, build_pool, split_counts
+from patterson.datasets.store import damaged_shards
 from patterson.errors import PattersonError
 from patterson.maps import (
     atomic_write,
@@ -326,9 +327,11 @@ def _check_out(out: Path, config: GenerateConfig) -> bool:
         old = json.loads(saved.read_text())
     except (OSError, json.JSONDecodeError):
         raise PattersonError(f"{out}/config.json is unreadable; remove the folder to start again") from None
-    if old != json.loads(config.to_json()):
-        diff = sorted(k for k in set(old) | set(json.loads(config.to_json())) if old.get(k) != getattr(config, k, None))
-        raise PattersonError(f"{out} holds a dataset with another config (differs in {', '.join(diff[:4])})")
+    new = json.loads(config.to_json())
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        said = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
+        raise PattersonError(f"{out} holds a dataset with another config ({said}); choose another --out")
     return True
 
 
@@ -391,6 +394,9 @@ def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, p
     (out / "shards").mkdir(parents=True, exist_ok=True)
     for leftover in (out / "shards").glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
+    for damaged in damaged_shards(out):  # truncated since the index was written: made again below
+        log.warning("%s: %s", out, damaged)
+        (out / damaged.split(" ")[1]).unlink(missing_ok=True)
     if not resuming:
         atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(config.to_json()))
     tasks, done = [], 0
@@ -482,6 +488,8 @@ def _write_index(out: Path, config: GenerateConfig, wanted: dict[str, int], sour
         for name in ("input", "target")
     }
 
+    shard_sizes = {f"shards/{p.name}": p.stat().st_size for p in sorted((out / "shards").glob("*.h5"))}
+
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as fh:
             for s, fields in layouts.items():
@@ -497,5 +505,6 @@ def _write_index(out: Path, config: GenerateConfig, wanted: dict[str, int], sour
             fh.attrs["normalisation_split"] = norm_split
             fh.attrs["source_counts"] = json.dumps(dict(source_counts))
             fh.attrs["format"] = "patterson-dataset-1"
+            fh.attrs["shards"] = json.dumps(shard_sizes)  # checked on every open: a lost shard is not read as zeros
 
     atomic_write(out / "dataset.h5", write)
