@@ -118,7 +118,7 @@ def _bad_inputs(tmp_path, fragment_pdb):
         "unknown element": ([unknown], "unknown element"),
         "zero d_min": ([fragment_pdb, "--d-min", 0], "d_min"),
         "negative d_min": ([fragment_pdb, "--d-min", -1.5], "d_min"),
-        "cell too small": ([fragment_pdb, "--cell", 3, 3, 3], "too small"),
+        "cell too small": ([fragment_pdb, "--cell", 3, 3, 3], "does not fit in the cell"),
         "unwritable output": ([fragment_pdb, "--cell", 12], "not a folder"),
     }, a_file
 

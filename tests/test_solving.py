@@ -320,6 +320,12 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
     cut_hkl.write_text(text[: len(text) // 2 + 7])
     cif = write_sf_cif(tmp_path / "cut-sf.cif", atoms, P21_CELL, "P 1 21 1")
     cif.write_text(cif.read_text()[: -len(cif.read_text()) // 3 + 3])
+    inf = write_mtz(tmp_path / "inf.mtz", atoms, P21_CELL, "P 1 21 1")
+    mtz = gemmi.read_mtz_file(str(inf))
+    data = np.array(mtz, copy=True)
+    data[3, 3] = np.inf
+    mtz.set_data(data.astype(np.float32))
+    mtz.write_to_file(str(inf))
     (tmp_path / "badsymm").mkdir()
     bad_symm = write_shelx(tmp_path / "badsymm", atoms, P21_CELL)
     ins = bad_symm.with_suffix(".ins")
@@ -328,6 +334,7 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
         "symmetry that is no space group": ([str(bad_symm)], "no tabulated space group"),
         "cell against the space group": ([str(good), "--cell", "8", "10", "9", "90", "105", "100"], "contradicts"),
         "unreadable composition": ([str(good), "--composition", "C12 X?"], "cannot read the composition"),
+        "infinite amplitude": ([str(inf)], "infinite values in FP"),
         "missing column": ([str(good), "--columns", "FMISSING,SIGF"], "no column 'FMISSING'"),
         "ambiguous columns": ([str(two)], "--columns"),
         "no cell": ([str(hkl_no_cell)], "--cell"),

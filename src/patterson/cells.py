@@ -193,11 +193,11 @@ def centre_in_cell(atoms: Atoms, cell: Cell, min_distance: float = 0.0) -> Atoms
     extent = frac.max(axis=0) - frac.min(axis=0)
     closest = min_image_distance(xyz, cell)
     if np.any(extent >= 1.0) or closest < limit:
-        raise PattersonError(
-            f"cell {cell.a:g} {cell.b:g} {cell.c:g} {cell.alpha:g} {cell.beta:g} {cell.gamma:g} is too small "
-            f"for the molecule (extent {' x '.join(f'{e:.2f}' for e in extent)} cells; "
-            f"closest periodic image {closest:.2f} Å, need {limit:g} Å)"
-        )
+        size = f"{cell.a:g} {cell.b:g} {cell.c:g} {cell.alpha:g} {cell.beta:g} {cell.gamma:g}"
+        span = " × ".join(f"{e:.2f}" for e in extent)
+        why = (f"it spans {span} cells, more than one along some axis" if np.any(extent >= 1.0)
+               else f"its atoms come {closest:.2f} Å from their periodic images, closer than {limit:g} Å")  # fmt: skip
+        raise PattersonError(f"the molecule does not fit in the cell {size}: {why}; give a larger --cell")
     return atoms.replace(xyz=xyz, cell=cell.parameters, spacegroup="P 1")
 
 

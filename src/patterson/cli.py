@@ -445,9 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     except PattersonError as exc:
         print(f"patterson: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"patterson: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:  # a file that cannot be read or written is bad input too (the README promises exit 2)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"patterson: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("patterson: interrupted", file=sys.stderr)
         return 130

@@ -140,6 +140,12 @@ def prepare_data(refl: Reflections, d_min: float | None = None) -> ObservedData:
     if refl.rotations is None:
         raise PattersonError(f"{src}: no space group; give --spacegroup")
     value, hkl = refl.value, refl.hkl
+    bad = np.isinf(value) | (np.isinf(refl.sigma) if refl.sigma is not None else False)
+    if bad.any():  # NaN marks a missing value; an infinite one is a corrupt or wrongly scaled file
+        h = hkl[np.argmax(bad)]
+        first = " ".join(str(int(x)) for x in h)
+        raise PattersonError(f"{src}: {int(bad.sum())} infinite values in {refl.labels[0]} (first at hkl {first}); "
+                             "the file is corrupt or wrongly scaled")  # fmt: skip
     present = np.isfinite(value) & np.any(hkl != 0, axis=1)
     if refl.sigma is not None:
         present &= np.isfinite(refl.sigma)
