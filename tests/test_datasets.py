@@ -368,3 +368,24 @@ def test_another_config_in_the_folder_names_only_what_changed(paper2, source):
         generate(small(source=str(source), seed=5), paper2, workers=1, progress=False)
     text = str(info.value)
     assert "seed: 0 there, 5 now" in text and "cell" not in text and "b_range" not in text
+
+
+def test_a_second_generate_into_the_same_folder_is_refused(source, tmp_path):
+    """#15: two generate runs into one folder: one died when the other deleted its temporary shard."""
+    from patterson.runtime import folder_lock
+
+    out = tmp_path / "ds"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".ds.lock").write_text(str(sleeper.pid))  # held by a live process
+        with pytest.raises(PattersonError, match=f"another patterson \\(pid {sleeper.pid}\\) is writing it"):
+            generate(small(source=str(source)), out, workers=1, progress=False)
+        assert not out.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    generate(small(source=str(source)), out, workers=1, progress=False)  # the holder is gone: the stale lock is taken
+    assert (out / "dataset.h5").is_file() and not (tmp_path / ".ds.lock").exists()
+    with folder_lock(tmp_path / "x"):
+        assert (tmp_path / ".x.lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".x.lock").exists()

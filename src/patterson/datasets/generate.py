@@ -33,6 +33,7 @@ from patterson.maps import (
     patterson_from_f,
 )
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
+from patterson.runtime import folder_lock
 from patterson.structures import Atoms, random_atoms
 
 log = logging.getLogger(__name__)
@@ -355,13 +356,15 @@ def generate(
     if workers < 1:
         raise PattersonError(f"workers must be at least 1, got {workers}")
     out = Path(out)
-    resuming = _check_out(out, config)
-    try:
-        return _generate(config, out, workers, progress, pool, resuming)
-    except BaseException:
-        if not resuming and out.is_dir() and not any((out / "shards").glob("*.h5")):
-            shutil.rmtree(out, ignore_errors=True)  # a run that made nothing leaves nothing behind
-        raise
+    check_writable_folder(out)
+    with folder_lock(out):  # one writer at a time: a second generate into the same folder is refused
+        resuming = _check_out(out, config)
+        try:
+            return _generate(config, out, workers, progress, pool, resuming)
+        except BaseException:
+            if not resuming and out.is_dir() and not any((out / "shards").glob("*.h5")):
+                shutil.rmtree(out, ignore_errors=True)  # a run that made nothing leaves nothing behind
+            raise
 
 
 def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, pool, resuming: bool) -> GenerateSummary:
