@@ -27,7 +27,8 @@ import torch
 import patterson
 from patterson.evaluation import score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.maps import atomic_write, f_from_density
+from patterson.files import atomic_write
+from patterson.maps import f_from_density
 from patterson.phasing import learned, load_split, load_step, phase, start_error_phases
 from patterson.training import find_checkpoint, load_checkpoint, trained_on
 from phasing import make_split  # benchmarks/phasing.py (the script's folder is on the path)

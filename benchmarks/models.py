@@ -31,7 +31,8 @@ import patterson
 from patterson.datasets import GenerateConfig, generate, source_entries
 from patterson.evaluation import score_maps
 from patterson.evaluation.run import EvaluateConfig, evaluate_checkpoint
-from patterson.maps import atomic_write, density_from_f, f_from_density
+from patterson.files import atomic_write
+from patterson.maps import density_from_f, f_from_density
 from patterson.phasing import PhasingEvalConfig, evaluate_method
 from patterson.training import WEIGHTS_DIR, load_checkpoint, task_of, trained_on
 

@@ -61,3 +61,14 @@ def triclinic() -> Cell:
 @pytest.fixture
 def cubic() -> Cell:
     return Cell.cubic(12.0)
+
+
+@pytest.fixture
+def fragment_pdb(tmp_path):
+    """A 12-atom molecule about 4 Å across, written as a PDB file without a cell."""
+    atoms = random_atoms(Cell.cubic(4.0), 12, seed=21, elements=["C", "N", "O"]).replace(cell=None)
+    st = gemmi_structure(atoms)
+    st.cell = gemmi.UnitCell()
+    path = tmp_path / "frag.pdb"
+    st.write_pdb(str(path))
+    return path

@@ -10,23 +10,11 @@ import gemmi
 import numpy as np
 import pytest
 
-from conftest import gemmi_structure, random_atoms
 from fragment_sources import NACL
 from patterson.cells import Cell
 from patterson.cli import main
 from patterson.physics import AtomBatch, miller_indices, structure_factors
 from patterson.structures import embedded_entries, read_structure
-
-
-@pytest.fixture
-def fragment_pdb(tmp_path):
-    """A 12-atom molecule about 4 Å across, written as a PDB file without a cell."""
-    atoms = random_atoms(Cell.cubic(4.0), 12, seed=21, elements=["C", "N", "O"]).replace(cell=None)
-    st = gemmi_structure(atoms)
-    st.cell = gemmi.UnitCell()
-    path = tmp_path / "frag.pdb"
-    st.write_pdb(str(path))
-    return path
 
 
 def run(argv, capsys):

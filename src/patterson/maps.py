@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 
 from patterson.cells import NEIGHBOUR_OFFSETS, Cell, box_cell, centre_in_cell, expand_to_p1
 from patterson.errors import PattersonError
+from patterson.files import atomic_write, check_writable_folder, publish_folder
 from patterson.physics import (
     AtomBatch,
     check_d_min,
@@ -180,35 +179,6 @@ def intensity_grid(atoms: AtomBatch, h_max: int, form: str = "z", b_iso: float |
 # --- files -------------------------------------------------------------------------------------------------------
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write a file through ``write(tmp_path)`` to a temporary name in the same folder, flush it to disk, then
-    rename: readers never see a partial file, and a failure leaves none behind."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_writable_folder(folder: Path) -> None:
-    """Raise PattersonError unless ``folder`` is, or can be created as, a writable folder (creates nothing)."""
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise PattersonError(f"{folder}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PattersonError(f"{folder}: the output folder is not writable")
-
-
 def ccp4_map(rho: np.ndarray, cell: Cell, spacegroup: str = "P 1") -> gemmi.Ccp4Map:
     """A gemmi CCP4 map of one (nx, ny, nz) grid over the whole cell, with the real cell and ``spacegroup`` in the
     header."""
@@ -334,24 +304,27 @@ def structure_maps(config: MapsConfig) -> Maps:
     return Maps(hkl, f[0].numpy(), rho.numpy(), pat.numpy(), cell, config.d_min)
 
 
+MAPS_FILES = ("density.ccp4", "patterson.ccp4", "reflections.mtz")
+
+
 def write_maps(config: MapsConfig, out_dir: str | Path) -> dict[str, Path]:
     """Compute a structure's maps and write ``density.ccp4``, ``patterson.ccp4`` and ``reflections.mtz``.
 
-    Everything is computed before anything is written, and each file appears whole (atomic rename), so a
-    failure leaves no partial output. Returns the written paths.
+    Everything is computed before anything is written; the folder appears whole (:func:`publish_folder`: an empty
+    folder or an earlier maps output is replaced, anything else refused), so a failure or a kill leaves no partial
+    output. Returns the written paths.
     """
     out = Path(out_dir)
     check_writable_folder(out)
+    is_maps_output = lambda folder: {p.name for p in folder.iterdir()} <= set(MAPS_FILES)  # noqa: E731
+    if out.is_dir() and any(out.iterdir()) and not is_maps_output(out):  # refused before the work
+        raise PattersonError(f"{out}: not empty and not an earlier output of patterson maps; choose another --out")
     t0 = time.perf_counter()
     maps = structure_maps(config)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PattersonError(f"{out}: cannot create the output folder ({exc.strerror})") from None
-    paths = {name: out / name for name in ("density.ccp4", "patterson.ccp4", "reflections.mtz")}
-    write_ccp4(paths["density.ccp4"], maps.density, maps.cell)
-    write_ccp4(paths["patterson.ccp4"], maps.patterson, maps.cell)
-    write_mtz(paths["reflections.mtz"], maps.hkl, maps.f, maps.cell)
+    with publish_folder(out, may_replace=is_maps_output) as tmp:
+        write_ccp4(tmp / "density.ccp4", maps.density, maps.cell)
+        write_ccp4(tmp / "patterson.ccp4", maps.patterson, maps.cell)
+        write_mtz(tmp / "reflections.mtz", maps.hkl, maps.f, maps.cell)
     log.info(
         "%d reflections to %.2f Å, grid %s, cell %s: %.2f s",
         len(maps.hkl),
@@ -360,4 +333,4 @@ def write_maps(config: MapsConfig, out_dir: str | Path) -> dict[str, Path]:
         " ".join(f"{x:g}" for x in maps.cell.parameters),
         time.perf_counter() - t0,
     )
-    return paths
+    return {name: out / name for name in MAPS_FILES}

@@ -24,9 +24,8 @@ from patterson.datasets.config import FIELDS, LABEL_LEN, SPLITS, GenerateConfig
 from patterson.datasets.sources import Pool, assign_splits, build_pool, split_counts
 from patterson.datasets.store import damaged_shards
 from patterson.errors import PattersonError
+from patterson.files import atomic_write, check_writable_folder
 from patterson.maps import (
-    atomic_write,
-    check_writable_folder,
     density_from_f,
     gaussian_density,
     intensity_grid,

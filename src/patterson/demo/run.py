@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -47,7 +46,8 @@ from patterson.evaluation.report import (
     write_json,
     write_text,
 )
-from patterson.maps import check_writable_folder, write_ccp4
+from patterson.files import check_writable_folder, publish_folder
+from patterson.maps import write_ccp4
 from patterson.models import count_parameters
 from patterson.phasing import (
     MethodRun,
@@ -159,24 +159,6 @@ def check_out(out: Path) -> bool:
     if is_demo_report(out):
         return True
     raise PattersonError(f"{out}: not empty and not a patterson demo report; choose another --out")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished report ``tmp`` to ``out``, replacing an empty folder or a previous demo report."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    if out.is_dir() and any(out.iterdir()):
-        if not is_demo_report(out):  # something appeared there while the demo ran
-            raise PattersonError(f"{out}: not empty and not a patterson demo report; choose another --out")
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if out.is_dir():
-        out.rmdir()
-    os.replace(tmp, out)
 
 
 # --- one test set ------------------------------------------------------------------------------------------------
@@ -433,58 +415,56 @@ def run_demo(config: DemoConfig) -> DemoResult:
     }
     created = next((p for p in [*reversed(out.parents)] if not p.exists()), None)  # the first folder we create
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        presets: dict[str, dict] = {}
-        sections: list[tuple[str, dict]] = []
-        with torch_threads(config.threads):
-            for k, preset in enumerate(DEMO_PRESETS, 1):
-                log.info("[%d/%d] %s", k, len(DEMO_PRESETS), preset)
-                presets[preset], panels = _run_preset(preset, config, tmp, networks[preset], warnings)
-                sections.append((f"{preset} {presets[preset]['examples'][0]['id']}", panels))
-        t_plots = time.perf_counter()
-        plots_note = ""
-        plots: dict[str, str] = {}
-        if not config.plots:
-            plots_note = "Plots were not asked for."
-        elif importlib.util.find_spec("matplotlib") is None:
-            plots_note = 'No plots: matplotlib is not installed (pip install -e ".[plots]").'
-            warnings.append(plots_note)
-        else:
-            plots = dict(PLOTS)
-        results = {
-            "kind": KIND,
-            "version": __version__,
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": _command(config),
-            "config": dataclasses.asdict(config),
-            "source": config.source,
-            "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
-            "presets": presets,
-            "warnings": warnings,
-            "plots": plots,
-            "plots_note": plots_note,
-            "environment": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "torch_threads": config.threads or torch.get_num_threads(),
-                "cpu_count": os.cpu_count(),
-            },
-            "seconds": {"plots": 0.0, "total": 0.0},
-        }
-        results = _plain(results)
-        if plots:
-            log.info("plots")
-            write_plots(tmp, results, sections)
-        results["seconds"] = {"plots": time.perf_counter() - t_plots, "total": time.perf_counter() - t0}
-        for w in warnings:
-            log.warning("%s", w)
-        write_json(tmp / "results.json", results)
-        write_text(tmp / "report.md", report_markdown(results))
-        _publish(tmp, out)
+        with publish_folder(out, may_replace=is_demo_report) as tmp:  # all or nothing; a killed run's leftovers go
+            presets: dict[str, dict] = {}
+            sections: list[tuple[str, dict]] = []
+            with torch_threads(config.threads):
+                for k, preset in enumerate(DEMO_PRESETS, 1):
+                    log.info("[%d/%d] %s", k, len(DEMO_PRESETS), preset)
+                    presets[preset], panels = _run_preset(preset, config, tmp, networks[preset], warnings)
+                    sections.append((f"{preset} {presets[preset]['examples'][0]['id']}", panels))
+            t_plots = time.perf_counter()
+            plots_note = ""
+            plots: dict[str, str] = {}
+            if not config.plots:
+                plots_note = "Plots were not asked for."
+            elif importlib.util.find_spec("matplotlib") is None:
+                plots_note = "No plots: matplotlib is not installed (pip install matplotlib)."
+                warnings.append(plots_note)
+            else:
+                plots = dict(PLOTS)
+            results = {
+                "kind": KIND,
+                "version": __version__,
+                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "command": _command(config),
+                "config": dataclasses.asdict(config),
+                "source": config.source,
+                "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
+                "presets": presets,
+                "warnings": warnings,
+                "plots": plots,
+                "plots_note": plots_note,
+                "environment": {
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "torch_threads": config.threads or torch.get_num_threads(),
+                    "cpu_count": os.cpu_count(),
+                },
+                "seconds": {"plots": 0.0, "total": 0.0},
+            }
+            results = _plain(results)
+            if plots:
+                log.info("plots")
+                write_plots(tmp, results, sections)
+            results["seconds"] = {"plots": time.perf_counter() - t_plots, "total": time.perf_counter() - t0}
+            for w in warnings:
+                log.warning("%s", w)
+            write_json(tmp / "results.json", results)
+            write_text(tmp / "report.md", report_markdown(results))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         if created is not None and not out.exists():
             shutil.rmtree(created, ignore_errors=True)
         raise

@@ -31,7 +31,7 @@ import numpy as np
 
 from patterson import __version__
 from patterson.evaluation.metrics import PairScores
-from patterson.maps import atomic_write
+from patterson.files import atomic_write
 
 log = logging.getLogger(__name__)
 

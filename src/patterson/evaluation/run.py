@@ -37,7 +37,8 @@ from patterson.evaluation.report import (
     write_per_example_csv,
     write_text,
 )
-from patterson.maps import check_writable_folder, read_ccp4
+from patterson.files import check_writable_folder
+from patterson.maps import read_ccp4
 from patterson.physics import check_d_min
 
 log = logging.getLogger(__name__)

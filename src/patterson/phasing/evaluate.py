@@ -23,7 +23,8 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation import PairScores, evaluate_predictions, finest_d_min, random_phase_maps, score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
-from patterson.maps import check_writable_folder, f_from_density, patterson_from_f
+from patterson.files import check_writable_folder
+from patterson.maps import f_from_density, patterson_from_f
 from patterson.phasing.learned import learned, learned_step
 from patterson.phasing.methods import (
     AMPLITUDES,

@@ -7,9 +7,6 @@ import csv
 import importlib.util
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import gemmi
@@ -17,7 +14,8 @@ import numpy as np
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.maps import atomic_write, ccp4_map, check_writable_folder, reflections_mtz
+from patterson.files import check_writable_folder, publish_folder
+from patterson.maps import ccp4_map, reflections_mtz
 from patterson.solving.shelx import res_text
 from patterson.solving.solve import Solution, SolveConfig, solve
 
@@ -56,9 +54,9 @@ def peaks_structure(frac: np.ndarray, height: np.ndarray, cell: Cell, spacegroup
 
 
 def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
-    """Write the output files (:data:`OUTPUT_FILES`) into ``out``: into a fresh temporary folder beside it that is
-    renamed to ``out`` (or, when ``out`` already exists, file by file with atomic renames). Nothing half-written is
-    ever left."""
+    """Write the output files (:data:`OUTPUT_FILES`) into ``out``, all or nothing: into a fresh temporary folder
+    beside it that then replaces ``out`` (an empty folder, or an earlier solve output; anything else is refused).
+    Nothing half-written is ever left, and leftovers of killed runs are removed on the next run."""
     out = Path(out)
     check_writable_folder(out)
     cell = solution.cell
@@ -90,25 +88,18 @@ def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
     }
     if figure is not None:
         writers["sections.png"] = lambda p: figure.savefig(p, format="png")
-    if out.exists():
-        if not out.is_dir():
-            raise PattersonError(f"{out}: exists and is not a folder")
-        for name, write in writers.items():
-            atomic_write(out / name, write)
-        return {name: out / name for name in writers}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    if out.exists() and not out.is_dir():
+        raise PattersonError(f"{out}: exists and is not a folder")
+    with publish_folder(out, may_replace=is_solve_output) as tmp:
         for name, write in writers.items():
             write(str(tmp / name))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {name: out / name for name in writers}
+
+
+def is_solve_output(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier ``patterson solve`` output and nothing else (so it may be replaced)."""
+    names = {p.name for p in Path(folder).iterdir()}
+    return "summary.json" in names and names <= set(OUTPUT_FILES) | {"sections.png"}
 
 
 def sections_figure(solution: Solution, n_sections: int = 3):
@@ -204,6 +195,9 @@ def solve_to_folder(config: SolveConfig) -> tuple[Solution, dict[str, Path]]:
     """``patterson solve``: check the output folder, solve, then write all outputs (nothing on failure)."""
     if not config.out:
         raise PattersonError("solve needs --out DIR")
-    check_writable_folder(Path(config.out))
+    out = Path(config.out)
+    check_writable_folder(out)
+    if out.is_dir() and any(out.iterdir()) and not is_solve_output(out):  # refused before the work, not after
+        raise PattersonError(f"{out}: not empty and not an earlier output of patterson solve; choose another --out")
     solution = solve(config)
     return solution, write_solution(solution, config.out)

@@ -33,7 +33,7 @@ import torch
 
 from patterson import runtime
 from patterson.errors import PattersonError
-from patterson.maps import atomic_write
+from patterson.files import atomic_write
 from patterson.models import PattersonModel, model_from_config
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import patterson
 from patterson.errors import PattersonError
-from patterson.maps import check_writable_folder
+from patterson.files import check_writable_folder
 from patterson.models import align_to_target, model_from_config, pearson_cc
 from patterson.training.checkpoint import (
     FORMAT,

@@ -1,0 +1,99 @@
+"""Files, on the ground floor: writing a file or a whole output folder all-or-nothing, and cleaning what killed
+runs left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from patterson.errors import PattersonError
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write a file through ``write(tmp_path)`` to a temporary name in the same folder, flush it to disk, then
+    rename: readers never see a partial file, and a failure leaves none behind."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Raise PattersonError unless ``folder`` is, or can be created as, a writable folder (creates nothing)."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise PattersonError(f"{folder}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PattersonError(f"{folder}: the output folder is not writable")
+
+
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(out: Path) -> None:
+    """Remove the temporary folders ``.NAME.PID.tmp`` beside ``out`` that runs since killed left behind (those of
+    live processes are kept)."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return
+    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        pid = tmp.name[len(out.name) + 2 : -len(".tmp")].split(".")[0]
+        if tmp.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def publish_folder(out: str | Path, may_replace: Callable[[Path], bool] | None = None):
+    """Write an output folder all-or-nothing: yields a fresh temporary folder beside ``out`` (named with this
+    process's pid) to fill; when the block ends normally it becomes ``out``, replacing an empty folder, or a
+    previous output when ``may_replace(out)`` says so. On any failure, or when killed, ``out`` is untouched; the
+    next run removes the leftovers of dead runs (:func:`clean_leftovers`)."""
+    out = Path(out)
+    check_writable_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if out.is_dir() and any(out.iterdir()):
+            if may_replace is None or not may_replace(out):
+                what = "not empty and not an earlier output of this command"
+                raise PattersonError(f"{out}: {what}; choose another --out")
+            old = out.parent / f".{out.name}.{os.getpid()}.old.tmp"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if out.is_dir():
+                out.rmdir()
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
