@@ -37,7 +37,7 @@ from patterson.evaluation.report import (
     write_per_example_csv,
     write_text,
 )
-from patterson.files import check_writable_folder
+from patterson.files import check_writable_folder, publish_folder
 from patterson.maps import read_ccp4
 from patterson.physics import check_d_min
 
@@ -213,6 +213,8 @@ def evaluate_predictions(
     """
     out = Path(out_dir)
     check_writable_folder(out)
+    if out.is_dir() and any(out.iterdir()) and not is_evaluate_output(out):  # refused before the work
+        raise PattersonError(f"{out}: not empty and not an earlier evaluation report; choose another --out")
     if weight not in WEIGHTS:
         raise PattersonError(f"unknown phase-error weight {weight!r} (choose from {', '.join(WEIGHTS)})")
     t0 = time.perf_counter()
@@ -269,41 +271,7 @@ def evaluate_predictions(
         metrics["verdict"] = verdict_counts(scores.phase_error_weighted_deg.numpy(), extra["verdict"])
         for k in ("r_work", "r_free", "r_free_random"):
             metrics["verdict"][f"median_{k}"] = _median(extra.get(k, []))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PattersonError(f"{out}: cannot create the output folder ({exc.strerror})") from None
-    write_json(out / "metrics.json", metrics)
-    header, rows = per_example_rows(scores, ids, chance_all, extra)
-    write_per_example_csv(out / "per_example.csv", header, rows)
-    plot_files: dict[str, str] = {}
-    if plots:
-        plot_shells(metrics, "phase_error_deg", out / "phase_error_vs_resolution.png", "mean phase error (°)", 90.0)
-        plot_shells(metrics, "fraction_below_60", out / "fraction_below_60_vs_resolution.png", "fraction < 60°")
-        plot_cc_histogram(scores, chance_all, out / "cc_histogram.png", method)
-        plot_slices(slices.rows(float(np.median(scores.cc_aligned.numpy()))), out / "slices.png")
-        plot_files = {
-            "phase error vs resolution": "phase_error_vs_resolution.png",
-            "fraction of examples with phase error < 60° vs resolution": "fraction_below_60_vs_resolution.png",
-            "CC histogram": "cc_histogram.png",
-            "central sections: best / median / worst": "slices.png",
-        }
-    notes = _verdict_notes(metrics.get("verdict"))
-    if "atoms_within_0.5A" in extra:
-        means = {k: _mean(extra[k]) for k in ("atoms_within_0.5A", "atoms_within_1.0A", "vectors_within_0.5A")}
-        means |= {k: _mean(extra[k]) for k in ("n_peaks", "truth_atoms_within_1.0A")}
-        notes += [
-            "",
-            f"## Peaks and atoms (peaks above {peak_threshold:.0%} of the maximum, at most one per true atom, "
-            "after alignment; means over examples)",
-            "",
-            "| atoms with a peak within 0.5 Å | within 1.0 Å | interatomic vectors matched within 0.5 Å | peaks "
-            "| truth map's own atoms within 1.0 Å |",
-            "|---|---|---|---|---|",
-            f"| {means['atoms_within_0.5A']:.3f} | {means['atoms_within_1.0A']:.3f} "
-            f"| {means['vectors_within_0.5A']:.3f} | {means['n_peaks']:.1f} | {means['truth_atoms_within_1.0A']:.3f} |",
-        ]
-    write_text(out / "report.md", report_markdown(metrics, plot_files, notes))
+    _write_report(out, metrics, scores, ids, chance_all, extra, slices if plots else None, method, peak_threshold)
     log.info(
         "%d examples: median CC %.3f (aligned %.3f), median phase error %.1f° (weighted %.1f°), %.1f s",
         metrics["n"],
@@ -317,6 +285,55 @@ def evaluate_predictions(
 
 
 # --- compare two map files ------------------------------------------------------------------------------------------
+
+EVALUATE_FILES = ("metrics.json", "per_example.csv", "report.md", "phase_error_vs_resolution.png",
+                  "fraction_below_60_vs_resolution.png", "cc_histogram.png", "slices.png")  # fmt: skip
+
+
+def is_evaluate_output(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier evaluation report and nothing else (so it may be replaced)."""
+    names = {p.name for p in Path(folder).iterdir()}
+    return "metrics.json" in names and names <= set(EVALUATE_FILES)
+
+
+def _write_report(out: Path, metrics, scores, ids, chance_all, extra, slices, method, peak_threshold) -> None:
+    """metrics.json, per_example.csv, the plots (``slices`` not None) and report.md, published all or nothing."""
+    plots = slices is not None
+    with publish_folder(out, may_replace=is_evaluate_output) as folder:
+        write_json(folder / "metrics.json", metrics)
+        header, rows = per_example_rows(scores, ids, chance_all, extra)
+        write_per_example_csv(folder / "per_example.csv", header, rows)
+        plot_files: dict[str, str] = {}
+        if plots:
+            error_png = folder / "phase_error_vs_resolution.png"
+            below_png = folder / "fraction_below_60_vs_resolution.png"
+            plot_shells(metrics, "phase_error_deg", error_png, "mean phase error (°)", 90.0)
+            plot_shells(metrics, "fraction_below_60", below_png, "fraction < 60°")
+            plot_cc_histogram(scores, chance_all, folder / "cc_histogram.png", method)
+            plot_slices(slices.rows(float(np.median(scores.cc_aligned.numpy()))), folder / "slices.png")
+            plot_files = {
+                "phase error vs resolution": "phase_error_vs_resolution.png",
+                "fraction of examples with phase error < 60° vs resolution": "fraction_below_60_vs_resolution.png",
+                "CC histogram": "cc_histogram.png",
+                "central sections: best / median / worst": "slices.png",
+            }
+        notes = _verdict_notes(metrics.get("verdict"))
+        if "atoms_within_0.5A" in extra:
+            means = {k: _mean(extra[k]) for k in ("atoms_within_0.5A", "atoms_within_1.0A", "vectors_within_0.5A")}
+            means |= {k: _mean(extra[k]) for k in ("n_peaks", "truth_atoms_within_1.0A")}
+            notes += [
+                "",
+                f"## Peaks and atoms (peaks above {peak_threshold:.0%} of the maximum, at most one per true atom, "
+                "after alignment; means over examples)",
+                "",
+                "| atoms with a peak within 0.5 Å | within 1.0 Å | interatomic vectors matched within 0.5 Å | peaks "
+                "| truth map's own atoms within 1.0 Å |",
+                "|---|---|---|---|---|",
+                f"| {means['atoms_within_0.5A']:.3f} | {means['atoms_within_1.0A']:.3f} "
+                f"| {means['vectors_within_0.5A']:.3f} | {means['n_peaks']:.1f} "
+                f"| {means['truth_atoms_within_1.0A']:.3f} |",
+            ]
+        write_text(folder / "report.md", report_markdown(metrics, plot_files, notes))
 
 
 def finest_d_min(cell: Cell, shape: tuple[int, int, int]) -> float:
