@@ -404,3 +404,18 @@ def test_foreign_unsafe_and_misdirected_checkpoints_are_one_line(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(PattersonError, match="no CUDA GPU"):
             load_checkpoint(evil, map_location="cuda")
+
+
+def test_train_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    """#15: train wrote its run into any folder, overwriting same-named files."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my work")
+    ds = tmp_path / "ds"
+    from patterson.datasets import generate, make_config
+
+    generate(make_config("paper-2", source="embedded", n=8, seed=1), ds, progress=False)
+    assert main(["train", "--data", str(ds), "--out", str(out), "--model", "hurwitz-cnn", "--set", "epochs=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not empty and not a training run" in err and (out / "notes.txt").read_text() == "my work"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -51,6 +51,10 @@ from patterson.training.optim import build_loss, build_map_loss, build_optimizer
 
 log = logging.getLogger(__name__)
 
+# what a run folder holds (a folder with anything else is not written into)
+RUN_FILES = {"config.json", "checkpoints", "train.log", "metrics.jsonl", "metrics.csv", "curve.png", "lr_find.json",
+             "lr_find.png"}  # fmt: skip
+
 
 @dataclass
 class TrainResult:
@@ -224,6 +228,8 @@ class Trainer:
             self.load_state(last)
         elif last.exists():
             raise PattersonError(f"{self.out} already holds a run; pass --resume, or choose another --out")
+        elif self.out.is_dir() and not {p.name for p in self.out.iterdir()} <= RUN_FILES:
+            raise PattersonError(f"{self.out}: not empty and not a training run; choose another --out")
         if self.env.is_main:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             info = {
