@@ -126,3 +126,14 @@ def test_demo_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeyp
         assert err.startswith("patterson: error:") and err.count("\n") == 1 and message in err, (args, err)
     assert afile.read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "w32.pt"]  # no partial output, no temp folders
+
+
+def test_a_relative_training_source_is_found_from_anywhere(tmp_path, monkeypatch):
+    """#15: the shipped networks name ../shared/data/pdb; from another folder the held-out check silently skipped."""
+    from patterson.demo.run import _held_out
+
+    monkeypatch.chdir(tmp_path)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdb"
+    result = _held_out("../shared/data/pdb", ["no-such-entry"])
+    assert result["checked"] == shared.is_dir() and result.get("overlap", []) == []
+    assert _held_out("nowhere/at/all", [])["checked"] is False

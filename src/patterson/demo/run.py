@@ -191,10 +191,21 @@ def _held_out(train_source: str | None, entries: list[str]) -> dict[str, Any]:
     """Whether the test entries are absent from the network's training source (checked where it can be read)."""
     if not train_source:
         return {"checked": False, "note": "the checkpoint does not name its training source"}
-    if train_source != "embedded" and not Path(train_source).is_dir():
-        return {"checked": False, "note": f"its training source {train_source} is not found here"}
+    if train_source != "embedded":
+        found = _find_source(train_source)
+        if found is None:
+            return {"checked": False, "note": f"its training source {train_source} is not found here"}
+        train_source = str(found)
     trained = source_entries(train_source)
     return {"checked": True, "overlap": sorted(set(entries) & trained), "note": f"training source {train_source}"}
+
+
+def _find_source(source: str) -> Path | None:
+    """A training source folder as a checkpoint names it: absolute, or relative to the working folder or to the
+    checkout the package runs from (where ``../shared`` recipes were run)."""
+    path = Path(source)
+    bases = [Path.cwd(), Path(__file__).resolve().parents[3]] if not path.is_absolute() else [Path("/")]
+    return next((b / path for b in bases if (b / path).is_dir()), None)
 
 
 @dataclass
@@ -327,6 +338,9 @@ def _run_preset(
             warnings.append(f"{preset}: {network.path.name} holds no normalisation constants; the test set's are used.")
         info = network.info | {"normalisation": network.norm}
         info["held_out"] = _held_out(info["trained_on"].get("source"), entries)
+        if not info["held_out"]["checked"]:  # said, not silently skipped
+            warnings.append(f"{preset}: the held-out check of {network.path.name} could not run: "
+                            f"{info['held_out']['note']}")  # fmt: skip
         overlap = info["held_out"].get("overlap")
         if overlap:
             warnings.append(
