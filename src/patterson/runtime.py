@@ -101,3 +101,12 @@ def _lock_holder(lock: Path) -> int | None:
     except PermissionError:
         return pid
     return pid
+
+
+def bar_options() -> dict:
+    """tqdm options for a progress bar on stderr: live on a terminal; at most one line every 30 s when stderr is a
+    file or a pipe (a log), so that long runs do not flood it."""
+    import sys
+
+    tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return {"mininterval": 0.2 if tty else 30.0, "dynamic_ncols": tty}

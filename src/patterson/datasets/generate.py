@@ -32,7 +32,7 @@ from patterson.maps import (
     patterson_from_f,
 )
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
-from patterson.runtime import folder_lock
+from patterson.runtime import bar_options, folder_lock
 from patterson.structures import Atoms, random_atoms
 
 log = logging.getLogger(__name__)
@@ -371,7 +371,7 @@ def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, p
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    pool, source_counts = pool if pool is not None else build_pool(config, workers)
+    pool, source_counts = pool if pool is not None else build_pool(config, workers, progress)
     t1 = time.perf_counter()
     log.info("config %s", config.to_json())
     wanted = split_counts(config.n, config.splits)
@@ -412,7 +412,8 @@ def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, p
     resumed = sum(math.ceil(wanted[s] / config.chunk_size) for s in SPLITS) - len(tasks)
     log.info("%s: %d examples (%s), %d chunks to make, %d done", out, sum(wanted.values()),
              ", ".join(f"{s} {wanted[s]}" for s in SPLITS), len(tasks), resumed)  # fmt: skip
-    bar = tqdm(total=sum(wanted.values()), initial=done, unit="ex", disable=not progress, desc="generate")
+    bar = tqdm(total=sum(wanted.values()), initial=done, unit="ex", disable=not progress, desc="generate",
+               **bar_options())  # fmt: skip
     try:
         if workers == 1 or len(tasks) <= 1:
             threads = torch.get_num_threads()

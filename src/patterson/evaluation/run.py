@@ -228,7 +228,7 @@ def evaluate_predictions(
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(batches, total=total, unit="batch", desc="evaluate")
+        iterator = tqdm(batches, total=total, unit="batch", desc="evaluate", **runtime.bar_options())
     for raw in iterator:
         batch = EvalBatch.of(raw)
         kw = dict(n_shells=n_shells, weight=weight, region=region)

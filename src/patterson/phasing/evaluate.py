@@ -458,7 +458,7 @@ def compare_methods(
         if progress and method in ("hybrid", *LOOP_METHODS, *METHODS):
             from tqdm import tqdm
 
-            bar = tqdm(total=1, unit="it", desc=f"{desc}{method}", leave=False)
+            bar = tqdm(total=1, unit="it", desc=f"{desc}{method}", leave=False, **runtime.bar_options())
         gen = torch.Generator().manual_seed(seed)  # the chance level's phases
         parts, checks, seconds = [], [], 0.0
         for k, c in enumerate(chunks):

@@ -174,7 +174,7 @@ def absolute_scale(
 
 
 def _bar(desc: str, enabled: bool):
-    bar = tqdm(total=1, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=1, desc=desc, disable=not enabled, leave=False, **runtime.bar_options())
 
     def progress(i: int, total: int) -> None:
         bar.total = total

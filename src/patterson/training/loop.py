@@ -25,6 +25,7 @@ import patterson
 from patterson.errors import PattersonError
 from patterson.files import check_writable_folder
 from patterson.models import align_to_target, model_from_config, pearson_cc
+from patterson.runtime import bar_options
 from patterson.training.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
@@ -364,7 +365,7 @@ class Trainer:
             unit="batch",
             disable=not (self.env.is_main and cfg.progress),
             leave=False,
-            dynamic_ncols=True,
+            **bar_options(),
         )
         accum = cfg.grad_accum
         lr = self.optimizer.param_groups[0]["lr"]
