@@ -130,8 +130,20 @@ def _phase_batch(config: PhasingEvalConfig, items: list[dict], d_min: float, mod
     ids = tuple(f"{config.split}-{int(it['index'])}" for it in items)
     seed = config.seed + int(items[0]["index"])  # a free set of its own for each batch
     data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, config.free_fraction, seed)
-    pred, check = phase_maps(config.method, data, model, norm, config.refine, config.n_iter, config.n_starts, seed,
-                             amplitudes=config.amplitudes)  # fmt: skip
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, unit="it", desc=f"  {config.method}, {len(items)} structures", leave=False,
+               **runtime.bar_options())  # fmt: skip
+
+    def tick(it: int, total: int) -> None:  # the iterations inside one batch (the outer bar counts batches)
+        bar.total = total
+        bar.update(it - bar.n)
+
+    try:
+        pred, check = phase_maps(config.method, data, model, norm, config.refine, config.n_iter, config.n_starts,
+                                 seed, progress=tick, amplitudes=config.amplitudes)  # fmt: skip
+    finally:
+        bar.close()
     atoms = [data.cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]
     return {
         "validation": check.rows(),
