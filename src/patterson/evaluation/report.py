@@ -288,11 +288,13 @@ def plot_cc_histogram(scores: PairScores, chance: PairScores | None, path: str |
 
 
 def plot_slices(examples: list[tuple[str, dict[str, np.ndarray]]], path: str | Path) -> None:
-    """Central sections, one row per example (label, {column title: 2D array}), e.g. best / median / worst."""
+    """Central sections, one row per example (label, {column title: 2D array}), e.g. best / median / worst: x and y
+    in grid points, each panel with its colour bar (the map's own units: e/Å³ for densities, e²/Å⁶ for a
+    Patterson)."""
     if not examples:
         return
     cols = list(examples[0][1])
-    fig = new_figure(3.0 * len(cols), 2.8 * len(examples))
+    fig = new_figure(3.4 * len(cols), 2.9 * len(examples))
     for r, (label, panels) in enumerate(examples):
         for c, title in enumerate(cols):
             ax = fig.add_subplot(len(examples), len(cols), r * len(cols) + c + 1)
@@ -300,12 +302,12 @@ def plot_slices(examples: list[tuple[str, dict[str, np.ndarray]]], path: str | P
             if img is None:
                 ax.axis("off")
                 continue
-            ax.imshow(img.T, origin="lower", cmap="viridis", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            im = ax.imshow(img.T, origin="lower", cmap="viridis", interpolation="nearest")
+            fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
+            ax.tick_params(labelsize=6)
+            ax.set_xlabel("x (grid points)", fontsize=7)
             if r == 0:
                 ax.set_title(title, fontsize=9)
-            if c == 0:
-                ax.set_ylabel(label, fontsize=9)
+            ax.set_ylabel(f"{label}\ny (grid points)" if c == 0 else "y", fontsize=7 if c else 8)
     fig.tight_layout()
     save_png(fig, Path(path))
