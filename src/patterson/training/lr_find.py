@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from patterson.errors import PattersonError
 from patterson.models import PattersonModel, model_from_config
+from patterson.runtime import bar_options
 from patterson.training.config import TrainConfig
 from patterson.training.data import MapPairs, open_data
 from patterson.training.loop import _split_data, seed_everything
@@ -87,7 +88,12 @@ def lr_find(
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf
     batches = iter(())
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, unit="step", desc="lr range test", leave=False, **bar_options())
     for i in range(steps):
+        bar.update()
+        bar.set_postfix_str(f"lr {start_lr * gamma**i:.2g}", refresh=False)
         try:
             x, y = next(batches)
         except StopIteration:
@@ -112,6 +118,7 @@ def lr_find(
         if not math.isfinite(smooth) or smooth > diverge * best:
             log.info("lr_find: loss diverged at lr %.3g after %d steps", lr, i + 1)
             break
+    bar.close()
     s = np.asarray(smoothed)
     i_min = int(np.nanargmin(s))
     skip = max(1, len(s) // 10)  # the first smoothed points are mostly start-up noise
