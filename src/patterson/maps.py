@@ -298,6 +298,10 @@ def structure_maps(config: MapsConfig) -> Maps:
     batch = AtomBatch.from_atoms([atoms], cell, dtype=dtype)
     hkl = miller_indices(cell, config.d_min)
     shape = grid_shape(cell, config.d_min, config.sample_rate)
+    work = len(hkl) * len(atoms)
+    if work > 10**8:  # about a second per 10⁸ atom-reflection terms here: say so before a long silence
+        log.info("structure factors of %d atoms at %d reflections (%.1e terms; about %.0f s on this CPU)",
+                 len(atoms), len(hkl), work, work / 1e8)  # fmt: skip
     f = structure_factors(batch, hkl, b_iso=config.b_iso)  # (1, M)
     rho = density_from_f(f, hkl, cell, shape)[0]
     pat = patterson_from_f(f, hkl, cell, shape)[0]
