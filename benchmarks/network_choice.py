@@ -20,7 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import gemmi
 import numpy as np
 import torch
 
@@ -37,20 +36,9 @@ from patterson.training.checkpoint import pick_pretrained, shipped_networks
 
 sys.path.insert(0, str(Path(__file__).parent))
 from phasing import make_split  # noqa: E402 - the phasing benchmark's held-out splits
+from solve import write_mtz  # noqa: E402 - the solve benchmark's P1 MTZ of amplitudes
 
 OLD_PACKED_VOLUME = 60.0  # Å³ per atom: the previous rule's threshold for a packed cell
-
-
-def write_p1_mtz(path: Path, hkl: np.ndarray, f: np.ndarray, cell) -> Path:
-    mtz = gemmi.Mtz(with_base=True)
-    mtz.spacegroup = gemmi.SpaceGroup("P 1")
-    mtz.set_cell_for_all(cell.to_gemmi())
-    mtz.add_dataset("heldout")
-    mtz.add_column("FP", "F")
-    mtz.add_column("SIGFP", "Q")
-    mtz.set_data(np.column_stack([hkl, f, 0.01 * f + 1e-3]).astype(np.float32))
-    mtz.write_to_file(str(path))
-    return path
 
 
 def old_choice(summary: dict) -> str:
@@ -82,7 +70,8 @@ def run_preset(path: Path, source: str, n: int, folder: Path) -> dict:
     per = []
     for b in range(len(data)):
         keep = data.measured[b].numpy()
-        mtz = write_p1_mtz(folder / f"{preset}-{b}.mtz", data.hkl[keep], data.f_obs[b].numpy()[keep], data.cell)
+        mtz = folder / f"{preset}-{b}.mtz"
+        write_mtz(mtz, data.hkl[keep], data.f_obs[b].numpy()[keep], data.cell)
         solution = solve(SolveConfig(str(mtz), progress=False, threads=1))
         s = solution.summary
         chosen = Path(s["checkpoint"]).stem if s["checkpoint"] else "random starts"

@@ -372,7 +372,7 @@ def test_another_config_in_the_folder_names_only_what_changed(paper2, source):
 
 def test_a_second_generate_into_the_same_folder_is_refused(source, tmp_path):
     """#15: two generate runs into one folder: one died when the other deleted its temporary shard."""
-    from patterson.runtime import folder_lock
+    from patterson.files import folder_lock
 
     out = tmp_path / "ds"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])

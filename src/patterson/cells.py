@@ -65,6 +65,11 @@ class Cell:
     def parameters(self) -> tuple[float, float, float, float, float, float]:
         return (self.a, self.b, self.c, self.alpha, self.beta, self.gamma)
 
+    @property
+    def text(self) -> str:
+        """The six parameters as a message shows them: ``9 10 11 90 100 90``."""
+        return " ".join(f"{x:g}" for x in self.parameters)
+
     def to_gemmi(self) -> gemmi.UnitCell:
         return gemmi.UnitCell(*self.parameters)
 
@@ -193,11 +198,10 @@ def centre_in_cell(atoms: Atoms, cell: Cell, min_distance: float = 0.0) -> Atoms
     extent = frac.max(axis=0) - frac.min(axis=0)
     closest = min_image_distance(xyz, cell)
     if np.any(extent >= 1.0) or closest < limit:
-        size = f"{cell.a:g} {cell.b:g} {cell.c:g} {cell.alpha:g} {cell.beta:g} {cell.gamma:g}"
         span = " × ".join(f"{e:.2f}" for e in extent)
         why = (f"it spans {span} cells, more than one along some axis" if np.any(extent >= 1.0)
                else f"its atoms come {closest:.2f} Å from their periodic images, closer than {limit:g} Å")  # fmt: skip
-        raise PattersonError(f"the molecule does not fit in the cell {size}: {why}; give a larger --cell")
+        raise PattersonError(f"the molecule does not fit in the cell {cell.text}: {why}; give a larger --cell")
     return atoms.replace(xyz=xyz, cell=cell.parameters, spacegroup="P 1")
 
 

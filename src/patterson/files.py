@@ -1,5 +1,5 @@
-"""Files, on the ground floor: writing a file or a whole output folder all-or-nothing, and cleaning what killed
-runs left behind."""
+"""Files, on the ground floor: writing a file or a whole output folder all-or-nothing, cleaning what killed runs
+left behind, and a lock on an output folder."""
 
 from __future__ import annotations
 
@@ -42,6 +42,22 @@ def check_writable_folder(folder: Path) -> None:
         raise PattersonError(f"{folder}: the output folder is not writable")
 
 
+
+
+def holds_only(folder: Path, names, marker: str | None = None) -> bool:
+    """Whether ``folder`` holds nothing but entries named in ``names`` (and ``marker`` among them, when given): an
+    earlier output of a command, which it may replace."""
+    found = {p.name for p in Path(folder).iterdir()}
+    return found <= set(names) and (marker is None or marker in found)
+
+
+def check_output_folder(out: Path, may_replace: Callable[[Path], bool], what: str) -> None:
+    """Before any work: refuse an ``out`` that cannot be written, or that holds anything but ``what`` (an earlier
+    output of the same command, as ``may_replace`` tells)."""
+    out = Path(out)
+    check_writable_folder(out)
+    if out.is_dir() and any(out.iterdir()) and not may_replace(out):
+        raise PattersonError(f"{out}: not empty and not {what}; choose another --out")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -97,3 +113,39 @@ def publish_folder(out: str | Path, may_replace: Callable[[Path], bool] | None =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path):
+    """Hold ``.NAME.lock`` beside ``folder`` (it records this process's pid) while writing the folder: a second
+    writer is refused in one line; a lock whose process is gone (killed) is taken over."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = folder.parent / f".{folder.name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                raise PattersonError(f"{folder}: another patterson (pid {holder}) is writing it; wait for it to end "
+                                     f"or stop it") from None  # fmt: skip
+            lock.unlink(missing_ok=True)  # left by a killed run
+    else:
+        raise PattersonError(f"{folder}: cannot take the lock {lock}")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The pid in a lock file when that process still runs, else None."""
+    try:
+        pid = int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and pid != os.getpid() and _pid_alive(pid) else None

@@ -23,7 +23,7 @@ import torch
 
 from patterson.cells import NEIGHBOUR_OFFSETS, Cell, box_cell, centre_in_cell, expand_to_p1
 from patterson.errors import PattersonError
-from patterson.files import atomic_write, check_writable_folder, publish_folder
+from patterson.files import atomic_write, check_output_folder, holds_only, publish_folder
 from patterson.physics import (
     AtomBatch,
     check_d_min,
@@ -319,10 +319,8 @@ def write_maps(config: MapsConfig, out_dir: str | Path) -> dict[str, Path]:
     output. Returns the written paths.
     """
     out = Path(out_dir)
-    check_writable_folder(out)
-    is_maps_output = lambda folder: {p.name for p in folder.iterdir()} <= set(MAPS_FILES)  # noqa: E731
-    if out.is_dir() and any(out.iterdir()) and not is_maps_output(out):  # refused before the work
-        raise PattersonError(f"{out}: not empty and not an earlier output of patterson maps; choose another --out")
+    is_maps_output = lambda folder: holds_only(folder, MAPS_FILES)  # noqa: E731
+    check_output_folder(out, is_maps_output, "an earlier output of patterson maps")  # refused before the work
     t0 = time.perf_counter()
     maps = structure_maps(config)
     with publish_folder(out, may_replace=is_maps_output) as tmp:

@@ -109,7 +109,7 @@ def grid_shape(cell: Cell, d_min: float, sample_rate: float = 3.0, even: bool = 
     for length in (cell.a, cell.b, cell.c):
         need = max(math.ceil(length * sample_rate / d_min - 1e-6), 2 * math.floor(length / d_min + 1e-9) + 1)
         if need > MAX_GRID_SIDE:
-            raise PattersonError(f"a {_cell_text(cell)} Å cell at {d_min:g} Å needs {need} grid points along one "
+            raise PattersonError(f"the cell {cell.text} at {d_min:g} Å needs {need} grid points along one "
                                  f"axis (at most {MAX_GRID_SIDE}): use a coarser d_min or a smaller cell")  # fmt: skip
         shape.append(fft_friendly(need, even))
     check_memory(math.prod(shape) * BYTES_PER_VOXEL, f"a {'×'.join(map(str, shape))} map grid")
@@ -118,7 +118,7 @@ def grid_shape(cell: Cell, d_min: float, sample_rate: float = 3.0, even: bool = 
 
 def _check_box(cell: Cell, d_min: float, h_max: list[int]) -> None:
     box = math.prod(2 * m + 1 for m in h_max)
-    check_memory(box * BYTES_PER_INDEX, f"the reflections of a {_cell_text(cell)} Å cell to {d_min:g} Å")
+    check_memory(box * BYTES_PER_INDEX, f"the reflections of the cell {cell.text} to {d_min:g} Å")
 
 
 def check_size(cell: Cell, d_min: float, sample_rate: float = 3.0) -> None:
@@ -133,9 +133,6 @@ BYTES_PER_INDEX = 64  # miller_indices builds the whole box of h, k, l with d-sp
 BYTES_PER_VOXEL = 8 * 24  # float64 maps: a phasing job holds about 24 grids at once (4 starts, iterates, FFTs)
 MAX_GRID_SIDE = 4096
 
-
-def _cell_text(cell: Cell) -> str:
-    return " × ".join(f"{x:g}" for x in (cell.a, cell.b, cell.c))
 
 
 def resolution_shells(d: np.ndarray, n_shells: int = 12) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,10 @@
-"""Runtime helpers every stage uses: the device to compute on, the memory a job may take, and a lock on an
-output folder."""
+"""Runtime helpers every stage uses: the device to compute on, the memory a job may take, progress bars."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-from pathlib import Path
+import sys
 
 import torch
 
@@ -59,54 +57,8 @@ def check_memory(n_bytes: float, what: str, hint: str = "use a coarser d_min or 
         )
 
 
-@contextlib.contextmanager
-def folder_lock(folder: str | Path):
-    """Hold ``.NAME.lock`` beside ``folder`` (it records this process's pid) while writing the folder: a second
-    writer is refused in one line; a lock whose process is gone (killed) is taken over."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock = folder.parent / f".{folder.name}.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None:
-                raise PattersonError(f"{folder}: another patterson (pid {holder}) is writing it; wait for it to end "
-                                     f"or stop it") from None  # fmt: skip
-            lock.unlink(missing_ok=True)  # left by a killed run
-    else:
-        raise PattersonError(f"{folder}: cannot take the lock {lock}")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(str(os.getpid()))
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _lock_holder(lock: Path) -> int | None:
-    """The pid in a lock file when that process still runs, else None."""
-    try:
-        pid = int(lock.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return None
-    if pid <= 0 or pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
-
-
 def bar_options() -> dict:
     """tqdm options for a progress bar on stderr: live on a terminal; at most one line every 30 s when stderr is a
     file or a pipe (a log), so that long runs do not flood it."""
-    import sys
-
     tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     return {"mininterval": 0.2 if tty else 30.0, "dynamic_ncols": tty}

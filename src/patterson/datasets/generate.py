@@ -24,7 +24,7 @@ from patterson.datasets.config import FIELDS, LABEL_LEN, SPLITS, GenerateConfig
 from patterson.datasets.sources import Pool, assign_splits, build_pool, split_counts
 from patterson.datasets.store import damaged_shards
 from patterson.errors import PattersonError
-from patterson.files import atomic_write, check_writable_folder
+from patterson.files import atomic_write, check_writable_folder, folder_lock
 from patterson.maps import (
     density_from_f,
     gaussian_density,
@@ -32,7 +32,7 @@ from patterson.maps import (
     patterson_from_f,
 )
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
-from patterson.runtime import bar_options, folder_lock
+from patterson.runtime import bar_options
 from patterson.structures import Atoms, random_atoms
 
 log = logging.getLogger(__name__)

@@ -26,19 +26,21 @@ log = logging.getLogger(__name__)
 # --- reading datasets --------------------------------------------------------------------------------------------
 
 
-def damaged_shards(out: Path) -> list[str]:
+def damaged_shards(out: Path, sizes: dict[str, int] | None = None) -> list[str]:
     """What is wrong with the shards that ``out``/dataset.h5 lists ("shard shards/x.h5 is missing" or "... is
-    truncated (a of b bytes)"); empty when all are whole, or when there is no index (or an old one without sizes)."""
-    import h5py
+    truncated (a of b bytes)"); empty when all are whole, or when there is no index (or an old one without sizes).
+    ``sizes``: the index's record, when the caller has it open already."""
+    if sizes is None:
+        import h5py
 
-    index = out / "dataset.h5"
-    if not index.is_file():
-        return []
-    try:
-        with h5py.File(index, "r") as fh:
-            sizes = json.loads(fh.attrs.get("shards", "{}"))
-    except (OSError, ValueError):
-        return []
+        index = out / "dataset.h5"
+        if not index.is_file():
+            return []
+        try:
+            with h5py.File(index, "r") as fh:
+                sizes = json.loads(fh.attrs.get("shards", "{}"))
+        except (OSError, ValueError):
+            return []
     problems = []
     for name, size in sizes.items():
         path = out / name
@@ -58,14 +60,16 @@ def _open_index(path: str | Path):
         if (path / "config.json").is_file():
             raise PattersonError(f"{path}: generation has not finished; run the same generate command to resume")
         raise PattersonError(f"{path}: not a patterson dataset (no dataset.h5)")
-    problems = damaged_shards(index.parent)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise PattersonError(f"{index.parent}: {problems[0]}{more}; run the same generate command again to remake it")
     try:
-        return h5py.File(index, "r")
+        fh = h5py.File(index, "r")
     except OSError as exc:
         raise PattersonError(f"{index}: not a readable HDF5 file ({exc})") from None
+    problems = damaged_shards(index.parent, json.loads(fh.attrs.get("shards", "{}")))
+    if problems:
+        fh.close()
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise PattersonError(f"{index.parent}: {problems[0]}{more}; run the same generate command again to remake it")
+    return fh
 
 
 def dataset_info(path: str | Path) -> dict:

@@ -37,7 +37,7 @@ from patterson.evaluation.report import (
     write_per_example_csv,
     write_text,
 )
-from patterson.files import check_writable_folder, publish_folder
+from patterson.files import check_output_folder, check_writable_folder, holds_only, publish_folder
 from patterson.maps import read_ccp4
 from patterson.physics import check_d_min
 
@@ -212,9 +212,7 @@ def evaluate_predictions(
     The metrics.json dictionary.
     """
     out = Path(out_dir)
-    check_writable_folder(out)
-    if out.is_dir() and any(out.iterdir()) and not is_evaluate_output(out):  # refused before the work
-        raise PattersonError(f"{out}: not empty and not an earlier evaluation report; choose another --out")
+    check_output_folder(out, is_evaluate_output, "an earlier evaluation report")  # refused before the work
     if weight not in WEIGHTS:
         raise PattersonError(f"unknown phase-error weight {weight!r} (choose from {', '.join(WEIGHTS)})")
     t0 = time.perf_counter()
@@ -292,8 +290,7 @@ EVALUATE_FILES = ("metrics.json", "per_example.csv", "report.md", "phase_error_v
 
 def is_evaluate_output(folder: Path) -> bool:
     """Whether ``folder`` holds an earlier evaluation report and nothing else (so it may be replaced)."""
-    names = {p.name for p in Path(folder).iterdir()}
-    return "metrics.json" in names and names <= set(EVALUATE_FILES)
+    return holds_only(folder, EVALUATE_FILES, marker="metrics.json")
 
 
 def _write_report(out: Path, metrics, scores, ids, chance_all, extra, slices, method, peak_threshold) -> None:
@@ -410,17 +407,13 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _cell_text(cell: Cell) -> str:
-    return " ".join(f"{x:g}" for x in cell.parameters)
-
-
 def compare_maps(config: CompareConfig) -> Comparison:
     """Score map B against map A (two CCP4/MRC files of the same cell and grid) after the origin/hand search."""
     rho_a, cell_a = read_ccp4(config.map_a)
     rho_b, cell_b = read_ccp4(config.map_b)
     if any(abs(x - y) > CELL_TOLERANCE for x, y in zip(cell_a.parameters, cell_b.parameters, strict=True)):
         raise PattersonError(
-            f"{config.map_a} and {config.map_b} have different cells: {_cell_text(cell_a)} vs {_cell_text(cell_b)}"
+            f"{config.map_a} and {config.map_b} have different cells: {cell_a.text} vs {cell_b.text}"
         )
     if rho_a.shape != rho_b.shape:
         raise PattersonError(

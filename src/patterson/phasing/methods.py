@@ -306,17 +306,23 @@ def positivity_polish(
     shape,
     n_cycles: int,
     centric: bool = False,
+    lde_sigma: float | None = None,
 ) -> torch.Tensor:
     """Error reduction without a support: ``n_cycles`` of (the observed amplitudes with the phases of ``f``, the
     ``floating`` reflections and F(000) as ``f`` has them) → density → its positive part → structure factors.
     f (B, 1 + M) complex with F(000) first, fo and floating (B, M); returns the new f (B, 1 + M). ``centric``: phases
-    0 or π (see :func:`~patterson.maps.impose_amplitudes`)."""
+    0 or π (see :func:`~patterson.maps.impose_amplitudes`). With ``lde_sigma`` the positive part is also damped
+    by low-density elimination (Shiono & Woolfson 1992): ρ(1 − exp(−ρ²/2ρc²)), ρc = lde_sigma · σ(ρ)."""
     hkl0 = _with_000(hkl)
     for _ in range(n_cycles):
         rho = density_from_f(
             torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:], centric)], dim=-1), hkl0, cell, shape
         )
-        f = f_from_density(rho.clamp_min(0), hkl0, cell)
+        kept = rho.clamp_min(0)
+        if lde_sigma is not None:
+            rho_c = lde_sigma * rho.flatten(1).std(-1)[:, None, None, None]
+            kept = kept * (1 - torch.exp(-(rho**2) / (2 * rho_c**2)))
+        f = f_from_density(kept, hkl0, cell)
     return f
 
 
@@ -401,6 +407,8 @@ def charge_flip(
         best_r = torch.where(better, r, best_r)
         if progress is not None:
             progress(it + 1, n_iter)
+        if not (restarts or stop_early):  # no convergence watch: no per-cycle copy of R to the CPU
+            continue
         again = watch.update(r, best_r).to(fo.device)
         if again.any():  # new random phases for the starts that did not converge in their part of the budget
             phi_new = _random_phases(f[again, 1:].shape, watch.generator, fo.dtype, fo.device)
@@ -414,10 +422,8 @@ def charge_flip(
         for _ in range(F_CYCLES):
             best_f, f = _flip(torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:], centric)], -1), fo,
                               floating, weak, hkl, cell, shape, **f_rule)  # fmt: skip
-    if polish == "lde":
-        f = lde_polish(best_f, fo, floating, hkl, cell, shape, n_polish, f_rule["delta_sigma"], centric)
-    else:
-        f = positivity_polish(best_f, fo, floating, hkl, cell, shape, n_polish, centric)
+    lde_sigma = f_rule["delta_sigma"] if polish == "lde" else None
+    f = positivity_polish(best_f, fo, floating, hkl, cell, shape, n_polish, centric, lde_sigma)
     # the final map: imposed amplitudes with the polished phases, F(000) and the floating ones as the density has them
     final = impose_amplitudes(fo, floating, f[:, 1:], centric)
     final = density_from_f(torch.cat([f[:, :1], final], dim=-1), _with_000(hkl), cell, shape)
@@ -496,24 +502,6 @@ def _flip(f, fo, floating, weak, hkl, cell, shape, delta_sigma, delta_fraction, 
     turned = g[:, 1:].real.to(g.dtype) if centric else g[:, 1:] * torch.tensor(1j, dtype=g.dtype, device=g.device)
     imposed = impose_amplitudes(fo, floating, g[:, 1:], centric)
     return g, torch.cat([g[:, :1], torch.where(weak, turned, imposed)], dim=-1)
-
-
-def lde_polish(
-    f: torch.Tensor, fo: torch.Tensor, floating: torch.Tensor, hkl: np.ndarray, cell: Cell, shape, n_cycles: int,
-    delta_sigma: float = 0.8, centric: bool = False,
-) -> torch.Tensor:  # fmt: skip
-    """Low-density elimination (Shiono & Woolfson 1992): ``n_cycles`` of imposed amplitudes → density →
-    ρ(1 − exp(−ρ²/2ρc²)) where ρ > 0, else 0, with ρc = delta_sigma · σ(ρ) → structure factors. f (B, 1 + M) with
-    F(000) first, as for :func:`positivity_polish`."""
-    hkl0 = _with_000(hkl)
-    for _ in range(n_cycles):
-        rho = density_from_f(
-            torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:], centric)], dim=-1), hkl0, cell, shape
-        )
-        rho_c = delta_sigma * rho.flatten(1).std(-1)[:, None, None, None]
-        kept = rho.clamp_min(0) * (1 - torch.exp(-(rho**2) / (2 * rho_c**2)))
-        f = f_from_density(kept, hkl0, cell)
-    return f
 
 
 # --- hybrid input-output with shrink-wrap ------------------------------------------------------------------------

@@ -98,11 +98,7 @@ def check_cell(cell: Cell, group: SpaceGroup, source: str = "") -> None:
     """Raise unless ``cell`` obeys the metric of ``group``'s lattice (e.g. α = γ = 90° for monoclinic b-unique)."""
     if not cell.to_gemmi().is_compatible_with_spacegroup(group.gemmi, 1e-3):
         where = f"{source}: " if source else ""
-        raise PattersonError(f"{where}the cell {_cell_text(cell)} contradicts the space group {group.name}")
-
-
-def _cell_text(cell: Cell) -> str:
-    return " ".join(f"{v:g}" for v in cell.parameters)
+        raise PattersonError(f"{where}the cell {cell.text} contradicts the space group {group.name}")
 
 
 # --- reflections as a look-up table -------------------------------------------------------------------------------
@@ -182,9 +178,10 @@ class SymmetryFit:
         ]
 
 
-def _pair_terms(table: HklTable, hkl: np.ndarray, f: np.ndarray, group: SpaceGroup):
+def _pair_terms(table: HklTable, group: SpaceGroup):
     """For every operator g: (q = h − hR (P, 3), c = F(h)F*(hR)e^{−2πi h·t} (P,), |F(h)||F(hR)| (P,)), over the
-    h whose hR is held."""
+    h of ``table`` (a full sphere) whose hR is held."""
+    hkl, f = table.hkl, table.f
     out = []
     for r, t in zip(group.rot, group.tran, strict=True):
         hr = hkl @ r  # (M, 3) row vectors h R
@@ -232,19 +229,20 @@ def _agreement(terms, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_origin(
-    hkl: np.ndarray, f: np.ndarray, cell: Cell, group: SpaceGroup, d_min: float, refine_above: float = -1.0
-) -> SymmetryFit:
+    hkl: np.ndarray, f: np.ndarray, cell: Cell, group: SpaceGroup, d_min: float, refine_above: float = -1.0,
+    table: HklTable | None = None,
+) -> SymmetryFit:  # fmt: skip
     """The origin shift that makes a P1 solution (hkl (M, 3) on a Friedel half, complex f (M,)) most consistent
     with ``group``, with the agreement of each operator there. The search grid has a step of d_min/4 or finer;
-    the best grid point is refined off the grid when its worst agreement exceeds ``refine_above``."""
-    hkl_full, f_full = full_sphere(np.asarray(hkl), np.asarray(f, dtype=np.complex128))
-    table = HklTable(hkl_full, f_full)
-    terms = _pair_terms(table, hkl_full, f_full, group)
+    the best grid point is refined off the grid when its worst agreement exceeds ``refine_above``. ``table``: the
+    solution's full-sphere :class:`HklTable`, when the caller tries several groups on it."""
+    table = table or HklTable(*full_sphere(np.asarray(hkl), np.asarray(f, dtype=np.complex128)))
     if group.is_p1:
-        return SymmetryFit(group, np.zeros(3), np.ones(1), np.array([len(f_full)]))
+        return SymmetryFit(group, np.zeros(3), np.ones(1), np.array([len(table.f)]))
+    terms = _pair_terms(table, group)
     shape = tuple(int(max(8, math.ceil(4 * w / d_min))) for w in (cell.a, cell.b, cell.c))
-    moving = [t for t, (r, tt) in zip(terms, zip(group.rot, group.tran, strict=True), strict=True)
-              if not np.array_equal(r, np.eye(3, dtype=np.int64))]  # fmt: skip
+    identity = np.eye(3, dtype=np.int64)
+    moving = [t for t, r in zip(terms, group.rot, strict=True) if not np.array_equal(r, identity)]
     if not moving:  # only centring translations: every origin is as good
         s = np.zeros(3)
     else:
@@ -323,9 +321,11 @@ def check_spacegroups(
     and the agreement of its operators with the P1 solution. Rows are sorted by consistency, then by the number of
     operators (the highest consistent symmetry first)."""
     candidates = candidates if candidates is not None else lattice_candidates(cell)
+    table = HklTable(*full_sphere(np.asarray(hkl), np.asarray(f, dtype=np.complex128)))  # once for every group
     rows = []
     for group in candidates:
-        fit = find_origin(hkl, f, cell, group, d_min, refine_above=0.6 * CONSISTENT)  # refine the plausible only
+        # refined off the grid only where the group is plausible
+        fit = find_origin(hkl, f, cell, group, d_min, refine_above=0.6 * CONSISTENT, table=table)
         rows.append({
             "spacegroup": group.name,
             "number": int(group.gemmi.number),

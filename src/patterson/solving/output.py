@@ -14,7 +14,7 @@ import numpy as np
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.files import check_writable_folder, publish_folder
+from patterson.files import check_output_folder, check_writable_folder, holds_only, publish_folder
 from patterson.maps import ccp4_map, reflections_mtz
 from patterson.solving.shelx import res_text
 from patterson.solving.solve import Solution, SolveConfig, solve
@@ -98,8 +98,7 @@ def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
 
 def is_solve_output(folder: Path) -> bool:
     """Whether ``folder`` holds an earlier ``patterson solve`` output and nothing else (so it may be replaced)."""
-    names = {p.name for p in Path(folder).iterdir()}
-    return "summary.json" in names and names <= set(OUTPUT_FILES) | {"sections.png"}
+    return holds_only(folder, (*OUTPUT_FILES, "sections.png"), marker="summary.json")
 
 
 def sections_figure(solution: Solution, n_sections: int = 3):
@@ -195,9 +194,6 @@ def solve_to_folder(config: SolveConfig) -> tuple[Solution, dict[str, Path]]:
     """``patterson solve``: check the output folder, solve, then write all outputs (nothing on failure)."""
     if not config.out:
         raise PattersonError("solve needs --out DIR")
-    out = Path(config.out)
-    check_writable_folder(out)
-    if out.is_dir() and any(out.iterdir()) and not is_solve_output(out):  # refused before the work, not after
-        raise PattersonError(f"{out}: not empty and not an earlier output of patterson solve; choose another --out")
+    check_output_folder(Path(config.out), is_solve_output, "an earlier output of patterson solve")  # before the work
     solution = solve(config)
     return solution, write_solution(solution, config.out)

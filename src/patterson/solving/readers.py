@@ -6,7 +6,6 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import gemmi
@@ -76,11 +75,8 @@ def group_from_shelx(latt: int, symm: list[tuple[np.ndarray, np.ndarray]], sourc
     they do not close into a space group."""
     if abs(latt) not in _LATT:
         raise PattersonError(f"{source}: LATT {latt} is not a SHELX lattice type (±1 to ±7)")
-    ops = [gemmi.Op("x,y,z")]
-    for rot, tran in symm:
-        ops.append(gemmi.Op(_triplet(rot, tran)))
-    for t in _LATT[abs(latt)]:
-        ops.append(gemmi.Op(_triplet(np.eye(3, dtype=np.int64), np.array(t))))
+    ops = [gemmi.Op("x,y,z")] + [_op(rot, tran) for rot, tran in symm]
+    ops += [_op(np.eye(3, dtype=np.int64), np.array(t)) for t in _LATT[abs(latt)]]
     if latt > 0:
         ops.append(gemmi.Op("-x,-y,-z"))
     try:
@@ -94,16 +90,12 @@ def group_from_shelx(latt: int, symm: list[tuple[np.ndarray, np.ndarray]], sourc
     return SpaceGroup.of(sg)
 
 
-def _triplet(rot: np.ndarray, tran: np.ndarray) -> str:
-    """A rotation and translation as a triplet gemmi reads ('-x+1/2,y,-z')."""
-    rows = []
-    for r, t in zip(rot, tran, strict=True):
-        terms = [f"{'+' if c > 0 else '-'}{'' if abs(c) == 1 else abs(c)}{'xyz'[i]}" for i, c in enumerate(r) if c]
-        frac = Fraction(float(t) % 1.0).limit_denominator(12)
-        if frac:
-            terms.append(f"+{frac}")
-        rows.append("".join(terms).lstrip("+") or "0")
-    return ",".join(rows)
+def _op(rot: np.ndarray, tran: np.ndarray) -> gemmi.Op:
+    """A rotation and fractional translation as a gemmi operator (in its units of 1/24)."""
+    op = gemmi.Op()
+    op.rot = (np.asarray(rot, dtype=np.int64) * op.DEN).tolist()
+    op.tran = [int(round(t * op.DEN)) % op.DEN for t in np.asarray(tran, dtype=np.float64)]
+    return op
 
 
 def _cell_from(values, source: str) -> Cell:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import patterson
 from patterson.errors import PattersonError
-from patterson.files import check_writable_folder
+from patterson.files import check_output_folder, check_writable_folder, holds_only
 from patterson.models import align_to_target, model_from_config, pearson_cc
 from patterson.runtime import bar_options
 from patterson.training.checkpoint import (
@@ -229,8 +229,8 @@ class Trainer:
             self.load_state(last)
         elif last.exists():
             raise PattersonError(f"{self.out} already holds a run; pass --resume, or choose another --out")
-        elif self.out.is_dir() and not {p.name for p in self.out.iterdir()} <= RUN_FILES:
-            raise PattersonError(f"{self.out}: not empty and not a training run; choose another --out")
+        else:
+            check_output_folder(self.out, lambda folder: holds_only(folder, RUN_FILES), "a training run")
         if self.env.is_main:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             info = {
