@@ -18,7 +18,8 @@ and its own origin search). Each method's P1 structure factors are scored agains
 hand search: solved = F-weighted phase error < 40°; for the crystals also whether the method's symmetrised map sits
 at an origin the space group permits ("origin"). "claimed" counts the structures a method itself calls solved
 (patterson: the R-free verdict; cctbx: a phase transition and a sharp origin peak), "right" those of them that are.
-Seconds are wall time per structure on this machine, one thread each.
+Seconds are wall time per structure on this machine, one thread each. "random phases" is the chance level: the
+true amplitudes with random phases, scored the same way.
 
     pip install -e ".[peers]"        # cctbx-base
     python benchmarks/peers.py [--source ../shared/data/pdb] [--n 12] [--rows ...]
@@ -60,7 +61,8 @@ from patterson.structures import Atoms
 
 MIN_REFLECTIONS = 40
 CCTBX_SEED = 0
-METHODS = ("patterson CF", "patterson CF (E)", "patterson CF (E, restarts)", "patterson HIO", "cctbx CF")
+METHODS = ("patterson CF", "patterson CF (E)", "patterson CF (E, restarts)", "patterson HIO", "cctbx CF",
+           "random phases")  # fmt: skip
 
 
 # --- cases: the data a method gets, and the truth --------------------------------------------------------------
@@ -131,6 +133,19 @@ def _crystal_case(path: Path, d_min: float, noise: float, missing: float, rng) -
 
 
 # --- the methods: each returns (P1 F (M,) complex, claimed solved, symmetrised P1 F or None, seconds) -----------
+
+
+def run_chance(case: dict, seed: int = 0) -> tuple[np.ndarray, bool, np.ndarray | None, float]:
+    """The chance level: the true amplitudes with random phases (seeded per structure), moved by the symmetry step
+    like a patterson solution; it claims nothing."""
+    rng = np.random.default_rng([seed, len(case["hkl"])])
+    f_p1 = case["f_obs"] * np.exp(2j * np.pi * rng.uniform(size=len(case["f_obs"])))
+    f_sg = None
+    if not case["group"].is_p1:
+        d_min = float(case["cell"].d_spacing(case["hkl"]).min())
+        moved, fit = to_spacegroup(case["hkl"], f_p1, case["cell"], case["group"], d_min)
+        f_sg = moved if fit.consistent else None
+    return f_p1, False, f_sg, 0.0
 
 
 def run_patterson(method: str, case: dict) -> tuple[np.ndarray, bool, np.ndarray | None, float]:
@@ -227,7 +242,8 @@ def run_row(name: str, cases: list[dict], methods: tuple[str, ...]) -> dict:
     for method in methods:
         per = []
         for case in cases:
-            f_p1, claimed, f_sg, seconds = run_cctbx(case) if method == "cctbx CF" else run_patterson(method, case)
+            run = {"cctbx CF": run_cctbx, "random phases": run_chance}.get(method)
+            f_p1, claimed, f_sg, seconds = run(case) if run else run_patterson(method, case)
             per.append({"id": case["id"], "claimed": claimed, "seconds": seconds, **score(case, f_p1, f_sg)})
         row["methods"][method] = _summarise(per)
         print(f"{name:32s} {method:18s} solved {row['methods'][method]['n_solved']}/{len(cases)}", flush=True)
