@@ -55,7 +55,8 @@ from patterson.phasing import PhasingResult, amplitudes_from_patterson, hio, met
 from patterson.physics import miller_indices
 from patterson.solving import SolveConfig
 from patterson.solving.data import ObservedData
-from patterson.solving.network import TRANSFERS, SolverModel, find_checkpoint, load_solver_model, predict_density
+from patterson.solving.network import TRANSFERS, predict_density
+from patterson.training import TrainedNetwork, find_checkpoint
 
 CELLS: dict[str, tuple[float, ...]] = {
     "12 Å cubic (training)": (12.0, 12.0, 12.0, 90.0, 90.0, 90.0),
@@ -169,7 +170,7 @@ def in_chunks(run: Callable[[slice], PhasingResult], n: int, size: int = CHUNK) 
 
 
 def network_starts(
-    solver: SolverModel,
+    solver: TrainedNetwork,
     cell: Cell,
     hkl: np.ndarray,
     f_obs: torch.Tensor,
@@ -207,7 +208,7 @@ def network_starts(
 
 def evaluate_cell(
     ds: StoredDataset,
-    solver: SolverModel,
+    solver: TrainedNetwork,
     transfers: tuple[str, ...] = TRANSFERS,
     n_iter: int = SolveConfig.n_iter,
     hio_starts: int = SolveConfig.n_starts,
@@ -240,7 +241,7 @@ def evaluate_cell(
         row: dict = {}
         starts = {}
         for key, training_scale in SCALES.items():
-            input_scale = float(solver.norm.get("input", 1.0)) if training_scale else None
+            input_scale = float((solver.norm or {}).get("input", 1.0)) if training_scale else None
             starts[key] = network_starts(solver, cell, hkl, f_obs, shape, transfer, input_scale, seed)
             row[key], _ = score(starts[key]["maps"], truth, cell, d_min, starts[key]["seconds"], per_structure=True)
         row["grid"], row["held_fraction"] = starts["network"]["grid"], starts["network"]["held_fraction"]
@@ -293,8 +294,7 @@ def run_benchmark(
     from patterson.training import load_checkpoint
 
     state = load_checkpoint(path, map_location="cpu")
-    solver = load_solver_model(path, "cpu")
-    solver.model.eval()
+    solver = TrainedNetwork.load(path)
     train = training_config(state, source)
     pool, counts, entries = held_out_pool(train)
     results = {

@@ -30,10 +30,9 @@ import torch
 import patterson
 from patterson.datasets import GenerateConfig, generate, source_entries
 from patterson.evaluation import score_maps
-from patterson.evaluation.run import EvaluateConfig, evaluate_checkpoint
 from patterson.files import atomic_write
 from patterson.maps import density_from_f, f_from_density
-from patterson.phasing import PhasingEvalConfig, evaluate_method
+from patterson.phasing import EvaluateConfig, evaluate
 from patterson.training import WEIGHTS_DIR, load_checkpoint, task_of, trained_on
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +54,7 @@ def held_out_test_set(state: dict, source: str, folder: Path) -> Path:
 
 def score_network(weights: Path, data: Path, out: Path) -> dict:
     """``patterson evaluate --checkpoint``: the network alone on every test example."""
-    return evaluate_checkpoint(EvaluateConfig(checkpoint=str(weights), data=str(data), out=str(out), plots=False))
+    return evaluate(EvaluateConfig(str(data), str(out), checkpoint=str(weights), plots=False))
 
 
 def score_step(weights: Path, data: Path, n: int = 128) -> dict:
@@ -90,8 +89,7 @@ def score_phasing(weights: Path, data: Path, out: Path, n: int, methods=("hybrid
     rows = {}
     for method in methods:
         t = time.perf_counter()
-        config = PhasingEvalConfig(method, str(data), str(out / method), checkpoint=str(weights), limit=n)
-        metrics = evaluate_method(config)
+        metrics = evaluate(EvaluateConfig(str(data), str(out / method), method, checkpoint=str(weights), limit=n))
         rows[method] = {
             "n": metrics["n"],
             "solved_fraction": metrics["solved_fraction"],

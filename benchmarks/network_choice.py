@@ -31,8 +31,7 @@ from patterson.maps import f_from_density
 from patterson.phasing import load_split
 from patterson.phasing.symmetry import HklTable, full_sphere
 from patterson.solving import SolveConfig, solve
-from patterson.training import load_checkpoint, trained_on
-from patterson.training.checkpoint import pick_pretrained, shipped_networks
+from patterson.training import load_checkpoint, pick_pretrained, shipped_networks, trained_on
 
 sys.path.insert(0, str(Path(__file__).parent))
 from phasing import make_split  # noqa: E402 - the phasing benchmark's held-out splits
@@ -107,7 +106,7 @@ def main() -> None:
     p.add_argument("--table", default="docs/network_choice_table.md")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_preset(path, args.source, args.n, Path(tmp)) for path in shipped_networks()]
+        rows = [run_preset(path, args.source, args.n, Path(tmp)) for path in [n.path for n in shipped_networks()]]
     meta = {"patterson": patterson.__version__, "source": args.source, "solved_threshold_deg": SOLVED_THRESHOLD_DEG}
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     text = table(rows)

@@ -160,3 +160,16 @@ def test_absurd_sizes_are_refused_fast_and_small(args, fragment_pdb, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("patterson: error:") and len(err.splitlines()) == 1
     assert ("memory" in err or "grid points" in err) and seconds < 2 and peak < 500e6 and not out.exists()
+
+
+def test_long_structure_factors_show_progress_and_give_the_same_f(fragment_pdb, monkeypatch, capsys):
+    """#15: `maps --cell 150` ran 200 s silent; beyond BAR_TERMS the sum runs in blocks under a bar, unchanged."""
+    import patterson.maps as maps
+
+    config = maps.MapsConfig(str(fragment_pdb), d_min=1.5, cell=(12.0, 12.0, 12.0), b_iso=20.0)
+    whole = maps.structure_maps(config)
+    monkeypatch.setattr(maps, "BAR_TERMS", 1000)  # this small molecule then counts as a long computation
+    monkeypatch.setattr(maps, "bar_options", lambda: {"mininterval": 0})  # draw it even when stderr is a pipe
+    blocked = maps.structure_maps(config)
+    assert "structure factors" in capsys.readouterr().err
+    assert np.array_equal(blocked.hkl, whole.hkl) and np.allclose(blocked.f, whole.f, rtol=1e-12, atol=1e-12)

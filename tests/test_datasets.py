@@ -76,6 +76,19 @@ def test_splits_are_disjoint_by_entry_and_exact(paper2):
         assert {f[:4] for f in files[s]} == ents[s]
 
 
+def test_each_split_lists_its_entries_and_the_source_is_stored_resolved(paper2, source):
+    """#15: a network's held-out check needs its training entries, not a source folder found again."""
+    from patterson.datasets import StoredDataset, split_entries
+
+    listed = {s: StoredDataset(paper2, s).entries for s in SPLITS}
+    data = read_all(paper2)
+    for s in SPLITS:
+        assert set(listed[s]) >= entries_of(data[s]["label"])  # every entry the split was given, used or not
+    assert listed == split_entries(small(source=str(source)), progress=False)
+    assert not set(listed["train"]) & set(listed["test"])
+    assert StoredDataset(paper2).config.source == str(source.resolve())
+
+
 def test_stored_maps_obey_the_physics(paper2):
     with h5py.File(paper2 / "dataset.h5", "r") as fh:
         cfg = json.loads(fh.attrs["config"])

@@ -134,6 +134,18 @@ def test_a_relative_training_source_is_found_from_anywhere(tmp_path, monkeypatch
 
     monkeypatch.chdir(tmp_path)
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdb"
-    result = _held_out("../shared/data/pdb", ["no-such-entry"])
+    result = _held_out(None, "../shared/data/pdb", ["no-such-entry"])
     assert result["checked"] == shared.is_dir() and result.get("overlap", []) == []
-    assert _held_out("nowhere/at/all", [])["checked"] is False
+    assert _held_out(None, "nowhere/at/all", [])["checked"] is False
+
+
+def test_the_held_out_check_reads_the_training_entries_of_the_checkpoint(tmp_path, monkeypatch):
+    """#15: the check needs no source folder when the checkpoint lists its training entries, as shipped ones do."""
+    from patterson.demo.run import _held_out
+    from patterson.training import find_checkpoint, load_checkpoint, training_entries
+
+    monkeypatch.chdir(tmp_path)
+    result = _held_out(["1abc", "2xyz"], "nowhere/at/all", ["2xyz", "3def"])
+    assert result["checked"] and result["overlap"] == ["2xyz"]
+    shipped = training_entries(load_checkpoint(find_checkpoint("paper-2")))
+    assert shipped and len(shipped) > 1000 and len(set(shipped)) == len(shipped)

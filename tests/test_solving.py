@@ -18,7 +18,6 @@ from patterson.maps import density_from_f
 from patterson.physics import AtomBatch, miller_indices, structure_factors
 from patterson.solving import (
     SolveConfig,
-    find_checkpoint,
     french_wilson,
     parse_symm,
     prepare_data,
@@ -28,6 +27,7 @@ from patterson.solving import (
 )
 from patterson.solving.data import unmeasured_hkl
 from patterson.structures import Atoms
+from patterson.training import find_checkpoint
 
 D_MIN = 1.5
 FAST = ["--no-progress"]

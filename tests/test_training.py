@@ -221,6 +221,7 @@ def test_train_on_stored_and_on_the_fly_data(tmp_path, stored, capsys):
     assert main(["train", "--data", str(stored), "--model", "hurwitz-cnn", "--out", str(tmp_path / "a"), *sets]) == 0
     state = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     assert state["data"]["train"]["input_shape"] == [1, 12, 12, 12] and state["normalisation"]["input"] > 0
+    assert state["data"]["train"]["entries"] == []  # random atoms: no source entry to keep out of a test set
     fly = [*sets, "--set", "on_the_fly=true", "--set", "max_batches=2"]
     for run in ("b", "c"):  # the augmented maps depend on (seed, epoch, batch, rank) only: same seed, same run
         assert main(["train", "--data", str(stored), "--model", "hurwitz-cnn", "--out", str(tmp_path / run), *fly]) == 0

@@ -114,6 +114,7 @@ def test_a_network_never_sees_the_free_set(problem):
     batch, hkl, shape, f = problem
     from patterson.models.configs import PattersonUNetConfig
     from patterson.models.registry import model_from_config
+    from patterson.training import TrainedNetwork
 
     torch.manual_seed(0)
     net = model_from_config(PattersonUNetConfig(c1=2, c2=2, n_blocks=1, encoder_kernel=3, block_kernel=3,
@@ -127,10 +128,10 @@ def test_a_network_never_sees_the_free_set(problem):
                          free, ("x",))  # fmt: skip
 
     amp = f.abs()
+    network = TrainedNetwork(Path("tiny.pt"), net, {"input": 1.0, "target": 1.0}, {"model_config": {}})
     for method in ("model", "hybrid"):
-        norm = {"input": 1.0, "target": 1.0}
-        a, ca = phase_maps(method, split(amp), net, norm, n_iter=5)
-        b, cb = phase_maps(method, split(torch.where(free, amp * 50, amp)), net, norm, n_iter=5)
+        a, ca = phase_maps(method, split(amp), network, n_iter=5)
+        b, cb = phase_maps(method, split(torch.where(free, amp * 50, amp)), network, n_iter=5)
         assert torch.equal(a, b) and torch.equal(ca.r_work, cb.r_work), method
 
 

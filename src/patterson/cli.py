@@ -36,6 +36,7 @@ def cmd_maps(args: argparse.Namespace) -> int:
         sample_rate=args.sample_rate,
         b_iso=args.b_iso,
         dtype=args.dtype,
+        progress=not args.no_progress,
     )
     for name, path in write_maps(config, args.out).items():
         print(f"{name:16s} {path}")
@@ -57,6 +58,7 @@ def _add_maps(sub) -> None:
     p.add_argument("--b-iso", type=float, default=None, help="set every atom's B-factor to this (Å²)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_maps)
 
 
@@ -102,38 +104,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     they never impose: per_example.csv gets r_work, r_free and the verdict, metrics.json a verdict block with
     the claimed and truly solved counts. Runs on the GPU when one is present.
     """
-    common = dict(
+    from patterson.phasing import EvaluateConfig, evaluate
+
+    config = EvaluateConfig(
         data=args.data,
         out=args.out,
+        method=args.method,
+        checkpoint=args.checkpoint,
         split=args.split,
+        name=args.name,
+        refine=args.refine,
         batch_size=args.batch_size,
         limit=args.limit,
+        n_iter=args.n_iter,
+        n_starts=args.n_starts,
         device=args.device,
+        seed=args.seed,
         plots=not args.no_plots,
+        free_fraction=args.free_fraction,
+        amplitudes=args.amplitudes,
+        region=args.region,
     )
-    if args.method == "model":
-        from patterson.evaluation import EvaluateConfig, evaluate_checkpoint
-
-        if not args.checkpoint:
-            raise PattersonError("--method model needs --checkpoint")
-        config = EvaluateConfig(checkpoint=args.checkpoint, method=args.name, region=args.region, **common)
-        metrics = evaluate_checkpoint(config)
-    else:
-        from patterson.phasing import PhasingEvalConfig, evaluate_method
-
-        config = PhasingEvalConfig(
-            method=args.method,
-            checkpoint=args.checkpoint,
-            refine=args.refine,
-            n_iter=args.n_iter,
-            n_starts=args.n_starts,
-            name=args.name,
-            free_fraction=args.free_fraction,
-            seed=args.seed,
-            amplitudes=args.amplitudes,
-            **common,
-        )
-        metrics = evaluate_method(config)
+    metrics = evaluate(config)
     chance = metrics["chance"] or {}
     fmt = lambda m, k, d=3: "-" if not m or m[k]["median"] is None else f"{m[k]['median']:.{d}f}"  # noqa: E731
     print(f"n {metrics['n']}  median CC (aligned) {fmt(metrics, 'cc_aligned')}, chance {fmt(chance, 'cc_aligned')}")

@@ -4,11 +4,14 @@ left behind, and a lock on an output folder."""
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from patterson.errors import PattersonError
 
@@ -149,3 +152,34 @@ def _lock_holder(lock: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if pid > 0 and pid != os.getpid() and _pid_alive(pid) else None
+
+
+# --- plain values, JSON and text -----------------------------------------------------------------------------------
+
+
+def plain(value: Any, finite: bool = False) -> Any:
+    """A copy in plain types (dict with str keys, list, str, int, float, bool, None), fit for JSON and for
+    ``torch.load(weights_only=True)``: arrays, tensors and numpy scalars become lists and numbers, anything else its
+    text (a Path its path); with ``finite``, NaN and infinities become None (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v, finite) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v, finite) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, bool | int | float | str):  # arrays, tensors, np scalars
+        return plain(value.tolist(), finite)
+    if isinstance(value, float):
+        return None if finite and not math.isfinite(value) else value
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write strict JSON (no NaN), atomically."""
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -32,6 +32,7 @@ from patterson.physics import (
     miller_indices,
     structure_factors,
 )
+from patterson.runtime import bar_options
 from patterson.structures import read_structure
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,7 @@ class MapsConfig:
     b_iso: float | None = None
     margin: float = 5.0
     dtype: str = "float64"
+    progress: bool = True  # a bar on stderr for structure factors that take more than a second or two
 
     def __post_init__(self) -> None:
         check_d_min(self.d_min)
@@ -283,6 +285,24 @@ class Maps:
     d_min: float
 
 
+BAR_TERMS = 10**8  # atom-reflection terms (about a second here) beyond which structure factors show progress
+
+
+def _structure_factors(batch: AtomBatch, hkl: np.ndarray, b_iso: float | None, progress: bool) -> torch.Tensor:
+    """F (1, M) by direct summation; beyond 10⁸ atom-reflection terms (about a second here) in blocks of
+    reflections, with the expected time logged and a progress bar."""
+    work = len(hkl) * batch.occ.shape[1]
+    if work <= BAR_TERMS:
+        return structure_factors(batch, hkl, b_iso=b_iso)
+    from tqdm import tqdm
+
+    log.info("structure factors of %d atoms at %d reflections (%.1e terms; about %.0f s on this CPU)",
+             batch.occ.shape[1], len(hkl), work, work / 1e8)  # fmt: skip
+    blocks = np.array_split(np.arange(len(hkl)), min(len(hkl), max(2, work // BAR_TERMS)))
+    bar = tqdm(blocks, desc="structure factors", unit="block", disable=not progress, leave=False, **bar_options())
+    return torch.cat([structure_factors(batch, hkl[b], b_iso=b_iso) for b in bar], dim=1)
+
+
 def structure_maps(config: MapsConfig) -> Maps:
     """Read, place and expand a structure, then compute F to d_min, the band-limited density and the Patterson."""
     atoms = read_structure(config.structure)
@@ -298,11 +318,7 @@ def structure_maps(config: MapsConfig) -> Maps:
     batch = AtomBatch.from_atoms([atoms], cell, dtype=dtype)
     hkl = miller_indices(cell, config.d_min)
     shape = grid_shape(cell, config.d_min, config.sample_rate)
-    work = len(hkl) * len(atoms)
-    if work > 10**8:  # about a second per 10⁸ atom-reflection terms here: say so before a long silence
-        log.info("structure factors of %d atoms at %d reflections (%.1e terms; about %.0f s on this CPU)",
-                 len(atoms), len(hkl), work, work / 1e8)  # fmt: skip
-    f = structure_factors(batch, hkl, b_iso=config.b_iso)  # (1, M)
+    f = _structure_factors(batch, hkl, config.b_iso, config.progress)  # (1, M)
     rho = density_from_f(f, hkl, cell, shape)[0]
     pat = patterson_from_f(f, hkl, cell, shape)[0]
     return Maps(hkl, f[0].numpy(), rho.numpy(), pat.numpy(), cell, config.d_min)

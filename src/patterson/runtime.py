@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -62,3 +63,16 @@ def bar_options() -> dict:
     file or a pipe (a log), so that long runs do not flood it."""
     tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     return {"mininterval": 0.2 if tty else 30.0, "dynamic_ncols": tty}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run with ``n`` torch CPU threads (None: unchanged). Small FFT grids run several times faster on one thread
+    than on two busy ones (measured on the 2-core machine: 0.23 s vs 3.4 s for a 200-iteration HIO on 18×20×16)."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

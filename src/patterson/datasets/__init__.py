@@ -26,7 +26,14 @@ from patterson.datasets.config import (
     parse_assignment,
     read_toml,
 )
-from patterson.datasets.generate import GenerateSummary, compute_maps, generate, plan_slots, random_atoms_in_cell
+from patterson.datasets.generate import (
+    GenerateSummary,
+    compute_maps,
+    generate,
+    plan_slots,
+    random_atoms_in_cell,
+    split_entries,
+)
 from patterson.datasets.sources import (
     Pool,
     assign_splits,
@@ -61,6 +68,7 @@ __all__ = [
     "PhaseErrorMaps",
     "Pool",
     "StoredDataset",
+    "split_entries",
     "assign_splits",
     "build_pool",
     "compute_maps",

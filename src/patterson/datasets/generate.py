@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -335,6 +336,14 @@ def _check_out(out: Path, config: GenerateConfig) -> bool:
     return True
 
 
+def split_entries(config: GenerateConfig, workers: int = 1, progress: bool = True) -> dict[str, list[str]]:
+    """The source entries each split of ``config`` is given, as :func:`generate` assigns them (reads the source;
+    for datasets whose index does not list them, e.g. those behind networks trained before it did)."""
+    pool, _ = build_pool(config, workers, progress)
+    of_entry = assign_splits(pool.entries, config.seed, split_counts(config.n, config.splits), config.splits)
+    return {s: sorted(e for e, split in of_entry.items() if split == s) for s in SPLITS}
+
+
 def generate(
     config: GenerateConfig,
     out: str | Path,
@@ -356,6 +365,8 @@ def generate(
         raise PattersonError(f"workers must be at least 1, got {workers}")
     out = Path(out)
     check_writable_folder(out)
+    if config.kind != "random" and config.source != "embedded" and Path(config.source).is_dir():
+        config = dataclasses.replace(config, source=str(Path(config.source).resolve()))  # found from anywhere later
     with folder_lock(out):  # one writer at a time: a second generate into the same folder is refused
         resuming = _check_out(out, config)
         try:
@@ -383,6 +394,7 @@ def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, p
         for s in SPLITS:
             if wanted[s] and not len(split_items[s]):
                 raise PattersonError(f"split {s} received no usable {config.kind}s; use more source files")
+    entries = {s: sorted({pool.entries[i] for i in split_items[s]}) for s in SPLITS}  # stored: the held-out check
     slots = {}
     if config.kind != "random" and config.pack_volume is None:
         slots = {s: plan_slots(pool, split_items[s], wanted[s], config, s) for s in SPLITS if wanted[s]}
@@ -439,7 +451,7 @@ def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, p
     finally:
         bar.close()
         _STATE = None
-    _write_index(out, config, wanted, source_counts)
+    _write_index(out, config, wanted, source_counts, entries)
     t3 = time.perf_counter()
     log.info("source %.1f s, plan %.1f s, examples %.1f s", t1 - t0, t2 - t1, t3 - t2)
     return GenerateSummary(out, wanted, dict(source_counts), len(tasks), resumed, t1 - t0, t2 - t1, t3 - t2)
@@ -459,8 +471,11 @@ def _shard_path(out: Path, split: str, chunk: int) -> Path:
     return out / "shards" / f"{split}-{chunk:05d}.h5"
 
 
-def _write_index(out: Path, config: GenerateConfig, wanted: dict[str, int], source_counts) -> None:
-    """dataset.h5: per split, virtual datasets over the shards; attributes with config, version, normalisation."""
+def _write_index(
+    out: Path, config: GenerateConfig, wanted: dict[str, int], source_counts, entries: dict[str, list[str]]
+) -> None:
+    """dataset.h5: per split, virtual datasets over the shards and the source entries assigned to it; attributes
+    with config, version, normalisation."""
     import h5py
 
     layouts: dict[str, dict] = {}
@@ -499,6 +514,7 @@ def _write_index(out: Path, config: GenerateConfig, wanted: dict[str, int], sour
                 group = fh.create_group(s)
                 group.attrs["count"] = wanted[s]
                 group.attrs["map_stats"] = json.dumps(stats[s])
+                group.attrs["entries"] = json.dumps(entries[s])  # every entry of the split, used or not
                 for name, layout in fields.items():
                     group.create_virtual_dataset(name, layout)
             fh.attrs["config"] = config.to_json()

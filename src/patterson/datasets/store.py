@@ -139,6 +139,12 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
+def label_entries(labels: list[str]) -> list[str]:
+    """The sorted source entries named by provenance labels (``entry/chain/seqid:resname,...``, ``;`` between the
+    fragments of one example)."""
+    return sorted({frag.split("/")[0] for label in labels for frag in label.split(";") if frag})
+
+
 class StoredDataset(torch.utils.data.Dataset):
     """A PyTorch Dataset over one split of a stored dataset.
 
@@ -160,6 +166,10 @@ class StoredDataset(torch.utils.data.Dataset):
             self.config = GenerateConfig.from_dict(json.loads(fh.attrs["config"]))
             self.norm = {"input": float(fh.attrs["norm_input"]), "target": float(fh.attrs["norm_target"])}
             self._len = int(fh[split].attrs["count"])
+            stored = fh[split].attrs.get("entries")  # older datasets lack it: read the labels
+            labels = [] if stored is not None else [x.decode() for x in fh[split]["label"][:]]
+        #: the source entries of this split (those of the examples, or every entry the split was given)
+        self.entries: list[str] = json.loads(stored) if stored is not None else label_entries(labels)
         if isinstance(normalise, Mapping):  # another dataset's constants, e.g. those a network was trained with
             self.scale = {"input": float(normalise["input"]), "target": float(normalise["target"])}
         else:
@@ -227,6 +237,7 @@ class OnTheFlyMaps(torch.utils.data.IterableDataset):
     ) -> None:
         stored = StoredDataset(path, split, normalise)
         self.config = stored.config
+        self.entries = stored.entries
         if self.config.input != "patterson" or self.config.cell is None:
             raise PattersonError("on-the-fly maps need a dataset with Patterson input and one fixed cell")
         g = stored._group()

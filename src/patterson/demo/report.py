@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from inspect import signature
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from patterson.evaluation.report import (
     plot_slices,
     save_png,
 )
+from patterson.phasing.learned import learned
+from patterson.phasing.methods import charge_flip, hio
 
 DEMO_METHODS = ("model", "hybrid", "learned", "charge-flip", "hio", "chance")  # rows of the headline, in order
 LABELS = {
@@ -77,6 +80,32 @@ def headline_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _budget_text(config: dict) -> str:
+    """What each method was given: starts and iterations (the run's own, else each method's defaults)."""
+
+    def default(function, name: str) -> int:
+        return config.get(name) or signature(function).parameters[name].default
+
+    return (
+        f"Charge flipping runs {default(charge_flip, 'n_starts')} random starts × {default(charge_flip, 'n_iter')} "
+        f"cycles and HIO {default(hio, 'n_starts')} × {default(hio, 'n_iter')} iterations (the lowest R-free kept); "
+        f"the hybrid one start from the network ({default(hio, 'n_iter')} HIO iterations); the learned loop "
+        f"{default(learned, 'n_starts')} random starts × {default(learned, 'n_iter')} cycles with the shipped "
+        f"density-modification network inside, then {signature(learned).parameters['n_finish'].default} of "
+        "positivity"
+    )
+
+
+def _validation_text(val: dict) -> str:
+    """The network's own held-out figure: median aligned CC on its validation maps, at the epoch kept."""
+    if val.get("cc_aligned_median") is None:
+        return ""
+    return (
+        f", median CC {val['cc_aligned_median']:.3f} after the origin/hand search on its {val.get('maps') or '?'} "
+        f"validation maps (epoch {val.get('epoch')})"
+    )
+
+
 def report_markdown(results: dict) -> str:
     """report.md of a demo run, from its results.json dictionary."""
     env = results["environment"]
@@ -101,10 +130,7 @@ def report_markdown(results: dict) -> str:
         "that it never imposed, before seeing the truth; in brackets the claims that are right. Phase error: median "
         "over structures of the F-weighted mean |Δφ| to d_min. CC: median map correlation with the truth after the "
         "origin/hand search. s/structure: wall time per structure on this machine (the hybrid includes the "
-        "network's). Charge flipping and HIO run "
-        f"{results['config'].get('n_starts') or 4} random starts (the lowest R-free kept), the hybrid one start from "
-        "the network; the learned loop 4 random starts of 40 cycles with the shipped density-modification network "
-        "inside, then 20 of positivity (docs/phasing.md).",
+        f"network's). {_budget_text(results['config'])} (docs/phasing.md).",
         "",
         headline_table(results),
     ]
@@ -138,10 +164,7 @@ def report_markdown(results: dict) -> str:
             held_text = f"{len(overlap)} of the test entries are in its training source ({held['note']})"
         else:
             held_text = f"not checked whether the test entries were held out ({held['note']})"
-        best = net.get("best") or {}
-        best_text = (
-            f", best {best['metric']} {best['value']:.4g} (epoch {best.get('epoch')})" if best.get("metric") else ""
-        )
+        best_text = _validation_text(net.get("validation") or {})
         lines.append(
             f"- **{p}**: `{net['path']}`, {net['arch']} with {net['parameters']:,} parameters, trained on "
             f"{t.get('n') or '?'} `{t.get('preset') or '?'}` examples from `{t.get('source') or '?'}` "

@@ -22,7 +22,6 @@ import dataclasses
 import importlib.util
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -36,36 +35,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from patterson import __version__
+from patterson import __version__, runtime
 from patterson.cells import Cell
 from patterson.datasets import GenerateConfig, source_entries
 from patterson.demo.report import DEMO_METHODS, LABELS, PLOTS, headline_table, report_markdown, write_plots
 from patterson.errors import PattersonError
-from patterson.evaluation.report import (
-    SOLVED_THRESHOLD_DEG,
-    write_json,
-    write_text,
-)
-from patterson.files import check_writable_folder, publish_folder
+from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
+from patterson.files import check_writable_folder, plain, publish_folder, write_json, write_text
 from patterson.maps import write_ccp4
-from patterson.models import count_parameters
 from patterson.phasing import (
     MethodRun,
+    NetworkStep,
     SplitMaps,
     compare_methods,
     config_for_test_split,
     load_split,
-    load_step,
     make_test_split,
 )
 from patterson.physics import grid_shape
-from patterson.solving import torch_threads
-from patterson.training import find_checkpoint, load_checkpoint, load_model, trained_on
+from patterson.training import Shipped, TrainedNetwork, open_network
 
 log = logging.getLogger(__name__)
 
 KIND = "patterson-demo"  # results.json marker: a folder holding it is a demo report, which a new run may replace
 DEMO_PRESETS = ("paper-2", "dense-protein")
+REPORT_FILES = ("report.md", "results.json", "maps", "data")  # a complete report holds at least these (plots aside)
 NETWORK_METHODS = ("model", "hybrid")
 MAP_METHODS = ("model", "hybrid", "learned", "charge-flip", "hio")  # methods whose maps are written as CCP4 files
 CHECKPOINT_OPTIONS = {"paper-2": "--paper2-checkpoint", "dense-protein": "--dense-checkpoint"}
@@ -164,21 +158,6 @@ def check_out(out: Path) -> bool:
 # --- one test set ------------------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: numpy and torch scalars to Python numbers, non-finite floats to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
-        return _plain(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
-
-
 def _labels(dataset: Path, split: str = "test") -> list[str]:
     """The provenance label of every example (``entry/chain/seqid:resname,...``, ``;`` between fragments)."""
     import h5py
@@ -187,17 +166,22 @@ def _labels(dataset: Path, split: str = "test") -> list[str]:
         return [x.decode() for x in fh[split]["label"][:]]
 
 
-def _held_out(train_source: str | None, entries: list[str]) -> dict[str, Any]:
-    """Whether the test entries are absent from the network's training source (checked where it can be read)."""
+def _held_out(trained: list[str] | None, train_source: str | None, entries: list[str]) -> dict[str, Any]:
+    """Whether the test entries are absent from the network's training entries (``trained``, as the checkpoint
+    lists them), else from every entry of its training source (checked where that source can be read)."""
+    if trained is not None:
+        overlap = sorted(set(entries) & set(trained))
+        return {"checked": True, "overlap": overlap, "note": f"{len(trained)} training entries in the checkpoint"}
     if not train_source:
-        return {"checked": False, "note": "the checkpoint does not name its training source"}
+        return {"checked": False, "note": "the checkpoint names neither its training entries nor its source"}
     if train_source != "embedded":
         found = _find_source(train_source)
         if found is None:
             return {"checked": False, "note": f"its training source {train_source} is not found here"}
         train_source = str(found)
-    trained = source_entries(train_source)
-    return {"checked": True, "overlap": sorted(set(entries) & trained), "note": f"training source {train_source}"}
+    trained_source = source_entries(train_source)
+    overlap = sorted(set(entries) & trained_source)
+    return {"checked": True, "overlap": overlap, "note": f"training source {train_source}"}
 
 
 def _find_source(source: str) -> Path | None:
@@ -208,21 +192,12 @@ def _find_source(source: str) -> Path | None:
     return next((b / path for b in bases if (b / path).is_dir()), None)
 
 
-@dataclass
-class Network:
-    """A network resolved for one test set: where it came from, the model, its normalisation constants (None:
-    the checkpoint has none, the test set's are used) and what the report says about it."""
-
-    path: Path
-    model: torch.nn.Module
-    norm: dict | None
-    info: dict[str, Any]
-
-
-def resolve_network(preset: str, name: str | None, data: GenerateConfig, warnings: list[str]) -> Network | None:
+def resolve_network(
+    preset: str, name: str | None, data: GenerateConfig, warnings: list[str], shipped: Shipped | None = None
+) -> TrainedNetwork | None:
     """The network for a test set made with ``data``, or None with a warning saying why.
 
-    ``pretrained`` takes the shipped weights that fit ``data`` best (:func:`~patterson.training.find_checkpoint`)
+    ``pretrained`` takes the shipped weights that fit ``data`` best (:func:`~patterson.training.open_network`)
     and uses them only if they were trained on this preset; a name or path is used as given (with a warning when it
     was trained on another preset). Raises PattersonError for a missing checkpoint or one made for another grid.
     """
@@ -230,59 +205,44 @@ def resolve_network(preset: str, name: str | None, data: GenerateConfig, warning
     if name is None:
         warnings.append(f"{preset}: no network asked for ({option} none): the model and hybrid rows are skipped.")
         return None
-    path = find_checkpoint(name, data=dataclasses.asdict(data))
-    if path is None:
+    network = open_network(name, dataclasses.asdict(data), shipped=shipped)
+    if network is None:
         warnings.append(
             f"{preset}: no pretrained network is shipped with patterson {__version__}: the model and hybrid rows "
             f"are skipped (give a checkpoint with {option} PATH)."
         )
         return None
-    state = load_checkpoint(path)
-    trained = trained_on(state)
-    own = trained.get("preset") == preset or (not trained.get("preset") and path.stem == preset)
+    trained = network.trained_on.get("preset")
+    own = trained == preset or (not trained and network.name == preset)
     if name == "pretrained" and not own:
         warnings.append(
-            f"{preset}: no shipped network was trained on {preset} data (the closest, {path.name}, was trained on "
-            f"{trained.get('preset') or 'unknown'} data): the model and hybrid rows are skipped."
+            f"{preset}: no shipped network was trained on {preset} data (the closest, {network.path.name}, was "
+            f"trained on {trained or 'unknown'} data): the model and hybrid rows are skipped."
         )
         return None
     shape = grid_shape(Cell.of(data.cell), data.d_min, data.sample_rate)
-    train_shape = ((state.get("data") or {}).get("train") or {}).get("input_shape")
-    if train_shape and tuple(int(x) for x in train_shape[-3:]) != tuple(shape):
-        grid = "×".join(str(int(x)) for x in train_shape[-3:])
+    if network.train_shape != tuple(shape):
         message = (
-            f"{path}: the network was trained on {grid} maps, the {preset} test maps are {'×'.join(map(str, shape))}"
+            f"{network.path}: the network was trained on {'×'.join(map(str, network.train_shape))} maps, the "
+            f"{preset} test maps are {'×'.join(map(str, shape))}"
         )
         if name == "pretrained":
             warnings.append(f"{preset}: {message}: the model and hybrid rows are skipped.")
             return None
         raise PattersonError(message)
     if not own:
-        warnings.append(
-            f"{preset}: {path.name} was trained on {trained.get('preset') or 'unknown'} data, not {preset}."
-        )
-    model = load_model(path)
-    norm = state.get("normalisation") or None
-    info = {
-        "path": str(path),
-        "arch": state["model_config"].get("arch"),
-        "parameters": count_parameters(model),
-        "normalisation": norm,
-        "trained_on": {k: trained.get(k) for k in ("preset", "source", "n", "d_min", "cell", "seed")},
-        "best": state.get("best"),
-        "notes": state.get("notes"),
-    }
-    return Network(path, model, norm, info)
+        warnings.append(f"{preset}: {network.path.name} was trained on {trained or 'unknown'} data, not {preset}.")
+    return network
 
 
-def _learned_step(preset: str, data: GenerateConfig):
+def _learned_step(preset: str, data: GenerateConfig, shipped: Shipped) -> NetworkStep | None:
     """The shipped density-modification network for the learned loop on ``preset``'s test set, or None (the row is
     skipped; results.json lists it under ``skipped``) when none was trained on that preset."""
-    path = find_checkpoint("pretrained", data=dataclasses.asdict(data), task="density-modification")
-    if path is None or trained_on(load_checkpoint(path)).get("preset") != preset:
+    network = shipped.pick(dataclasses.asdict(data), task="density-modification")
+    if network is None or network.trained_on.get("preset") != preset:
         log.info("%s: no shipped density-modification network was trained on %s: no learned row", preset, preset)
         return None
-    return load_step(path)
+    return NetworkStep(network.model)
 
 
 def _write_maps(folder: Path, data: SplitMaps, runs: dict[str, MethodRun], n_maps: int) -> list[dict]:
@@ -316,7 +276,12 @@ def _central_sections(data: SplitMaps, runs: dict[str, MethodRun], i: int = 0) -
 
 
 def _run_preset(
-    preset: str, config: DemoConfig, folder: Path, network: Network | None, warnings: list[str]
+    preset: str,
+    config: DemoConfig,
+    folder: Path,
+    network: TrainedNetwork | None,
+    step: NetworkStep | None,
+    warnings: list[str],
 ) -> tuple[dict, dict]:
     """Make, phase, score and map one test set; returns its results and the panels of its first example."""
     t0 = time.perf_counter()
@@ -328,16 +293,15 @@ def _run_preset(
     counts = Counter(frag.split("/")[0] for label in labels for frag in label.split(";"))  # dipeptides per entry
     entries = sorted(counts)
     t1 = time.perf_counter()
-    step = _learned_step(preset, ds.config)
     skip = (() if network else NETWORK_METHODS) + (() if step else ("learned",))
     methods = tuple(m for m in DEMO_METHODS if m not in skip)
     info = None
     if network is not None:
         if network.norm is None:
-            network.norm = dict(ds.norm)
+            network = network.with_norm(ds.norm)
             warnings.append(f"{preset}: {network.path.name} holds no normalisation constants; the test set's are used.")
-        info = network.info | {"normalisation": network.norm}
-        info["held_out"] = _held_out(info["trained_on"].get("source"), entries)
+        info = network.describe()
+        info["held_out"] = _held_out(network.entries, info["trained_on"].get("source"), entries)
         if not info["held_out"]["checked"]:  # said, not silently skipped
             warnings.append(f"{preset}: the held-out check of {network.path.name} could not run: "
                             f"{info['held_out']['note']}")  # fmt: skip
@@ -351,8 +315,7 @@ def _run_preset(
     runs = compare_methods(
         data,
         methods,
-        model=network.model if network else None,
-        norm=network.norm if network else None,
+        network=network,
         n_iter=config.n_iter,
         n_starts=config.n_starts,
         seed=config.seed,
@@ -421,22 +384,21 @@ def run_demo(config: DemoConfig) -> DemoResult:
     out = Path(config.out)
     replacing = check_out(out)
     warnings: list[str] = []
-    networks = {  # first, so that a bad checkpoint fails before any work
-        p: resolve_network(
-            p, config.checkpoint(p), config_for_test_split(p, config.source, config.n, config.seed), warnings
-        )
-        for p in DEMO_PRESETS
-    }
+    shipped = Shipped()  # every shipped file read once
+    tests = {p: config_for_test_split(p, config.source, config.n, config.seed) for p in DEMO_PRESETS}
+    networks = {p: resolve_network(p, config.checkpoint(p), tests[p], warnings, shipped) for p in DEMO_PRESETS}
+    steps = {p: _learned_step(p, tests[p], shipped) for p in DEMO_PRESETS}  # first: a bad one fails before any work
     created = next((p for p in [*reversed(out.parents)] if not p.exists()), None)  # the first folder we create
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with publish_folder(out, may_replace=is_demo_report) as tmp:  # all or nothing; a killed run's leftovers go
             presets: dict[str, dict] = {}
             sections: list[tuple[str, dict]] = []
-            with torch_threads(config.threads):
+            with runtime.torch_threads(config.threads):
                 for k, preset in enumerate(DEMO_PRESETS, 1):
                     log.info("[%d/%d] %s", k, len(DEMO_PRESETS), preset)
-                    presets[preset], panels = _run_preset(preset, config, tmp, networks[preset], warnings)
+                    net, step = networks[preset], steps[preset]
+                    presets[preset], panels = _run_preset(preset, config, tmp, net, step, warnings)
                     sections.append((f"{preset} {presets[preset]['examples'][0]['id']}", panels))
             t_plots = time.perf_counter()
             plots_note = ""
@@ -469,7 +431,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
                 },
                 "seconds": {"plots": 0.0, "total": 0.0},
             }
-            results = _plain(results)
+            results = plain(results, finite=True)
             if plots:
                 log.info("plots")
                 write_plots(tmp, results, sections)

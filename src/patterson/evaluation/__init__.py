@@ -4,8 +4,9 @@
   continuous refinement), Pearson map CC, phase error overall and per resolution shell, the chance level.
 - :mod:`~patterson.evaluation.peaks`: peaks above a fraction of the maximum, interatomic vectors, atom recovery.
 - :mod:`~patterson.evaluation.report`: the metrics.json summary, per-example CSV, report.md and plots.
-- :mod:`~patterson.evaluation.run`: ``evaluate_predictions`` (a report folder from a stream of batches),
-  ``evaluate_checkpoint`` (a trained network on a stored dataset split) and ``compare_maps`` (two map files).
+- :mod:`~patterson.evaluation.run`: ``evaluate_predictions`` (a report folder from a stream of batches) and
+  ``compare_maps`` (two map files). What feeds it from a stored dataset, for networks and phasing methods alike, is
+  :func:`patterson.phasing.evaluate` (a later stage: it reads datasets and applies trained networks).
 
 Formulas and the metrics.json schema: docs/evaluation.md.
 """
@@ -41,9 +42,7 @@ from patterson.evaluation.run import (
     CompareConfig,
     Comparison,
     EvalBatch,
-    EvaluateConfig,
     compare_maps,
-    evaluate_checkpoint,
     evaluate_predictions,
     finest_d_min,
 )
@@ -57,7 +56,6 @@ __all__ = [
     "CompareConfig",
     "Comparison",
     "EvalBatch",
-    "EvaluateConfig",
     "PairScores",
     "Peaks",
     "VectorMatch",
@@ -69,7 +67,6 @@ __all__ = [
     "chance_scores",
     "compare_maps",
     "compare_vectors",
-    "evaluate_checkpoint",
     "evaluate_predictions",
     "find_peaks",
     "finest_d_min",

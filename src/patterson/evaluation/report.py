@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -102,12 +101,6 @@ def metrics_summary(scores: PairScores, chance: PairScores | None = None, method
     out["chance"] = scores_summary(chance) if chance is not None else None
     out.update({"method": method, "dataset": dataset, "version": __version__})
     return out
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    """Write strict JSON (no NaN), atomically."""
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def per_example_rows(
@@ -214,11 +207,6 @@ def report_markdown(
     ]
     lines += list(notes)
     return "\n".join(lines) + "\n"
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically."""
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # --- plots (matplotlib, Agg canvas: no global backend is changed) ---------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -33,11 +32,9 @@ from patterson.evaluation.report import (
     plot_slices,
     report_markdown,
     verdict_counts,
-    write_json,
     write_per_example_csv,
-    write_text,
 )
-from patterson.files import check_output_folder, check_writable_folder, holds_only, publish_folder
+from patterson.files import check_output_folder, holds_only, publish_folder, write_json, write_text
 from patterson.maps import read_ccp4
 from patterson.physics import check_d_min
 
@@ -440,110 +437,3 @@ def compare_maps(config: CompareConfig) -> Comparison:
     if not math.isfinite(float(scores.phase_error_deg[0])):
         raise PattersonError("the phase error is undefined (a map without any structure factor to d_min)")
     return Comparison(metrics, scores, chance, float(d_min), shape)
-
-
-# --- score a trained network on a stored dataset (glue over evaluate_predictions) --------------------------------
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """What ``patterson evaluate`` computes: a checkpoint's predictions on one split of a stored dataset.
-
-    ``checkpoint`` is a checkpoint file (shipped model names are not available yet); ``split`` is train, val,
-    test or all; ``limit`` scores only the first examples; ``device`` None picks CUDA when present. The metrics use
-    the dataset's d_min, made coarser if the map grid cannot hold it (intensity-grid datasets).
-    """
-
-    checkpoint: str
-    data: str
-    out: str
-    split: str = "test"
-    method: str | None = None
-    batch_size: int = 16
-    limit: int | None = None
-    device: str | None = None
-    n_shells: int = 12
-    region: float | None = None
-    seed: int = 0
-    plots: bool = True
-
-    def __post_init__(self) -> None:
-        if self.split not in ("train", "val", "test", "all"):
-            raise PattersonError(f"split must be train, val, test or all, got {self.split!r}")
-        if self.batch_size < 1:
-            raise PattersonError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.limit is not None and self.limit < 1:
-            raise PattersonError(f"limit must be at least 1, got {self.limit}")
-
-
-def _dataset_batches(datasets: list, model, config: EvaluateConfig, device: torch.device, d_min: float):
-    """EvalBatches of model predictions, one cell per batch, in dataset order."""
-    n_left = config.limit
-    for ds in datasets:
-        count = len(ds) if n_left is None else min(len(ds), n_left)
-        for start in range(0, count, config.batch_size):
-            items = [ds[i] for i in range(start, min(start + config.batch_size, count))]
-            cells = [tuple(float(x) for x in it["cell"]) for it in items]
-            runs: list[list[int]] = [[0]]
-            for i in range(1, len(items)):
-                if cells[i] != cells[i - 1]:
-                    runs.append([])
-                runs[-1].append(i)
-            for run in runs:
-                cell = Cell(*cells[run[0]])
-                inputs = torch.stack([items[i]["input"] for i in run]).to(device)  # (B, 1, X, Y, Z)
-                with torch.no_grad():
-                    pred = model(inputs)[:, 0]  # (B, X, Y, Z)
-                truth = torch.stack([items[i]["target"][0] for i in run]).to(device)
-                atoms = [cell.to_fractional(items[i]["xyz"][: items[i]["n_atoms"]].double().numpy()) for i in run]
-                label = ds.split if len(datasets) > 1 else ""
-                ids = [f"{label}{'-' if label else ''}{int(items[i]['index'])}" for i in run]
-                shape = tuple(truth.shape[-3:])
-                yield EvalBatch(pred, truth, cell, max(d_min, finest_d_min(cell, shape)), inputs[:, 0], ids, atoms)
-        if n_left is not None:
-            n_left -= count
-            if n_left <= 0:
-                return
-
-
-def evaluate_checkpoint(config: EvaluateConfig) -> dict:
-    """Score a trained network on a stored dataset split: writes the report folder of :func:`evaluate_predictions`."""
-    from patterson.datasets import SPLITS, StoredDataset
-    from patterson.training import load_model
-    from patterson.training.checkpoint import find_checkpoint, load_checkpoint
-
-    check_writable_folder(Path(config.out))
-    device = runtime.device(config.device)
-    splits = SPLITS if config.split == "all" else (config.split,)
-    datasets = []
-    for split in splits:
-        try:
-            datasets.append(StoredDataset(config.data, split))
-        except PattersonError:
-            if config.split != "all":
-                raise
-    if not datasets or sum(len(ds) for ds in datasets) == 0:
-        raise PattersonError(f"{config.data}: the {config.split} split holds no examples")
-    checkpoint = find_checkpoint(config.checkpoint, data=dataclasses.asdict(datasets[0].config))
-    if checkpoint is None:
-        raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
-    norm = load_checkpoint(checkpoint).get("normalisation")
-    if norm:  # the maps scaled as the network saw them in training, not by this dataset's own constants
-        datasets = [StoredDataset(config.data, ds.split, normalise=norm) for ds in datasets]
-    model = load_model(checkpoint, map_location=device, task="density").to(device)
-    d_min = float(datasets[0].config.d_min)
-    total = sum(len(ds) for ds in datasets) if config.limit is None else min(config.limit, sum(map(len, datasets)))
-    method = config.method or Path(checkpoint).stem
-    log.info("scoring %s on %d %s examples of %s (%s)", method, total, config.split, config.data, device)
-    return evaluate_predictions(
-        _dataset_batches(datasets, model, config, device, d_min),
-        config.out,
-        method=method,
-        dataset=f"{config.data}:{config.split}",
-        n_shells=config.n_shells,
-        region=config.region,
-        seed=config.seed,
-        plots=config.plots,
-        progress=True,
-        total=math.ceil(total / config.batch_size),
-    )

@@ -1,7 +1,8 @@
-"""Phasing methods scored like networks: on stored dataset splits (``patterson evaluate --method``) and side by side
+"""Networks and phasing methods scored alike: on stored dataset splits (``patterson evaluate``) and side by side
 on the same structures (the headline benchmark and ``patterson demo``).
 
-- :func:`evaluate_method` — phase one split of a stored dataset with one method and write the evaluation report.
+- :func:`evaluate` — score one method (a trained network or a phasing method) on a stored dataset split and write
+  the evaluation report (``patterson evaluate``; one :class:`EvaluateConfig`).
 - :func:`make_test_split`, :func:`load_split` — a test-only dataset from real chains, read into :class:`SplitMaps`.
 - :func:`compare_methods` — the network alone, the hybrid, charge flipping, HIO and chance on the same structures.
 """
@@ -60,42 +61,35 @@ def amplitudes_from_patterson(patterson: torch.Tensor, hkl: np.ndarray, cell: Ce
     return intensity.clamp_min(0).sqrt()
 
 
-def network_density(model: torch.nn.Module, patterson: torch.Tensor, norm: dict) -> torch.Tensor:
-    """A network's density (B, X, Y, Z) in e/Å³ from Patterson maps (B, X, Y, Z) in physical units.
-
-    The maps are scaled as in training: the input divided by ``norm["input"]``, the output multiplied by
-    ``norm["target"]`` (the normalisation constants of the training data, kept in the checkpoint). Runs on the
-    model's device; returns float64 on the device of ``patterson``.
-    """
-    device = next(model.parameters()).device
-    x = (patterson / float(norm["input"])).to(device=device, dtype=torch.float32)[:, None]  # (B, 1, X, Y, Z)
-    with torch.no_grad():
-        pred = model(x)[:, 0]
-    return pred.to(device=patterson.device, dtype=torch.float64) * float(norm["target"])
+SPLIT_CHOICES = ("train", "val", "test", "all")
 
 
 @dataclass(frozen=True)
-class PhasingEvalConfig:
-    """``patterson evaluate --method``: phase one split of a stored dataset and score it.
+class EvaluateConfig:
+    """``patterson evaluate``: score one method on one split of a stored dataset and write its report folder.
 
-    ``method`` is ``model`` (the network alone), ``charge-flip``, ``hio``, ``raar``, ``rrr``, ``hybrid`` (the
-    network's density refined by ``refine`` against the amplitudes), ``learned`` (the phasing loop with a trained
-    density-modification network inside, :func:`~patterson.phasing.learned.learned`) or ``histogram`` (the same loop
-    with the non-learned control step); model and hybrid need ``checkpoint``, learned takes the shipped
-    density-modification network when none is given. The
-    amplitudes come from the stored Patterson maps, so the dataset's noise and missing reflections are what the
-    methods see. F(000) is the electron count of the known cell contents, as for real data with a known
-    composition. ``n_iter`` and
-    ``n_starts`` set the classical runs (None: each method's defaults). ``free_fraction`` of each structure's
-    measured reflections form its free set (seeded by ``seed`` and the example), never imposed nor shown to a
-    network; R-work, R-free and the verdict go to per_example.csv and metrics.json.
+    ``method`` is ``model`` (a trained network on the stored inputs as they are, any input kind, ``split`` may be
+    ``all``), ``charge-flip``, ``hio``, ``raar``, ``rrr``, ``hybrid`` (the network's density refined by ``refine``
+    against the amplitudes), ``learned`` (the phasing loop with a trained density-modification network inside,
+    :func:`~patterson.phasing.learned.learned`) or ``histogram`` (the same loop with the non-learned control
+    step). model and hybrid need ``checkpoint`` (a path, a shipped name or ``pretrained``); learned takes the
+    shipped density-modification network when none is given. The phasing methods read the amplitudes off the stored
+    Patterson maps, so the dataset's noise and missing reflections are what they see; F(000) is the electron count
+    of the known cell contents, as for real data with a known composition. ``n_iter`` and ``n_starts`` set the
+    classical runs (None: each method's defaults). ``free_fraction`` of each structure's measured reflections form
+    its free set (seeded by ``seed`` and the example), never imposed nor shown to a network; R-work, R-free and the
+    verdict go to per_example.csv and metrics.json. ``amplitudes`` (F, E, sharpened) is what the classical methods
+    impose. ``name`` is the method's name in the report; ``n_shells`` and ``region`` (the map CC on the central
+    cube of that many Å) go to the scores; ``limit`` scores the first examples only; ``device`` None picks CUDA
+    when present.
     """
 
-    method: str
     data: str
     out: str
+    method: str = "model"
     checkpoint: str | None = None
     split: str = "test"
+    name: str | None = None
     refine: str = "hio"
     batch_size: int = 16
     limit: int | None = None
@@ -103,19 +97,24 @@ class PhasingEvalConfig:
     n_starts: int | None = None
     device: str | None = None
     seed: int = 0
-    name: str | None = None
     plots: bool = True
     free_fraction: float = FREE_FRACTION
-    amplitudes: str = "F"  # what the classical methods impose: F, E or sharpened (normalised_amplitudes)
+    amplitudes: str = "F"
+    n_shells: int = 12
+    region: float | None = None
 
     def __post_init__(self) -> None:
         check_free_fraction(self.free_fraction)
+        if self.method not in EVAL_METHODS:
+            raise PattersonError(f"unknown method {self.method!r} (choose from {', '.join(EVAL_METHODS)})")
+        if self.split not in SPLIT_CHOICES:
+            raise PattersonError(f"split must be train, val, test or all, got {self.split!r}")
+        if self.split == "all" and self.method != "model":
+            raise PattersonError(f"--split all scores a network (--method model); phase one split with {self.method}")
         if self.amplitudes not in AMPLITUDES:
             raise PattersonError(f"unknown amplitudes {self.amplitudes!r} (choose from {', '.join(AMPLITUDES)})")
         if (self.n_iter is not None and self.n_iter < 1) or (self.n_starts is not None and self.n_starts < 1):
             raise PattersonError("n_iter and n_starts must be at least 1")
-        if self.method not in EVAL_METHODS:
-            raise PattersonError(f"unknown method {self.method!r} (choose from {', '.join(EVAL_METHODS)})")
         if self.method in ("model", "hybrid") and not self.checkpoint:
             raise PattersonError(f"--method {self.method} needs --checkpoint")
         if self.refine not in METHODS:
@@ -124,9 +123,123 @@ class PhasingEvalConfig:
             raise PattersonError("batch_size and limit must be at least 1")
 
 
-def _phase_batch(config: PhasingEvalConfig, items: list[dict], d_min: float, model, norm: dict, device) -> dict:
+def evaluate(config: EvaluateConfig) -> dict:
+    """Score one method on a stored dataset split and write the report folder of
+    :func:`~patterson.evaluation.evaluate_predictions` (metrics.json, per_example.csv, report.md, plots)."""
+    check_writable_folder(Path(config.out))
+    device = runtime.device(config.device)
+    datasets = _open_splits(config)
+    network = _network(config, datasets[0], device)
+    count = sum(len(ds) for ds in datasets) if config.limit is None else min(config.limit, sum(map(len, datasets)))
+    if config.method == "model":
+        batches = _network_batches(datasets, network, config)
+    else:
+        batches = _phasing_batches(datasets[0], network, config, count, device)
+    name = _report_name(config, network)
+    log.info("scoring %s on %d %s examples of %s (%s)", name, count, config.split, config.data, device)
+    return evaluate_predictions(
+        batches,
+        config.out,
+        method=name,
+        dataset=f"{config.data}:{config.split}",
+        n_shells=config.n_shells,
+        region=config.region,
+        seed=config.seed,
+        plots=config.plots,
+        progress=True,
+        total=math.ceil(count / config.batch_size),
+    )
+
+
+def _open_splits(config: EvaluateConfig) -> list:
+    """The stored splits to score, in physical units (``all``: every split the dataset has)."""
+    from patterson.datasets import SPLITS, StoredDataset
+
+    datasets = []
+    for split in SPLITS if config.split == "all" else (config.split,):
+        try:
+            datasets.append(StoredDataset(config.data, split, normalise=False))
+        except PattersonError:
+            if config.split != "all":
+                raise
+    if not datasets or sum(len(ds) for ds in datasets) == 0:
+        raise PattersonError(f"{config.data}: the {config.split} split holds no examples")
+    return datasets
+
+
+def _network(config: EvaluateConfig, ds, device: torch.device):
+    """The network a method applies, each file read once: a TrainedNetwork (model, hybrid; with the dataset's
+    constants when the checkpoint holds none), the learned loop's real-space step, or None."""
+    from patterson.training import open_network
+
+    if config.method == "learned":
+        return learned_step(config.checkpoint, dataclasses.asdict(ds.config), device)
+    if config.method not in ("model", "hybrid"):
+        return None
+    network = open_network(config.checkpoint, dataclasses.asdict(ds.config), "density", device)
+    if network is None:
+        raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
+    return network if network.norm else network.with_norm(ds.norm)
+
+
+def _report_name(config: EvaluateConfig, network) -> str:
+    if config.name:
+        return config.name
+    if config.method == "model":
+        return network.name
+    if config.method == "hybrid":
+        return f"hybrid ({network.name} + {config.refine})"
+    return "histogram (control loop)" if config.method == "histogram" else config.method
+
+
+def _network_batches(datasets: list, network, config: EvaluateConfig):
+    """Batches of the network's density from the stored inputs as they are, one cell per batch, in dataset
+    order (inputs of any kind: Patterson maps or intensity grids)."""
+    left = config.limit
+    for ds in datasets:
+        count = len(ds) if left is None else min(len(ds), left)
+        for start in range(0, count, config.batch_size):
+            items = [ds[i] for i in range(start, min(start + config.batch_size, count))]
+            for run in _same_cell_runs(items):
+                cell = Cell(*[float(x) for x in items[run[0]]["cell"]])
+                inputs = torch.stack([items[i]["input"][0] for i in run]).to(network.device, torch.float64)
+                truth = torch.stack([items[i]["target"][0] for i in run]).to(network.device, torch.float64)
+                label = ds.split if len(datasets) > 1 else ""
+                yield {
+                    "prediction": network.density(inputs),  # (B, X, Y, Z) e/Å³
+                    "truth": truth,
+                    "cell": cell,
+                    "d_min": max(float(ds.config.d_min), finest_d_min(cell, tuple(truth.shape[-3:]))),
+                    "inputs": inputs,
+                    "ids": [f"{label}{'-' if label else ''}{int(items[i]['index'])}" for i in run],
+                    "atoms_frac": [cell.to_fractional(items[i]["xyz"][: items[i]["n_atoms"]].double().numpy())
+                                   for i in run],  # fmt: skip
+                }
+        if left is not None:
+            left -= count
+            if left <= 0:
+                return
+
+
+def _same_cell_runs(items: list[dict]) -> list[list[int]]:
+    """Indices of ``items`` in runs of consecutive examples with the same cell."""
+    runs: list[list[int]] = [[0]]
+    for i in range(1, len(items)):
+        if not torch.equal(items[i]["cell"], items[i - 1]["cell"]):
+            runs.append([])
+        runs[-1].append(i)
+    return runs
+
+
+def _phasing_batches(ds, network, config: EvaluateConfig, count: int, device):
+    for start in range(0, count, config.batch_size):
+        items = [ds[i] for i in range(start, min(start + config.batch_size, count))]
+        yield _phase_batch(config, items, float(ds.config.d_min), network, device)
+
+
+def _phase_batch(config: EvaluateConfig, items: list[dict], d_min: float, network, device) -> dict:
     """Predictions (B, X, Y, Z) in physical units for one batch of raw (not normalised) stored examples of one cell;
-    ``norm`` is the network's normalisation (see :func:`network_density`)."""
+    ``network`` is the TrainedNetwork (model, hybrid) or the real-space step (learned) of the method."""
     ids = tuple(f"{config.split}-{int(it['index'])}" for it in items)
     seed = config.seed + int(items[0]["index"])  # a free set of its own for each batch
     data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, config.free_fraction, seed)
@@ -140,8 +253,8 @@ def _phase_batch(config: PhasingEvalConfig, items: list[dict], d_min: float, mod
         bar.update(it - bar.n)
 
     try:
-        pred, check = phase_maps(config.method, data, model, norm, config.refine, config.n_iter, config.n_starts,
-                                 seed, progress=tick, amplitudes=config.amplitudes)  # fmt: skip
+        pred, check = phase_maps(config.method, data, network, config.refine, config.n_iter, config.n_starts, seed,
+                                 progress=tick, amplitudes=config.amplitudes)  # fmt: skip
     finally:
         bar.close()
     atoms = [data.cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]
@@ -156,49 +269,6 @@ def _phase_batch(config: PhasingEvalConfig, items: list[dict], d_min: float, mod
         "ids": list(ids),
     }
 
-
-def evaluate_method(config: PhasingEvalConfig) -> dict:
-    """Phase a stored dataset split with one method and write the evaluation report folder (metrics.json etc.)."""
-    from patterson.datasets import StoredDataset
-    from patterson.training import find_checkpoint, load_checkpoint, load_model
-
-    check_writable_folder(Path(config.out))
-    device = runtime.device(config.device)
-    ds = StoredDataset(config.data, config.split, normalise=False)
-    if len(ds) == 0:
-        raise PattersonError(f"{config.data}: the {config.split} split holds no examples")
-    model, norm = None, ds.norm
-    if config.method in ("model", "hybrid"):
-        checkpoint = find_checkpoint(config.checkpoint, data=dataclasses.asdict(ds.config))
-        if checkpoint is None:
-            raise PattersonError("no pretrained model is shipped with this version; give a checkpoint file")
-        model = load_model(checkpoint, map_location=device, task="density").to(device)
-        norm = load_checkpoint(checkpoint).get("normalisation") or ds.norm  # the constants it was trained with
-    elif config.method == "learned":
-        model = learned_step(config.checkpoint, dataclasses.asdict(ds.config), device)
-    d_min = float(ds.config.d_min)
-    count = len(ds) if config.limit is None else min(len(ds), config.limit)
-
-    def batches():
-        for start in range(0, count, config.batch_size):
-            items = [ds[i] for i in range(start, min(start + config.batch_size, count))]
-            yield _phase_batch(config, items, d_min, model, norm, device)
-
-    name = config.name or config.method
-    if config.method == "hybrid" and not config.name:
-        name = f"hybrid ({Path(config.checkpoint).stem} + {config.refine})"
-    if config.method == "histogram" and not config.name:
-        name = "histogram (control loop)"
-    return evaluate_predictions(
-        batches(),
-        config.out,
-        method=name,
-        dataset=f"{config.data}:{config.split}",
-        seed=config.seed,
-        plots=config.plots,
-        progress=True,
-        total=math.ceil(count / config.batch_size),
-    )
 
 
 # --- comparing methods on the same structures (the headline table, the demo) ------------------------------------
@@ -323,8 +393,7 @@ def _split_maps(
 def phase_maps(
     method: str,
     data: SplitMaps,
-    model: torch.nn.Module | None = None,
-    norm: dict | None = None,
+    network=None,
     refine: str = "hio",
     n_iter: int | None = None,
     n_starts: int | None = None,
@@ -333,9 +402,10 @@ def phase_maps(
     generator: torch.Generator | None = None,
     amplitudes: str = "F",
 ) -> tuple[torch.Tensor, CrossValidation | None]:
-    """One method's maps (B, X, Y, Z) of ``data``'s structures and their cross-validation: ``model`` (the network
-    alone, on the Patterson of the work set), ``hybrid`` (its density refined by ``refine``), ``learned`` (the loop
-    with ``model``, a real-space step such as :class:`~patterson.phasing.learned.NetworkStep`, inside), ``histogram``
+    """One method's maps (B, X, Y, Z) of ``data``'s structures and their cross-validation: ``model`` (the
+    :class:`~patterson.training.TrainedNetwork` ``network`` alone, on the Patterson of the work set), ``hybrid`` (its
+    density refined by ``refine``), ``learned`` (the loop with ``network``, a real-space step such as
+    :class:`~patterson.phasing.learned.NetworkStep`, inside), ``histogram``
     (the loop with the control step), ``charge-flip``, ``hio``, ``raar``, ``rrr`` or ``chance`` (random phases from
     ``generator``, with the true amplitudes: no cross-validation, None). ``n_iter`` and ``n_starts`` set the runs
     (None: their defaults; the hybrid has one start). The free set of ``data`` is never imposed and never seen by
@@ -347,11 +417,11 @@ def phase_maps(
     held = {"observed": data.measured, "free": data.free, "seed": seed, "progress": progress}
     if method in LOOP_METHODS:
         options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
-        step = model if method == "learned" else "histogram"
+        step = network if method == "learned" else "histogram"
         res = learned(data.f_obs, data.hkl, data.cell, data.shape, step, f000=data.f000, **held, **options)
         return res.rho, res.validation
     if method in ("model", "hybrid"):
-        start = network_density(model, data.work_patterson(), norm)
+        start = network.density(data.work_patterson())
         if method == "model":
             f_calc = f_from_density(start, data.hkl, data.cell)
             return start, cross_validate(data.f_obs, f_calc, start, data.work, data.free, data.hkl, data.cell)
@@ -414,8 +484,7 @@ def method_summary(scores: PairScores, seconds: float, validation: CrossValidati
 def compare_methods(
     data: SplitMaps,
     methods: tuple[str, ...] = COMPARE_METHODS,
-    model: torch.nn.Module | None = None,
-    norm: dict | None = None,
+    network=None,
     refine: str = "hio",
     n_iter: int | None = None,
     n_starts: int | None = None,
@@ -433,8 +502,7 @@ def compare_methods(
     methods : any of ``model`` (the network alone), ``hybrid`` (the network's density refined by ``refine``),
         ``learned`` (the phasing loop with ``step`` inside), ``histogram`` (the loop with the control step),
         ``charge-flip``, ``hio``, ``raar``, ``rrr`` and ``chance`` (random phases with the true amplitudes); model
-        and hybrid need ``model`` and ``norm`` (the training data's normalisation constants, see
-        :func:`network_density`).
+        and hybrid need ``network`` (a :class:`~patterson.training.TrainedNetwork` with its normalisation).
     n_iter, n_starts : iterations and random starts of the classical runs (None: each method's defaults; the
         hybrid has one start).
     seed : random starts and the chance level's phases.
@@ -452,7 +520,7 @@ def compare_methods(
     if unknown:
         raise PattersonError(f"unknown method {unknown[0]!r} (choose from {', '.join(known)})")
     uses_network = any(m in ("model", "hybrid") for m in methods)
-    if uses_network and (model is None or norm is None):
+    if uses_network and (network is None or network.norm is None):
         raise PattersonError("the model and hybrid methods need a network and its normalisation constants")
     if "learned" in methods and step is None:
         raise PattersonError("the learned method needs a real-space step (a density-modification network)")
@@ -481,8 +549,8 @@ def compare_methods(
                     bar.update(k * total + it - bar.n)
 
             t = time.perf_counter()
-            net = step if method == "learned" else model
-            rho, check = phase_maps(method, data.take(c), net, norm, refine, n_iter, n_starts, seed, tick, gen)
+            net = step if method == "learned" else network
+            rho, check = phase_maps(method, data.take(c), net, refine, n_iter, n_starts, seed, tick, gen)
             seconds += time.perf_counter() - t
             parts.append(rho)
             checks.append(check)

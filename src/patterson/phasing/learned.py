@@ -83,25 +83,25 @@ class NetworkStep:
 def load_step(path: str | Path, device: str | torch.device = "cpu") -> NetworkStep:
     """The real-space step stored in a checkpoint; a checkpoint of another kind (a Patterson → density network) is
     a one-line PattersonError naming the kind needed."""
-    from patterson.training import load_model
+    from patterson.training import TrainedNetwork
 
-    return NetworkStep(load_model(path, map_location=device, task=TASK).to(device))
+    return NetworkStep(TrainedNetwork.load(path, device, task=TASK).model)
 
 
 def learned_step(checkpoint: str | None, data: dict, device="cpu", weights_dir=None) -> NetworkStep:
     """The real-space step for ``--method learned``: ``checkpoint`` (a path or shipped name; default: the shipped
     density-modification network that suits ``data``, a dataset config dict), loaded as a
     :class:`NetworkStep`. One-line errors for a checkpoint of another kind or none."""
-    from patterson.training import find_checkpoint
+    from patterson.training import open_network
 
-    path = find_checkpoint(checkpoint or "pretrained", weights_dir, data=data, task=TASK)
-    if path is None:
+    network = open_network(checkpoint or "pretrained", data, TASK, device, weights_dir)
+    if network is None:
         raise PattersonError(
             "no density-modification network is shipped with this version: train one with "
             "`patterson train --config recipes/density-modifier.toml --data DS --out RUN` and give "
             "--checkpoint RUN/checkpoints/best.pt"
         )
-    return load_step(path, device)
+    return NetworkStep(network.model)
 
 
 class HistogramStep:

@@ -12,33 +12,21 @@ The pipeline of ``patterson solve``:
 """
 
 from patterson.solving.data import ObservedData, french_wilson, merge_and_expand, prepare_data
-from patterson.solving.network import (
-    TRANSFERS,
-    WEIGHTS_DIR,
-    SolverModel,
-    find_checkpoint,
-    load_solver_model,
-    model_grid,
-    predict_density,
-)
+from patterson.solving.network import TRANSFERS, model_grid, predict_density
 from patterson.solving.output import OUTPUT_FILES, peaks_structure, solve_to_folder, write_solution
 from patterson.solving.readers import Reflections, parse_symm, read_ins, read_reflections, spacegroup_rotations
-from patterson.solving.solve import REFINE_METHODS, Solution, SolveConfig, figure_of_merit, solve, torch_threads
+from patterson.solving.solve import REFINE_METHODS, Solution, SolveConfig, figure_of_merit, solve
 
 __all__ = [
     "OUTPUT_FILES",
     "REFINE_METHODS",
     "TRANSFERS",
-    "WEIGHTS_DIR",
     "ObservedData",
     "Reflections",
     "SolveConfig",
     "Solution",
-    "SolverModel",
     "figure_of_merit",
-    "find_checkpoint",
     "french_wilson",
-    "load_solver_model",
     "merge_and_expand",
     "model_grid",
     "parse_symm",
@@ -50,6 +38,5 @@ __all__ = [
     "solve",
     "solve_to_folder",
     "spacegroup_rotations",
-    "torch_threads",
     "write_solution",
 ]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import gemmi
 import numpy as np
@@ -35,9 +33,9 @@ from patterson.phasing.validation import (
 )
 from patterson.physics import check_d_min, grid_shape, resolution_shells
 from patterson.solving.data import ObservedData, prepare_data, unmeasured_hkl
-from patterson.solving.network import TRANSFERS, find_checkpoint, load_solver_model, predict_density
+from patterson.solving.network import TRANSFERS, predict_density
 from patterson.solving.readers import parse_composition, read_reflections
-from patterson.training.checkpoint import shipped_networks
+from patterson.training import TrainedNetwork, find_checkpoint, shipped_networks
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +131,6 @@ def figure_of_merit(
     return m
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run with ``n`` torch CPU threads (None: unchanged). Small FFT grids run several times faster on one thread
-    than on two busy ones (measured on the 2-core machine: 0.23 s vs 3.4 s for a 200-iteration HIO on 18×20×16)."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 SMALL_GRID = 1_000_000  # voxels × starts below which one CPU thread is used (20 Å, 40³ × 4: 5.0 s vs 10.9 s)
 
 
@@ -202,26 +187,26 @@ def _free_set(data: ObservedData, config: SolveConfig) -> tuple[np.ndarray, dict
 
 
 def _network_starts(config: SolveConfig, data: ObservedData, free: np.ndarray, warnings: list[str]) -> list:
-    """[(solver, starting phases (M,)), ...]: for ``pretrained`` every shipped density network, else the one named;
+    """[(network, starting phases (M,)), ...]: for ``pretrained`` every shipped density network, else the one named;
     each network's phases where its grid reaches, random elsewhere. The networks see the Patterson of the work set
     only (free amplitudes left out); which start wins is left to R-free after refinement (:func:`solve`)."""
+    device = runtime.device(config.device)
     if config.checkpoint == "pretrained":
-        paths = shipped_networks()
-        if not paths:
+        networks = shipped_networks(device=device)
+        if not networks:
             warnings.append("no shipped pretrained network: classical phasing (HIO from random starts) instead")
     else:
-        paths = [find_checkpoint(config.checkpoint)]
-    device = runtime.device(config.device)
+        networks = [TrainedNetwork.load(find_checkpoint(config.checkpoint), device, task="density")]
     work_data = dataclasses.replace(data, f=np.where(free, 0.0, data.f))
     starts = []
-    for path in paths:
-        solver = load_solver_model(path, device)
-        pred, hold, _ = predict_density(solver, work_data, config.transfer)
+    for network in networks:
+        pred, hold, _ = predict_density(network, work_data, config.transfer)
         start = np.random.default_rng(config.seed).uniform(0, 2 * np.pi, len(data.hkl))
         start[hold] = np.angle(f_from_density(pred[None], data.hkl[hold], data.cell)[0].numpy())
         if not hold.all():
-            log.info("%s: %d reflections beyond its resolution start from random phases", path, int((~hold).sum()))
-        starts.append((solver, start))
+            log.info("%s: %d reflections beyond its resolution start from random phases", network.path,
+                     int((~hold).sum()))  # fmt: skip
+        starts.append((network, start))
     return starts
 
 
@@ -241,8 +226,8 @@ def _runs(config: SolveConfig, refine: str, starts: list, f000s: list[float], pr
     runs = []
     method = "charge-flip" if refine == "charge-flip" else "hio"
     extra = {"f000": f000} if method == "hio" else {}
-    for (solver, _), rho0 in zip(starts, problem["rho_starts"], strict=True):
-        name = f"network {Path(solver.path).stem} + {method}"
+    for (network, _), rho0 in zip(starts, problem["rho_starts"], strict=True):
+        name = f"network {network.name} + {method}"
         runs.append((name, lambda p, rho0=rho0: refine_density(rho0, f_all, hkl_all, cell, method, progress=p,
                                                                 **extra, **opts), f000))  # fmt: skip
     if not starts or refine == "hybrid":
@@ -380,9 +365,9 @@ def _fit_block(fit: SymmetryFit) -> dict:
 
 def _chosen_network(best: PhasingResult, starts: list) -> str | None:
     """The path of the network whose start won, None when a classical run from random starts did."""
-    for solver, _ in starts:
-        if best.method.startswith(f"network {Path(solver.path).stem}"):
-            return solver.path
+    for network, _ in starts:
+        if best.method.startswith(f"network {network.name}"):
+            return str(network.path)
     return None
 
 
@@ -420,10 +405,10 @@ def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s
     if refine == "none":
         work = torch.as_tensor(~free)[None]
         results = []
-        for (solver, _), rho in zip(starts, rho_starts, strict=True):
+        for (network, _), rho in zip(starts, rho_starts, strict=True):
             fc = f_from_density(rho.clamp_min(0), hkl, cell)
             check = cross_validate(f_obs, fc, rho, work, ~work, hkl, cell)
-            name = f"network {Path(solver.path).stem}"
+            name = f"network {network.name}"
             results.append(PhasingResult(rho, torch.angle(fc), fc, ~work, check, name, 0))
         return results, {r.method: f000s[0] for r in results}
     problem = {"f_all": f_all, "hkl_all": hkl_all, "cell": cell, "shape": shape, "opts": opts}
@@ -434,7 +419,7 @@ def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s
     for desc, run, f0 in _runs(config, refine, starts, f000s, problem):
         bar, progress = _bar(desc, config.progress)
         try:
-            with torch_threads(threads):
+            with runtime.torch_threads(threads):
                 res = run(progress)
         finally:
             bar.close()
@@ -483,7 +468,7 @@ def _summary(config: SolveConfig, c: dict, results: list, best, fom, shape, peak
         "selection": "the run with the lowest R-free",
         "refine": config.refine,
         "checkpoint": _chosen_network(best, c["starts"]),
-        "networks_tried": [solver.path for solver, _ in c["starts"]],
+        "networks_tried": [str(network.path) for network, _ in c["starts"]],
         "network_choice": "every shipped density network starts a run; R-free picks the run" if c["starts"] else None,
         "transfer": config.transfer if c["starts"] else None,
         "runs": {

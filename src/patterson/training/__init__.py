@@ -14,12 +14,12 @@ from patterson.training.checkpoint import (
     export_weights,
     find_checkpoint,
     load_checkpoint,
-    load_model,
     pick_pretrained,
     restore_rng,
     save_checkpoint,
     task_of,
     trained_on,
+    training_entries,
 )
 from patterson.training.config import TrainConfig, apply_overrides, load_config, parse_value
 from patterson.training.data import (
@@ -34,15 +34,21 @@ from patterson.training.distributed import DistEnv, setup_distributed, teardown_
 from patterson.training.loop import Trainer, TrainResult, seed_everything, train
 from patterson.training.lr_find import LRFindResult, lr_find, plot_lr_find, run_lr_find
 from patterson.training.metrics import MetricsLog, plot_metrics, read_metrics
+from patterson.training.network import Shipped, TrainedNetwork, load_model, open_network, shipped_networks
 from patterson.training.optim import build_loss, build_optimizer, build_scheduler, lr_factor
 
 __all__ = [
     "WEIGHTS_DIR",
+    "Shipped",
+    "TrainedNetwork",
+    "open_network",
+    "shipped_networks",
     "export_weights",
     "find_checkpoint",
     "pick_pretrained",
     "task_of",
     "trained_on",
+    "training_entries",
     "DistEnv",
     "LRFindResult",
     "MapPairs",

@@ -34,7 +34,6 @@ import torch
 from patterson import runtime
 from patterson.errors import PattersonError
 from patterson.files import atomic_write
-from patterson.models import PattersonModel, model_from_config
 
 log = logging.getLogger(__name__)
 
@@ -150,20 +149,6 @@ def check_task(path: str | Path, state: Mapping[str, Any], task: str) -> None:
         )
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu", task: str | None = None) -> PattersonModel:
-    """Rebuild a trained network from a checkpoint, weights loaded, in eval mode; with ``task``, a checkpoint
-    trained for another task is a one-line PattersonError."""
-    state = load_checkpoint(path, map_location)
-    if task is not None:
-        check_task(path, state, task)
-    try:
-        model = model_from_config(state["model_config"])
-    except (TypeError, ValueError) as exc:
-        raise PattersonError(f"{path}: checkpoint has an unusable model config ({exc})") from None
-    load_weights(model, state["model"], path)
-    return model.eval()
-
-
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # shipped weights: src/patterson/weights/*.pt
 
 SHIPPED_KEYS = ("model_config", "train_config", "normalisation", "data", "best", "metrics", "package_version")
@@ -199,6 +184,13 @@ def trained_on(state: Mapping[str, Any]) -> dict[str, Any]:
     return info
 
 
+def training_entries(state: Mapping[str, Any]) -> list[str] | None:
+    """The source entries (PDB codes, file stems) of a checkpoint's training split, None where it does not list
+    them (trained on random atoms, or before the list was kept)."""
+    entries = ((state.get("data") or {}).get("train") or {}).get("entries")
+    return None if entries is None else [str(e) for e in entries]
+
+
 def _packed(config: Mapping[str, Any]) -> bool:
     return bool(config.get("pack_volume"))
 
@@ -221,11 +213,6 @@ def _shipped_for(weights_dir: str | Path | None, task: str) -> list[tuple[Path, 
     """The shipped files trained for ``task``, each with its state (every file read once)."""
     states = [(p, load_checkpoint(p)) for p in _shipped(weights_dir)]
     return [(p, state) for p, state in states if task_of(state) == task]
-
-
-def shipped_networks(task: str = "density", weights_dir: str | Path | None = None) -> list[Path]:
-    """The shipped weights files trained for ``task``, sorted by name."""
-    return [p for p, _ in _shipped_for(weights_dir, task)]
 
 
 def _best_fit(candidates: list[tuple[Path, dict[str, Any]]], data: Mapping[str, Any]) -> Path | None:

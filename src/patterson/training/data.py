@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
+from patterson.files import plain
 from patterson.maps import density_from_f, f_from_density, impose_amplitudes, patterson_from_f
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
 
@@ -122,6 +123,9 @@ class MapPairs(Dataset):
         for name in ("path", "split"):
             if getattr(self.source, name, None) is not None:
                 out[name] = str(getattr(self.source, name))
+        entries = getattr(self.source, "entries", None)
+        if entries is not None:  # the source entries trained on: a test set's held-out check needs nothing else
+            out["entries"] = list(entries)
         return out
 
 
@@ -175,21 +179,6 @@ class BatchSource:
     def info(self) -> dict[str, Any]:
         """Plain-typed description (as :meth:`MapPairs.info`), with ``on_the_fly`` set."""
         return MapPairs.info(self) | {"on_the_fly": True, "len": self.n}  # type: ignore[arg-type]
-
-
-def plain(value: Any) -> Any:
-    """Convert to types ``torch.load(weights_only=True)`` accepts (dict, list, tuple, str, int, float, bool, None)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray | torch.Tensor):
-        return plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 # --- random atoms -> (Patterson, density) with the physics core --------------------------------------------------
@@ -380,7 +369,7 @@ class RecycledPairs:
 
     def __init__(self, source: Any, model: torch.nn.Module, iterations: int = 6, share: float = 0.5) -> None:
         self.source, self.model, self.iterations, self.share = source, model.eval(), iterations, share
-        self.config = source.config
+        self.config, self.entries = source.config, source.entries
 
     def __len__(self) -> int:
         return len(self.source.z)
@@ -422,7 +411,8 @@ def _phase_error_pairs(
         raise PattersonError(f"{path}: stored datasets need patterson.datasets and h5py ({exc})") from None
     train = PhaseErrorMaps(path, train_split, seed=seed)
     if recycle_from:
-        from patterson.training.checkpoint import find_checkpoint, load_model
+        from patterson.training.checkpoint import find_checkpoint
+        from patterson.training.network import load_model
 
         frozen = load_model(find_checkpoint(recycle_from), task="density-modification")
         train = RecycledPairs(train, frozen)

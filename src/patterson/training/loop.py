@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import patterson
 from patterson.errors import PattersonError
-from patterson.files import check_output_folder, check_writable_folder, holds_only
+from patterson.files import check_output_folder, check_writable_folder, holds_only, plain
 from patterson.models import align_to_target, model_from_config, pearson_cc
 from patterson.runtime import bar_options
 from patterson.training.checkpoint import (
@@ -38,7 +38,7 @@ from patterson.training.checkpoint import (
     save_checkpoint,
 )
 from patterson.training.config import TrainConfig
-from patterson.training.data import BatchSource, MapPairs, is_batch_source, open_data, plain
+from patterson.training.data import BatchSource, MapPairs, is_batch_source, open_data
 from patterson.training.distributed import (
     DistEnv,
     all_reduce_sum,
