@@ -40,7 +40,7 @@ import patterson
 from patterson.datasets import StoredDataset, build_pool, generate, make_config
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.phasing import compare_methods, config_for_test_split, load_split, load_step
-from patterson.training import find_checkpoint, load_checkpoint, load_model, trained_on
+from patterson.training import TrainedNetwork, find_checkpoint, load_checkpoint, open_network, trained_on
 
 PRESETS = ("paper-2", "dense-protein")
 D_MINS = (1.0, 1.5, 2.0, 2.5)
@@ -72,28 +72,24 @@ def make_split(
     return StoredDataset(folder, "test", normalise=False)
 
 
-def network_for(preset: str, checkpoint: str | None) -> tuple[object, dict | None, dict | None, str | None]:
-    """(model, normalisation, training data config, path) of the network for a preset: ``pretrained`` picks the
-    shipped weights trained on that preset (none: no network for it), a path is used for every preset."""
+def network_for(preset: str, checkpoint: str | None) -> tuple[TrainedNetwork | None, dict | None, str | None]:
+    """(network, training data config, path) of the network for a preset: ``pretrained`` picks the shipped weights
+    trained on that preset (none: no network for it), a path is used for every preset."""
     if not checkpoint:
-        return None, None, None, None
-    path = find_checkpoint(checkpoint, data=dataclasses.asdict(make_config(preset)))
-    if path is None:
-        return None, None, None, None
-    state = load_checkpoint(path)
-    trained = trained_on(state)
-    if checkpoint == "pretrained" and trained.get("preset") != preset:
-        return None, None, None, None
-    return load_model(path), state.get("normalisation"), trained, str(path)
+        return None, None, None
+    network = open_network(checkpoint, dataclasses.asdict(make_config(preset)))
+    if network is None or (checkpoint == "pretrained" and network.trained_on.get("preset") != preset):
+        return None, None, None
+    return network, network.trained_on, str(network.path)
 
 
-def run_condition(ds: StoredDataset, d_min: float, model, norm: dict | None, step=None, equal_time=False) -> dict:
+def run_condition(ds: StoredDataset, d_min: float, network, step=None, equal_time=False) -> dict:
     """Every method on one test split; with ``step`` also the learned loop and its histogram control, and with
     ``equal_time`` HIO once more with as many starts as fit in the learned loop's time (``hio-equal-time``)."""
-    methods = ("chance", "charge-flip", "hio", "raar", "rrr") + (("model", "hybrid") if model is not None else ())
+    methods = ("chance", "charge-flip", "hio", "raar", "rrr") + (("model", "hybrid") if network is not None else ())
     methods += ("learned", "histogram") if step is not None else ()
     data = load_split(ds, d_min)
-    runs = compare_methods(data, methods, model=model, norm=norm, step=step)
+    runs = compare_methods(data, methods, network=network, step=step)
     out = {m: run.summary() for m, run in runs.items()}
     if equal_time and step is not None:
         ratio = out["learned"]["seconds_per_structure"] / out["hio"]["seconds_per_structure"]
@@ -172,7 +168,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
-            model, norm, trained, path = network_for(preset, args.checkpoint)
+            network, trained, path = network_for(preset, args.checkpoint)
             step, held = None, trained
             if step_path is not None:  # its held-out entries for every row of its own preset
                 step_trained = trained_on(load_checkpoint(step_path))
@@ -186,9 +182,9 @@ def main() -> None:
                     run = {"preset": preset, "d_min": d_min, "condition": name, "n": len(ds)}
                     run["held_out_from"] = path if held is trained else str(step_path)  # its held-out entries
                     # a network works on the grid it was trained on (its d_min); elsewhere: classical rows only
-                    fits = model is not None and abs(float(trained.get("d_min", 0)) - d_min) < 1e-6
+                    fits = network is not None and abs(float(trained.get("d_min", 0)) - d_min) < 1e-6
                     run["network"] = path if fits else None
-                    run.update(run_condition(ds, d_min, model if fits else None, norm, step, args.equal_time))
+                    run.update(run_condition(ds, d_min, network if fits else None, step, args.equal_time))
                     results["runs"].append(run)
                     summary = [
                         f"{m} {100 * run[m]['solved_fraction']:.0f}%/{run[m]['median_phase_error_weighted_deg']:.0f}°"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from patterson.cells import Cell
+from patterson.cells import Cell, frac_distances
 from patterson.cli import main
 from patterson.errors import PattersonError
 from patterson.evaluation import (
@@ -32,7 +32,6 @@ from patterson.evaluation import (
     score_f,
     score_maps,
 )
-from patterson.evaluation.peaks import periodic_distances
 from patterson.maps import density_from_f, f_from_density, patterson_from_f, write_ccp4
 from patterson.physics import AtomBatch, grid_shape, miller_indices, resolution_shells, structure_factors
 from patterson.structures import random_walk
@@ -256,7 +255,7 @@ def test_peaks_are_periodic() -> None:
     )
     peaks = find_peaks(density(atom, 1.0), cell, threshold=0.5)[0]
     assert len(peaks) == 1
-    assert periodic_distances(peaks.frac, np.array([[0.999, 0.0, 0.002]]), cell)[0, 0] < 0.05
+    assert frac_distances(peaks.frac, np.array([[0.999, 0.0, 0.002]]), cell)[0, 0] < 0.05
 
 
 # --- the report folder ----------------------------------------------------------------------------------------------
@@ -483,7 +482,7 @@ def test_peak_search_on_thousands_of_maxima_stays_small():
     memory bounded and still never keeps two peaks closer than min_separation."""
     import tracemalloc
 
-    from patterson.evaluation.peaks import find_peaks, periodic_distances
+    from patterson.evaluation.peaks import find_peaks
 
     cell = Cell(30.0, 32.0, 34.0, 80.0, 95.0, 100.0)
     rho = torch.as_tensor(np.random.default_rng(0).normal(size=(40, 42, 44)))
@@ -492,5 +491,5 @@ def test_peak_search_on_thousands_of_maxima_stays_small():
     _, peak_bytes = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len(peaks) > 2000 and peak_bytes < 200e6
-    d = periodic_distances(peaks.frac[:400], peaks.frac[:400], cell) + 9 * np.eye(400)
+    d = frac_distances(peaks.frac[:400], peaks.frac[:400], cell) + 9 * np.eye(400)
     assert d.min() >= 1.0

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from patterson.errors import PattersonError
+from patterson.maps import invert_map
 from patterson.models import (
     MODEL_CONFIGS,
     HurwitzCNNConfig,
@@ -26,7 +27,6 @@ from patterson.models import (
     model_from_config,
     paper_loss,
     pearson_cc,
-    periodic_inversion,
 )
 
 torch.set_num_threads(1)
@@ -234,8 +234,8 @@ def test_apply_alignment_matches_roll_and_inversion():
     inverted = torch.tensor([False, True])
     out = apply_alignment(x, shift, inverted)
     assert torch.equal(out[0], torch.roll(x[0], tuple(shift[0].tolist()), DIMS))
-    assert torch.equal(out[1], torch.roll(periodic_inversion(x[1]), tuple(shift[1].tolist()), DIMS))
-    inv = periodic_inversion(x)
+    assert torch.equal(out[1], torch.roll(invert_map(x[1]), tuple(shift[1].tolist()), DIMS))
+    inv = invert_map(x)
     assert torch.equal(inv[..., 0, 0, 0], x[..., 0, 0, 0]) and torch.equal(inv[..., 1, 2, 3], x[..., 5, 6, 7])
 
 
@@ -247,7 +247,7 @@ def test_alignment_finds_shift_and_hand():
     hands = torch.tensor([False, True, False, True])
     target = torch.stack(
         [
-            torch.roll(periodic_inversion(pred[i]) if hands[i] else pred[i], tuple(shifts[i].tolist()), DIMS)
+            torch.roll(invert_map(pred[i]) if hands[i] else pred[i], tuple(shifts[i].tolist()), DIMS)
             for i in range(4)
         ]
     )
@@ -266,7 +266,7 @@ def test_invariant_loss_is_zero_for_shifted_inverted_copy():
     pred = torch.rand(3, 1, 12, 12, 12, generator=gen, requires_grad=True)
     shifts = _random_shifts(gen, 3, (12, 12, 12))
     target = torch.stack(
-        [torch.roll(periodic_inversion(p), tuple(s.tolist()), DIMS) for p, s in zip(pred, shifts, strict=True)]
+        [torch.roll(invert_map(p), tuple(s.tolist()), DIMS) for p, s in zip(pred, shifts, strict=True)]
     )
     target = target.detach()
     assert paper_loss(pred, target).item() > 0.05
@@ -291,13 +291,13 @@ def test_invariant_loss_equals_plain_loss_when_no_shift_helps():
 def test_gradient_flows_through_alignment():
     gen = torch.Generator().manual_seed(4)
     base = torch.randn(2, 1, 8, 8, 8, generator=gen)
-    target = torch.roll(periodic_inversion(base), (3, 1, 6), DIMS) + 0.1 * torch.randn(2, 1, 8, 8, 8, generator=gen)
+    target = torch.roll(invert_map(base), (3, 1, 6), DIMS) + 0.1 * torch.randn(2, 1, 8, 8, 8, generator=gen)
     pred = base.clone().requires_grad_(True)
     invariant_loss(pred, target).backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0
     # same gradient as aligning by hand with roll + inversion
     ref = base.clone().requires_grad_(True)
-    paper_loss(torch.roll(periodic_inversion(ref), (3, 1, 6), DIMS), target).backward()
+    paper_loss(torch.roll(invert_map(ref), (3, 1, 6), DIMS), target).backward()
     assert torch.allclose(pred.grad, ref.grad, atol=1e-7)
 
 

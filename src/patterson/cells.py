@@ -299,14 +299,20 @@ def place_in_cell(
 
 
 def periodic_distances(xyz_a: np.ndarray, xyz_b: np.ndarray, cell: Cell) -> np.ndarray:
-    """(Na, Nb) shortest distances in Å between atoms of a and atoms of b or any periodic image of b.
+    """(Na, Nb) shortest distances in Å between atoms of a and atoms of b or any periodic image of b (Cartesian
+    coordinates in Å; see :func:`frac_distances`)."""
+    return frac_distances(cell.to_fractional(xyz_a), cell.to_fractional(xyz_b), cell)
+
+
+def frac_distances(a_frac: np.ndarray, b_frac: np.ndarray, cell: Cell) -> np.ndarray:
+    """(P, Q) shortest distances in Å between fractional points a (P, 3) and b (Q, 3) over all lattice images.
 
     Exact for any cell shape when the cell is at least twice as wide as the distances of interest (the minimum
     image in fractional coordinates is refined over the 27 neighbouring shifts).
     """
-    diff = cell.to_fractional(xyz_a)[:, None, :] - cell.to_fractional(xyz_b)[None, :, :]  # (Na, Nb, 3)
-    diff -= np.round(diff)
-    shifted = (diff[:, :, None, :] + NEIGHBOUR_OFFSETS[None, None]) @ cell.orth.T  # (Na, Nb, 27, 3) Å
+    diff = np.asarray(a_frac, dtype=np.float64)[:, None, :] - np.asarray(b_frac, dtype=np.float64)[None, :, :]
+    diff -= np.round(diff)  # (P, Q, 3)
+    shifted = (diff[:, :, None, :] + NEIGHBOUR_OFFSETS[None, None]) @ cell.orth.T  # (P, Q, 27, 3) Å
     return np.sqrt((shifted**2).sum(-1).min(-1))
 
 

@@ -95,6 +95,14 @@ def f_from_density(rho: torch.Tensor, hkl: np.ndarray, cell: Cell) -> torch.Tens
     return spectrum[:, torch.as_tensor(flat, device=rho.device)].conj() * (cell.volume / n)
 
 
+def invert_map(rho: torch.Tensor) -> torch.Tensor:
+    """ρ(−x) on the periodic grid (exact re-indexing): ``out[..., i, j, k] = rho[..., −i, −j, −k]`` (mod n)."""
+    for axis in (-3, -2, -1):
+        n = rho.shape[axis]
+        rho = rho.index_select(axis, (-torch.arange(n, device=rho.device)) % n)
+    return rho
+
+
 def impose_amplitudes(
     f_obs: torch.Tensor, floating: torch.Tensor, f: torch.Tensor, centric: bool = False
 ) -> torch.Tensor:

@@ -24,7 +24,8 @@ import torch
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.maps import density_from_f, f_from_density, grid_from_half
+from patterson.maps import density_from_f, f_from_density, grid_from_half, invert_map
+from patterson.models.losses import pearson_cc
 from patterson.physics import check_d_min, grid_shape, miller_indices, resolution_shells
 
 WEIGHTS = ("f1", "f1f2")
@@ -192,14 +193,6 @@ def shift_map(rho: torch.Tensor, shift_frac: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfftn(spec * torch.polar(torch.ones_like(phase), phase), s=shape, dim=(-3, -2, -1))
 
 
-def invert_map(rho: torch.Tensor) -> torch.Tensor:
-    """ρ(−x) on the periodic grid (exact re-indexing): (B, X, Y, Z) → (B, X, Y, Z)."""
-    for axis in (-3, -2, -1):
-        n = rho.shape[axis]
-        rho = rho.index_select(axis, (-torch.arange(n, device=rho.device)) % n)
-    return rho
-
-
 def apply_alignment_map(rho: torch.Tensor, alignment: Alignment) -> torch.Tensor:
     """The moved map ρ'(x) = ρ(ε x + t) on the same grid (inversion exact, shift by Fourier interpolation)."""
     inv = alignment.inverted.to(rho.device)
@@ -234,7 +227,8 @@ def central_region_mask(cell: Cell, shape: tuple[int, int, int], size: float) ->
 
 
 def map_cc(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Pearson correlation of each map pair, optionally on the voxels of ``mask`` (X, Y, Z); (B, ...) → (B,).
+    """Pearson correlation of each map pair in float64, optionally on the voxels of ``mask`` (X, Y, Z);
+    (B, ...) → (B,).
 
     CC = Σ (a − ā)(b − b̄) / √(Σ (a − ā)² Σ (b − b̄)²); a constant map gives 0.
     """
@@ -242,12 +236,7 @@ def map_cc(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -
     if mask is not None:
         m = mask.to(a.device).reshape(-1)
         a, b = a.reshape(a.shape[0], -1)[:, m], b.reshape(b.shape[0], -1)[:, m]
-    a = a.reshape(a.shape[0], -1)
-    b = b.reshape(b.shape[0], -1)
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    den = torch.sqrt((a * a).sum(1) * (b * b).sum(1))
-    return torch.where(den > 0, (a * b).sum(1) / den.clamp_min(1e-300), torch.zeros_like(den))
+    return pearson_cc(a, b, eps=1e-300)
 
 
 # --- phase errors ---------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from patterson.cells import NEIGHBOUR_OFFSETS, Cell
+from patterson.cells import Cell, frac_distances
 from patterson.errors import PattersonError
 from patterson.evaluation.metrics import as_map_batch
 
@@ -30,14 +30,6 @@ class Peaks:
 
     def __len__(self) -> int:
         return len(self.height)
-
-
-def periodic_distances(a_frac: np.ndarray, b_frac: np.ndarray, cell: Cell) -> np.ndarray:
-    """(P, Q) shortest distances in Å between fractional points a (P, 3) and b (Q, 3) over all lattice images."""
-    diff = np.asarray(a_frac, dtype=np.float64)[:, None, :] - np.asarray(b_frac, dtype=np.float64)[None, :, :]
-    diff = diff - np.round(diff)  # (P, Q, 3)
-    images = diff[:, :, None, :] + NEIGHBOUR_OFFSETS[None, None, :, :]  # (P, Q, 27, 3)
-    return np.linalg.norm(images @ cell.orth.T, axis=-1).min(axis=-1)
 
 
 def find_peaks(
@@ -103,7 +95,7 @@ def separated(frac: np.ndarray, cell: Cell, min_separation: float, max_peaks: in
         idx = np.arange(start, min(start + block, len(frac)))
         if keep:
             idx = idx[nearest_distance(frac[idx], frac[keep], cell, block) >= min_separation]
-        inner = periodic_distances(frac[idx], frac[idx], cell)  # (b, b)
+        inner = frac_distances(frac[idx], frac[idx], cell)  # (b, b)
         chosen: list[int] = []
         for n, i in enumerate(idx):
             if all(inner[n, c] >= min_separation for c in chosen):
@@ -119,7 +111,7 @@ def nearest_distance(a_frac: np.ndarray, b_frac: np.ndarray, cell: Cell, chunk: 
     chunks so that memory stays O(P · chunk)."""
     best = np.full(len(a_frac), np.inf)
     for start in range(0, len(b_frac), chunk):
-        best = np.minimum(best, periodic_distances(a_frac, b_frac[start : start + chunk], cell).min(axis=1))
+        best = np.minimum(best, frac_distances(a_frac, b_frac[start : start + chunk], cell).min(axis=1))
     return best
 
 
@@ -173,7 +165,7 @@ def compare_vectors(true_frac: np.ndarray, peak_frac: np.ndarray, cell: Cell) ->
     k, l = np.nonzero(~np.eye(len(peak_frac), dtype=bool))
     v = peak_frac[l] - peak_frac[k]  # (Q, 3), both signs
     v = v - np.round(v)
-    dist = periodic_distances(u, v, cell)  # (P, Q)
+    dist = frac_distances(u, v, cell)  # (P, Q)
     best = dist.argmin(axis=1)
     return VectorMatch(pairs, u, v[best], dist[np.arange(len(u)), best])
 
@@ -188,5 +180,5 @@ def atom_recovery(
     peak_frac = np.asarray(peak_frac, dtype=np.float64).reshape(-1, 3)
     if len(peak_frac) == 0:
         return {float(r): 0.0 for r in radii}
-    nearest = periodic_distances(true_frac, peak_frac, cell).min(axis=1)  # (N,)
+    nearest = frac_distances(true_frac, peak_frac, cell).min(axis=1)  # (N,)
     return {float(r): float(np.mean(nearest <= r)) for r in radii}

@@ -25,7 +25,6 @@ from patterson.models.losses import (
     invariant_loss,
     paper_loss,
     pearson_cc,
-    periodic_inversion,
 )
 from patterson.models.nets import MLP, DensityModifier, HurwitzCNN, PattersonModel, PattersonUNet, UNet3D
 from patterson.models.registry import (
@@ -65,5 +64,4 @@ __all__ = [
     "model_from_config",
     "paper_loss",
     "pearson_cc",
-    "periodic_inversion",
 ]

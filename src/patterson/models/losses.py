@@ -83,19 +83,10 @@ def _as_5d(x: torch.Tensor) -> torch.Tensor:
     raise PattersonError(f"maps must be shaped (B, C, X, Y, Z) or (B, X, Y, Z), got {tuple(x.shape)}")
 
 
-def periodic_inversion(x: torch.Tensor) -> torch.Tensor:
-    """Invert maps through the origin on their periodic grid: ``out[..., i, j, k] = x[..., -i, -j, -k]`` (mod n)."""
-    for axis in (-3, -2, -1):
-        n = x.shape[axis]
-        index = (-torch.arange(n, device=x.device)) % n
-        x = x.index_select(axis, index)
-    return x
-
-
 def apply_alignment(x: torch.Tensor, shift: torch.Tensor, inverted: torch.Tensor) -> torch.Tensor:
     """Move each map by an integer periodic shift, after an optional inversion; differentiable in ``x``.
 
-    ``out[b] = roll(periodic_inversion(x[b]) if inverted[b] else x[b], shift[b], dims=(-3, -2, -1))``, done by
+    ``out[b] = roll(invert_map(x[b]) if inverted[b] else x[b], shift[b], dims=(-3, -2, -1))``, done by
     one gather-style index so gradients flow back to ``x``.
 
     Parameters

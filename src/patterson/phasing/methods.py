@@ -33,7 +33,7 @@ import torch
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.maps import density_from_f, f_from_density, impose_amplitudes
+from patterson.maps import density_from_f, f_from_density, impose_amplitudes, patterson_from_f
 from patterson.phasing.validation import (
     FREE_FRACTION,
     CrossValidation,
@@ -528,8 +528,8 @@ def support_from(rho: torch.Tensor, cell: Cell, sigma: float, threshold: float) 
 
 def patterson_support(f_obs: torch.Tensor, hkl0: np.ndarray, cell: Cell, shape, fraction: float) -> torch.Tensor:
     """A starting support: the ``fraction`` of voxels where the (sharpened) Patterson map is highest."""
-    intensity = torch.cat([torch.zeros_like(f_obs[:, :1]), f_obs**2], dim=-1).to(f_obs.dtype)
-    pat = density_from_f(intensity, hkl0, cell, shape)
+    f = torch.cat([torch.zeros_like(f_obs[:, :1]), f_obs], dim=-1)  # F(000) left out
+    pat = patterson_from_f(f.to(torch.complex128 if f.dtype == torch.float64 else torch.complex64), hkl0, cell, shape)
     flat = pat.flatten(1)
     k = max(1, int(fraction * flat.shape[1]))
     cut = flat.topk(k, dim=-1).values[:, -1:]

@@ -26,9 +26,8 @@ from functools import cached_property
 import gemmi
 import numpy as np
 
-from patterson.cells import Cell
+from patterson.cells import Cell, frac_distances
 from patterson.errors import PattersonError
-from patterson.evaluation.peaks import periodic_distances
 
 log = logging.getLogger(__name__)
 
@@ -376,16 +375,16 @@ def unique_peaks(
     kept_frac, kept_h, kept_m, kept_images = [], [], [], np.zeros((0, 3))
     for i in order:
         imgs = images(group, np.asarray(frac[i], dtype=np.float64))  # (K, 3)
-        if len(kept_images) and periodic_distances(imgs[:1], kept_images, cell).min() < min_separation:
+        if len(kept_images) and frac_distances(imgs[:1], kept_images, cell).min() < min_separation:
             continue
         distinct = [0]
         for k in range(1, len(imgs)):
-            if periodic_distances(imgs[k : k + 1], imgs[distinct], cell).min() >= special:
+            if frac_distances(imgs[k : k + 1], imgs[distinct], cell).min() >= special:
                 distinct.append(k)
         sites = imgs[distinct]
         inside = _in_brick(group, sites)
         centre = np.array(gemmi.find_asu_brick(group.gemmi).size) / 48.0
-        nearest = int(np.argmin(periodic_distances(sites, centre[None], cell)[:, 0]))
+        nearest = int(np.argmin(frac_distances(sites, centre[None], cell)[:, 0]))
         pick = int(np.argmax(inside)) if inside.any() else nearest
         kept_frac.append(sites[pick])
         kept_h.append(float(height[i]))
@@ -412,7 +411,7 @@ def random_sites(
         if len(sites) >= target:
             return sites
         trial = np.concatenate([sites, images(group, rng.uniform(0, 1, 3))])
-        dist = periodic_distances(trial, trial, cell) + 9 * np.eye(len(trial))
+        dist = frac_distances(trial, trial, cell) + 9 * np.eye(len(trial))
         if dist.min() > min_distance:
             sites = trial
     raise PattersonError(f"could not place {n_asu} atoms {min_distance} Å apart in {group.name}; use a larger cell")

@@ -9,7 +9,7 @@ import torch
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.maps import density_from_f
+from patterson.maps import patterson_from_f
 from patterson.solving.data import ObservedData
 from patterson.training import TrainedNetwork
 
@@ -51,7 +51,6 @@ def predict_density(
     if not hold.any():
         raise PattersonError("the network's grid holds none of the observed reflections")
     hkl = data.hkl[hold]
-    intensity = torch.as_tensor(data.f[hold] ** 2, dtype=torch.float64)[None].to(torch.complex128)
-    pat = density_from_f(intensity, hkl, cell, shape)  # (1, X, Y, Z)
+    pat = patterson_from_f(torch.as_tensor(data.f[hold], dtype=torch.complex128)[None], hkl, cell, shape)
     scale = pat.abs().max().clamp_min(1e-30) if input_scale is None else float(input_scale)
     return network.density(pat, scale)[0], hold, shape  # (X, Y, Z)
