@@ -61,6 +61,17 @@ def run_variant(cases: list[dict], options: dict) -> dict:
     return {"n": len(cases), "n_solved": int(solved), "seconds_per_structure": float(np.mean(seconds))}
 
 
+def table(results: dict) -> str:
+    """The Markdown table of solved counts (and seconds per structure) per variant and data set."""
+    rows = results["rows"]
+    data = list(next(iter(rows.values())))
+    lines = ["| charge flipping | " + " | ".join(data) + " |", "|---" * (len(data) + 1) + "|"]
+    for name, r in rows.items():
+        cells = [f"{r[d]['n_solved']}/{r[d]['n']} ({r[d]['seconds_per_structure']:.2f} s)" for d in data]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="../shared/data/pdb")
@@ -78,11 +89,7 @@ def main() -> None:
     meta = {"patterson": patterson.__version__, "machine": platform.machine(), "threads": 1,
             "solved_threshold_deg": SOLVED_THRESHOLD_DEG, "budget": "4 starts × 300 cycles"}  # fmt: skip
     Path(args.out).write_text(json.dumps({"meta": meta, "variants": VARIANTS, "rows": rows}, indent=1) + "\n")
-    lines = ["| charge flipping | " + " | ".join(data) + " |", "|---" * (len(data) + 1) + "|"]
-    for name, r in rows.items():
-        cells = [f"{r[d]['n_solved']}/{r[d]['n']} ({r[d]['seconds_per_structure']:.2f} s)" for d in data]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    text = table({"rows": rows})
     Path(args.table).write_text("<!-- written by benchmarks/flipping.py -->\n\n" + text)
     print(text)
 
