@@ -51,7 +51,7 @@ from patterson.datasets import (
 from patterson.evaluation import random_phase_maps, score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.maps import density_from_f, f_from_density
-from patterson.phasing import PhasingResult, amplitudes_from_patterson, hio, method_summary, refine_density
+from patterson.phasing import PhasingResult, hio, method_summary, refine_density
 from patterson.physics import miller_indices
 from patterson.solving import SolveConfig
 from patterson.solving.data import ObservedData
@@ -218,13 +218,13 @@ def evaluate_cell(
     input scale and at the training scale), the network + HIO, and solve's default (the lower R of the two)."""
     items = [ds[i] for i in range(len(ds))]
     cell = Cell(*[float(x) for x in items[0]["cell"]])
-    pat = torch.stack([it["input"][0] for it in items]).double()  # (B, X, Y, Z), physical units
     truth = torch.stack([it["target"][0] for it in items]).double()
     f000 = torch.tensor([float(it["z"][: it["n_atoms"]].sum()) for it in items], dtype=torch.float64)
     d_min = float(ds.config.d_min)
     shape = tuple(truth.shape[-3:])
     hkl = miller_indices(cell, d_min)
-    f_obs = amplitudes_from_patterson(pat, hkl, cell)  # (B, M): exact amplitudes on the absolute scale
+    ds.require_reflections()
+    f_obs = torch.stack([it["f_obs"] for it in items])  # (B, M): the stored amplitudes, on the absolute scale
     opts = {"n_iter": n_iter, "seed": seed}
     out: dict = {"n": len(items), "grid": list(shape), "reflections": len(hkl)}
     chance = random_phase_maps(truth, cell, d_min, torch.Generator().manual_seed(seed))

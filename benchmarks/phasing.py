@@ -37,9 +37,9 @@ from pathlib import Path
 import torch
 
 import patterson
-from patterson.datasets import StoredDataset, build_pool, generate, make_config
+from patterson.datasets import StoredDataset, build_pool, config_for_test_split, generate, make_config
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.phasing import compare_methods, config_for_test_split, load_split, load_step
+from patterson.phasing import compare_methods, load_split, load_step
 from patterson.training import TrainedNetwork, find_checkpoint, load_checkpoint, open_network, trained_on
 
 PRESETS = ("paper-2", "dense-protein")

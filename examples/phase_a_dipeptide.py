@@ -10,7 +10,8 @@ embedded chains, and phases them with the shipped paper-2 network alone, HIO fro
 import argparse
 import tempfile
 
-from patterson.phasing import compare_methods, load_split, make_test_split
+from patterson.datasets import make_test_split
+from patterson.phasing import compare_methods, load_split
 from patterson.training import open_network
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -18,7 +19,7 @@ parser.add_argument("--n", type=int, default=4)
 args = parser.parse_args()
 
 with tempfile.TemporaryDirectory() as tmp:
-    data = load_split(make_test_split("paper-2", tmp, n=args.n))  # amplitudes read off the Patterson maps
+    data = load_split(make_test_split("paper-2", tmp, n=args.n))  # the stored amplitudes, free set drawn
 network = open_network("paper-2")  # the shipped network, read once
 runs = compare_methods(data, ("model", "hio", "hybrid", "chance"), network=network, n_iter=200)
 for method, run in runs.items():

@@ -89,6 +89,41 @@ def test_each_split_lists_its_entries_and_the_source_is_stored_resolved(paper2, 
     assert StoredDataset(paper2).config.source == str(source.resolve())
 
 
+def test_the_reflections_behind_the_maps_are_stored(source, tmp_path):
+    """#16: dataset format 2 keeps the amplitudes the input was made from, which were measured, and the target's
+    exact F, so nothing is read back off a float map; format 1 is refused by the phasing methods in one line."""
+    from patterson.datasets import StoredDataset
+    from patterson.maps import density_from_f, patterson_from_f
+    from patterson.physics import miller_indices
+
+    out = tmp_path / "noisy"
+    generate(small(source=str(source), n=10, noise=0.05, missing=0.1, map_dtype="float32"), out, progress=False)
+    ds = StoredDataset(out, "train", normalise=False)
+    cell, hkl = Cell.cubic(12.0), miller_indices(Cell.cubic(12.0), 1.5)
+    with h5py.File(out / "dataset.h5", "r") as fh:
+        assert fh.attrs["format"] == "patterson-dataset-2"
+    item = ds[0]
+    assert ds.has_reflections and item["f_obs"].shape == item["measured"].shape == (len(hkl),)
+    assert 0.05 < 1 - item["measured"].double().mean() < 0.15  # 10% dropped
+    assert torch.all(item["f_obs"][~item["measured"]] == 0)
+    pat = patterson_from_f(item["f_obs"][None].to(torch.complex128), hkl, cell, (24, 24, 24))[0]
+    assert torch.allclose(pat, item["input"][0].double(), rtol=0, atol=1e-5 * pat.abs().max())  # what it was made of
+    rho = density_from_f(item["f_calc"][None], hkl, cell, (24, 24, 24))[0]
+    assert torch.allclose(rho, item["target"][0].double(), rtol=0, atol=1e-5 * rho.abs().max())
+    noisy = item["f_obs"][item["measured"]] / item["f_calc"].abs()[item["measured"]]
+    assert 0.02 < float(noisy.std()) < 0.08  # 5% noise on the measured ones
+    ds.close()
+
+    with h5py.File(out / "dataset.h5", "a") as fh:  # as a dataset of format 1 was
+        for name in ("f_obs", "measured", "f_calc"):
+            del fh[f"train/{name}"]
+        fh.attrs["format"] = "patterson-dataset-1"
+    old = StoredDataset(out, "train", normalise=False)
+    assert not old.has_reflections and "f_obs" not in old[0]
+    with pytest.raises(PattersonError, match="older patterson .* make the dataset again"):
+        old.require_reflections()
+
+
 def test_stored_maps_obey_the_physics(paper2):
     with h5py.File(paper2 / "dataset.h5", "r") as fh:
         cfg = json.loads(fh.attrs["config"])

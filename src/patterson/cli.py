@@ -213,20 +213,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     --config (TOML of ``key = value``), then each ``--set key=value``, then --source/--n/--seed. SOURCE is a folder
     of structure files or ``embedded``. Run again after an interruption to resume; see docs/datasets.md.
     """
-    from patterson.datasets import describe_config, generate, make_config, parse_assignment, read_toml
+    from patterson.datasets import describe_config, generate, load_config
 
-    values = read_toml(args.config) if args.config else {}
-    preset = args.preset or values.pop("preset", None)
-    values.pop("preset", None)
-    if preset is None and not args.config:
-        raise PattersonError("give --preset NAME or --config FILE")
-    for text in args.set or []:
-        key, value = parse_assignment(text)
-        values[key] = value
-    for key in ("source", "n", "seed"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    config = make_config(None if preset == "custom" else preset, **values)
+    fields = {key: getattr(args, key) for key in ("source", "n", "seed")}
+    config = load_config(args.config, args.set or [], args.preset, **fields)
     if args.show_config:
         print(describe_config(config))
         return 0

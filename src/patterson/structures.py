@@ -324,6 +324,55 @@ def _peptide_bonded(prev: gemmi.Residue, res: gemmi.Residue) -> bool:
     return c is not None and n is not None and c.pos.dist(n.pos) <= PEPTIDE_BOND_MAX
 
 
+def _kept_residue(res: gemmi.Residue, dialanine: bool) -> tuple[tuple | None, str | None]:
+    """A residue's kept atoms as (xyz, elements, b_iso, occ), or None and why it is unusable."""
+    if res.name not in SIDE_CHAINS:
+        return None, "nonstandard"
+    if dialanine and res.name == "GLY":
+        return None, "glycine"
+    atoms = _residue_atoms(res, BACKBONE + (("CB",) if dialanine else SIDE_CHAINS[res.name]))
+    if atoms is None:
+        return None, "incomplete"
+    xyz = np.array([(a.pos.x, a.pos.y, a.pos.z) for a in atoms])
+    return (xyz, [a.element.name for a in atoms], [a.b_iso for a in atoms], [a.occ for a in atoms]), None
+
+
+def _chain_windows(
+    chain: gemmi.Chain, k: int, dialanine: bool, counts: dict[str, int], entry: str, source: str
+) -> list[Fragment]:
+    """The usable windows of ``k`` residues of one chain (see :func:`extract_fragments`), counting the others."""
+    residues = list(chain)
+    kept, reason = zip(*(_kept_residue(res, dialanine) for res in residues), strict=True) if residues else ((), ())
+    bonded = [False] + [_peptide_bonded(residues[i - 1], residues[i]) for i in range(1, len(residues))]
+    out = []
+    for start in range(len(residues) - k + 1):
+        counts["windows"] = counts.get("windows", 0) + 1
+        window = range(start, start + k)
+        bad = next((reason[i] for i in window if reason[i] is not None), None)
+        if bad is None and not all(bonded[i] for i in window[1:]):
+            bad = "break"
+        if bad is not None:
+            counts[bad] = counts.get(bad, 0) + 1
+            continue
+        resnames = tuple("ALA" if dialanine else residues[i].name for i in window)
+        labels = [
+            f"{chain.name}:{resname}:{residues[i].seqid.num}"
+            for i, resname in zip(window, resnames, strict=True)
+            for _ in kept[i][1]
+        ]
+        atoms = Atoms(
+            np.concatenate([kept[i][0] for i in window]),
+            np.array([e for i in window for e in kept[i][1]]),
+            np.array([b for i in window for b in kept[i][2]], dtype=np.float64),
+            np.array([o for i in window for o in kept[i][3]], dtype=np.float64),
+            source=source,
+            residues=np.array(labels),
+        )
+        seqids = tuple(str(residues[i].seqid).strip() for i in window)
+        out.append(Fragment(atoms, entry, chain.name, seqids, resnames))
+    return out
+
+
 def extract_fragments(
     path: str | Path, k: int = 2, dialanine: bool = False, counts: dict[str, int] | None = None
 ) -> list[Fragment]:
@@ -362,59 +411,7 @@ def extract_fragments(
     entry = entry_id(path)
     out: list[Fragment] = []
     for chain in st[0]:
-        residues = list(chain)
-        # per residue: (xyz, elements, b_iso, occ) of its kept atoms, or the reason it is unusable
-        kept: list[tuple | None] = []
-        reason: list[str | None] = []
-        for res in residues:
-            if res.name not in SIDE_CHAINS:
-                kept.append(None)
-                reason.append("nonstandard")
-                continue
-            if dialanine and res.name == "GLY":
-                kept.append(None)
-                reason.append("glycine")
-                continue
-            atoms = _residue_atoms(res, BACKBONE + (("CB",) if dialanine else SIDE_CHAINS[res.name]))
-            if atoms is None:
-                kept.append(None)
-                reason.append("incomplete")
-                continue
-            kept.append(
-                (
-                    np.array([(a.pos.x, a.pos.y, a.pos.z) for a in atoms]),
-                    [a.element.name for a in atoms],
-                    [a.b_iso for a in atoms],
-                    [a.occ for a in atoms],
-                )
-            )
-            reason.append(None)
-        bonded = [False] + [_peptide_bonded(residues[i - 1], residues[i]) for i in range(1, len(residues))]
-        for start in range(len(residues) - k + 1):
-            counts["windows"] = counts.get("windows", 0) + 1
-            window = range(start, start + k)
-            bad = next((reason[i] for i in window if reason[i] is not None), None)
-            if bad is None and not all(bonded[i] for i in window[1:]):
-                bad = "break"
-            if bad is not None:
-                counts[bad] = counts.get(bad, 0) + 1
-                continue
-            resnames = tuple("ALA" if dialanine else residues[i].name for i in window)
-            labels = [
-                f"{chain.name}:{resname}:{residues[i].seqid.num}"
-                for i, resname in zip(window, resnames, strict=True)
-                for _ in kept[i][1]
-            ]
-            atoms = Atoms(
-                np.concatenate([kept[i][0] for i in window]),
-                np.array([e for i in window for e in kept[i][1]]),
-                np.array([b for i in window for b in kept[i][2]], dtype=np.float64),
-                np.array([o for i in window for o in kept[i][3]], dtype=np.float64),
-                source=str(path),
-                residues=np.array(labels),
-            )
-            seqids = tuple(str(residues[i].seqid).strip() for i in window)
-            out.append(Fragment(atoms, entry, chain.name, seqids, resnames))
+        out += _chain_windows(chain, k, dialanine, counts, entry, str(path))
     counts["fragments"] = counts.get("fragments", 0) + len(out)
     return out
 

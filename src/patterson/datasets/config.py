@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ INPUTS = ("patterson", "intensity")
 TARGETS = ("density", "gaussian")
 LABEL_LEN = 256  # bytes of the fixed-length provenance strings
 FIELDS = ("input", "target", "xyz", "z", "b_iso", "occ", "n_atoms", "cell", "label", "source")  # per example
+REFLECTION_FIELDS = ("f_obs", "measured", "f_calc")  # per example, on the Friedel half to d_min (Patterson inputs)
+FORMAT = "patterson-dataset-2"  # 2: the reflections behind the maps are stored (1: maps and atoms only)
 
 
 # --- configuration ---------------------------------------------------------------------------------------------
@@ -212,6 +215,24 @@ def make_config(preset: str | None = None, **overrides) -> GenerateConfig:
         values = dict(PRESETS[preset], preset=preset)
     values.update(overrides)
     return GenerateConfig.from_dict(values)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), preset: str | None = None, **fields
+) -> GenerateConfig:
+    """A named preset (``preset``, else the file's ``preset`` key; ``custom``: none), then a TOML file, then the
+    ``key=value`` overrides (``--set``), then keyword fields (``source``, ``n``, ``seed``; None values ignored): the
+    order ``patterson generate`` documents."""
+    values = read_toml(path) if path else {}
+    preset = preset or values.pop("preset", None)
+    values.pop("preset", None)
+    if preset is None and not path:
+        raise PattersonError("give --preset NAME or --config FILE")
+    for text in overrides:
+        key, value = parse_assignment(text)
+        values[key] = value
+    values.update({k: v for k, v in fields.items() if v is not None})
+    return make_config(None if preset == "custom" else preset, **values)
 
 
 def parse_assignment(text: str) -> tuple[str, object]:

@@ -21,7 +21,7 @@ import torch
 
 from patterson import __version__
 from patterson.cells import Cell, fits_in_cell, pack_cell, place_in_cell, set_b_factors
-from patterson.datasets.config import FIELDS, LABEL_LEN, SPLITS, GenerateConfig
+from patterson.datasets.config import FIELDS, FORMAT, LABEL_LEN, REFLECTION_FIELDS, SPLITS, GenerateConfig
 from patterson.datasets.sources import Pool, assign_splits, build_pool, split_counts
 from patterson.datasets.store import damaged_shards
 from patterson.errors import PattersonError
@@ -161,31 +161,38 @@ def random_atoms_in_cell(config: GenerateConfig, cell: Cell, rng: np.random.Gene
     return _prepare(atoms, config, rng).replace(cell=cell.parameters, spacegroup="P 1")
 
 
-def _degrade(amplitude: torch.Tensor, keep: torch.Tensor, config: GenerateConfig, rngs) -> torch.Tensor:
-    """Amplitudes (B, M) with relative Gaussian noise and reflections dropped (set to 0) per example."""
+def _degrade(
+    amplitude: torch.Tensor, keep: torch.Tensor, config: GenerateConfig, rngs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Amplitudes (B, M) with relative Gaussian noise and reflections dropped (set to 0) per example, and the mask
+    (B, M) of the measured ones (``keep`` and not dropped; noise may take a measured amplitude to 0)."""
     out = amplitude.clone()
+    measured = keep[None].repeat(amplitude.shape[0], 1)
     for b, rng in enumerate(rngs):
-        mask = keep.clone()
         if config.missing > 0:
-            mask &= torch.as_tensor(rng.random(amplitude.shape[1]) >= config.missing)
+            measured[b] &= torch.as_tensor(rng.random(amplitude.shape[1]) >= config.missing)
         if config.noise > 0:
             eps = torch.as_tensor(rng.normal(size=amplitude.shape[1]), dtype=amplitude.dtype)
             out[b] = torch.clamp(out[b] * (1 + config.noise * eps), min=0)
-        out[b] = torch.where(mask, out[b], torch.zeros_like(out[b]))
-    return out
+        out[b] = torch.where(measured[b], out[b], torch.zeros_like(out[b]))
+    return out, measured
 
 
-def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs) -> tuple[np.ndarray, np.ndarray]:
-    """Input and target maps (B, X, Y, Z) float32 of structures that share one cell, as the config says.
+def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs) -> dict[str, np.ndarray]:
+    """The stored arrays of structures that share one cell, as the config says: ``input`` and ``target`` maps
+    (B, X, Y, Z) float32 and, for Patterson inputs, the reflections behind them (the Friedel half to d_min):
+    ``f_obs`` (B, M) float32, the degraded amplitudes the input was made from; ``measured`` (B, M) bool; and for
+    density targets ``f_calc`` (B, M) complex64, the exact structure factors of the target.
 
     ``rngs`` (one numpy generator per structure) draw the degradations.
     """
     cell = Cell(*structures[0].cell)
     batch = AtomBatch.from_atoms(structures, cell, dtype=torch.float32)  # float32: maps are stored as float16
+    out: dict[str, np.ndarray] = {}
     if config.input == "intensity":
         f_amp = intensity_grid(batch, config.h_max, form=config.form, b_iso=config.b_iso).sqrt()  # (B, h, h, h)
         keep = torch.ones(f_amp[0].numel(), dtype=torch.bool)
-        amp = _degrade(f_amp.reshape(len(structures), -1), keep, config, rngs)
+        amp, _ = _degrade(f_amp.reshape(len(structures), -1), keep, config, rngs)
         inp = (amp**2).reshape(f_amp.shape)
     else:
         hkl = miller_indices(cell, config.d_min)
@@ -194,8 +201,9 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs) -> tuple
         keep = torch.ones(len(hkl), dtype=torch.bool)
         if config.input_d_min is not None:
             keep = torch.as_tensor(cell.d_spacing(hkl) >= config.input_d_min * (1 - 1e-9))
-        amp = _degrade(f.abs(), keep, config, rngs)
+        amp, measured = _degrade(f.abs(), keep, config, rngs)
         inp = patterson_from_f(amp.to(f.dtype), hkl, cell, shape)
+        out |= {"f_obs": amp.numpy().astype(np.float32), "measured": measured.numpy()}
     if config.target == "gaussian":
         shape = tuple(inp.shape[-3:])
         tgt = gaussian_density(batch, shape, form="z", sigma=config.target_sigma)
@@ -203,7 +211,8 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs) -> tuple
         if config.input == "intensity":
             raise PattersonError("target 'density' needs input 'patterson'")
         tgt = density_from_f(f, hkl, cell, tuple(inp.shape[-3:]))
-    return inp.numpy(), tgt.numpy()
+        out["f_calc"] = f.numpy().astype(np.complex64)
+    return {"input": inp.numpy(), "target": tgt.numpy()} | out
 
 
 def _make_chunk(task: tuple[str, int, int, int]) -> tuple[str, int, int]:
@@ -221,17 +230,18 @@ def _make_chunk(task: tuple[str, int, int, int]) -> tuple[str, int, int]:
     groups: dict[tuple, list[int]] = {}
     for j, s in enumerate(structures):
         groups.setdefault(tuple(np.round(s.cell, 6)), []).append(j)
-    inp = tgt = None
+    made: dict[str, np.ndarray] = {}
     for members in groups.values():
-        a, t = compute_maps([structures[j] for j in members], config, [rngs[j] for j in members])
-        if inp is None:
-            if len(groups) > 1 and (a.shape[1:] != (config.h_max,) * 3):
+        arrays = compute_maps([structures[j] for j in members], config, [rngs[j] for j in members])
+        if not made:
+            if len(groups) > 1 and (arrays["input"].shape[1:] != (config.h_max,) * 3):
                 raise PattersonError("examples with different cells need input='intensity' (one grid size)")
-            inp = np.empty((count, *a.shape[1:]), dtype=config.map_dtype)
-            tgt = np.empty((count, *t.shape[1:]), dtype=config.map_dtype)
+            dtypes = {"input": config.map_dtype, "target": config.map_dtype}
+            made = {k: np.empty((count, *a.shape[1:]), dtype=dtypes.get(k, a.dtype)) for k, a in arrays.items()}
         with np.errstate(over="ignore"):
-            inp[members] = a
-            tgt[members] = t
+            for k, a in arrays.items():
+                made[k][members] = a
+    inp, tgt = made.pop("input"), made.pop("target")
     if not (np.isfinite(inp).all() and np.isfinite(tgt).all()):
         raise PattersonError(f"map values exceed the range of {config.map_dtype}; use --set map_dtype=float32")
     m = config.max_atoms
@@ -261,7 +271,8 @@ def _make_chunk(task: tuple[str, int, int, int]) -> tuple[str, int, int]:
             cell=np.array([s.cell for s in structures], dtype=np.float64),
             label=enc(labels),
             source=enc(files),
-        ),
+        )
+        | made,  # the reflections behind the maps (Patterson inputs)
     )
     _write_shard(_shard_path(state.out, split, chunk), result, config)
     return split, chunk, count
@@ -486,7 +497,7 @@ def _write_index(
             continue
         shards = [_shard_path(out, s, c) for c in range(math.ceil(n / config.chunk_size))]
         with h5py.File(shards[0], "r") as fh:
-            meta = {name: (fh[name].shape[1:], fh[name].dtype) for name in FIELDS}
+            meta = {name: (fh[name].shape[1:], fh[name].dtype) for name in (*FIELDS, *REFLECTION_FIELDS) if name in fh}
         layouts[s] = {name: h5py.VirtualLayout((n, *shape), dtype) for name, (shape, dtype) in meta.items()}
         for c, path in enumerate(shards):
             with h5py.File(path, "r") as fh:
@@ -523,7 +534,37 @@ def _write_index(
             fh.attrs["norm_target"] = norm["target"]
             fh.attrs["normalisation_split"] = norm_split
             fh.attrs["source_counts"] = json.dumps(dict(source_counts))
-            fh.attrs["format"] = "patterson-dataset-1"
+            fh.attrs["format"] = FORMAT
             fh.attrs["shards"] = json.dumps(shard_sizes)  # checked on every open: a lost shard is not read as zeros
 
     atomic_write(out / "dataset.h5", write)
+
+
+# --- test-only datasets (the demo, the benchmarks, the examples) --------------------------------------------------
+
+
+def config_for_test_split(
+    preset: str, source: str = "embedded", n: int = 16, seed: int = 7, **changes
+) -> GenerateConfig:
+    """The config of a test-only dataset of ``n`` examples (float32 maps) of a preset; ``changes`` are further
+    fields (``d_min``, ``noise``, ``missing``)."""
+    from patterson.datasets.config import make_config
+
+    return make_config(preset, source=source, n=n, splits=(0.0, 0.0, 1.0), map_dtype="float32", seed=seed, **changes)
+
+
+def make_test_split(
+    preset: str,
+    folder: str | Path,
+    source: str = "embedded",
+    n: int = 16,
+    seed: int = 7,
+    progress: bool = False,
+    **changes,
+):
+    """Generate the test-only dataset of :func:`config_for_test_split` into ``folder`` and open it: the
+    :class:`~patterson.datasets.StoredDataset` of its test split in physical units (not normalised)."""
+    from patterson.datasets.store import StoredDataset
+
+    generate(config_for_test_split(preset, source, n, seed, **changes), folder, progress=progress)
+    return StoredDataset(folder, "test", normalise=False)

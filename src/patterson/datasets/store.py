@@ -151,8 +151,11 @@ class StoredDataset(torch.utils.data.Dataset):
     Each item is a dict: ``input`` and ``target`` (1, X, Y, Z) float32, divided by the dataset's normalisation
     constants when ``normalise`` (the paper: one dataset-wide max |value| per map type, so values lie in [−1, 1]),
     or by given constants (``normalise={"input": …, "target": …}``, e.g. those a network was trained with);
-    ``cell`` (6,) float64; ``index``; ``n_atoms``; ``xyz`` (max_atoms, 3) and ``z`` (max_atoms,) of the atoms.
-    The HDF5 file is opened lazily in each process, so DataLoader workers are safe.
+    ``cell`` (6,) float64; ``index``; ``n_atoms``; ``xyz`` (max_atoms, 3) and ``z`` (max_atoms,) of the atoms;
+    where the dataset stores them (:attr:`has_reflections`), the reflections behind the maps on the Friedel half to
+    d_min: ``f_obs`` (M,) the degraded amplitudes the input was made from, ``measured`` (M,) bool and ``f_calc``
+    (M,) complex, the exact structure factors of the target. The HDF5 file is opened lazily in each process, so
+    DataLoader workers are safe.
     """
 
     def __init__(self, path: str | Path, split: str = "train", normalise: bool | Mapping[str, float] = True) -> None:
@@ -166,6 +169,8 @@ class StoredDataset(torch.utils.data.Dataset):
             self.config = GenerateConfig.from_dict(json.loads(fh.attrs["config"]))
             self.norm = {"input": float(fh.attrs["norm_input"]), "target": float(fh.attrs["norm_target"])}
             self._len = int(fh[split].attrs["count"])
+            #: the reflections behind the maps are stored (format 2, Patterson inputs; see REFLECTION_FIELDS)
+            self.has_reflections = all(name in fh[split] for name in ("f_obs", "measured"))
             stored = fh[split].attrs.get("entries")  # older datasets lack it: read the labels
             labels = [] if stored is not None else [x.decode() for x in fh[split]["label"][:]]
         #: the source entries of this split (those of the examples, or every entry the split was given)
@@ -202,7 +207,30 @@ class StoredDataset(torch.utils.data.Dataset):
             xyz=torch.from_numpy(g["xyz"][index]),
             z=torch.from_numpy(g["z"][index].astype(np.int64)),
         )
+        if self.has_reflections:  # exact, never scaled: (M,) each
+            out["f_obs"] = torch.from_numpy(g["f_obs"][index].astype(np.float64))
+            out["measured"] = torch.from_numpy(g["measured"][index].astype(bool))
+            if "f_calc" in g:
+                out["f_calc"] = torch.from_numpy(g["f_calc"][index].astype(np.complex128))
         return out
+
+    def labels(self) -> list[str]:
+        """The provenance label of every example (``entry/chain/seqid:RES,...``, ``;`` between fragments)."""
+        return [x.decode() for x in self._group()["label"][:]]
+
+    def close(self) -> None:
+        """Close the HDF5 file (it opens again on the next item)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def require_reflections(self) -> None:
+        """Raise a one-line PattersonError unless the dataset stores the reflections behind its maps."""
+        if not self.has_reflections:
+            raise PattersonError(
+                f"{self.path}: made by an older patterson (dataset format 1), which did not store the amplitudes "
+                "behind the maps; phasing methods need them: make the dataset again with `patterson generate`"
+            )
 
 
 class OnTheFlyMaps(torch.utils.data.IterableDataset):

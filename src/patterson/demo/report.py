@@ -108,7 +108,6 @@ def _validation_text(val: dict) -> str:
 
 def report_markdown(results: dict) -> str:
     """report.md of a demo run, from its results.json dictionary."""
-    env = results["environment"]
     presets = results["presets"]
     lines = [
         "# patterson demo",
@@ -122,7 +121,24 @@ def report_markdown(results: dict) -> str:
     ]
     if results["warnings"]:
         lines += ["## Warnings", ""] + [f"- {w}" for w in results["warnings"]] + [""]
+    lines += _headline_section(results)
+    lines += ["## Test sets", ""] + [_test_set_line(p, r) for p, r in presets.items()]
+    lines += ["", "## Networks", ""] + [_network_line(p, r["network"]) for p, r in presets.items()]
+    lines += _maps_section(presets) + _timings_section(results)
     lines += [
+        "",
+        "## Reproduce",
+        "",
+        f"    {results['command']}",
+        "",
+        "Everything is deterministic given the seed and the structure source. Definitions of every metric: "
+        "docs/evaluation.md; the methods: docs/phasing.md; this report: docs/demo.md.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _headline_section(results: dict) -> list[str]:
+    lines = [
         "## Headline",
         "",
         f"Truly solved: F-weighted phase error < {SOLVED_THRESHOLD_DEG:g}° against the truth. Claimed solved: what "
@@ -138,40 +154,45 @@ def report_markdown(results: dict) -> str:
         lines += [f"![{title}]({name})" for title, name in results["plots"].items()] + [""]
     elif results["plots_note"]:
         lines += [results["plots_note"], ""]
-    lines += ["## Test sets", ""]
-    for p, r in presets.items():
-        d = r["dataset"]
-        packing = f"packed at {d['pack_volume']:g} Å³ per atom" if d.get("pack_volume") else "one dipeptide per cell"
-        cell = " ".join(f"{x:g}" for x in d["cell"])
-        entries = ", ".join(f"{e} ({c})" if c > 1 else e for e, c in r["entries"].items())
-        lines += [
-            f"- **{p}**: {r['n']} structures, cell {cell}, {packing}, B {d['b_iso']:g} Å², d_min {r['d_min']:g} Å "
-            f"({r['n_reflections']} reflections), grid {'×'.join(map(str, r['grid']))}, seed {d['seed']}. "
-            f"Dipeptides from {len(r['entries'])} entries: {entries}. The test set is `{r['data_folder']}` in this "
-            "folder, a patterson dataset (`patterson dataset info`, `patterson evaluate --data`); every example's "
-            "residues are in results.json.",
-        ]
-    lines += ["", "## Networks", ""]
-    for p, r in presets.items():
-        net = r["network"]
-        if net is None:
-            lines.append(f"- **{p}**: none (see the warnings).")
-            continue
-        t = net["trained_on"]
-        held = net["held_out"]
-        if held.get("checked"):
-            overlap = held.get("overlap") or []
-            held_text = f"{len(overlap)} of the test entries are in its training source ({held['note']})"
-        else:
-            held_text = f"not checked whether the test entries were held out ({held['note']})"
-        best_text = _validation_text(net.get("validation") or {})
-        lines.append(
-            f"- **{p}**: `{net['path']}`, {net['arch']} with {net['parameters']:,} parameters, trained on "
-            f"{t.get('n') or '?'} `{t.get('preset') or '?'}` examples from `{t.get('source') or '?'}` "
-            f"(d_min {t.get('d_min') or '?'} Å){best_text}; {held_text}."
-        )
-    lines += ["", "## Maps", ""]
-    lines += [
+    return lines
+
+
+def _test_set_line(p: str, r: dict) -> str:
+    d = r["dataset"]
+    packing = f"packed at {d['pack_volume']:g} Å³ per atom" if d.get("pack_volume") else "one dipeptide per cell"
+    cell = " ".join(f"{x:g}" for x in d["cell"])
+    entries = ", ".join(f"{e} ({c})" if c > 1 else e for e, c in r["entries"].items())
+    return (
+        f"- **{p}**: {r['n']} structures, cell {cell}, {packing}, B {d['b_iso']:g} Å², d_min {r['d_min']:g} Å "
+        f"({r['n_reflections']} reflections), grid {'×'.join(map(str, r['grid']))}, seed {d['seed']}. "
+        f"Dipeptides from {len(r['entries'])} entries: {entries}. The test set is `{r['data_folder']}` in this "
+        "folder, a patterson dataset (`patterson dataset info`, `patterson evaluate --data`); every example's "
+        "residues are in results.json."
+    )
+
+
+def _network_line(p: str, net: dict | None) -> str:
+    if net is None:
+        return f"- **{p}**: none (see the warnings)."
+    t = net["trained_on"]
+    held = net["held_out"]
+    if held.get("checked"):
+        overlap = held.get("overlap") or []
+        held_text = f"{len(overlap)} of the test entries are in its training source ({held['note']})"
+    else:
+        held_text = f"not checked whether the test entries were held out ({held['note']})"
+    return (
+        f"- **{p}**: `{net['path']}`, {net['arch']} with {net['parameters']:,} parameters, trained on "
+        f"{t.get('n') or '?'} `{t.get('preset') or '?'}` examples from `{t.get('source') or '?'}` "
+        f"(d_min {t.get('d_min') or '?'} Å){_validation_text(net.get('validation') or {})}; {held_text}."
+    )
+
+
+def _maps_section(presets: dict) -> list[str]:
+    lines = [
+        "",
+        "## Maps",
+        "",
         "CCP4 maps (P1, the real cell in the header) of the first examples of each test set: the true density, the "
         "Patterson map, and each method's density moved onto the truth (origin shift and hand of the search), so "
         "they overlay in Coot, PyMOL or ChimeraX. F-weighted phase errors in brackets.",
@@ -187,26 +208,23 @@ def report_markdown(results: dict) -> str:
             )
             label = next(e["label"] for e in r["examples"] if e["id"] == m["id"])
             lines.append(f"- {p} {m['id']} (`{label}`): {errs}")
-    lines += ["", "## Timings", ""]
-    for p, r in presets.items():
+    return lines
+
+
+def _timings_section(results: dict) -> list[str]:
+    env = results["environment"]
+    lines = ["", "## Timings", ""]
+    for p, r in results["presets"].items():
         s = r["seconds"]
         lines.append(
             f"- {p}: test set {s['data']:.1f} s, phasing and scoring {s['phasing_and_scoring']:.1f} s, "
             f"maps {s['maps']:.1f} s"
         )
-    lines += [
+    return lines + [
         f"- plots {results['seconds']['plots']:.1f} s; total {results['seconds']['total']:.1f} s",
         f"- {env['platform']}, {env['cpu_count']} CPUs, torch {env['torch']} with {env['torch_threads']} "
         f"thread(s), Python {env['python']}",
-        "",
-        "## Reproduce",
-        "",
-        f"    {results['command']}",
-        "",
-        "Everything is deterministic given the seed and the structure source. Definitions of every metric: "
-        "docs/evaluation.md; the methods: docs/phasing.md; this report: docs/demo.md.",
     ]
-    return "\n".join(lines) + "\n"
 
 
 # --- plots -------------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import torch
 
 from patterson import __version__, runtime
 from patterson.cells import Cell
-from patterson.datasets import GenerateConfig, source_entries
+from patterson.datasets import GenerateConfig, config_for_test_split, make_test_split, source_entries
 from patterson.demo.report import DEMO_METHODS, LABELS, PLOTS, headline_table, report_markdown, write_plots
 from patterson.errors import PattersonError
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
@@ -48,9 +48,7 @@ from patterson.phasing import (
     NetworkStep,
     SplitMaps,
     compare_methods,
-    config_for_test_split,
     load_split,
-    make_test_split,
 )
 from patterson.physics import grid_shape
 from patterson.training import Shipped, TrainedNetwork, open_network
@@ -156,14 +154,6 @@ def check_out(out: Path) -> bool:
 
 
 # --- one test set ------------------------------------------------------------------------------------------------
-
-
-def _labels(dataset: Path, split: str = "test") -> list[str]:
-    """The provenance label of every example (``entry/chain/seqid:resname,...``, ``;`` between fragments)."""
-    import h5py
-
-    with h5py.File(dataset / "dataset.h5", "r") as fh:
-        return [x.decode() for x in fh[split]["label"][:]]
 
 
 def _held_out(trained: list[str] | None, train_source: str | None, entries: list[str]) -> dict[str, Any]:
@@ -289,7 +279,7 @@ def _run_preset(
     log.info("%s: making %d test structures from %s", preset, config.n, config.source)
     ds = make_test_split(preset, data_dir, config.source, config.n, config.seed, progress=config.progress)
     data = load_split(ds)
-    labels = _labels(data_dir)
+    labels = ds.labels()
     counts = Counter(frag.split("/")[0] for label in labels for frag in label.split(";"))  # dipeptides per entry
     entries = sorted(counts)
     t1 = time.perf_counter()

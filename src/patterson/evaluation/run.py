@@ -171,6 +171,32 @@ def _verdict_notes(v: dict | None) -> list[str]:
     ]
 
 
+def _add_columns(extra: dict, batch: EvalBatch, aligned, truth, n0: int, n: int, peak_threshold: float) -> None:
+    """The per-example columns beyond the scores: peak metrics (with ``atoms_frac``) and the batch's validation
+    columns, blank for examples before (``n0``) or without them, so every column has ``n`` entries."""
+    if batch.atoms_frac is not None:
+        for k, v in _peak_metrics(aligned, truth, batch.atoms_frac, batch.cell, peak_threshold).items():
+            extra.setdefault(k, [float("nan")] * n0).extend(v)
+    for k, v in (batch.validation or {}).items():
+        extra.setdefault(k, [_blank(k)] * n0).extend(v)
+    for k, v in extra.items():
+        v.extend([_blank(k)] * (n - len(v)))
+
+
+def _add_slices(slices: _Slices, batch: EvalBatch, aligned, truth, scores: PairScores, ids: list[str]) -> None:
+    """Central sections of input, aligned prediction and truth of each example, for the best/median/worst plot."""
+    inputs = None if batch.inputs is None else as_map_batch(batch.inputs, "inputs").cpu().numpy()
+    aligned_np, truth_np = aligned.cpu().numpy(), truth.cpu().numpy()
+    for i in range(len(scores)):
+        pattern = None if inputs is None else _central_section(np.fft.fftshift(inputs[i]))
+        panels = {
+            "input (Patterson, origin at centre)": pattern,
+            "prediction (aligned)": _central_section(aligned_np[i]),
+            "truth": _central_section(truth_np[i]),
+        }
+        slices.add(float(scores.cc_aligned[i]), ids[i], panels)
+
+
 def evaluate_predictions(
     batches: Iterable[EvalBatch | Mapping],
     out_dir: str | Path,
@@ -214,9 +240,7 @@ def evaluate_predictions(
         raise PattersonError(f"unknown phase-error weight {weight!r} (choose from {', '.join(WEIGHTS)})")
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(int(seed))
-    parts: list[PairScores] = []
-    chance_parts: list[PairScores] = []
-    ids: list[str] = []
+    parts, chance_parts, ids = [], [], []  # PairScores of each batch, of its chance level; example names
     extra: dict[str, list[float]] = {}
     slices = _Slices()
     iterator = batches
@@ -238,25 +262,9 @@ def evaluate_predictions(
         if len(batch_ids) != len(scores):
             raise PattersonError(f"a batch has {len(scores)} maps but {len(batch_ids)} ids")
         ids += batch_ids
-        if batch.atoms_frac is not None:
-            for k, v in _peak_metrics(aligned, truth, batch.atoms_frac, batch.cell, peak_threshold).items():
-                extra.setdefault(k, [float("nan")] * n0).extend(v)
-        for k, v in (batch.validation or {}).items():
-            extra.setdefault(k, [_blank(k)] * n0).extend(v)
-        for k, v in extra.items():
-            v.extend([_blank(k)] * (len(ids) - len(v)))
+        _add_columns(extra, batch, aligned, truth, n0, len(ids), peak_threshold)
         if plots:
-            inputs = None if batch.inputs is None else as_map_batch(batch.inputs, "inputs").cpu().numpy()
-            aligned_np, truth_np = aligned.cpu().numpy(), truth.cpu().numpy()
-            for i in range(len(scores)):
-                panels = {
-                    "input (Patterson, origin at centre)": None
-                    if inputs is None
-                    else _central_section(np.fft.fftshift(inputs[i])),
-                    "prediction (aligned)": _central_section(aligned_np[i]),
-                    "truth": _central_section(truth_np[i]),
-                }
-                slices.add(float(scores.cc_aligned[i]), batch_ids[i], panels)
+            _add_slices(slices, batch, aligned, truth, scores, batch_ids)
     if not parts:
         raise PattersonError("no examples to evaluate (an empty dataset split?)")
     scores = PairScores.concatenate(parts)
@@ -267,16 +275,17 @@ def evaluate_predictions(
         for k in ("r_work", "r_free", "r_free_random"):
             metrics["verdict"][f"median_{k}"] = _median(extra.get(k, []))
     _write_report(out, metrics, scores, ids, chance_all, extra, slices if plots else None, method, peak_threshold)
-    log.info(
-        "%d examples: median CC %.3f (aligned %.3f), median phase error %.1f° (weighted %.1f°), %.1f s",
-        metrics["n"],
-        metrics["cc"]["median"] or float("nan"),
-        metrics["cc_aligned"]["median"] or float("nan"),
-        metrics["phase_error_deg"]["median"] or float("nan"),
-        metrics["phase_error_deg"]["median_weighted"] or float("nan"),
-        time.perf_counter() - t0,
-    )
+    _log_summary(metrics, time.perf_counter() - t0)
     return metrics
+
+
+def _log_summary(metrics: dict, seconds: float) -> None:
+    def median(key: str, name: str = "median") -> float:
+        return metrics[key][name] or float("nan")
+
+    log.info("%d examples: median CC %.3f (aligned %.3f), median phase error %.1f° (weighted %.1f°), %.1f s",
+             metrics["n"], median("cc"), median("cc_aligned"), median("phase_error_deg"),
+             median("phase_error_deg", "median_weighted"), seconds)  # fmt: skip
 
 
 # --- compare two map files ------------------------------------------------------------------------------------------

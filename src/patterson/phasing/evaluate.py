@@ -3,7 +3,8 @@ on the same structures (the headline benchmark and ``patterson demo``).
 
 - :func:`evaluate` — score one method (a trained network or a phasing method) on a stored dataset split and write
   the evaluation report (``patterson evaluate``; one :class:`EvaluateConfig`).
-- :func:`make_test_split`, :func:`load_split` — a test-only dataset from real chains, read into :class:`SplitMaps`.
+- :func:`load_split` — a stored split (e.g. a test-only dataset of :func:`patterson.datasets.make_test_split`) read
+  into :class:`SplitMaps`, with a free set.
 - :func:`compare_methods` — the network alone, the hybrid, charge flipping, HIO and chance on the same structures.
 """
 
@@ -31,7 +32,6 @@ from patterson.phasing.methods import (
     AMPLITUDES,
     METHODS,
     hio,
-    measured_mask,
     phase,
     refine_density,
 )
@@ -54,13 +54,6 @@ LOOP_METHODS = ("learned", "histogram")  # the loop with a real-space step: a tr
 EVAL_METHODS = ("model", "hybrid", *LOOP_METHODS, *METHODS)
 
 
-def amplitudes_from_patterson(patterson: torch.Tensor, hkl: np.ndarray, cell: Cell) -> torch.Tensor:
-    """|F| of the Friedel-half ``hkl`` from Patterson maps (B, X, Y, Z) in physical units: the Patterson's
-    coefficients are |F|², so this is what a measurement gives (noise and missing reflections included)."""
-    intensity = f_from_density(patterson.to(torch.float64), hkl, cell).real  # (B, M)
-    return intensity.clamp_min(0).sqrt()
-
-
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
 
@@ -73,9 +66,10 @@ class EvaluateConfig:
     against the amplitudes), ``learned`` (the phasing loop with a trained density-modification network inside,
     :func:`~patterson.phasing.learned.learned`) or ``histogram`` (the same loop with the non-learned control
     step). model and hybrid need ``checkpoint`` (a path, a shipped name or ``pretrained``); learned takes the
-    shipped density-modification network when none is given. The phasing methods read the amplitudes off the stored
-    Patterson maps, so the dataset's noise and missing reflections are what they see; F(000) is the electron count
-    of the known cell contents, as for real data with a known composition. ``n_iter`` and ``n_starts`` set the
+    shipped density-modification network when none is given. The phasing methods impose the
+    stored amplitudes the Patterson maps were made from (with their measured mask), so the dataset's noise and
+    missing reflections are what they see; F(000) is the electron count of the known cell contents, as for real
+    data with a known composition. ``n_iter`` and ``n_starts`` set the
     classical runs (None: each method's defaults). ``free_fraction`` of each structure's measured reflections form
     its free set (seeded by ``seed`` and the example), never imposed nor shown to a network; R-work, R-free and the
     verdict go to per_example.csv and metrics.json. ``amplitudes`` (F, E, sharpened) is what the classical methods
@@ -232,6 +226,7 @@ def _same_cell_runs(items: list[dict]) -> list[list[int]]:
 
 
 def _phasing_batches(ds, network, config: EvaluateConfig, count: int, device):
+    ds.require_reflections()  # the amplitudes the maps were made from, never read back off a float map
     for start in range(0, count, config.batch_size):
         items = [ds[i] for i in range(start, min(start + config.batch_size, count))]
         yield _phase_batch(config, items, float(ds.config.d_min), network, device)
@@ -242,7 +237,7 @@ def _phase_batch(config: EvaluateConfig, items: list[dict], d_min: float, networ
     ``network`` is the TrainedNetwork (model, hybrid) or the real-space step (learned) of the method."""
     ids = tuple(f"{config.split}-{int(it['index'])}" for it in items)
     seed = config.seed + int(items[0]["index"])  # a free set of its own for each batch
-    data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, config.free_fraction, seed)
+    data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, config.free_fraction, seed, d_min)
     from tqdm import tqdm
 
     bar = tqdm(total=1, unit="it", desc=f"  {config.method}, {len(items)} structures", leave=False,
@@ -281,9 +276,10 @@ class SplitMaps:
     """The maps of a stored split (one cell) in physical units, and what phasing them needs.
 
     patterson, truth (B, X, Y, Z) float64; f000 (B,) the electron count of each cell's contents; d_min the
-    resolution the methods work to; hkl (M, 3) its Friedel half; f_obs (B, M) the amplitudes read off the
-    Patterson maps (the dataset's noise and missing reflections included); measured (B, M) bool, the reflections
-    with an amplitude; free (B, M) bool, the free set among them (never imposed, nor seen by a network); ids.
+    resolution the methods work to; hkl (M, 3) its Friedel half; f_obs (B, M) the amplitudes the dataset stores,
+    from which its Patterson maps were made (noise and missing reflections included); measured (B, M) bool, the
+    reflections with an amplitude (as stored); free (B, M) bool, the free set among them (never imposed, nor seen
+    by a network); ids.
     """
 
     cell: Cell
@@ -320,31 +316,6 @@ class SplitMaps:
         return dataclasses.replace(self, ids=self.ids[which], **tensors)
 
 
-def config_for_test_split(preset: str, source: str = "embedded", n: int = 16, seed: int = 7, **changes):
-    """The :class:`~patterson.datasets.GenerateConfig` of a test-only dataset of ``n`` examples (float32 maps) of a
-    preset; ``changes`` are further fields (``d_min``, ``noise``, ``missing``)."""
-    from patterson.datasets import make_config
-
-    return make_config(preset, source=source, n=n, splits=(0.0, 0.0, 1.0), map_dtype="float32", seed=seed, **changes)
-
-
-def make_test_split(
-    preset: str,
-    folder: str | Path,
-    source: str = "embedded",
-    n: int = 16,
-    seed: int = 7,
-    progress: bool = False,
-    **changes,
-):
-    """Generate the test-only dataset of :func:`config_for_test_split` into ``folder`` and open it: the
-    :class:`~patterson.datasets.StoredDataset` of its test split in physical units (not normalised)."""
-    from patterson.datasets import StoredDataset, generate
-
-    generate(config_for_test_split(preset, source, n, seed, **changes), folder, progress=progress)
-    return StoredDataset(folder, "test", normalise=False)
-
-
 def load_split(
     ds,
     d_min: float | None = None,
@@ -357,34 +328,49 @@ def load_split(
 
     ``d_min`` defaults to the dataset's (made coarser if the grid cannot hold it); ``limit`` keeps the first
     examples only; the free set is ``free_fraction`` of each structure's measured reflections, drawn with ``seed``.
-    Works with normalised and raw datasets alike (maps are scaled back to physical units).
+    Works with normalised and raw datasets alike (maps are scaled back to physical units); the amplitudes and the
+    measured mask are the stored ones (a dataset of format 1, which has none, is a one-line PattersonError).
     """
     count = len(ds) if limit is None else min(len(ds), limit)
     if count == 0:
         raise PattersonError(f"{ds.path}: the {ds.split} split holds no examples")
+    ds.require_reflections()
     items = [ds[i] for i in range(count)]
     cells = {tuple(float(x) for x in it["cell"]) for it in items}
     if len(cells) != 1:
         raise PattersonError(f"{ds.path}: the {ds.split} split holds {len(cells)} different cells; phase one at a time")
     ids = tuple(f"{ds.split}-{int(it['index'])}" for it in items)
     d_min = float(ds.config.d_min if d_min is None else d_min)
-    return _split_maps(items, d_min, ds.scale, device, ids, free_fraction, seed)
+    return _split_maps(items, d_min, ds.scale, device, ids, free_fraction, seed, float(ds.config.d_min))
 
 
 def _split_maps(
-    items: list[dict], d_min: float, scale: dict, device, ids: tuple[str, ...], free_fraction: float, seed: int
+    items: list[dict],
+    d_min: float,
+    scale: dict,
+    device,
+    ids: tuple[str, ...],
+    free_fraction: float,
+    seed: int,
+    stored_d_min: float,
 ) -> SplitMaps:
     """:class:`SplitMaps` of stored examples of one cell (the first item's), their maps divided by ``scale``
-    before (the dataset's normalisation: ``StoredDataset.scale``), ``d_min`` made coarser if the grid cannot hold
+    before (the dataset's normalisation: ``StoredDataset.scale``), the stored amplitudes and measured mask (on
+    the dataset's reflections to ``stored_d_min``) cut to ``d_min``, itself made coarser if the grid cannot hold
     it, a free set drawn per structure."""
     cell = Cell(*[float(x) for x in items[0]["cell"]])
     pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["input"]
     truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["target"]
     f000 = torch.tensor([float(it["z"][: it["n_atoms"]].sum()) for it in items], dtype=torch.float64, device=device)
-    d_min = max(d_min, finest_d_min(cell, tuple(truth.shape[-3:])))
-    hkl = miller_indices(cell, d_min)
-    f_obs = amplitudes_from_patterson(pat, hkl, cell)
-    measured = measured_mask(f_obs)
+    stored_d_min = float(stored_d_min)
+    d_min = max(d_min, stored_d_min, finest_d_min(cell, tuple(truth.shape[-3:])))
+    hkl = miller_indices(cell, stored_d_min)  # the reflections the dataset stores, then those to d_min
+    keep = cell.d_spacing(hkl) >= d_min * (1 - 1e-9)
+    hkl = hkl[keep]
+    f_obs = torch.stack([it["f_obs"] for it in items]).to(device)[:, keep]  # (B, M): as measured, exact
+    measured = torch.stack([it["measured"] for it in items]).to(device)[:, keep]
+    if not measured.any(-1).all():
+        raise PattersonError(f"{ids[0]}: no measured amplitudes to d_min {d_min:g} Å")
     free = free_set(hkl, cell, measured, check_free_fraction(free_fraction), seed).to(device)
     check_free(free, measured)
     return SplitMaps(cell, pat, truth, f000, d_min, hkl, f_obs, measured, free, ids)
@@ -528,40 +514,14 @@ def compare_methods(
         raise PattersonError(f"unknown refinement {refine!r} (choose from {', '.join(METHODS)})")
     if batch_size < 1:
         raise PattersonError(f"batch_size must be at least 1, got {batch_size}")
-    cell, hkl, shape, d_min = data.cell, data.hkl, data.shape, data.d_min
+    cell, hkl, shape = data.cell, data.hkl, data.shape
     hio(data.f_obs[:1], hkl, cell, shape, n_iter=2, n_polish=0, n_starts=1, free=data.free[:1])  # warm-up
     chunks = [slice(i, min(i + batch_size, len(data))) for i in range(0, len(data), batch_size)]
 
     runs: dict[str, MethodRun] = {}
     for method in methods:
-        bar = None
-        if progress and method in ("hybrid", *LOOP_METHODS, *METHODS):
-            from tqdm import tqdm
-
-            bar = tqdm(total=1, unit="it", desc=f"{desc}{method}", leave=False, **runtime.bar_options())
-        gen = torch.Generator().manual_seed(seed)  # the chance level's phases
-        parts, checks, seconds = [], [], 0.0
-        for k, c in enumerate(chunks):
-
-            def tick(it: int, total: int, bar=bar, k=k) -> None:
-                if bar is not None:
-                    bar.total = total * len(chunks)
-                    bar.update(k * total + it - bar.n)
-
-            t = time.perf_counter()
-            net = step if method == "learned" else network
-            rho, check = phase_maps(method, data.take(c), net, refine, n_iter, n_starts, seed, tick, gen)
-            seconds += time.perf_counter() - t
-            parts.append(rho)
-            checks.append(check)
-        if bar is not None:
-            bar.close()
-        rho = torch.cat(parts)
-        scored = [score_maps(rho[c], data.truth[c], cell, d_min, return_aligned=True) for c in chunks]
-        scores = PairScores.concatenate([sc for sc, _ in scored])
-        aligned = torch.cat([al for _, al in scored])
-        validation = None if method == "chance" else CrossValidation.concatenate(checks)
-        runs[method] = MethodRun(method, rho, aligned, scores, 0.0 if method == "chance" else seconds, validation)
+        net = step if method == "learned" else network
+        runs[method] = _run_method(method, data, chunks, net, refine, n_iter, n_starts, seed, progress, desc)
         s = runs[method].summary()
         log.info(
             "%s%s: solved %.0f%%, median F-weighted phase error %.1f°, median CC %.3f, %.2f s per structure",
@@ -573,3 +533,34 @@ def compare_methods(
             s["seconds_per_structure"],
         )
     return runs
+
+
+def _run_method(method, data: SplitMaps, chunks, network, refine, n_iter, n_starts, seed, progress, desc) -> MethodRun:
+    """One method of :func:`compare_methods` on every chunk of ``data``, timed and scored."""
+    bar = None
+    if progress and method in ("hybrid", *LOOP_METHODS, *METHODS):
+        from tqdm import tqdm
+
+        bar = tqdm(total=1, unit="it", desc=f"{desc}{method}", leave=False, **runtime.bar_options())
+    gen = torch.Generator().manual_seed(seed)  # the chance level's phases
+    parts, checks, seconds = [], [], 0.0
+    for k, c in enumerate(chunks):
+
+        def tick(it: int, total: int, k=k) -> None:
+            if bar is not None:
+                bar.total = total * len(chunks)
+                bar.update(k * total + it - bar.n)
+
+        t = time.perf_counter()
+        rho, check = phase_maps(method, data.take(c), network, refine, n_iter, n_starts, seed, tick, gen)
+        seconds += time.perf_counter() - t
+        parts.append(rho)
+        checks.append(check)
+    if bar is not None:
+        bar.close()
+    rho = torch.cat(parts)
+    scored = [score_maps(rho[c], data.truth[c], data.cell, data.d_min, return_aligned=True) for c in chunks]
+    scores = PairScores.concatenate([sc for sc, _ in scored])
+    aligned = torch.cat([al for _, al in scored])
+    validation = None if method == "chance" else CrossValidation.concatenate(checks)
+    return MethodRun(method, rho, aligned, scores, 0.0 if method == "chance" else seconds, validation)

@@ -194,8 +194,8 @@ def electron_counts(
     return torch.as_tensor(f000, dtype=f_obs.dtype, device=f_obs.device).reshape(-1).expand(f_obs.shape[0])
 
 
-# amplitudes below this fraction of a structure's strongest count as unmeasured (missing reflections are stored as
-# zeros; read off a float32 Patterson map they come back at ~3e-4, while measured ones are rarely below 1e-3)
+# without an explicit mask of the measured reflections, amplitudes below this fraction of a structure's strongest
+# count as unmeasured (missing ones given as zeros, or near zero after a round trip through a float map)
 UNMEASURED = 1e-3
 
 
@@ -329,6 +329,48 @@ def positivity_polish(
 # --- charge flipping -----------------------------------------------------------------------------------------
 
 
+def _flip_cycles(
+    f: torch.Tensor,
+    fo: torch.Tensor,
+    floating: torch.Tensor,
+    weak: torch.Tensor,
+    grid: tuple,
+    rule: dict,
+    n_iter: int,
+    restarts: int,
+    stop_early: bool,
+    seed: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[torch.Tensor, int]:
+    """The flipping cycles from ``f`` (B·S, 1 + M; F(000) first) against ``fo``: each start's best iterate by
+    R-work (R-free only chooses between starts) and the cycles run. With ``restarts`` or ``stop_early`` a
+    :class:`Convergence` watch begins unconverged starts again or stops when all have converged."""
+    hkl, cell, shape = grid
+    work = ~floating
+    best_r = torch.full((fo.shape[0],), float("inf"), dtype=fo.dtype, device=fo.device)
+    best_f = torch.zeros_like(f)
+    watch = Convergence(fo.shape[0], n_iter // (max(0, restarts) + 1), torch.Generator().manual_seed(seed + 1),
+                        restarts > 0)  # fmt: skip
+    for it in range(n_iter):
+        g, f = _flip(f, fo, floating, weak, hkl, cell, shape, **rule)
+        r = r_factor(fo, g[:, 1:], work)
+        better = r < best_r
+        best_f[better] = g[better]
+        best_r = torch.where(better, r, best_r)
+        if progress is not None:
+            progress(it + 1, n_iter)
+        if not (restarts or stop_early):  # no convergence watch: no per-cycle copy of R to the CPU
+            continue
+        again = watch.update(r, best_r).to(fo.device)
+        if again.any():  # new random phases for the starts that did not converge in their part of the budget
+            phi_new = _random_phases(f[again, 1:].shape, watch.generator, fo.dtype, fo.device)
+            f[again, 1:] = torch.polar(fo[again] * work[again], phi_new).to(f.dtype)
+            best_r[again] = float("inf")
+        elif stop_early and watch.finished:
+            break
+    return best_f, it + 1
+
+
 def charge_flip(
     f_obs: torch.Tensor,
     hkl: np.ndarray,
@@ -394,29 +436,9 @@ def charge_flip(
     rule = f_rule | {"delta_sigma": delta_sigma}
     f = torch.polar(fo_flip * work, phi).to(ctype)  # the floating reflections start at 0
     f = torch.cat([torch.zeros_like(f[:, :1]), f], dim=-1)  # F(000) starts at 0
-    best_r = torch.full((fo.shape[0],), float("inf"), dtype=fo.dtype, device=fo.device)
-    best_f = torch.zeros_like(f)
     weak = _weakest(fo_flip, floating, weak_fraction)
-    part = n_iter // (max(0, restarts) + 1)
-    watch = Convergence(fo.shape[0], part, torch.Generator().manual_seed(seed + 1), restarts > 0)
-    for it in range(n_iter):
-        g, f = _flip(f, fo_flip, floating, weak, hkl, cell, shape, **rule)
-        r = r_factor(fo_flip, g[:, 1:], work)  # a run's best iterate: by R-work (R-free only chooses between starts)
-        better = r < best_r
-        best_f[better] = g[better]
-        best_r = torch.where(better, r, best_r)
-        if progress is not None:
-            progress(it + 1, n_iter)
-        if not (restarts or stop_early):  # no convergence watch: no per-cycle copy of R to the CPU
-            continue
-        again = watch.update(r, best_r).to(fo.device)
-        if again.any():  # new random phases for the starts that did not converge in their part of the budget
-            phi_new = _random_phases(f[again, 1:].shape, watch.generator, fo.dtype, fo.device)
-            f[again, 1:] = torch.polar(fo_flip[again] * work[again], phi_new).to(ctype)
-            best_r[again] = float("inf")
-        elif stop_early and watch.finished:
-            break
-    iterations = it + 1
+    loop = {"n_iter": n_iter, "restarts": restarts, "stop_early": stop_early, "seed": seed, "progress": progress}
+    best_f, iterations = _flip_cycles(f, fo_flip, floating, weak, (hkl, cell, shape), rule, **loop)
     if amplitudes != "F":  # back to F: a few cycles let F(000) and the scale settle (as Superflip does)
         f, weak = best_f, _weakest(fo, floating, weak_fraction)
         for _ in range(F_CYCLES):
@@ -536,6 +558,50 @@ def patterson_support(f_obs: torch.Tensor, hkl0: np.ndarray, cell: Cell, shape, 
     return (flat >= cut).reshape(pat.shape)
 
 
+def _project(rho, fo, f0, hkl0, cell, shape, floating, centric) -> torch.Tensor:
+    """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed, the floating ones as they are."""
+    g = f_from_density(rho, hkl0, cell)
+    new = torch.cat([f0, impose_amplitudes(fo, floating, g[:, 1:], centric)], dim=-1)
+    return density_from_f(new, hkl0, cell, shape)
+
+
+def _support_cycles(
+    rho: torch.Tensor,
+    support: torch.Tensor,
+    projections: tuple[Callable, Callable],
+    scheme: str,
+    beta: float,
+    n_iter: int,
+    n_polish: int,
+    shrink: dict,
+    cell: Cell,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_iter`` cycles of ``scheme`` between the Fourier projection (the first of ``projections``) and the
+    support, shrink-wrapped every ``shrink["every"]`` cycles with a blur narrowing from ``sigma_start`` to
+    ``sigma_end`` Å; then ``n_polish`` cycles of error reduction with the second projection (onto F). Returns the
+    map and the support, (B·S, X, Y, Z) each."""
+    project, project_f = projections
+    every = shrink["every"]
+    n_shrinks = max(1, n_iter // max(every, 1))
+    total = n_iter + n_polish
+    for it in range(total):
+        proj = project(rho) if it < n_iter else project_f(rho)
+        inside = support & (proj >= 0)
+        if it < n_iter:
+            rho = _update(scheme, rho, proj, inside, support, beta)
+            if every and (it + 1) % every == 0:
+                frac = min(1.0, (it + 1) / every / n_shrinks)
+                sigma = shrink["sigma_start"] + (shrink["sigma_end"] - shrink["sigma_start"]) * frac
+                support = support_from(torch.where(inside, proj, torch.zeros_like(proj)), cell, sigma,
+                                       shrink["threshold"])  # fmt: skip
+        else:
+            rho = torch.where(inside, proj, torch.zeros_like(proj))  # error reduction
+        if progress is not None:
+            progress(it + 1, total)
+    return rho, support
+
+
 def hio(
     f_obs: torch.Tensor,
     hkl: np.ndarray,
@@ -601,34 +667,17 @@ def hio(
     fo_f, f0_f = fo, f0  # the polish imposes F
     fo, f0 = _phasing_amplitudes(fo, f0, hkl, cell, amplitudes, ~floating)
     if support_start is not None:
-        support = torch.as_tensor(support_start, device=device).bool().repeat_interleave(n_starts, 0)
+        support = torch.as_tensor(support_start, device=device).bool()
     else:
         support = patterson_support(f_obs * imposed, hkl0, cell, shape, support_fraction)
-        support = support.repeat_interleave(n_starts, 0)
-
-    def project(rho_in: torch.Tensor, fo: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
-        """Fourier-magnitude projection: |F_obs| with the current phases, F(000) fixed, the others floating."""
-        g = f_from_density(rho_in, hkl0, cell)
-        new = torch.cat([f0, impose_amplitudes(fo, floating, g[:, 1:], centric)], dim=-1)
-        return density_from_f(new, hkl0, cell, shape)
-
+    support = support.repeat_interleave(n_starts, 0)
     f = torch.cat([f0, torch.polar(fo * ~floating, phi).to(ctype)], dim=-1)  # the floating reflections start at 0
     rho = density_from_f(f, hkl0, cell, shape)
+    shrink = {"every": shrink_every, "threshold": threshold, "sigma_start": sigma_start, "sigma_end": sigma_end}
+    grid = (hkl0, cell, shape, floating, centric)
+    projections = (lambda r: _project(r, fo, f0, *grid), lambda r: _project(r, fo_f, f0_f, *grid))
+    rho, support = _support_cycles(rho, support, projections, scheme, beta, n_iter, n_polish, shrink, cell, progress)
     total = n_iter + n_polish
-    n_shrinks = max(1, n_iter // max(shrink_every, 1))
-    for it in range(total):
-        proj = project(rho, fo, f0) if it < n_iter else project(rho, fo_f, f0_f)
-        inside = support & (proj >= 0)
-        if it < n_iter:
-            rho = _update(scheme, rho, proj, inside, support, beta)
-            if shrink_every and (it + 1) % shrink_every == 0:
-                frac = min(1.0, (it + 1) / shrink_every / n_shrinks)
-                sigma = sigma_start + (sigma_end - sigma_start) * frac
-                support = support_from(torch.where(inside, proj, torch.zeros_like(proj)), cell, sigma, threshold)
-        else:
-            rho = torch.where(inside, proj, torch.zeros_like(proj))  # error reduction
-        if progress is not None:
-            progress(it + 1, total)
     final = torch.where(support & (rho >= 0), rho, torch.zeros_like(rho))
     g = f_from_density(final, hkl0, cell)[:, 1:]
     free_s = held.repeat_interleave(n_starts, 0)

@@ -119,6 +119,14 @@ def lr_find(
             log.info("lr_find: loss diverged at lr %.3g after %d steps", lr, i + 1)
             break
     bar.close()
+    result = _suggest(lrs, losses, smoothed)
+    log.info("lr_find: steepest descent at lr %.3g, lowest loss at lr %.3g", result.suggestion, result.min_loss_lr)
+    return result
+
+
+def _suggest(lrs: list[float], losses: list[float], smoothed: list[float]) -> LRFindResult:
+    """The suggestion: the steepest descent of the smoothed loss before its minimum (a tenth of the lowest-loss
+    rate when the curve is too short to have one)."""
     s = np.asarray(smoothed)
     i_min = int(np.nanargmin(s))
     skip = max(1, len(s) // 10)  # the first smoothed points are mostly start-up noise
@@ -127,9 +135,7 @@ def lr_find(
         suggestion = lrs[skip + int(np.argmin(slope))]
     else:
         suggestion = lrs[i_min] / 10
-    result = LRFindResult(lrs, losses, smoothed, float(suggestion), float(lrs[i_min]))
-    log.info("lr_find: steepest descent at lr %.3g, lowest loss at lr %.3g", suggestion, result.min_loss_lr)
-    return result
+    return LRFindResult(lrs, losses, smoothed, float(suggestion), float(lrs[i_min]))
 
 
 def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
