@@ -53,9 +53,9 @@ from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.maps import density_from_f, f_from_density
 from patterson.phasing import PhasingResult, hio, method_summary, refine_density
 from patterson.physics import miller_indices
-from patterson.solving import SolveConfig
 from patterson.solving.data import ObservedData
 from patterson.solving.network import TRANSFERS, predict_density
+from patterson.solving.solve import SOLVE_PHASING
 from patterson.training import TrainedNetwork, find_checkpoint
 
 CELLS: dict[str, tuple[float, ...]] = {
@@ -210,8 +210,8 @@ def evaluate_cell(
     ds: StoredDataset,
     solver: TrainedNetwork,
     transfers: tuple[str, ...] = TRANSFERS,
-    n_iter: int = SolveConfig.n_iter,
-    hio_starts: int = SolveConfig.n_starts,
+    n_iter: int = SOLVE_PHASING.n_iter,
+    hio_starts: int = SOLVE_PHASING.n_starts,
     seed: int = 0,
 ) -> dict:
     """All scores of one cell's test set: chance, HIO from random starts, and per transfer the network (at solve's
@@ -281,8 +281,8 @@ def run_benchmark(
     n: int,
     workdir: Path,
     seed: int = 0,
-    n_iter: int = SolveConfig.n_iter,
-    hio_starts: int = SolveConfig.n_starts,
+    n_iter: int = SOLVE_PHASING.n_iter,
+    hio_starts: int = SOLVE_PHASING.n_starts,
     transfers: tuple[str, ...] = TRANSFERS,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -456,8 +456,8 @@ def main() -> None:
     parser.add_argument("--source", default="../shared/data/pdb", help="the folder of PDB files trained on")
     parser.add_argument("--n", type=int, default=24, help="test structures per cell")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-iter", type=int, default=SolveConfig.n_iter, help="HIO iterations (solve's default)")
-    parser.add_argument("--hio-starts", type=int, default=SolveConfig.n_starts, help="random HIO starts (0: skip)")
+    parser.add_argument("--n-iter", type=int, default=SOLVE_PHASING.n_iter, help="HIO iterations (solve's default)")
+    parser.add_argument("--hio-starts", type=int, default=SOLVE_PHASING.n_starts, help="random HIO starts (0: skip)")
     parser.add_argument("--out", default="benchmarks/results/cell_transfer.json")
     parser.add_argument("--table", default="docs/cell_transfer_table.md")
     args = parser.parse_args()

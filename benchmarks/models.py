@@ -255,10 +255,15 @@ def step_card(r: dict) -> list[str]:
             f"{v['seconds_per_structure']:.2f} s"
             for v in p.values()
         )
-        + f" | {first['chance_solved_fraction']:.0%} |",
+        + f" | {_count(first['chance_solved_fraction'], first['n'])} |",
         "",
     ]
     return lines
+
+
+def _count(fraction: float, n: int) -> str:
+    """A solved fraction as the count of structures it stands for, with the percentage."""
+    return "–" if fraction != fraction else f"{round(fraction * n)}/{n} ({fraction:.0%})"
 
 
 def card(results: list[dict]) -> str:
@@ -293,8 +298,8 @@ def card(results: list[dict]) -> str:
             f"| median CC as predicted | {m['cc']['median']:.3f} | – |",
             f"| median F-weighted phase error | {m['phase_error_deg']['median_weighted']:.1f}° | "
             f"{chance.get('phase_error_deg', {}).get('median_weighted', float('nan')):.1f}° |",
-            f"| solved (F-weighted phase error < 40°) | {m['solved_fraction']:.0%} | "
-            f"{chance.get('solved_fraction', float('nan')):.0%} |",
+            f"| solved (F-weighted phase error < 40°) | {_count(m['solved_fraction'], m['n'])} | "
+            f"{_count(chance.get('solved_fraction', float('nan')), m['n'])} |",
             "",
         ]
         p = r["phasing"]
@@ -307,11 +312,11 @@ def card(results: list[dict]) -> str:
             "| --- | --- | --- | --- |",
             "| "
             + " | ".join(
-                f"{p[k]['solved_fraction']:.0%} · {p[k]['median_phase_error_weighted_deg']:.0f}° · "
+                f"{_count(p[k]['solved_fraction'], p[k]['n'])} · {p[k]['median_phase_error_weighted_deg']:.0f}° · "
                 f"{p[k]['seconds_per_structure']:.2f} s"
                 for k in ("hybrid", "hio", "charge-flip")
             )
-            + f" | {first['chance_solved_fraction']:.0%} |",
+            + f" | {_count(first['chance_solved_fraction'], first['n'])} |",
             "",
         ]
     seen = sum(r["about"]["maps_seen"] or 0 for r in results)

@@ -17,6 +17,7 @@ next to random phases with the observed amplitudes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ from patterson.evaluation import score_maps
 from patterson.maps import density_from_f
 from patterson.physics import AtomBatch, miller_indices, structure_factors
 from patterson.solving import SolveConfig, solve_to_folder
+from patterson.solving.solve import SOLVE_PHASING
 from patterson.structures import Atoms, read_structure
 
 D_MIN = 1.5
@@ -83,7 +85,8 @@ def bench_cell(edge: float, repeats: int, folder: Path) -> dict:
     write_mtz(path, hkl, f, cell)
     times, ccs, rs, verdicts = [], [], [], []
     for i in range(repeats):
-        config = SolveConfig(str(path), out=str(folder / f"out{edge:g}-{i}"), seed=i, progress=False)
+        phasing = dataclasses.replace(SOLVE_PHASING, seed=i)
+        config = SolveConfig(str(path), out=str(folder / f"out{edge:g}-{i}"), phasing=phasing, progress=False)
         t0 = time.perf_counter()
         solution, _ = solve_to_folder(config)
         times.append(time.perf_counter() - t0)

@@ -14,8 +14,9 @@ import patterson.training.checkpoint as checkpoint_module
 from patterson.cli import main
 from patterson.demo import LABELS, DemoConfig, is_demo_report, run_demo
 from patterson.errors import PattersonError
+from patterson.phasing import PhasingConfig
 
-FAST = dict(n=2, n_iter=10, n_starts=1, n_maps=1, progress=False)
+FAST = dict(n=2, phasing=PhasingConfig(n_iter=10, n_starts=1, seed=7), n_maps=1, progress=False)
 
 
 def tiny_weights(path: Path, grid: int = 24) -> Path:

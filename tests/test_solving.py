@@ -15,6 +15,7 @@ from patterson.cli import main
 from patterson.errors import PattersonError
 from patterson.evaluation import compare_vectors, score_maps
 from patterson.maps import density_from_f
+from patterson.phasing import PhasingConfig
 from patterson.physics import AtomBatch, miller_indices, structure_factors
 from patterson.solving import (
     SolveConfig,
@@ -123,8 +124,9 @@ def correlation(solution, atoms: Atoms, cell: Cell) -> float:
     return float(score_maps(torch.as_tensor(solution.rho), truth, cell, D_MIN).cc_aligned[0])
 
 
-def fast(path, **kw) -> SolveConfig:
-    return SolveConfig(str(path), n_iter=400, n_starts=4, progress=False, **kw)
+def fast(path, refine: str = "hybrid", amplitudes: str = "F", **kw) -> SolveConfig:
+    phasing = PhasingConfig(refine=refine, n_iter=400, n_starts=4, amplitudes=amplitudes)
+    return SolveConfig(str(path), phasing=phasing, progress=False, **kw)
 
 
 # --- reading, merging and P1 expansion ---------------------------------------------------------------------------

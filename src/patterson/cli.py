@@ -91,6 +91,14 @@ def _add_compare(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+def phasing_config(args: argparse.Namespace):
+    """The PhasingConfig of a command's options (those it has; the others keep their defaults)."""
+    from patterson.phasing import PhasingConfig
+
+    names = ("refine", "n_iter", "n_starts", "seed", "free_fraction", "amplitudes")
+    return PhasingConfig(**{k: getattr(args, k) for k in names if getattr(args, k, None) is not None})
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a method on a dataset split as crystallographers do (map CC, phase error per shell).
 
@@ -113,16 +121,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         split=args.split,
         name=args.name,
-        refine=args.refine,
+        phasing=phasing_config(args),
         batch_size=args.batch_size,
         limit=args.limit,
-        n_iter=args.n_iter,
-        n_starts=args.n_starts,
         device=args.device,
-        seed=args.seed,
         plots=not args.no_plots,
-        free_fraction=args.free_fraction,
-        amplitudes=args.amplitudes,
         region=args.region,
     )
     metrics = evaluate(config)
@@ -285,21 +288,16 @@ def cmd_solve(args: argparse.Namespace) -> int:
         input=args.input,
         out=args.out,
         checkpoint=args.checkpoint,
-        refine=args.refine,
+        phasing=phasing_config(args),
         d_min=args.d_min,
         columns=args.columns,
         cell=tuple(args.cell) if args.cell else None,
         spacegroup=args.spacegroup,
         transfer=args.transfer,
         composition=args.composition,
-        n_iter=args.n_iter,
-        n_starts=args.n_starts,
-        seed=args.seed,
         progress=not args.no_progress,
-        free_fraction=args.free_fraction,
         free_column=args.free_column,
         check_symmetry=args.check_symmetry,
-        amplitudes=args.amplitudes,
     )
     solution, paths = solve_to_folder(config)
     s = solution.summary
@@ -369,8 +367,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         paper2_checkpoint=args.paper2_checkpoint,
         dense_checkpoint=args.dense_checkpoint,
         source=args.source,
-        seed=args.seed,
-        n_iter=args.n_iter,
+        phasing=phasing_config(args),
         n_maps=args.n_maps,
         plots=not args.no_plots,
         progress=not args.no_progress,

@@ -84,7 +84,7 @@ def _budget_text(config: dict) -> str:
     """What each method was given: starts and iterations (the run's own, else each method's defaults)."""
 
     def default(function, name: str) -> int:
-        return config.get(name) or signature(function).parameters[name].default
+        return (config.get("phasing") or {}).get(name) or signature(function).parameters[name].default
 
     return (
         f"Charge flipping runs {default(charge_flip, 'n_starts')} random starts × {default(charge_flip, 'n_iter')} "

@@ -46,6 +46,7 @@ from patterson.maps import write_ccp4
 from patterson.phasing import (
     MethodRun,
     NetworkStep,
+    PhasingConfig,
     SplitMaps,
     compare_methods,
     load_split,
@@ -74,8 +75,8 @@ class DemoConfig:
     paper2_checkpoint, dense_checkpoint : the network for each test set: ``pretrained`` (the shipped weights
         trained on that preset, if any), a shipped name, a checkpoint path, or None / ``none`` (no network).
     source : structure source of the test sets (``embedded``, or a folder of PDB/mmCIF files).
-    seed : seed of the test sets, the random starts and the chance level's phases.
-    n_iter, n_starts : iterations and random starts of the classical runs (None: each method's defaults).
+    phasing : iterations and random starts of the runs (None: each method's defaults) and the seed of the test
+        sets, the random starts and the chance level's phases (:class:`~patterson.phasing.PhasingConfig`).
     n_maps : examples per preset whose maps are written as CCP4 files.
     plots : write PNG plots (skipped with a note when matplotlib is not installed).
     threads : torch CPU threads while phasing (None: unchanged; 1 is fastest for these small grids).
@@ -87,9 +88,7 @@ class DemoConfig:
     paper2_checkpoint: str | None = "pretrained"
     dense_checkpoint: str | None = "pretrained"
     source: str = "embedded"
-    seed: int = 7
-    n_iter: int | None = None
-    n_starts: int | None = None
+    phasing: PhasingConfig = PhasingConfig(seed=7)
     n_maps: int = 2
     plots: bool = True
     threads: int | None = 1
@@ -103,8 +102,6 @@ class DemoConfig:
         checks = [
             (self.n >= 1, f"n must be at least 1 test structure per preset, got {self.n}"),
             (self.n_maps >= 0, f"n_maps must be 0 or more, got {self.n_maps}"),
-            (self.n_iter is None or self.n_iter >= 1, f"n_iter must be at least 1, got {self.n_iter}"),
-            (self.n_starts is None or self.n_starts >= 1, f"n_starts must be at least 1, got {self.n_starts}"),
             (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
         ]
         for ok, message in checks:
@@ -277,7 +274,7 @@ def _run_preset(
     t0 = time.perf_counter()
     data_dir = folder / "data" / preset
     log.info("%s: making %d test structures from %s", preset, config.n, config.source)
-    ds = make_test_split(preset, data_dir, config.source, config.n, config.seed, progress=config.progress)
+    ds = make_test_split(preset, data_dir, config.source, config.n, config.phasing.seed, progress=config.progress)
     data = load_split(ds)
     labels = ds.labels()
     counts = Counter(frag.split("/")[0] for label in labels for frag in label.split(";"))  # dipeptides per entry
@@ -306,9 +303,9 @@ def _run_preset(
         data,
         methods,
         network=network,
-        n_iter=config.n_iter,
-        n_starts=config.n_starts,
-        seed=config.seed,
+        n_iter=config.phasing.n_iter,
+        n_starts=config.phasing.n_starts,
+        seed=config.phasing.seed,
         progress=config.progress,
         desc=f"{preset} ",
         step=step,
@@ -354,13 +351,15 @@ def _command(config: DemoConfig) -> str:
         "paper2_checkpoint": "--paper2-checkpoint",
         "dense_checkpoint": "--dense-checkpoint",
         "source": "--source",
-        "seed": "--seed",
-        "n_iter": "--n-iter",
+        "phasing.seed": "--seed",
+        "phasing.n_iter": "--n-iter",
         "n_maps": "--n-maps",
     }
     for name, flag in options.items():
-        value = getattr(config, name)
-        if value != getattr(default, name):
+        value, was = config, default
+        for part in name.split("."):
+            value, was = getattr(value, part), getattr(was, part)
+        if value != was:
             parts.append(f"{flag} {'none' if value is None else value}")
     return " ".join(parts)
 
@@ -375,7 +374,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     replacing = check_out(out)
     warnings: list[str] = []
     shipped = Shipped()  # every shipped file read once
-    tests = {p: config_for_test_split(p, config.source, config.n, config.seed) for p in DEMO_PRESETS}
+    tests = {p: config_for_test_split(p, config.source, config.n, config.phasing.seed) for p in DEMO_PRESETS}
     networks = {p: resolve_network(p, config.checkpoint(p), tests[p], warnings, shipped) for p in DEMO_PRESETS}
     steps = {p: _learned_step(p, tests[p], shipped) for p in DEMO_PRESETS}  # first: a bad one fails before any work
     created = next((p for p in [*reversed(out.parents)] if not p.exists()), None)  # the first folder we create

@@ -8,6 +8,7 @@ their scoring on the same footing as the networks.
 - :mod:`patterson.phasing.evaluate` — ``patterson evaluate --method`` and the side-by-side comparison of methods.
 """
 
+from patterson.phasing.config import REFINE_CHOICES, PhasingConfig
 from patterson.phasing.evaluate import (
     COMPARE_METHODS,
     EVAL_METHODS,
@@ -57,6 +58,8 @@ from patterson.phasing.validation import (
 )
 
 __all__ = [
+    "REFINE_CHOICES",
+    "PhasingConfig",
     "COMPARE_METHODS",
     "CrossValidation",
     "FREE_FRACTION",

@@ -27,9 +27,9 @@ from patterson.evaluation import PairScores, evaluate_predictions, finest_d_min,
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
 from patterson.files import check_writable_folder
 from patterson.maps import f_from_density, patterson_from_f
+from patterson.phasing.config import PhasingConfig
 from patterson.phasing.learned import learned, learned_step
 from patterson.phasing.methods import (
-    AMPLITUDES,
     METHODS,
     hio,
     phase,
@@ -62,20 +62,18 @@ class EvaluateConfig:
     """``patterson evaluate``: score one method on one split of a stored dataset and write its report folder.
 
     ``method`` is ``model`` (a trained network on the stored inputs as they are, any input kind, ``split`` may be
-    ``all``), ``charge-flip``, ``hio``, ``raar``, ``rrr``, ``hybrid`` (the network's density refined by ``refine``
-    against the amplitudes), ``learned`` (the phasing loop with a trained density-modification network inside,
-    :func:`~patterson.phasing.learned.learned`) or ``histogram`` (the same loop with the non-learned control
-    step). model and hybrid need ``checkpoint`` (a path, a shipped name or ``pretrained``); learned takes the
-    shipped density-modification network when none is given. The phasing methods impose the
+    ``all``), ``charge-flip``, ``hio``, ``raar``, ``rrr``, ``hybrid`` (the network's density refined by
+    ``phasing.refine`` against the amplitudes), ``learned`` (the phasing loop with a trained density-modification
+    network inside, :func:`~patterson.phasing.learned.learned`) or ``histogram`` (the same loop with the
+    non-learned control step). model and hybrid need ``checkpoint`` (a path, a shipped name or ``pretrained``);
+    learned takes the shipped density-modification network when none is given. The phasing methods impose the
     stored amplitudes the Patterson maps were made from (with their measured mask), so the dataset's noise and
     missing reflections are what they see; F(000) is the electron count of the known cell contents, as for real
-    data with a known composition. ``n_iter`` and ``n_starts`` set the
-    classical runs (None: each method's defaults). ``free_fraction`` of each structure's measured reflections form
-    its free set (seeded by ``seed`` and the example), never imposed nor shown to a network; R-work, R-free and the
-    verdict go to per_example.csv and metrics.json. ``amplitudes`` (F, E, sharpened) is what the classical methods
-    impose. ``name`` is the method's name in the report; ``n_shells`` and ``region`` (the map CC on the central
-    cube of that many Å) go to the scores; ``limit`` scores the first examples only; ``device`` None picks CUDA
-    when present.
+    data with a known composition. ``phasing`` sets the runs (:class:`~patterson.phasing.PhasingConfig`: iterations,
+    starts, the free set drawn per structure from ``seed`` and the example, never imposed nor shown to a network;
+    R-work, R-free and the verdict go to per_example.csv and metrics.json). ``name`` is the method's name in the
+    report; ``n_shells`` and ``region`` (the map CC on the central cube of that many Å) go to the scores; ``limit``
+    scores the first examples only; ``device`` None picks CUDA when present.
     """
 
     data: str
@@ -84,35 +82,25 @@ class EvaluateConfig:
     checkpoint: str | None = None
     split: str = "test"
     name: str | None = None
-    refine: str = "hio"
+    phasing: PhasingConfig = PhasingConfig()
     batch_size: int = 16
     limit: int | None = None
-    n_iter: int | None = None
-    n_starts: int | None = None
     device: str | None = None
-    seed: int = 0
     plots: bool = True
-    free_fraction: float = FREE_FRACTION
-    amplitudes: str = "F"
     n_shells: int = 12
     region: float | None = None
 
     def __post_init__(self) -> None:
-        check_free_fraction(self.free_fraction)
         if self.method not in EVAL_METHODS:
             raise PattersonError(f"unknown method {self.method!r} (choose from {', '.join(EVAL_METHODS)})")
         if self.split not in SPLIT_CHOICES:
             raise PattersonError(f"split must be train, val, test or all, got {self.split!r}")
         if self.split == "all" and self.method != "model":
             raise PattersonError(f"--split all scores a network (--method model); phase one split with {self.method}")
-        if self.amplitudes not in AMPLITUDES:
-            raise PattersonError(f"unknown amplitudes {self.amplitudes!r} (choose from {', '.join(AMPLITUDES)})")
-        if (self.n_iter is not None and self.n_iter < 1) or (self.n_starts is not None and self.n_starts < 1):
-            raise PattersonError("n_iter and n_starts must be at least 1")
         if self.method in ("model", "hybrid") and not self.checkpoint:
             raise PattersonError(f"--method {self.method} needs --checkpoint")
-        if self.refine not in METHODS:
-            raise PattersonError(f"unknown refinement {self.refine!r} (choose from {', '.join(METHODS)})")
+        if self.phasing.refine not in METHODS:
+            raise PattersonError(f"unknown refinement {self.phasing.refine!r} (choose from {', '.join(METHODS)})")
         if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise PattersonError("batch_size and limit must be at least 1")
 
@@ -138,7 +126,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         dataset=f"{config.data}:{config.split}",
         n_shells=config.n_shells,
         region=config.region,
-        seed=config.seed,
+        seed=config.phasing.seed,
         plots=config.plots,
         progress=True,
         total=math.ceil(count / config.batch_size),
@@ -182,7 +170,7 @@ def _report_name(config: EvaluateConfig, network) -> str:
     if config.method == "model":
         return network.name
     if config.method == "hybrid":
-        return f"hybrid ({network.name} + {config.refine})"
+        return f"hybrid ({network.name} + {config.phasing.refine})"
     return "histogram (control loop)" if config.method == "histogram" else config.method
 
 
@@ -236,8 +224,9 @@ def _phase_batch(config: EvaluateConfig, items: list[dict], d_min: float, networ
     """Predictions (B, X, Y, Z) in physical units for one batch of raw (not normalised) stored examples of one cell;
     ``network`` is the TrainedNetwork (model, hybrid) or the real-space step (learned) of the method."""
     ids = tuple(f"{config.split}-{int(it['index'])}" for it in items)
-    seed = config.seed + int(items[0]["index"])  # a free set of its own for each batch
-    data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, config.free_fraction, seed, d_min)
+    run = config.phasing
+    seed = run.seed + int(items[0]["index"])  # a free set of its own for each batch
+    data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, run.free_fraction, seed, d_min)
     from tqdm import tqdm
 
     bar = tqdm(total=1, unit="it", desc=f"  {config.method}, {len(items)} structures", leave=False,
@@ -248,8 +237,8 @@ def _phase_batch(config: EvaluateConfig, items: list[dict], d_min: float, networ
         bar.update(it - bar.n)
 
     try:
-        pred, check = phase_maps(config.method, data, network, config.refine, config.n_iter, config.n_starts, seed,
-                                 progress=tick, amplitudes=config.amplitudes)  # fmt: skip
+        pred, check = phase_maps(config.method, data, network, run.refine, run.n_iter, run.n_starts, seed,
+                                 progress=tick, amplitudes=run.amplitudes)  # fmt: skip
     finally:
         bar.close()
     atoms = [data.cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]

@@ -19,15 +19,13 @@ from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
 from patterson.maps import density_from_f, f_from_density
 from patterson.phasing import PhasingResult, charge_flip, hio, positivity_polish, refine_density, wilson_estimate
-from patterson.phasing.methods import AMPLITUDES
+from patterson.phasing.config import PhasingConfig
 from patterson.phasing.symmetry import SpaceGroup, SymmetryFit, check_spacegroups, to_spacegroup, unique_peaks
 from patterson.phasing.validation import (
-    FREE_FRACTION,
     MIN_FREE,
     MIN_MEASURED,
     CrossValidation,
     check_free,
-    check_free_fraction,
     cross_validate,
     free_set,
 )
@@ -42,43 +40,42 @@ log = logging.getLogger(__name__)
 REFINE_METHODS = ("hybrid", "charge-flip", "hio", "none")
 
 
+SOLVE_PHASING = PhasingConfig(refine="hybrid", n_iter=400, n_starts=4)
+
+
 @dataclass(frozen=True)
 class SolveConfig:
-    """What ``patterson solve`` does; see :func:`solve`."""
+    """What ``patterson solve`` does; see :func:`solve`. ``phasing`` (:class:`~patterson.phasing.PhasingConfig`)
+    defaults to the hybrid with 400 iterations per run and 4 random starts; its free fraction applies when the file
+    flags no free set."""
 
     input: str
     out: str | None = None
     checkpoint: str = "pretrained"
-    refine: str = "hybrid"
+    phasing: PhasingConfig = SOLVE_PHASING
     d_min: float | None = None
     columns: str | None = None
     cell: tuple[float, ...] | None = None
     spacegroup: str | None = None
     transfer: str = "resample"  # measured better than convolve on every cell tried: docs/solving.md
-    n_iter: int = 400
-    n_starts: int = 4
-    seed: int = 0
     progress: bool = True
     device: str | None = None
     threads: int | None = None
     composition: str | None = None
-    free_fraction: float = FREE_FRACTION  # when the file flags no free set
     free_column: str | None = None
     check_symmetry: bool = False  # also for data in P1: which space groups the P1 solution is consistent with
-    amplitudes: str = "F"  # what the phasing imposes: F, E or sharpened (the map and R-factors are on F)
 
     def __post_init__(self) -> None:
-        check_free_fraction(self.free_fraction)
-        if self.refine not in REFINE_METHODS:
-            raise PattersonError(f"unknown --refine {self.refine!r} (choose from {', '.join(REFINE_METHODS)})")
+        defaults = {"n_iter": SOLVE_PHASING.n_iter, "n_starts": SOLVE_PHASING.n_starts}
+        missing = {k: v for k, v in defaults.items() if getattr(self.phasing, k) is None}
+        if missing:  # every run needs a number of iterations and of starts
+            object.__setattr__(self, "phasing", dataclasses.replace(self.phasing, **missing))
+        if self.phasing.refine not in REFINE_METHODS:
+            raise PattersonError(f"unknown --refine {self.phasing.refine!r} (choose from {', '.join(REFINE_METHODS)})")
         if self.transfer not in TRANSFERS:
             raise PattersonError(f"unknown transfer {self.transfer!r} (choose from {', '.join(TRANSFERS)})")
-        if self.n_iter < 1 or self.n_starts < 1:
-            raise PattersonError("n_iter and n_starts must be at least 1")
         if self.d_min is not None:
             check_d_min(self.d_min)
-        if self.amplitudes not in AMPLITUDES:
-            raise PattersonError(f"unknown amplitudes {self.amplitudes!r} (choose from {', '.join(AMPLITUDES)})")
 
 
 @dataclass
@@ -179,8 +176,9 @@ def _free_set(data: ObservedData, config: SolveConfig) -> tuple[np.ndarray, dict
     if data.free is not None:
         free, source = data.free, "the file's free flags"
     else:
-        free = free_set(data.hkl, data.cell, None, config.free_fraction, config.seed, data.orbit)[0].numpy()
-        source = f"drawn: {config.free_fraction:g} of the unique reflections (at least {MIN_FREE} where the data allow)"
+        fraction = config.phasing.free_fraction
+        free = free_set(data.hkl, data.cell, None, fraction, config.phasing.seed, data.orbit)[0].numpy()
+        source = f"drawn: {fraction:g} of the unique reflections (at least {MIN_FREE} where the data allow)"
     check_free(torch.as_tensor(free)[None], torch.ones(1, len(free), dtype=torch.bool))
     n_unique = len(np.unique(data.orbit[free])) if data.orbit is not None else int(free.sum())
     return free, {"source": source, "n_free_unique": int(n_unique), "n_free_p1": int(free.sum())}
@@ -201,7 +199,7 @@ def _network_starts(config: SolveConfig, data: ObservedData, free: np.ndarray, w
     starts = []
     for network in networks:
         pred, hold, _ = predict_density(network, work_data, config.transfer)
-        start = np.random.default_rng(config.seed).uniform(0, 2 * np.pi, len(data.hkl))
+        start = np.random.default_rng(config.phasing.seed).uniform(0, 2 * np.pi, len(data.hkl))
         start[hold] = np.angle(f_from_density(pred[None], data.hkl[hold], data.cell)[0].numpy())
         if not hold.all():
             log.info("%s: %d reflections beyond its resolution start from random phases", network.path,
@@ -230,14 +228,15 @@ def _runs(config: SolveConfig, refine: str, starts: list, f000s: list[float], pr
         name = f"network {network.name} + {method}"
         runs.append((name, lambda p, rho0=rho0: refine_density(rho0, f_all, hkl_all, cell, method, progress=p,
                                                                 **extra, **opts), f000))  # fmt: skip
+    n_starts = config.phasing.n_starts
     if not starts or refine == "hybrid":
         if refine == "charge-flip":
-            run = lambda p: charge_flip(f_all, hkl_all, cell, shape, n_starts=config.n_starts, progress=p, **opts)  # noqa: E731
+            run = lambda p: charge_flip(f_all, hkl_all, cell, shape, n_starts=n_starts, progress=p, **opts)  # noqa: E731
             runs.append(("charge flipping", run, f000))
         else:
             for f0 in f000s:
                 name = "HIO" if f0 == f000 else f"HIO, F(000) ×{f0 / f000:.2f}"
-                run = lambda p, f0=f0: hio(f_all, hkl_all, cell, shape, f000=f0, n_starts=config.n_starts,  # noqa: E731
+                run = lambda p, f0=f0: hio(f_all, hkl_all, cell, shape, f000=f0, n_starts=n_starts,  # noqa: E731
                                            progress=p, **opts)  # fmt: skip
                 runs.append((name, run, f0))
     return runs
@@ -281,7 +280,7 @@ def solve(config: SolveConfig) -> Solution:
     times["model"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    refine = config.refine
+    refine = config.phasing.refine
     if refine == "none" and not starts:
         warnings.append("--refine none needs a network: refined with HIO instead")
         refine = "hybrid"
@@ -396,8 +395,8 @@ def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s
     f_obs = f_all[:, :m]
     measured = torch.arange(len(hkl_all))[None] < m  # (1, M + K)
     free_all = torch.cat([torch.as_tensor(free), torch.zeros(len(hkl_all) - m, dtype=torch.bool)])[None]
-    opts = {"n_iter": config.n_iter, "seed": config.seed, "observed": measured, "free": free_all}
-    opts["amplitudes"] = config.amplitudes
+    opts = {"n_iter": config.phasing.n_iter, "seed": config.phasing.seed, "observed": measured, "free": free_all}
+    opts["amplitudes"] = config.phasing.amplitudes
     rho_starts = [
         density_from_f(torch.polar(f_obs * ~free_all[:, :m], torch.as_tensor(phi0)[None]).to(torch.complex128), hkl,
                        cell, shape) for _, phi0 in starts
@@ -413,7 +412,7 @@ def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s
         return results, {r.method: f000s[0] for r in results}
     problem = {"f_all": f_all, "hkl_all": hkl_all, "cell": cell, "shape": shape, "opts": opts}
     problem["rho_starts"] = rho_starts
-    voxels = int(np.prod(shape)) * config.n_starts
+    voxels = int(np.prod(shape)) * config.phasing.n_starts
     threads = config.threads if config.threads is not None else (1 if voxels < SMALL_GRID else None)
     results, f000_of = [], {}
     for desc, run, f0 in _runs(config, refine, starts, f000s, problem):
@@ -466,7 +465,7 @@ def _summary(config: SolveConfig, c: dict, results: list, best, fom, shape, peak
         "map_skewness": float(v.skewness[0]),
         "method": best.method,
         "selection": "the run with the lowest R-free",
-        "refine": config.refine,
+        "refine": config.phasing.refine,
         "checkpoint": _chosen_network(best, c["starts"]),
         "networks_tried": [str(network.path) for network, _ in c["starts"]],
         "network_choice": "every shipped density network starts a run; R-free picks the run" if c["starts"] else None,
