@@ -124,6 +124,20 @@ def test_the_reflections_behind_the_maps_are_stored(source, tmp_path):
         old.require_reflections()
 
 
+def test_examples_made_in_memory_are_the_stored_ones(paper2, source):
+    """make_examples gives, bit for bit, the items StoredDataset reads back (so a command need not read back)."""
+    from patterson.datasets import StoredDataset, make_examples
+
+    ds = StoredDataset(paper2, "test", normalise=False)
+    made = make_examples(small(source=str(source)), "test")
+    assert len(made) == len(ds) == 8 and [it["label"] for it in made] == ds.labels()
+    for i, item in enumerate(made):
+        stored = ds[i]
+        assert set(stored) <= set(item)
+        for key, value in stored.items():
+            assert torch.equal(value, item[key]) if isinstance(value, torch.Tensor) else value == item[key], key
+
+
 def test_stored_maps_obey_the_physics(paper2):
     with h5py.File(paper2 / "dataset.h5", "r") as fh:
         cfg = json.loads(fh.attrs["config"])

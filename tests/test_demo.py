@@ -150,3 +150,17 @@ def test_the_held_out_check_reads_the_training_entries_of_the_checkpoint(tmp_pat
     assert result["checked"] and result["overlap"] == ["2xyz"]
     shipped = training_entries(load_checkpoint(find_checkpoint("paper-2")))
     assert shipped and len(shipped) > 1000 and len(set(shipped)) == len(shipped)
+
+
+def test_the_demo_never_reads_back_the_test_sets_it_writes(tmp_path, monkeypatch):
+    """#16: the test sets are written as datasets for the report and phased from the same examples in memory."""
+    import patterson.datasets.store as store
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the demo opened a stored dataset")
+
+    monkeypatch.setattr(store.StoredDataset, "__init__", refuse)
+    result = run_demo(DemoConfig(out=str(tmp_path / "demo"), paper2_checkpoint=None, dense_checkpoint=None,
+                                 plots=False, **FAST))  # fmt: skip
+    assert (result.out / "data" / "paper-2" / "dataset.h5").is_file()
+    assert result.results["presets"]["paper-2"]["methods"]["hio"]["n"] == 2

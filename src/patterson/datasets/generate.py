@@ -218,7 +218,14 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs) -> dict[
 def _make_chunk(task: tuple[str, int, int, int]) -> tuple[str, int, int]:
     """Worker: make the examples start … start+count−1 of a split and write them as one shard (atomically)."""
     split, chunk, start, count = task
-    state = _STATE
+    arrays = _chunk_arrays(_STATE, split, start, count)
+    result = dict(split=split, chunk=chunk, start=start, arrays=arrays)
+    _write_shard(_shard_path(_STATE.out, split, chunk), result, _STATE.config)
+    return split, chunk, count
+
+
+def _chunk_arrays(state: _State, split: str, start: int, count: int) -> dict[str, np.ndarray]:
+    """The stored arrays (FIELDS and, for Patterson inputs, REFLECTION_FIELDS) of examples start … start+count−1."""
     config = state.config
     structures, labels, files = [], [], []
     for i in range(start, start + count):
@@ -256,26 +263,18 @@ def _make_chunk(task: tuple[str, int, int, int]) -> tuple[str, int, int]:
             raise PattersonError(f"an example has {n} atoms, more than max_atoms={m}")
         xyz[j, :n], z[j, :n], b_iso[j, :n], occ[j, :n], n_atoms[j] = s.xyz, s.atomic_numbers, s.b_iso, s.occ, n
     enc = lambda texts: np.array([t.encode()[:LABEL_LEN] for t in texts], dtype=f"S{LABEL_LEN}")  # noqa: E731
-    result = dict(
-        split=split,
-        chunk=chunk,
-        start=start,
-        arrays=dict(
-            input=inp,
-            target=tgt,
-            xyz=xyz,
-            z=z,
-            b_iso=b_iso,
-            occ=occ,
-            n_atoms=n_atoms,
-            cell=np.array([s.cell for s in structures], dtype=np.float64),
-            label=enc(labels),
-            source=enc(files),
-        )
-        | made,  # the reflections behind the maps (Patterson inputs)
-    )
-    _write_shard(_shard_path(state.out, split, chunk), result, config)
-    return split, chunk, count
+    return dict(
+        input=inp,
+        target=tgt,
+        xyz=xyz,
+        z=z,
+        b_iso=b_iso,
+        occ=occ,
+        n_atoms=n_atoms,
+        cell=np.array([s.cell for s in structures], dtype=np.float64),
+        label=enc(labels),
+        source=enc(files),
+    ) | made  # the reflections behind the maps (Patterson inputs)
 
 
 def _map_stats(values: np.ndarray) -> dict[str, float]:
@@ -388,14 +387,9 @@ def generate(
             raise
 
 
-def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, pool, resuming: bool) -> GenerateSummary:
-    global _STATE
-    from tqdm import tqdm
-
-    t0 = time.perf_counter()
-    pool, source_counts = pool if pool is not None else build_pool(config, workers, progress)
-    t1 = time.perf_counter()
-    log.info("config %s", config.to_json())
+def _plan(config: GenerateConfig, pool: Pool, out: Path | None) -> tuple[_State, dict[str, int], dict]:
+    """Phase 2: the examples per split, the source entries each split is given (whole entries, by a hash of the
+    seed) and, for one molecule per cell, which fragment each example takes."""
     wanted = split_counts(config.n, config.splits)
     split_items: dict[str, np.ndarray] = {s: np.zeros(0, np.int64) for s in SPLITS}
     if config.kind != "random":
@@ -409,7 +403,18 @@ def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, p
     slots = {}
     if config.kind != "random" and config.pack_volume is None:
         slots = {s: plan_slots(pool, split_items[s], wanted[s], config, s) for s in SPLITS if wanted[s]}
-    _STATE = _State(config, pool, split_items, slots, out)
+    return _State(config, pool, split_items, slots, out), wanted, entries
+
+
+def _generate(config: GenerateConfig, out: Path, workers: int, progress: bool, pool, resuming: bool) -> GenerateSummary:
+    global _STATE
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    pool, source_counts = pool if pool is not None else build_pool(config, workers, progress)
+    t1 = time.perf_counter()
+    log.info("config %s", config.to_json())
+    _STATE, wanted, entries = _plan(config, pool, out)
     t2 = time.perf_counter()
     if config.only_splits:  # entries and examples as planned above; only these splits' examples are made
         wanted = {s: wanted[s] if s in config.only_splits else 0 for s in SPLITS}
@@ -568,3 +573,31 @@ def make_test_split(
 
     generate(config_for_test_split(preset, source, n, seed, **changes), folder, progress=progress)
     return StoredDataset(folder, "test", normalise=False)
+
+
+def make_examples(config: GenerateConfig, split: str = "test", pool: tuple[Pool, Counter] | None = None) -> list[dict]:
+    """The examples of one split of ``config``, made in memory exactly as :func:`generate` stores them, as items
+    like :class:`~patterson.datasets.StoredDataset`'s (physical units; ``label`` added): for a command that
+    phases a small test set it also writes, so that it never reads back what it wrote."""
+    pool_, _ = pool if pool is not None else build_pool(config, progress=False)
+    state, wanted, _ = _plan(config, pool_, None)
+    items: list[dict] = []
+    for start in range(0, wanted[split], config.chunk_size):
+        arrays = _chunk_arrays(state, split, start, min(config.chunk_size, wanted[split] - start))
+        for j in range(len(arrays["input"])):
+            items.append(_item(arrays, j, start + j))
+    return items
+
+
+def _item(arrays: dict[str, np.ndarray], j: int, index: int) -> dict:
+    """Example ``j`` of a chunk's arrays as a StoredDataset item (float32 maps (1, X, Y, Z), float64 reflections)."""
+    item = {name: torch.from_numpy(arrays[name][j].astype(np.float32))[None] for name in ("input", "target")}
+    item |= {"cell": torch.from_numpy(arrays["cell"][j]), "index": index, "n_atoms": int(arrays["n_atoms"][j]),
+             "xyz": torch.from_numpy(arrays["xyz"][j]), "z": torch.from_numpy(arrays["z"][j].astype(np.int64)),
+             "label": arrays["label"][j].decode()}  # fmt: skip
+    if "f_obs" in arrays:
+        item |= {"f_obs": torch.from_numpy(arrays["f_obs"][j].astype(np.float64)),
+                 "measured": torch.from_numpy(arrays["measured"][j].astype(bool))}  # fmt: skip
+    if "f_calc" in arrays:
+        item["f_calc"] = torch.from_numpy(arrays["f_calc"][j].astype(np.complex128))
+    return item

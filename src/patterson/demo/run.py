@@ -37,7 +37,7 @@ import torch
 
 from patterson import __version__, runtime
 from patterson.cells import Cell
-from patterson.datasets import GenerateConfig, config_for_test_split, make_test_split, source_entries
+from patterson.datasets import GenerateConfig, config_for_test_split, generate, make_examples, source_entries
 from patterson.demo.report import DEMO_METHODS, LABELS, PLOTS, headline_table, report_markdown, write_plots
 from patterson.errors import PattersonError
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
@@ -49,7 +49,7 @@ from patterson.phasing import (
     PhasingConfig,
     SplitMaps,
     compare_methods,
-    load_split,
+    split_maps,
 )
 from patterson.physics import grid_shape
 from patterson.training import Shipped, TrainedNetwork, open_network
@@ -274,9 +274,11 @@ def _run_preset(
     t0 = time.perf_counter()
     data_dir = folder / "data" / preset
     log.info("%s: making %d test structures from %s", preset, config.n, config.source)
-    ds = make_test_split(preset, data_dir, config.source, config.n, config.phasing.seed, progress=config.progress)
-    data = load_split(ds)
-    labels = ds.labels()
+    test = config_for_test_split(preset, config.source, config.n, config.phasing.seed)
+    generate(test, data_dir, progress=config.progress)  # the test set as a patterson dataset, part of the report
+    items = make_examples(test)  # the same examples, in memory: nothing written is read back
+    data = split_maps(items, test.d_min)
+    labels = [it["label"] for it in items]
     counts = Counter(frag.split("/")[0] for label in labels for frag in label.split(";"))  # dipeptides per entry
     entries = sorted(counts)
     t1 = time.perf_counter()
@@ -285,7 +287,7 @@ def _run_preset(
     info = None
     if network is not None:
         if network.norm is None:
-            network = network.with_norm(ds.norm)
+            network = network.with_norm({k: max(float(it[k].abs().max()) for it in items) for k in ("input", "target")})
             warnings.append(f"{preset}: {network.path.name} holds no normalisation constants; the test set's are used.")
         info = network.describe()
         info["held_out"] = _held_out(network.entries, info["trained_on"].get("source"), entries)
@@ -316,7 +318,7 @@ def _run_preset(
     result = {
         "preset": preset,
         "n": len(data),
-        "dataset": json.loads(ds.config.to_json()),
+        "dataset": json.loads(test.to_json()),
         "grid": list(data.shape),
         "d_min": data.d_min,
         "n_reflections": len(data.hkl),

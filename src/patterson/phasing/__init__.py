@@ -21,6 +21,7 @@ from patterson.phasing.evaluate import (
     load_split,
     method_summary,
     phase_maps,
+    split_maps,
 )
 from patterson.phasing.learned import (
     HistogramStep,
@@ -88,6 +89,7 @@ __all__ = [
     "gaussian_blur",
     "hio",
     "load_split",
+    "split_maps",
     "method_summary",
     "patterson_support",
     "phase",

@@ -325,12 +325,33 @@ def load_split(
         raise PattersonError(f"{ds.path}: the {ds.split} split holds no examples")
     ds.require_reflections()
     items = [ds[i] for i in range(count)]
+    return split_maps(items, ds.config.d_min, d_min, ds.scale, device, free_fraction, seed, ds.split, str(ds.path))
+
+
+def split_maps(
+    items: list[dict],
+    dataset_d_min: float,
+    d_min: float | None = None,
+    scale: dict | None = None,
+    device: str | torch.device = "cpu",
+    free_fraction: float = FREE_FRACTION,
+    seed: int = 0,
+    split: str = "test",
+    name: str = "the examples",
+) -> SplitMaps:
+    """:class:`SplitMaps` of examples of one cell as a StoredDataset gives them, or as
+    :func:`patterson.datasets.make_examples` makes them in memory (``scale``: the constants their maps were divided
+    by, None for physical units); ``dataset_d_min`` is the resolution of their stored reflections, ``d_min`` the
+    one to phase to (default the same). ``name`` says where they come from in errors."""
     cells = {tuple(float(x) for x in it["cell"]) for it in items}
     if len(cells) != 1:
-        raise PattersonError(f"{ds.path}: the {ds.split} split holds {len(cells)} different cells; phase one at a time")
-    ids = tuple(f"{ds.split}-{int(it['index'])}" for it in items)
-    d_min = float(ds.config.d_min if d_min is None else d_min)
-    return _split_maps(items, d_min, ds.scale, device, ids, free_fraction, seed, float(ds.config.d_min))
+        raise PattersonError(f"{name}: the {split} split holds {len(cells)} different cells; phase one at a time")
+    if any("f_obs" not in it for it in items):
+        raise PattersonError(f"{name}: no stored amplitudes (a dataset of format 1?); make it again")
+    ids = tuple(f"{split}-{int(it['index'])}" for it in items)
+    d_min = float(dataset_d_min if d_min is None else d_min)
+    scale = scale or {"input": 1.0, "target": 1.0}
+    return _split_maps(items, d_min, scale, device, ids, free_fraction, seed, float(dataset_d_min))
 
 
 def _split_maps(
