@@ -46,6 +46,7 @@ TABLES = {  # document: [(benchmark script, results file, the expression that re
     "docs/flipping_table.md": [("flipping", "flipping.json", "m.table(r)")],
     "docs/peers_table.md": [("peers", "peers.json", "m.table(r['rows'], tuple(r['rows'][0]['methods']))")],
     "docs/models.md": [("models", "models.json", "m.card(r['models'])")],
+    "docs/learning_curve_table.md": [("learning_curve", "learning_curve.json", "m.table(r)")],
     "docs/demo_table.md": [("demo", "demo.json", "r['table']")],
     "docs/demo.md": [("demo", "demo.json", "r['table']")],
 }

@@ -40,6 +40,7 @@ SMALL = {
     "hurwitz-cnn": dict(channels=4, n_layers=3, kernel=3),
     "mlp": dict(hidden=(8,)),
     "density-modifier": dict(channels=4, n_blocks=2),
+    "fourier-net": dict(width=4, modes=4, n_layers=2),
 }
 MAPPERS = sorted(n for n in SMALL if n != "density-modifier")  # Patterson → density nets (tanh, any channels)
 GRIDS = [(12, 12, 12), (20, 20, 20), (24, 24, 24), (40, 40, 40)]
@@ -84,6 +85,22 @@ def test_non_cubic_grid():
     for name in ("patterson-unet", "unet3d", "hurwitz-cnn"):
         assert small_model(name)(x).shape == x.shape
     assert small_model("mlp", grid=(12, 20, 24))(x).shape == x.shape
+
+
+def test_fourier_net_mixes_the_whole_cell_and_commutes_with_translations():
+    """#17: one spectral layer reaches across the cell (a 3×3×3 conv reaches one voxel), and a periodic shift of
+    the Patterson shifts the output by the same amount."""
+    torch.manual_seed(0)
+    model = small_model("fourier-net")
+    x = torch.randn(2, 1, 12, 12, 12)
+    y = model(x)
+    assert torch.allclose(model(torch.roll(x, (3, 5, 7), DIMS)), torch.roll(y, (3, 5, 7), DIMS), atol=1e-5)
+    layer = model.layers[0].spectral
+    poke = torch.zeros(1, 4, 12, 12, 12)
+    poke[0, :, 0, 0, 0] = 1.0
+    assert (layer(poke)[0, 0, 6, 6, 6]).abs() > 1e-6  # the far corner of the cell feels a single voxel
+    with pytest.raises(PattersonError, match="too small"):
+        small_model("fourier-net")(torch.randn(1, 1, 6, 6, 6))
 
 
 def test_paper_preset_parameter_counts():

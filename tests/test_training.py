@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -377,6 +378,35 @@ def test_shipped_recipes_are_valid_configs():
     for path in recipes:
         config = load_config(path)
         assert config.epochs > 0 and config.model_config().to_dict()["arch"] == config.model
+
+
+RECIPE_DATA = {"paper-2": "paper-2", "dense-protein": "dense-protein", "density-modifier": "dense-protein",
+               "fourier-net-paper-2": "paper-2"}  # fmt: skip
+RECIPE_STAGE2 = {"paper-2-stage2": "paper-2", "density-modifier-stage2": "density-modifier"}  # started from
+
+
+def test_every_recipe_still_builds_and_trains_a_few_steps(tmp_path):
+    """#17: each recipe of a shipped network (and its GPU variant) trains two steps on a small dataset of its
+    preset, with its stage-2 starting weights (the shipped network) where it has some."""
+    from pathlib import Path
+
+    from patterson.datasets import generate, make_config
+
+    data = {}
+    for preset in ("paper-2", "dense-protein"):
+        config = make_config(preset, source="embedded", n=8, splits=(0.5, 0.25, 0.25), map_dtype="float32")
+        data[preset] = generate(config, tmp_path / "data" / preset, progress=False).out
+    for path in sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml")):
+        name = path.stem
+        preset = next(v for k, v in RECIPE_DATA.items() if name.startswith(k))
+        sets = ["epochs=1", "max_batches=2", "batch_size=2", "val_batch_size=2", "progress=false", "amp=false"]
+        if name in RECIPE_STAGE2:
+            sets.append(f"init_from={RECIPE_STAGE2[name]}")
+            if name.startswith("density-modifier"):
+                sets.append(f"recycle_from={RECIPE_STAGE2[name]}")
+        config = load_config(path, sets, data=str(data[preset]))
+        result = train(config, tmp_path / "runs" / name)
+        assert result.metrics["step"] == 2 and math.isfinite(result.metrics["train_loss"]), name
 
 
 def test_foreign_unsafe_and_misdirected_checkpoints_are_one_line(tmp_path):

@@ -12,6 +12,7 @@ from patterson.models.blocks import ConvBNReLU, DoubleConv, ResidualBlock, Squee
 from patterson.models.configs import (
     CONFIG_CLASSES,
     DensityModifierConfig,
+    FourierNetConfig,
     HurwitzCNNConfig,
     MLPConfig,
     ModelConfig,
@@ -42,6 +43,7 @@ __all__ = [
     "ConvBNReLU",
     "DensityModifier",
     "DensityModifierConfig",
+    "FourierNetConfig",
     "DoubleConv",
     "HurwitzCNN",
     "HurwitzCNNConfig",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def conv3d(in_ch: int, out_ch: int, kernel: int, padding_mode: str = "zeros", bias: bool = True) -> nn.Conv3d:
@@ -111,3 +112,40 @@ class Up(nn.Module):
 def output_activation(name: str) -> nn.Module:
     """``'tanh'`` -> nn.Tanh, ``'none'`` -> nn.Identity."""
     return nn.Tanh() if name == "tanh" else nn.Identity()
+
+
+class SpectralConv3d(nn.Module):
+    """A global periodic convolution by FFT: the lowest ``modes`` frequencies along each axis (both signs of the
+    first two, the non-negative half of the last, as ``rfftn`` keeps them) are multiplied by learned complex
+    weights (C_in → C_out); the others are dropped. Commutes with every translation of the periodic grid."""
+
+    def __init__(self, c_in: int, c_out: int, modes: int) -> None:
+        super().__init__()
+        self.modes = modes
+        scale = 1.0 / (c_in * c_out)
+        # one weight tensor per corner of the kept (±kx, ±ky, +kz) block: (4, C_in, C_out, m, m, m) complex
+        self.weight = nn.Parameter(scale * torch.randn(4, c_in, c_out, modes, modes, modes, dtype=torch.cfloat))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, nx, ny, nz = x.shape
+        m = self.modes
+        spec = torch.fft.rfftn(x.float(), dim=(-3, -2, -1))  # (B, C_in, X, Y, Z/2+1)
+        out = spec.new_zeros(b, self.weight.shape[2], nx, ny, nz // 2 + 1)
+        corners = [(slice(0, m), slice(0, m)), (slice(-m, None), slice(0, m)), (slice(0, m), slice(-m, None)),
+                   (slice(-m, None), slice(-m, None))]  # fmt: skip
+        for k, (sx, sy) in enumerate(corners):
+            block = spec[:, :, sx, sy, :m]  # (B, C_in, m, m, m)
+            out[:, :, sx, sy, :m] = torch.einsum("bixyz,ioxyz->boxyz", block, self.weight[k])
+        return torch.fft.irfftn(out, s=(nx, ny, nz), dim=(-3, -2, -1)).to(x.dtype)  # (B, C_out, X, Y, Z)
+
+
+class FourierLayer(nn.Module):
+    """x → GELU(spectral(x) + pointwise(x)): global mixing beside local detail, channels preserved."""
+
+    def __init__(self, width: int, modes: int) -> None:
+        super().__init__()
+        self.spectral = SpectralConv3d(width, width, modes)
+        self.pointwise = nn.Conv3d(width, width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.spectral(x) + self.pointwise(x))

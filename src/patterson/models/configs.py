@@ -289,8 +289,40 @@ class DensityModifierConfig(ModelConfig):
             raise PattersonError("DensityModifierConfig needs in_channels == out_channels (it corrects its input)")
 
 
+@dataclass(frozen=True)
+class FourierNetConfig(ModelConfig):
+    """A Fourier neural operator (Li et al. 2021) on the periodic cell: every layer mixes the whole cell at once.
+
+    A Patterson map's interatomic vectors span the whole cell, while a stack of 3×3×3 convolutions sees a few Å per
+    layer; a spectral layer multiplies the lowest ``modes`` frequencies along each axis by learned complex weights
+    (a global convolution), and a pointwise convolution beside it keeps the local detail.
+
+    Attributes
+    ----------
+    width : int
+        Channels of every hidden layer.
+    modes : int
+        Frequencies kept per axis and sign (at most half the grid); 24³ maps at 0.5 Å hold 12.
+    n_layers : int
+        Fourier layers.
+    """
+
+    ARCH: ClassVar[str] = "fourier-net"
+
+    arch: str = "fourier-net"
+    width: int = 16
+    modes: int = 6
+    n_layers: int = 4
+
+    def _validate(self) -> None:
+        _require_int(self, "width")
+        _require_int(self, "modes")
+        _require_int(self, "n_layers")
+
+
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
-    cls.ARCH: cls for cls in (PattersonUNetConfig, UNet3DConfig, MLPConfig, HurwitzCNNConfig, DensityModifierConfig)
+    cls.ARCH: cls
+    for cls in (PattersonUNetConfig, UNet3DConfig, MLPConfig, HurwitzCNNConfig, DensityModifierConfig, FourierNetConfig)
 }
 
 

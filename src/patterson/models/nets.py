@@ -13,6 +13,7 @@ from patterson.models.blocks import (
     DilatedBlock,
     DoubleConv,
     Down,
+    FourierLayer,
     ResidualBlock,
     Up,
     conv3d,
@@ -20,6 +21,7 @@ from patterson.models.blocks import (
 )
 from patterson.models.configs import (
     DensityModifierConfig,
+    FourierNetConfig,
     HurwitzCNNConfig,
     MLPConfig,
     ModelConfig,
@@ -278,10 +280,42 @@ class DensityModifier(PattersonModel):
         return h * sigma + mean
 
 
+class FourierNet(PattersonModel):
+    """A Fourier neural operator: global mixing from the first layer, as a Patterson's vectors span the cell.
+
+    lift:    pointwise conv (in → width)
+    layers:  n_layers × FourierLayer: GELU(spectral conv over the lowest ``modes`` frequencies + pointwise conv)
+    project: pointwise conv (width → width) GELU, pointwise conv (width → out), output activation
+
+    Every operation commutes with translations of the periodic grid, so a shifted Patterson gives a shifted map.
+    """
+
+    def __init__(self, config: FourierNetConfig) -> None:
+        super().__init__(config)
+        cfg = config
+        self.lift = nn.Conv3d(cfg.in_channels, cfg.width, 1)
+        self.layers = nn.Sequential(*(FourierLayer(cfg.width, cfg.modes) for _ in range(cfg.n_layers)))
+        self.project = nn.Sequential(
+            nn.Conv3d(cfg.width, cfg.width, 1), nn.GELU(), nn.Conv3d(cfg.width, cfg.out_channels, 1)
+        )
+        self.act = output_activation(cfg.output_activation)
+
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """Any grid that holds ``modes`` frequencies of each sign along every axis."""
+        g = _grid3(grid)
+        if min(g[0], g[1]) < 2 * self.config.modes or g[2] // 2 + 1 < self.config.modes:
+            raise PattersonError(f"grid {g} is too small for {self.config.modes} Fourier modes per axis")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.act(self.project(self.layers(self.lift(x))))  # (B, in, X, Y, Z) -> (B, out, X, Y, Z)
+
+
 MODEL_CLASSES: dict[str, type[PattersonModel]] = {
     PattersonUNetConfig.ARCH: PattersonUNet,
     UNet3DConfig.ARCH: UNet3D,
     MLPConfig.ARCH: MLP,
     HurwitzCNNConfig.ARCH: HurwitzCNN,
     DensityModifierConfig.ARCH: DensityModifier,
+    FourierNetConfig.ARCH: FourierNet,
 }

@@ -13,6 +13,7 @@ from torch import nn
 from patterson.errors import PattersonError
 from patterson.models.configs import (
     DensityModifierConfig,
+    FourierNetConfig,
     HurwitzCNNConfig,
     MLPConfig,
     ModelConfig,
@@ -41,6 +42,7 @@ MODEL_CONFIGS: Mapping[str, ModelConfig] = MappingProxyType(
         "hurwitz-cnn": HurwitzCNNConfig(),
         # the learned real-space step of the phasing loop (``patterson evaluate --method learned``)
         "density-modifier": DensityModifierConfig(),
+        "fourier-net": FourierNetConfig(),
     }
 )
 
