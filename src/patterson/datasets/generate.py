@@ -23,7 +23,7 @@ from patterson import __version__
 from patterson.cells import Cell, fits_in_cell, pack_cell, place_in_cell, set_b_factors
 from patterson.datasets.config import FIELDS, FORMAT, LABEL_LEN, REFLECTION_FIELDS, SPLITS, GenerateConfig
 from patterson.datasets.sources import Pool, assign_splits, build_pool, split_counts
-from patterson.datasets.store import damaged_shards
+from patterson.datasets.store import damaged_shards, example_item
 from patterson.errors import PattersonError
 from patterson.files import atomic_write, check_writable_folder, folder_lock
 from patterson.maps import (
@@ -350,8 +350,7 @@ def split_entries(config: GenerateConfig, workers: int = 1, progress: bool = Tru
     """The source entries each split of ``config`` is given, as :func:`generate` assigns them (reads the source;
     for datasets whose index does not list them, e.g. those behind networks trained before it did)."""
     pool, _ = build_pool(config, workers, progress)
-    of_entry = assign_splits(pool.entries, config.seed, split_counts(config.n, config.splits), config.splits)
-    return {s: sorted(e for e, split in of_entry.items() if split == s) for s in SPLITS}
+    return _plan(config, pool, None)[2]
 
 
 def generate(
@@ -585,19 +584,5 @@ def make_examples(config: GenerateConfig, split: str = "test", pool: tuple[Pool,
     for start in range(0, wanted[split], config.chunk_size):
         arrays = _chunk_arrays(state, split, start, min(config.chunk_size, wanted[split] - start))
         for j in range(len(arrays["input"])):
-            items.append(_item(arrays, j, start + j))
+            items.append(example_item({name: a[j] for name, a in arrays.items()}, start + j))
     return items
-
-
-def _item(arrays: dict[str, np.ndarray], j: int, index: int) -> dict:
-    """Example ``j`` of a chunk's arrays as a StoredDataset item (float32 maps (1, X, Y, Z), float64 reflections)."""
-    item = {name: torch.from_numpy(arrays[name][j].astype(np.float32))[None] for name in ("input", "target")}
-    item |= {"cell": torch.from_numpy(arrays["cell"][j]), "index": index, "n_atoms": int(arrays["n_atoms"][j]),
-             "xyz": torch.from_numpy(arrays["xyz"][j]), "z": torch.from_numpy(arrays["z"][j].astype(np.int64)),
-             "label": arrays["label"][j].decode()}  # fmt: skip
-    if "f_obs" in arrays:
-        item |= {"f_obs": torch.from_numpy(arrays["f_obs"][j].astype(np.float64)),
-                 "measured": torch.from_numpy(arrays["measured"][j].astype(bool))}  # fmt: skip
-    if "f_calc" in arrays:
-        item["f_calc"] = torch.from_numpy(arrays["f_calc"][j].astype(np.complex128))
-    return item

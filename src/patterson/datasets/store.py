@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from patterson.cells import Cell, random_rotation
-from patterson.datasets.config import SPLITS, GenerateConfig
+from patterson.datasets.config import REFLECTION_FIELDS, SPLITS, GenerateConfig
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f, patterson_from_f
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
@@ -145,6 +145,32 @@ def label_entries(labels: list[str]) -> list[str]:
     return sorted({frag.split("/")[0] for label in labels for frag in label.split(";") if frag})
 
 
+def example_item(row: Mapping[str, np.ndarray], index: int, scale: Mapping[str, float] | None = None) -> dict:
+    """One example as a dataset item (see :class:`StoredDataset`) from its stored arrays ``row``: maps (1, X, Y,
+    Z) float32 divided by ``scale`` (None: physical units), the reflections exact in float64 / complex128, the
+    label decoded where ``row`` has one."""
+    scale = scale or {"input": 1.0, "target": 1.0}
+    out = {
+        name: torch.from_numpy(row[name].astype(np.float32) / np.float32(scale[name]))[None]
+        for name in ("input", "target")
+    }  # (1, X, Y, Z) each
+    out.update(
+        cell=torch.from_numpy(np.asarray(row["cell"])),
+        index=index,
+        n_atoms=int(row["n_atoms"]),
+        xyz=torch.from_numpy(np.asarray(row["xyz"])),
+        z=torch.from_numpy(row["z"].astype(np.int64)),
+    )
+    if "f_obs" in row:  # exact, never scaled: (M,) each
+        out["f_obs"] = torch.from_numpy(row["f_obs"].astype(np.float64))
+        out["measured"] = torch.from_numpy(row["measured"].astype(bool))
+    if "f_calc" in row:
+        out["f_calc"] = torch.from_numpy(row["f_calc"].astype(np.complex128))
+    if "label" in row:
+        out["label"] = bytes(row["label"]).decode()
+    return out
+
+
 class StoredDataset(torch.utils.data.Dataset):
     """A PyTorch Dataset over one split of a stored dataset.
 
@@ -196,23 +222,8 @@ class StoredDataset(torch.utils.data.Dataset):
             raise IndexError(index)
         index %= self._len
         g = self._group()
-        out = {
-            name: torch.from_numpy(g[name][index].astype(np.float32) / np.float32(self.scale[name]))[None]
-            for name in ("input", "target")
-        }  # (1, X, Y, Z) each
-        out.update(
-            cell=torch.from_numpy(g["cell"][index]),
-            index=index,
-            n_atoms=int(g["n_atoms"][index]),
-            xyz=torch.from_numpy(g["xyz"][index]),
-            z=torch.from_numpy(g["z"][index].astype(np.int64)),
-        )
-        if self.has_reflections:  # exact, never scaled: (M,) each
-            out["f_obs"] = torch.from_numpy(g["f_obs"][index].astype(np.float64))
-            out["measured"] = torch.from_numpy(g["measured"][index].astype(bool))
-            if "f_calc" in g:
-                out["f_calc"] = torch.from_numpy(g["f_calc"][index].astype(np.complex128))
-        return out
+        names = ("input", "target", "cell", "n_atoms", "xyz", "z", *(n for n in REFLECTION_FIELDS if n in g))
+        return example_item({name: g[name][index] for name in names}, index, self.scale)
 
     def labels(self) -> list[str]:
         """The provenance label of every example (``entry/chain/seqid:RES,...``, ``;`` between fragments)."""

@@ -221,6 +221,14 @@ def _best_fit(candidates: list[tuple[Path, dict[str, Any]]], data: Mapping[str, 
     return min(scored)[2] if scored else None
 
 
+def choose_pretrained(candidates: list[tuple[Path, dict[str, Any]]], data: Mapping[str, Any] | None) -> Path | None:
+    """Which of the shipped ``candidates`` (path, state) ``pretrained`` means: the best fit to ``data`` (see
+    :func:`pick_pretrained`); without ``data`` the only candidate; None when that leaves none."""
+    if data:
+        return _best_fit(candidates, data)
+    return candidates[0][0] if len(candidates) == 1 else None
+
+
 def pick_pretrained(
     data: Mapping[str, Any], weights_dir: str | Path | None = None, task: str = "density"
 ) -> Path | None:
@@ -241,10 +249,7 @@ def find_checkpoint(
     "pack_volume": 35}``; see :func:`pick_pretrained`), else the only shipped file of that task. Returns None when
     ``pretrained`` finds no shipped weights; raises PattersonError for a NAME or PATH that does not exist."""
     if name == "pretrained":
-        candidates = _shipped_for(weights_dir, task)
-        if data:
-            return _best_fit(candidates, data)
-        return candidates[0][0] if len(candidates) == 1 else None
+        return choose_pretrained(_shipped_for(weights_dir, task), data)
     shipped = _shipped(weights_dir)
     path = Path(name)
     if path.suffix == ".pt" or os.sep in name or path.is_file():

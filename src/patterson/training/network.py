@@ -21,9 +21,9 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.models import PattersonModel, count_parameters, model_from_config
 from patterson.training.checkpoint import (
-    _best_fit,
     _shipped,
     check_task,
+    choose_pretrained,
     find_checkpoint,
     load_checkpoint,
     load_weights,
@@ -183,10 +183,8 @@ class Shipped:
         """The ``task`` network that fits ``data`` best (see :func:`~patterson.training.pick_pretrained`); without
         ``data`` the only one of that task; None when there is none to pick."""
         candidates = self.candidates(task)
-        if not candidates or (not data and len(candidates) > 1):
-            return None
-        path = _best_fit(candidates, data) if data else candidates[0][0]
-        return TrainedNetwork.from_state(path, dict(candidates)[path], device, task)
+        path = choose_pretrained(candidates, data)
+        return None if path is None else TrainedNetwork.from_state(path, dict(candidates)[path], device, task)
 
     def networks(self, task: str = "density", device: str | torch.device = "cpu") -> list[TrainedNetwork]:
         """Every shipped ``task`` network, sorted by name."""
