@@ -8,11 +8,19 @@ chance level of the same maps (random phases with the true amplitudes). Rows:
 
 - ``unet``: the shipped paper-2 architecture (``patterson-unet``, local 3×3×3 / 5×5×5 convolutions);
 - ``fourier-net``: a Fourier neural operator (``fourier-net``), every layer a global convolution over the cell;
-- ``fourier-net-wide``: the same, wider and with more modes.
+- ``fourier-net-wide``: the same, wider and with more modes;
+- ``fourier-net-invariant``: fourier-net trained with the origin- and hand-invariant loss (the loss after the best
+  origin shift and hand, as the metric forgives them: the network may commit to one hand);
+- ``fourier-net-invariant-cc``: the same with the correlation term weighted 0.5 (the metric itself);
+- ``fourier-net-invariant-m8``, ``-l6``: the invariant loss with 8 modes per axis (every frequency to 1.5 Å in a
+  12 Å cell) or with 6 layers.
 
     OMP_NUM_THREADS=2 python benchmarks/learning_curve.py [--source ../shared/data/pdb] [--n 3000]
-        [--epochs 6] [--batches 50] [--rows unet fourier-net ...] [--out benchmarks/results/learning_curve.json]
-        [--table docs/learning_curve_table.md]
+        [--epochs 6] [--batches 100] [--rows unet fourier-net ...] [--keep]
+        [--out benchmarks/results/learning_curve.json] [--table docs/learning_curve_table.md]
+
+``--keep`` reruns only ``--rows`` and keeps the other rows of ``--out`` (refused unless it was written with the
+same source, n, epochs and batches: the same data and maps seen); each row records when it ran.
 """
 
 from __future__ import annotations
@@ -33,11 +41,16 @@ from patterson.datasets import StoredDataset, generate, make_config
 from patterson.evaluation import chance_scores
 from patterson.training import load_config, read_metrics, train
 
-ROWS = {  # name: (model, model options)
+FNO = {"width": 16, "modes": 6, "n_layers": 4}
+ROWS = {  # name: (model, model options, training settings beyond COMMON)
     "unet": ("patterson-unet", {"c1": 16, "c2": 24, "n_blocks": 4, "encoder_kernel": 3, "block_kernel": 5,
-                                "decoder_kernel": 3}),  # fmt: skip
-    "fourier-net": ("fourier-net", {"width": 16, "modes": 6, "n_layers": 4}),
-    "fourier-net-wide": ("fourier-net", {"width": 24, "modes": 8, "n_layers": 4}),
+                                "decoder_kernel": 3}, []),  # fmt: skip
+    "fourier-net": ("fourier-net", FNO, []),
+    "fourier-net-wide": ("fourier-net", {"width": 24, "modes": 8, "n_layers": 4}, []),
+    "fourier-net-invariant": ("fourier-net", FNO, ["loss=invariant"]),
+    "fourier-net-invariant-cc": ("fourier-net", FNO, ["loss=invariant", "loss_weight=0.5"]),
+    "fourier-net-invariant-m8": ("fourier-net", {"width": 16, "modes": 8, "n_layers": 4}, ["loss=invariant"]),
+    "fourier-net-invariant-l6": ("fourier-net", {"width": 16, "modes": 6, "n_layers": 6}, ["loss=invariant"]),
 }
 COMMON = ["batch_size=8", "grad_accum=1", "lr=2e-3", "schedule=onecycle", "on_the_fly=true", "val_batch_size=32",
           "progress=false", "amp=false"]  # fmt: skip
@@ -52,8 +65,8 @@ def chance_cc(data: Path) -> float:
 
 
 def run_row(name: str, data: Path, folder: Path, epochs: int, batches: int) -> dict:
-    model, options = ROWS[name]
-    sets = [*COMMON, f"epochs={epochs}", f"max_batches={batches}"]
+    model, options, extra = ROWS[name]
+    sets = [*COMMON, *extra, f"epochs={epochs}", f"max_batches={batches}"]
     config = load_config(None, sets, model=model, data=str(data)).replace(model_options=options)
     t0 = time.perf_counter()
     train(config, folder / name)
@@ -66,8 +79,17 @@ def run_row(name: str, data: Path, folder: Path, epochs: int, batches: int) -> d
                      "val_maps": r.get("val_maps")})  # fmt: skip
     state = torch.load(folder / name / "checkpoints" / "last.pt", weights_only=True)
     n_params = sum(v.numel() for v in state["model"].values() if v.is_floating_point() or v.is_complex())
-    return {"row": name, "model": model, "options": options, "parameters": int(n_params), "wall_s": wall,
-            "curve": rows}  # fmt: skip
+    return {"row": name, "model": model, "options": options, "settings": extra, "parameters": int(n_params),
+            "wall_s": wall, "curve": rows}  # fmt: skip
+
+
+def kept_rows(args: argparse.Namespace) -> list[dict]:
+    """The rows of ``--out`` not rerun now, when it was written for the same data and maps seen."""
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}
+    same = (old.get("source"), old.get("n"), old.get("epochs"), old.get("batches"))
+    if old["rows"] and same != (args.source, args.n, args.epochs, args.batches):
+        raise SystemExit(f"--keep: {args.out} was written for (source, n, epochs, batches) = {same}")
+    return [r for r in old["rows"] if r["row"] not in args.rows]
 
 
 def table(results: dict) -> str:
@@ -92,11 +114,13 @@ def main() -> None:
     parser.add_argument("--source", default="../shared/data/pdb")
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batches", type=int, default=50, help="optimizer steps per epoch")
+    parser.add_argument("--batches", type=int, default=100, help="optimizer steps per epoch")
     parser.add_argument("--rows", nargs="+", default=list(ROWS))
+    parser.add_argument("--keep", action="store_true", help="keep the other rows of --out")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/learning_curve.json"))
     parser.add_argument("--table", type=Path, default=Path("docs/learning_curve_table.md"))
     args = parser.parse_args()
+    kept = kept_rows(args) if args.keep else []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "paper-2"
         config = make_config("paper-2", source=args.source, n=args.n, splits=(0.9, 0.05, 0.05), seed=0)
@@ -104,10 +128,14 @@ def main() -> None:
         results = {"benchmark": "learning curves", "source": args.source, "n": args.n,
                    "n_val": len(StoredDataset(data, "val")), "chance_cc": chance_cc(data),
                    "version": patterson.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
-                   "torch_threads": torch.get_num_threads(), "common": COMMON, "rows": []}  # fmt: skip
+                   "torch_threads": torch.get_num_threads(), "common": COMMON, "epochs": args.epochs,
+                   "batches": args.batches, "rows": []}  # fmt: skip
         for name in args.rows:
             results["rows"].append(run_row(name, data, Path(tmp), args.epochs, args.batches))
+            results["rows"][-1]["ran"] = time.strftime("%Y-%m-%d %H:%M")
             print(name, [round(p["val_cc_aligned_median"], 3) for p in results["rows"][-1]["curve"]], flush=True)
+    order = list(ROWS)
+    results["rows"] = sorted(kept + results["rows"], key=lambda r: order.index(r["row"]))
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     args.table.write_text("<!-- written by benchmarks/learning_curve.py -->\n\n" + table(results))
     print(table(results))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +42,7 @@ SMALL = {
     "mlp": dict(hidden=(8,)),
     "density-modifier": dict(channels=4, n_blocks=2),
     "fourier-net": dict(width=4, modes=4, n_layers=2),
+    "intensity-net": dict(width=4, modes=4, n_layers=2),
 }
 MAPPERS = sorted(n for n in SMALL if n != "density-modifier")  # Patterson → density nets (tanh, any channels)
 GRIDS = [(12, 12, 12), (20, 20, 20), (24, 24, 24), (40, 40, 40)]
@@ -101,6 +103,36 @@ def test_fourier_net_mixes_the_whole_cell_and_commutes_with_translations():
     assert (layer(poke)[0, 0, 6, 6, 6]).abs() > 1e-6  # the far corner of the cell feels a single voxel
     with pytest.raises(PattersonError, match="too small"):
         small_model("fourier-net")(torch.randn(1, 1, 6, 6, 6))
+
+
+def test_octant_patterson_is_the_patterson_of_an_mmm_crystal():
+    """#17: for a crystal with mmm symmetry (atoms at every (±x, ±y, ±z)) the octant of intensities the report's
+    task gives holds all of |F|², and OctantPatterson is exactly the crystal's Patterson (all h, k, l in the cube
+    |h| < n) on the finer grid; the intensity network maps the n³ input to the n³ target grid."""
+    from itertools import product
+
+    from patterson.cells import Cell
+    from patterson.maps import intensity_grid
+    from patterson.models.blocks import OctantPatterson
+    from patterson.physics import AtomBatch, structure_factors
+    from patterson.structures import Atoms
+
+    cell, n = Cell(7.0, 8.0, 9.0, 90.0, 90.0, 90.0), 5
+    base = np.array([[0.11, 0.23, 0.31], [0.37, 0.05, 0.19]])
+    frac = np.unique(np.concatenate([base * s for s in product((1, -1), repeat=3)]) % 1.0, axis=0)
+    atoms = Atoms(cell.to_cartesian(frac), np.array(["O"] * len(frac)), np.zeros(len(frac)), np.ones(len(frac)),
+                  cell.parameters, "P 1", "mmm")  # fmt: skip
+    batch = AtomBatch.from_atoms([atoms], cell)
+    octant = intensity_grid(batch, n)  # (1, n, n, n): h, k, l = 0 … n-1
+    p = OctantPatterson(2)(octant[:, None].double())[0, 0]  # (2n, 2n, 2n)
+    axis = np.arange(-(n - 1), n)
+    hkl = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    intensity = structure_factors(batch, hkl, form="z", b_iso=0.0)[0].abs().double() ** 2  # (M,) every sign
+    x = np.stack(np.meshgrid(*[np.arange(2 * n) / (2 * n)] * 3, indexing="ij"), axis=-1)  # (2n, 2n, 2n, 3)
+    direct = (intensity.numpy() * np.cos(2 * np.pi * x @ hkl.T)).sum(-1)
+    direct = (direct - direct.mean()) / np.sqrt(((direct - direct.mean()) ** 2).mean())
+    assert np.abs(p.numpy() - direct).max() < 1e-5
+    assert small_model("intensity-net")(octant[:, None].float()).shape == (1, 1, n, n, n)
 
 
 def test_paper_preset_parameter_counts():

@@ -349,8 +349,10 @@ def test_pretrained_picks_weights_that_suit_the_data(tmp_path):
     model = build_model("hurwitz-cnn", channels=4, n_layers=2, kernel=3)
     folder = tmp_path / "weights"
     for name, dataset in {
-        "paper-2": {"preset": "paper-2", "d_min": 1.5, "pack_volume": None},
+        "paper-2": {"preset": "paper-2", "d_min": 1.5, "pack_volume": None, "cell": [12.0] * 3 + [90.0] * 3},
         "dense-protein": {"preset": "dense-protein", "d_min": 2.0, "pack_volume": 35.0},
+        "paper-1b": {"preset": "paper-1b", "d_min": 1.5, "pack_volume": None, "cell": [10.0] * 3 + [90.0] * 3},
+        "report-hkl10": {"preset": "report-hkl10", "input": "intensity", "d_min": 1.5, "cell": None},
     }.items():
         state = {"format": "patterson-checkpoint", "format_version": 1, "model": model.state_dict()}
         state |= {"model_config": model.config.to_dict(), "data": {"train": {"dataset": dataset}}}
@@ -361,9 +363,12 @@ def test_pretrained_picks_weights_that_suit_the_data(tmp_path):
 
     assert pick(preset="paper-2", d_min=2.5, pack_volume=None) == "paper-2"  # the preset decides
     assert pick(preset="dense-protein", d_min=1.0, pack_volume=35.0) == "dense-protein"
-    assert pick(preset="paper-1a", d_min=2.0, pack_volume=None) == "paper-2"  # alone in its cell
+    assert pick(preset="paper-1a", d_min=2.0, pack_volume=None, cell=[13.0] * 3) == "paper-2"  # alone, nearest cell
+    assert pick(preset="custom", d_min=1.5, pack_volume=None, cell=[9.0] * 3) == "paper-1b"
+    assert pick(preset="custom", input="intensity", d_min=1.0) == "report-hkl10"  # the kind of input first
+    assert pick(preset="report-hkl20", input="intensity", d_min=1.5) == "report-hkl10"
     assert pick(d_min=1.5, pack_volume=40.0) == "dense-protein"  # a packed crystal
-    assert pick(d_min=1.9) == "dense-protein" and pick(d_min=1.4) == "paper-2"  # nearest resolution
+    assert pick(d_min=1.9) == "dense-protein" and pick(d_min=1.4, cell=[12.0] * 3) == "paper-2"  # nearest d_min
     assert find_checkpoint("pretrained", folder) is None  # two shipped, no hint: nothing to choose by
     assert find_checkpoint("paper-2", folder).name == "paper-2.pt"
     assert find_checkpoint("pretrained", tmp_path / "none", {"d_min": 2.0}) is None
@@ -381,29 +386,36 @@ def test_shipped_recipes_are_valid_configs():
 
 
 RECIPE_DATA = {"paper-2": "paper-2", "dense-protein": "dense-protein", "density-modifier": "dense-protein",
-               "fourier-net-paper-2": "paper-2"}  # fmt: skip
-RECIPE_STAGE2 = {"paper-2-stage2": "paper-2", "density-modifier-stage2": "density-modifier"}  # started from
+               "fourier-net-paper-2": "paper-2", "paper-1a": "paper-1a", "paper-1b": "paper-1b",
+               "report-hkl10": "report-hkl10"}  # fmt: skip
+RECIPE_STAGE2 = {"paper-2-stage2": "paper-2-stage1", "density-modifier-stage2": "density-modifier"}  # started from
 
 
 def test_every_recipe_still_builds_and_trains_a_few_steps(tmp_path):
     """#17: each recipe of a shipped network (and its GPU variant) trains two steps on a small dataset of its
-    preset, with its stage-2 starting weights (the shipped network) where it has some."""
+    preset; a stage-2 recipe starts from (and recycles) what its stage-1 recipe just trained here."""
     from pathlib import Path
 
+    from fragment_sources import write_crystals
     from patterson.datasets import generate, make_config
 
     data = {}
-    for preset in ("paper-2", "dense-protein"):
+    for preset in ("paper-2", "dense-protein", "paper-1a", "paper-1b"):
         config = make_config(preset, source="embedded", n=8, splits=(0.5, 0.25, 0.25), map_dtype="float32")
         data[preset] = generate(config, tmp_path / "data" / preset, progress=False).out
-    for path in sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml")):
+    crystals = make_config("report-hkl10", source=str(write_crystals(tmp_path / "cif")), n=3, splits=(0.67, 0.33, 0))
+    data["report-hkl10"] = generate(crystals, tmp_path / "data" / "report-hkl10", progress=False).out
+    recipes = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml"))
+    for path in sorted(recipes, key=lambda p: p.stem in RECIPE_STAGE2):  # stage 1 first
         name = path.stem
         preset = next(v for k, v in RECIPE_DATA.items() if name.startswith(k))
-        sets = ["epochs=1", "max_batches=2", "batch_size=2", "val_batch_size=2", "progress=false", "amp=false"]
+        batch = 1 if preset.startswith("report") else 2  # two training crystals: two steps of one
+        sets = ["epochs=1", "max_batches=2", f"batch_size={batch}", "val_batch_size=2", "progress=false", "amp=false"]
         if name in RECIPE_STAGE2:
-            sets.append(f"init_from={RECIPE_STAGE2[name]}")
+            first = tmp_path / "runs" / RECIPE_STAGE2[name] / "checkpoints" / "last.pt"
+            sets.append(f"init_from={first}")
             if name.startswith("density-modifier"):
-                sets.append(f"recycle_from={RECIPE_STAGE2[name]}")
+                sets.append(f"recycle_from={first}")
         config = load_config(path, sets, data=str(data[preset]))
         result = train(config, tmp_path / "runs" / name)
         assert result.metrics["step"] == 2 and math.isfinite(result.metrics["train_loss"]), name

@@ -14,6 +14,7 @@ from patterson.models.configs import (
     DensityModifierConfig,
     FourierNetConfig,
     HurwitzCNNConfig,
+    IntensityNetConfig,
     MLPConfig,
     ModelConfig,
     PattersonUNetConfig,
@@ -27,7 +28,16 @@ from patterson.models.losses import (
     paper_loss,
     pearson_cc,
 )
-from patterson.models.nets import MLP, DensityModifier, HurwitzCNN, PattersonModel, PattersonUNet, UNet3D
+from patterson.models.nets import (
+    MLP,
+    DensityModifier,
+    FourierNet,
+    HurwitzCNN,
+    IntensityNet,
+    PattersonModel,
+    PattersonUNet,
+    UNet3D,
+)
 from patterson.models.registry import (
     MODEL_CONFIGS,
     build_model,
@@ -43,10 +53,13 @@ __all__ = [
     "ConvBNReLU",
     "DensityModifier",
     "DensityModifierConfig",
-    "FourierNetConfig",
     "DoubleConv",
+    "FourierNet",
+    "FourierNetConfig",
     "HurwitzCNN",
     "HurwitzCNNConfig",
+    "IntensityNet",
+    "IntensityNetConfig",
     "MLPConfig",
     "ModelConfig",
     "PattersonModel",

@@ -139,6 +139,34 @@ class SpectralConv3d(nn.Module):
         return torch.fft.irfftn(out, s=(nx, ny, nz), dim=(-3, -2, -1)).to(x.dtype)  # (B, C_out, X, Y, Z)
 
 
+class OctantPatterson(nn.Module):
+    """A fixed, exact transform: intensities I(h, k, l) at h, k, l = 0 … n−1 (the 2021 report's input, one octant
+    of reciprocal space) → their Patterson P(x) = Σ I(|h|, |k|, |l|) cos 2π(hx + ky + lz) on a grid of
+    ``oversample`` × n per axis, each map divided by its r.m.s. about the mean.
+
+    The octant holds both signs of every index only where the crystal has mmm symmetry, so this is the Patterson of
+    the intensities with mmm imposed: what can be computed from the input alone, as a real-space map on which
+    translation-equivariant layers can work. (B, 1, n, n, n) → (B, 1, N, N, N), N = oversample × n.
+    """
+
+    def __init__(self, oversample: int = 2) -> None:
+        super().__init__()
+        self.oversample = oversample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[-3:]
+        big = tuple(self.oversample * k for k in n)
+        full = x.new_zeros(*x.shape[:2], *big)
+        index = [(torch.arange(k), (-torch.arange(k)) % m) for k, m in zip(n, big, strict=True)]  # (+h, −h)
+        for sx in index[0]:
+            for sy in index[1]:
+                for sz in index[2]:
+                    full[:, :, sx[:, None, None], sy[None, :, None], sz[None, None, :]] = x
+        p = torch.fft.ifftn(full.float(), dim=(-3, -2, -1)).real.to(x.dtype)  # real: the array is symmetric
+        p = p - p.mean(dim=(-3, -2, -1), keepdim=True)
+        return p / p.pow(2).mean(dim=(-3, -2, -1), keepdim=True).sqrt().clamp_min(1e-12)
+
+
 class FourierLayer(nn.Module):
     """x → GELU(spectral(x) + pointwise(x)): global mixing beside local detail, channels preserved."""
 

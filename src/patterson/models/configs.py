@@ -320,10 +320,36 @@ class FourierNetConfig(ModelConfig):
         _require_int(self, "n_layers")
 
 
+@dataclass(frozen=True)
+class IntensityNetConfig(FourierNetConfig):
+    """The 2021 report's task with physics in front: intensities of one octant (h, k, l = 0 … n−1) → their
+    Patterson on a finer grid (a fixed transform, :class:`~patterson.models.blocks.OctantPatterson`) → a Fourier
+    neural operator → the density, sampled back on the n³ grid of the target.
+
+    Attributes
+    ----------
+    oversample : int
+        The Patterson's grid is this many times finer than the input's along each axis (2: no aliasing of
+        the indices up to n − 1).
+    """
+
+    ARCH: ClassVar[str] = "intensity-net"
+
+    arch: str = "intensity-net"
+    oversample: int = 2
+
+    def _validate(self) -> None:
+        super()._validate()
+        _require_int(self, "oversample")
+
+
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     cls.ARCH: cls
-    for cls in (PattersonUNetConfig, UNet3DConfig, MLPConfig, HurwitzCNNConfig, DensityModifierConfig, FourierNetConfig)
-}
+    for cls in (
+        PattersonUNetConfig, UNet3DConfig, MLPConfig, HurwitzCNNConfig, DensityModifierConfig, FourierNetConfig,
+        IntensityNetConfig,
+    )
+}  # fmt: skip
 
 
 def check_keys(cls: type[ModelConfig], keys: Mapping[str, Any] | list[str]) -> None:

@@ -14,6 +14,7 @@ from patterson.models.blocks import (
     DoubleConv,
     Down,
     FourierLayer,
+    OctantPatterson,
     ResidualBlock,
     Up,
     conv3d,
@@ -23,6 +24,7 @@ from patterson.models.configs import (
     DensityModifierConfig,
     FourierNetConfig,
     HurwitzCNNConfig,
+    IntensityNetConfig,
     MLPConfig,
     ModelConfig,
     PattersonUNetConfig,
@@ -311,6 +313,29 @@ class FourierNet(PattersonModel):
         return self.act(self.project(self.layers(self.lift(x))))  # (B, in, X, Y, Z) -> (B, out, X, Y, Z)
 
 
+class IntensityNet(PattersonModel):
+    """The 2021 report's task (an intensity grid → atoms as Gaussians on the n³ fractional grid of the cell).
+
+    patterson: OctantPatterson (intensities → their Patterson on an (s·n)³ grid: fixed, exact, no weights)
+    operator:  FourierNet on the Patterson (lift, n_layers Fourier layers, project)
+    sample:    every s-th grid point: the density on the target's n³ grid
+    """
+
+    def __init__(self, config: IntensityNetConfig) -> None:
+        super().__init__(config)
+        self.patterson = OctantPatterson(config.oversample)
+        self.operator = FourierNet(config)
+
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """Any grid whose oversampled Patterson holds the operator's modes."""
+        self.operator.check_grid([self.config.oversample * g for g in _grid3(grid)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        s = self.config.oversample
+        return self.operator(self.patterson(x))[..., ::s, ::s, ::s]  # (B, 1, n, n, n) -> (B, out, n, n, n)
+
+
 MODEL_CLASSES: dict[str, type[PattersonModel]] = {
     PattersonUNetConfig.ARCH: PattersonUNet,
     UNet3DConfig.ARCH: UNet3D,
@@ -318,4 +343,5 @@ MODEL_CLASSES: dict[str, type[PattersonModel]] = {
     HurwitzCNNConfig.ARCH: HurwitzCNN,
     DensityModifierConfig.ARCH: DensityModifier,
     FourierNetConfig.ARCH: FourierNet,
+    IntensityNetConfig.ARCH: IntensityNet,
 }

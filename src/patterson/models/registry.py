@@ -15,6 +15,7 @@ from patterson.models.configs import (
     DensityModifierConfig,
     FourierNetConfig,
     HurwitzCNNConfig,
+    IntensityNetConfig,
     MLPConfig,
     ModelConfig,
     PattersonUNetConfig,
@@ -43,6 +44,8 @@ MODEL_CONFIGS: Mapping[str, ModelConfig] = MappingProxyType(
         # the learned real-space step of the phasing loop (``patterson evaluate --method learned``)
         "density-modifier": DensityModifierConfig(),
         "fourier-net": FourierNetConfig(),
+        # the 2021 report's task: an octant of intensities → Gaussian atoms (Patterson in front, then fourier-net)
+        "intensity-net": IntensityNetConfig(),
     }
 )
 

@@ -21,6 +21,7 @@ from patterson.phasing.evaluate import (
     load_split,
     method_summary,
     phase_maps,
+    prediction_batches,
     split_maps,
 )
 from patterson.phasing.learned import (
@@ -95,6 +96,7 @@ __all__ = [
     "phase",
     "phase_maps",
     "positivity_polish",
+    "prediction_batches",
     "r_factor",
     "raar",
     "refine_density",

@@ -175,20 +175,26 @@ def _report_name(config: EvaluateConfig, network) -> str:
 
 
 def _network_batches(datasets: list, network, config: EvaluateConfig):
-    """Batches of the network's density from the stored inputs as they are, one cell per batch, in dataset
-    order (inputs of any kind: Patterson maps or intensity grids)."""
-    left = config.limit
+    """Batches of the network's density from the stored inputs as they are (see :func:`prediction_batches`)."""
+    return prediction_batches(datasets, network.density, config.batch_size, config.limit, network.device)
+
+
+def prediction_batches(datasets: list, predict, batch_size: int = 16, limit: int | None = None, device=None):
+    """Batches for :func:`patterson.evaluation.evaluate_predictions` of ``predict(inputs)`` (inputs (B, X, Y, Z)
+    float64 as stored, of any kind: Patterson maps or intensity grids → densities in e/Å³), one cell per batch,
+    in dataset order, with the true atoms for the peak metrics; at most ``limit`` examples in all."""
+    left = limit
     for ds in datasets:
         count = len(ds) if left is None else min(len(ds), left)
-        for start in range(0, count, config.batch_size):
-            items = [ds[i] for i in range(start, min(start + config.batch_size, count))]
+        for start in range(0, count, batch_size):
+            items = [ds[i] for i in range(start, min(start + batch_size, count))]
             for run in _same_cell_runs(items):
                 cell = Cell(*[float(x) for x in items[run[0]]["cell"]])
-                inputs = torch.stack([items[i]["input"][0] for i in run]).to(network.device, torch.float64)
-                truth = torch.stack([items[i]["target"][0] for i in run]).to(network.device, torch.float64)
+                inputs = torch.stack([items[i]["input"][0] for i in run]).to(device, torch.float64)
+                truth = torch.stack([items[i]["target"][0] for i in run]).to(device, torch.float64)
                 label = ds.split if len(datasets) > 1 else ""
                 yield {
-                    "prediction": network.density(inputs),  # (B, X, Y, Z) e/Å³
+                    "prediction": predict(inputs),  # (B, X, Y, Z) e/Å³
                     "truth": truth,
                     "cell": cell,
                     "d_min": max(float(ds.config.d_min), finest_d_min(cell, tuple(truth.shape[-3:]))),

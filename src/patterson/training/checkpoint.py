@@ -196,11 +196,20 @@ def _packed(config: Mapping[str, Any]) -> bool:
 
 
 def _mismatch(trained: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[float, ...]:
-    """How badly weights trained on ``trained`` fit ``data`` (both dataset-config-like dicts); lower is better."""
+    """How badly weights trained on ``trained`` fit ``data`` (both dataset-config-like dicts); lower is better:
+    first the kind of input (Patterson maps or intensity grids), then the preset, the packing, d_min, the cell."""
+    kind = 0.0 if trained.get("input", "patterson") == data.get("input", "patterson") else 1.0
     preset = 0.0 if data.get("preset") and trained.get("preset") == data.get("preset") else 1.0
     packing = 0.0 if "pack_volume" not in data or _packed(trained) == _packed(data) else 1.0
     d_min = abs(math.log(float(trained.get("d_min", 1.0)) / float(data.get("d_min", trained.get("d_min", 1.0)))))
-    return (preset, packing, d_min)
+    return (kind, preset, packing, d_min, _log_ratio(trained.get("cell"), data.get("cell")))
+
+
+def _log_ratio(a: Any, b: Any) -> float:
+    """|log| of the ratio of the longest edges of two cells (a b c α β γ, or None: no preference)."""
+    if not a or not b:
+        return 0.0
+    return abs(math.log(max(float(x) for x in a[:3]) / max(float(x) for x in b[:3])))
 
 
 def _shipped(weights_dir: str | Path | None) -> list[Path]:
@@ -232,8 +241,9 @@ def choose_pretrained(candidates: list[tuple[Path, dict[str, Any]]], data: Mappi
 def pick_pretrained(
     data: Mapping[str, Any], weights_dir: str | Path | None = None, task: str = "density"
 ) -> Path | None:
-    """The shipped ``task`` weights that fit ``data`` best: the same preset, else the same packing (``pack_volume``
-    set or not: a molecule alone in its cell or a packed crystal), then the nearest d_min. None when nothing is
+    """The shipped ``task`` weights that fit ``data`` best: those for the same kind of input (Patterson maps or
+    intensity grids), then the same preset, else the same packing (``pack_volume`` set or not: a molecule alone in
+    its cell or a packed crystal), then the nearest d_min, then the nearest cell size. None when nothing is
     shipped."""
     return _best_fit(_shipped_for(weights_dir, task), data)
 

@@ -1,0 +1,163 @@
+"""The 2021 report's task (issue #17): diffraction intensities of one octant → atoms as Gaussians, on inorganic
+crystals, scored the report's way (voxels above 70% of the maximum as atoms; vectors between true atoms against
+vectors between predicted ones) and by map CC, for the shipped network and the report's own baseline rebuilt as it
+was, trained in the same run on the same training crystals, next to the chance level.
+
+Data: the held-out test split of the dataset the shipped ``report-hkl10`` (or ``--name report-hkl20``) network was
+trained on, and its training split for the baseline, remade from the weights' own dataset config (the default
+crystal source: the CIFs of the ``crystals`` package and pymatgen's AFLOW prototypes, ``pip install --no-deps
+crystals pymatgen``; split by entry, so no test crystal is seen in training).
+
+Rows:
+- ``network``: the shipped weights (``patterson evaluate --checkpoint NAME``).
+- ``mlp``: scikit-learn ``MLPRegressor(hidden_layer_sizes=(100,), activation="relu")``, otherwise the defaults, as
+  in the report ("100 hidden layers", scikit-learn's default of one hidden layer of 100 units), on the flattened
+  intensity grid → the flattened target grid; inputs and targets divided by the same constants as the network's.
+- ``chance``: the true amplitudes with random phases.
+
+Counts: atoms with a peak within 1.0 Å after the origin/hand search, and vectors between true atoms with a
+predicted vector within 0.5 Å (no alignment needed), summed over the test crystals.
+
+    OMP_NUM_THREADS=1 python benchmarks/report_task.py [--name report-hkl10]
+        [--out benchmarks/results/report_task.json] [--table docs/report_task_table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import patterson
+from patterson.datasets import GenerateConfig, StoredDataset, generate
+from patterson.evaluation import evaluate_predictions, random_phase_maps
+from patterson.phasing import prediction_batches
+from patterson.training import WEIGHTS_DIR, TrainedNetwork, trained_on
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def remake(state: dict, folder: Path) -> Path:
+    """The training and test splits of the dataset the weights were trained on (float32 maps) in ``folder``."""
+    config = dict(trained_on(state), only_splits=["train", "test"], map_dtype="float32")
+    generate(GenerateConfig.from_dict(config), folder, progress=False)
+    return folder
+
+
+def fit_mlp(train: StoredDataset, norm: dict, seed: int = 0):
+    """The report's baseline on the training split: flattened intensities → flattened target grid."""
+    from sklearn.neural_network import MLPRegressor
+
+    x = np.stack([train[i]["input"][0].numpy().ravel() for i in range(len(train))]) / norm["input"]
+    y = np.stack([train[i]["target"][0].numpy().ravel() for i in range(len(train))]) / norm["target"]
+    mlp = MLPRegressor(hidden_layer_sizes=(100,), activation="relu", random_state=seed)
+    t0 = time.perf_counter()
+    mlp.fit(x, y)
+    return mlp, time.perf_counter() - t0
+
+
+def score(name: str, batches, test: StoredDataset, out: Path) -> dict:
+    """evaluate_predictions of one method's ``batches`` (every test crystal), with the atoms and vectors counted."""
+    metrics = evaluate_predictions(batches, out / name, method=name, plots=False, chance=False)
+    with open(out / name / "per_example.csv") as fh:
+        rows = {int(r["id"]): r for r in csv.DictReader(fh)}
+    counts = dict.fromkeys(("atoms_within_1.0A", "atoms", "vectors_within_0.5A", "vectors"), 0)
+    for i in range(len(test)):
+        n = int(test[i]["n_atoms"])
+        pairs = n * (n - 1) // 2
+        counts["atoms"] += n
+        counts["vectors"] += pairs
+        counts["atoms_within_1.0A"] += round(_number(rows[i]["atoms_within_1.0A"]) * n)
+        counts["vectors_within_0.5A"] += round(_number(rows[i]["vectors_within_0.5A"]) * pairs)
+    return {"n": metrics["n"], "cc_aligned_median": metrics["cc_aligned"]["median"], **counts}
+
+
+def _number(text: str) -> float:
+    """A per-example fraction; empty or NaN (one atom: no vectors; fewer than two peaks) counts as none."""
+    value = float(text or "nan")
+    return 0.0 if math.isnan(value) else value
+
+
+def chance_batches(test: StoredDataset, seed: int = 0):
+    """The test crystals with random phases and the true amplitudes (the chance level)."""
+    gen = torch.Generator().manual_seed(seed)
+    for batch in prediction_batches([test], lambda x: x, batch_size=1):
+        yield batch | {"prediction": random_phase_maps(batch["truth"], batch["cell"], batch["d_min"], gen)}
+
+
+def run(name: str, folder: Path) -> dict:
+    """Remake the data, fit the baseline, score the network, the baseline and chance on the test crystals."""
+    weights = Path(name) if name.endswith(".pt") else WEIGHTS_DIR / f"{name}.pt"
+    network = TrainedNetwork.load(weights)
+    name = name if not name.endswith(".pt") else weights.stem
+    data = remake(network.state, folder / "data")
+    train, test = StoredDataset(data, "train", normalise=False), StoredDataset(data, "test", normalise=False)
+    mlp, mlp_s = fit_mlp(train, network.norm)
+    shape = tuple(test[0]["target"].shape[-3:])
+
+    def mlp_density(inputs: torch.Tensor) -> torch.Tensor:  # (B, X, Y, Z) intensities → (B, X, Y, Z) e/Å³
+        y = mlp.predict(inputs.reshape(len(inputs), -1).numpy() / network.norm["input"])
+        return torch.from_numpy(np.asarray(y, dtype=np.float64).reshape(len(inputs), *shape) * network.norm["target"])
+
+    rows = {
+        "network": score("network", prediction_batches([test], network.density, batch_size=1), test, folder),
+        "mlp": score("mlp", prediction_batches([test], mlp_density, batch_size=1), test, folder),
+        "chance": score("chance", chance_batches(test), test, folder),
+    }
+    history = network.state.get("history", [])
+    return {
+        "benchmark": "the 2021 report's task", "name": name,
+        "weights": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
+        "data": {k: trained_on(network.state).get(k) for k in ("preset", "n", "splits", "seed", "h_max", "source")},
+        "n_train": len(train), "n_test": len(test),
+        "compute": {"network_maps_seen": history[-1]["maps_seen"] if history else None,
+                    "network_train_s": network.state.get("notes", {}).get("train_time_s"), "mlp_fit_s": mlp_s,
+                    "mlp_iterations": int(mlp.n_iter_)},
+        "rows": rows, "version": patterson.__version__, "platform": platform.platform(),
+    }  # fmt: skip
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: per task, atoms and vectors recovered (counts over the test crystals) and median CC, per row."""
+    lines = [
+        "| task | method | test crystals | atoms within 1.0 Å | vectors within 0.5 Å | median CC (aligned) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    names = {"network": "shipped network", "mlp": "report's MLP (scikit-learn, rebuilt)", "chance": "chance"}
+    for r in results:
+        for key, row in r["rows"].items():
+            lines.append(
+                f"| `{r['name']}` | {names[key]} | {row['n']} | {row['atoms_within_1.0A']}/{row['atoms']} "
+                f"({row['atoms_within_1.0A'] / max(row['atoms'], 1):.0%}) | {row['vectors_within_0.5A']}/"
+                f"{row['vectors']} ({row['vectors_within_0.5A'] / max(row['vectors'], 1):.0%}) | "
+                f"{row['cc_aligned_median']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--names", nargs="+", default=["report-hkl10"], help="shipped weights, or .pt files")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "report_task.json")
+    parser.add_argument("--table", type=Path, default=ROOT / "docs" / "report_task_table.md")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.names:
+            results.append(run(name, Path(tmp) / Path(name).stem))
+            print(json.dumps(results[-1]["rows"]), flush=True)
+    args.out.write_text(json.dumps({"tasks": results}, indent=1) + "\n")
+    args.table.write_text("<!-- written by benchmarks/report_task.py -->\n\n" + table(results))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
