@@ -13,7 +13,9 @@ chance level of the same maps (random phases with the true amplitudes). Rows:
   origin shift and hand, as the metric forgives them: the network may commit to one hand);
 - ``fourier-net-invariant-cc``: the same with the correlation term weighted 0.5 (the metric itself);
 - ``fourier-net-invariant-m8``, ``-l6``: the invariant loss with 8 modes per axis (every frequency to 1.5 Å in a
-  12 Å cell) or with 6 layers.
+  12 Å cell) or with 6 layers;
+- ``fourier-net-invariant-sharp``: the invariant loss with the sharpened, origin-removed Patterson as a second
+  input channel (a fixed transform of the input).
 
     OMP_NUM_THREADS=2 python benchmarks/learning_curve.py [--source ../shared/data/pdb] [--n 3000]
         [--epochs 6] [--batches 100] [--rows unet fourier-net ...] [--keep]
@@ -51,6 +53,7 @@ ROWS = {  # name: (model, model options, training settings beyond COMMON)
     "fourier-net-invariant-cc": ("fourier-net", FNO, ["loss=invariant", "loss_weight=0.5"]),
     "fourier-net-invariant-m8": ("fourier-net", {"width": 16, "modes": 8, "n_layers": 4}, ["loss=invariant"]),
     "fourier-net-invariant-l6": ("fourier-net", {"width": 16, "modes": 6, "n_layers": 6}, ["loss=invariant"]),
+    "fourier-net-invariant-sharp": ("fourier-net", {**FNO, "sharpen": True}, ["loss=invariant"]),
 }
 COMMON = ["batch_size=8", "grad_accum=1", "lr=2e-3", "schedule=onecycle", "on_the_fly=true", "val_batch_size=32",
           "progress=false", "amp=false"]  # fmt: skip

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import patterson
@@ -172,7 +173,44 @@ def describe(name: str, weights: Path, state: dict) -> dict:
         "epochs": len(history),
         "maps_seen": history[-1]["maps_seen"] if history else None,
         "best_val_cc_aligned_median": max((r["val_cc_aligned_median"] for r in history), default=None),
+        "projection": projection(history, PROJECT_TO.get(name)),
     }
+
+
+PROJECT_TO = {"paper-2": 0.87, "paper-1a": 0.90, "paper-1b": 0.90}  # the targets on the validation CC
+
+
+def projection(history: list[dict], target: float | None) -> dict | None:
+    """A log-linear fit of the validation CC (aligned, median) against the maps seen, over the later half of the
+    training curve, and the maps it projects for ``target``: a rough guide to the compute a target needs (the
+    curves bend further down at scale, so it is a lower bound), None without a target or a curve."""
+    rows = [r for r in history if r.get("val_cc_aligned_median") is not None and r.get("maps_seen")]
+    if target is None or len(rows) < 4:
+        return None
+    late = rows[len(rows) // 2 :]
+    x = np.log10([r["maps_seen"] for r in late])
+    y = np.array([r["val_cc_aligned_median"] for r in late])
+    slope, intercept = np.polyfit(x, y, 1)
+    best = float(y.max())
+    maps = None if best >= target or slope <= 0 else float(10 ** ((target - intercept) / slope))
+    return {"target": target, "per_decade": float(slope), "best": best, "maps_needed": maps,
+            "fitted_from_maps": [int(late[0]["maps_seen"]), int(late[-1]["maps_seen"])]}  # fmt: skip
+
+
+def _projection_line(r: dict) -> list[str]:
+    p = r["about"].get("projection")
+    if not p or p["best"] >= p["target"]:
+        return []
+    seen = r["about"]["maps_seen"] or 1
+    if p["maps_needed"] is None:
+        return [f"- **Projection**: the validation CC did not rise over the later half of training (maps "
+                f"{p['fitted_from_maps'][0]:,}–{p['fitted_from_maps'][1]:,}); no projection to {p['target']}."]
+    return [
+        f"- **Projection**: the validation CC rose {p['per_decade']:.3f} per tenfold maps seen over the later half "
+        f"of training; at that rate {p['target']} needs about {p['maps_needed']:,.0f} maps "
+        f"({p['maps_needed'] / seen:,.0f}× what this network saw; a lower bound: curves flatten at scale). "
+        "The GPU recipe is in `recipes/` (`torchrun`, bf16).",
+    ]
 
 
 def target_status(by_name: dict[str, dict]) -> list[str]:
@@ -239,6 +277,7 @@ def _about_lines(r: dict) -> list[str]:
         f"{(r['about']['maps_seen'] or 0):,} maps seen.",
         f"- **Compute**: {notes.get('compute') or '–'}; {notes.get('train_time_s', 0) / 60:.0f} min of training.",
         f"- **Target** {TARGETS.get(r['about']['name'], '–')}.",
+        *_projection_line(r),
         "",
     ]
 

@@ -135,6 +135,32 @@ def test_octant_patterson_is_the_patterson_of_an_mmm_crystal():
     assert small_model("intensity-net")(octant[:, None].float()).shape == (1, 1, n, n, n)
 
 
+def test_the_sharpened_patterson_forgets_the_b_factor_and_the_origin_peak():
+    """#17: the second input channel of ``fourier-net --set model.sharpen=true`` is nearly the same for one
+    structure at B = 10 and 40 Å² (|F|² divided by its shell mean), the raw Patterson much less so, and its origin
+    peak is gone."""
+    from patterson.cells import Cell
+    from patterson.maps import patterson_from_f
+    from patterson.models.blocks import SharpenedPatterson
+    from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
+    from patterson.structures import Atoms
+
+    cell, rng = Cell.cubic(12.0), np.random.default_rng(0)
+    xyz, hkl, shape = rng.uniform(3, 9, (12, 3)), miller_indices(cell, 1.5), grid_shape(cell, 1.5)
+    maps = []
+    for b in (10.0, 40.0):
+        atoms = Atoms(xyz, np.array(["C"] * 12), np.full(12, b), np.ones(12), cell.parameters, "P 1", "x")
+        f = structure_factors(AtomBatch.from_atoms([atoms], cell), hkl)
+        maps.append(patterson_from_f(f.abs().to(f.dtype), hkl, cell, shape))
+    out = SharpenedPatterson()(torch.cat(maps)[:, None].float())  # (2, 2, X, Y, Z)
+    raw_cc, sharp_cc = float(pearson_cc(out[:1, 0], out[1:, 0])), float(pearson_cc(out[:1, 1], out[1:, 1]))
+    assert sharp_cc > 0.95 and sharp_cc > raw_cc + 0.03, (raw_cc, sharp_cc)
+    assert (out[:, 0, 0, 0, 0] == out[:, 0].flatten(1).amax(1)).all()  # the raw map peaks at the origin ...
+    assert (out[:, 1, 0, 0, 0] < 0.1 * out[:, 1].flatten(1).amax(1)).all()  # ... the sharpened one does not
+    model = small_model("fourier-net", sharpen=True)
+    assert model(torch.cat(maps)[:, None].float()).shape == (2, 1, *shape)
+
+
 def test_paper_preset_parameter_counts():
     original = build_model("paper-original")
     se = build_model("paper-se")

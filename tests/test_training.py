@@ -462,3 +462,35 @@ def test_train_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "not empty and not a training run" in err and (out / "notes.txt").read_text() == "my work"
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_permuted_axes_are_the_same_crystal_relabelled():
+    """#17: permute_axes turns a crystal's (intensity grid, Gaussian target) into exactly those of the same crystal
+    with its axes relabelled, so it is an exact augmentation for the report's task."""
+    from itertools import permutations
+
+    from patterson.cells import Cell
+    from patterson.maps import gaussian_density, intensity_grid
+    from patterson.physics import AtomBatch
+    from patterson.structures import Atoms
+    from patterson.training.data import permute_axes
+
+    def pair(lengths, frac):
+        cell = Cell(*lengths, 90.0, 90.0, 90.0)
+        atoms = Atoms(cell.to_cartesian(frac), np.array(["Na", "Cl", "O"]), np.zeros(3), np.ones(3),
+                      cell.parameters, "P 1", "x")  # fmt: skip
+        batch = AtomBatch.from_atoms([atoms], cell)
+        return intensity_grid(batch, 6)[:, None], gaussian_density(batch, (6, 6, 6), form="z", sigma=0.5)[:, None]
+
+    lengths, frac = np.array([5.0, 6.0, 7.0]), np.array([[0.1, 0.2, 0.3], [0.5, 0.1, 0.7], [0.8, 0.6, 0.25]])
+    x, y = pair(lengths, frac)
+    orders = list(permutations(range(3)))
+    relabelled = [pair(lengths[list(o)], frac[:, list(o)]) for o in orders]
+    seen = set()
+    for seed in range(6):
+        px, py = permute_axes(x, y, np.random.default_rng(seed))
+        match = [o for o, (rx, ry) in zip(orders, relabelled, strict=True)
+                 if torch.allclose(px, rx, rtol=1e-4) and torch.allclose(py, ry, rtol=1e-4, atol=1e-6)]  # fmt: skip
+        assert len(match) == 1, seed  # the three cell edges differ: one relabelling only
+        seen.add(match[0])
+    assert len(seen) > 2  # not the identity every time

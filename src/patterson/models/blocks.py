@@ -167,6 +167,32 @@ class OctantPatterson(nn.Module):
         return p / p.pow(2).mean(dim=(-3, -2, -1), keepdim=True).sqrt().clamp_min(1e-12)
 
 
+class SharpenedPatterson(nn.Module):
+    """A fixed transform of a Patterson map (B, 1, X, Y, Z) → (B, 2, X, Y, Z): the map itself and its sharpened,
+    origin-removed version, the Patterson of |E|² − ⟨|E|²⟩ (each |F|² divided by its mean in shells of the grid
+    frequency |(h, k, l)|: exact shells for cubic cells), both divided by their r.m.s. Sharp interatomic vectors
+    with the origin peak gone: what can be computed from the amplitudes alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = (-3, -2, -1)
+        spec = torch.fft.rfftn(x.float(), dim=dims).real  # (B, 1, X, Y, Z/2+1): |F|² (the map is centrosymmetric)
+        n = x.shape[-3:]
+        freqs = [torch.fft.fftfreq(k, 1 / k) for k in n[:2]] + [torch.fft.rfftfreq(n[2], 1 / n[2])]  # h, k, l
+        radius = torch.stack(torch.meshgrid(*freqs, indexing="ij")).pow(2).sum(0).sqrt().round().long().to(x.device)
+        shell, n_shells = radius.flatten(), int(radius.max()) + 1
+        sums = spec.new_zeros(*spec.shape[:2], n_shells).index_add_(-1, shell, spec.flatten(-3))
+        counts = spec.new_zeros(n_shells).index_add_(0, shell, torch.ones_like(shell, dtype=spec.dtype))
+        shells = sums / counts  # (B, 1, S) ⟨|F|²⟩; shells beyond the data's d_min hold only rounding noise
+        shells = torch.where(shells > 1e-6 * shells[..., 1:].amax(-1, keepdim=True), shells, torch.zeros_like(shells))
+        mean = shells.index_select(-1, shell).reshape(spec.shape)  # each reflection's shell mean
+        e2 = torch.where(mean > 0, spec / mean.clamp_min(1e-30) - 1.0, torch.zeros_like(spec))  # |E|² − 1
+        e2 = torch.where(radius == 0, torch.zeros_like(e2), e2)
+        sharp = torch.fft.irfftn(e2, s=n, dim=dims).to(x.dtype)
+        both = torch.cat([x, sharp], dim=1)  # (B, 2, X, Y, Z)
+        both = both - both.mean(dim=dims, keepdim=True)
+        return both / both.pow(2).mean(dim=dims, keepdim=True).sqrt().clamp_min(1e-12)
+
+
 class FourierLayer(nn.Module):
     """x → GELU(spectral(x) + pointwise(x)): global mixing beside local detail, channels preserved."""
 

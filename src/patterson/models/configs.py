@@ -305,6 +305,9 @@ class FourierNetConfig(ModelConfig):
         Frequencies kept per axis and sign (at most half the grid); 24³ maps at 0.5 Å hold 12.
     n_layers : int
         Fourier layers.
+    sharpen : bool
+        Give the network the sharpened, origin-removed Patterson beside the map
+        (:class:`~patterson.models.blocks.SharpenedPatterson`, a fixed transform; one input channel).
     """
 
     ARCH: ClassVar[str] = "fourier-net"
@@ -313,11 +316,14 @@ class FourierNetConfig(ModelConfig):
     width: int = 16
     modes: int = 6
     n_layers: int = 4
+    sharpen: bool = False
 
     def _validate(self) -> None:
         _require_int(self, "width")
         _require_int(self, "modes")
         _require_int(self, "n_layers")
+        if self.sharpen and self.in_channels != 1:
+            raise PattersonError("sharpen needs one input channel (a Patterson map)")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from patterson.models.blocks import (
     FourierLayer,
     OctantPatterson,
     ResidualBlock,
+    SharpenedPatterson,
     Up,
     conv3d,
     output_activation,
@@ -285,6 +286,7 @@ class DensityModifier(PattersonModel):
 class FourierNet(PattersonModel):
     """A Fourier neural operator: global mixing from the first layer, as a Patterson's vectors span the cell.
 
+    inputs:  the map (or, with ``sharpen``, the map and its sharpened origin-removed Patterson: SharpenedPatterson)
     lift:    pointwise conv (in → width)
     layers:  n_layers × FourierLayer: GELU(spectral conv over the lowest ``modes`` frequencies + pointwise conv)
     project: pointwise conv (width → width) GELU, pointwise conv (width → out), output activation
@@ -295,7 +297,8 @@ class FourierNet(PattersonModel):
     def __init__(self, config: FourierNetConfig) -> None:
         super().__init__(config)
         cfg = config
-        self.lift = nn.Conv3d(cfg.in_channels, cfg.width, 1)
+        self.inputs = SharpenedPatterson() if cfg.sharpen else nn.Identity()
+        self.lift = nn.Conv3d(2 if cfg.sharpen else cfg.in_channels, cfg.width, 1)
         self.layers = nn.Sequential(*(FourierLayer(cfg.width, cfg.modes) for _ in range(cfg.n_layers)))
         self.project = nn.Sequential(
             nn.Conv3d(cfg.width, cfg.width, 1), nn.GELU(), nn.Conv3d(cfg.width, cfg.out_channels, 1)
@@ -310,7 +313,7 @@ class FourierNet(PattersonModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        return self.act(self.project(self.layers(self.lift(x))))  # (B, in, X, Y, Z) -> (B, out, X, Y, Z)
+        return self.act(self.project(self.layers(self.lift(self.inputs(x)))))  # (B, in, X, Y, Z) -> (B, out, ...)
 
 
 class IntensityNet(PattersonModel):

@@ -46,6 +46,9 @@ class TrainConfig:
         network whose own loop iterates become half of the training inputs (recycling; "" for none).
     on_the_fly : bool
         Remake the training maps from the stored atoms each time, with augmentation (random rotation and B).
+    permute_axes : bool
+        Each training batch with its grid axes in a random order (the same for input and target): 6× the data for
+        fractional grids (the report's intensity grids) and cubic cells; needs a cubic grid.
     epochs : int
         Total number of epochs (on resume: the epoch to stop after).
     batch_size : int
@@ -107,6 +110,7 @@ class TrainConfig:
     task: str = "density"
     recycle_from: str = ""
     on_the_fly: bool = False
+    permute_axes: bool = False
     epochs: int = 10
     batch_size: int = 8
     grad_accum: int = 4

@@ -66,6 +66,14 @@ def split_item(item: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def permute_axes(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random permutation of the three grid axes applied to a batch of inputs and targets (B, C, X, Y, Z),
+    an exact augmentation for maps on fractional grids: intensity grids h, k, l with their targets, or cubic cells.
+    """
+    order = [int(a) + 2 for a in rng.permutation(3)]
+    return x.permute(0, 1, *order), y.permute(0, 1, *order)
+
+
 class MapPairs(Dataset):
     """Adapter from any indexable source to ``(input, target)`` float32 tensors (C, X, Y, Z).
 

@@ -38,7 +38,7 @@ from patterson.training.checkpoint import (
     save_checkpoint,
 )
 from patterson.training.config import TrainConfig
-from patterson.training.data import BatchSource, MapPairs, is_batch_source, open_data
+from patterson.training.data import BatchSource, MapPairs, is_batch_source, open_data, permute_axes
 from patterson.training.distributed import (
     DistEnv,
     all_reduce_sum,
@@ -211,6 +211,8 @@ class Trainer:
             raise PattersonError(
                 f"validation grid {self.val_data.grid} differs from training grid {self.train_data.grid}"
             )
+        if self.config.permute_axes and len(set(self.train_data.grid)) != 1:
+            raise PattersonError(f"permute_axes needs a cubic grid, the training maps are {self.train_data.grid}")
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -372,6 +374,8 @@ class Trainer:
         t0, maps = time.perf_counter(), 0
         for k, (x, y) in enumerate(loader, start=start):
             x, y = self._to_device(x), self._to_device(y)  # (b, C, X, Y, Z)
+            if cfg.permute_axes:  # batch k's order depends only on (seed, epoch, k, rank): resumable
+                x, y = permute_axes(x, y, np.random.default_rng([cfg.seed, epoch, k, self.env.rank, 3]))
             group = min(accum, n - (k // accum) * accum)  # micro-batches in this accumulation group
             boundary = (k + 1) % accum == 0 or k == n - 1
             sync = self.ddp.no_sync() if self.ddp is not None and not boundary else contextlib.nullcontext()
