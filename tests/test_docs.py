@@ -47,6 +47,11 @@ TABLES = {  # document: [(benchmark script, results file, the expression that re
     "docs/peers_table.md": [("peers", "peers.json", "m.table(r['rows'], tuple(r['rows'][0]['methods']))")],
     "docs/models.md": [("models", "models.json", "m.card(r['models'])")],
     "docs/learning_curve_table.md": [("learning_curve", "learning_curve.json", "m.table(r)")],
+    "docs/report_task_table.md": [("report_task", "report_task.json", "m.table(r['tasks'])")],
+    "docs/training.md": [
+        ("learning_curve", "learning_curve.json", "m.table(r)"),
+        ("report_task", "report_task.json", "m.table(r['tasks'])"),
+    ],
     "docs/demo_table.md": [("demo", "demo.json", "r['table']")],
     "docs/demo.md": [("demo", "demo.json", "r['table']")],
 }

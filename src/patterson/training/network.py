@@ -186,9 +186,18 @@ class Shipped:
         path = choose_pretrained(candidates, data)
         return None if path is None else TrainedNetwork.from_state(path, dict(candidates)[path], device, task)
 
-    def networks(self, task: str = "density", device: str | torch.device = "cpu") -> list[TrainedNetwork]:
-        """Every shipped ``task`` network, sorted by name."""
-        return [TrainedNetwork.from_state(p, state, device) for p, state in self.candidates(task)]
+    def networks(
+        self, task: str = "density", device: str | torch.device = "cpu", input: str | None = "patterson"
+    ) -> list[TrainedNetwork]:
+        """Every shipped ``task`` network for ``input`` (``patterson`` maps or ``intensity`` grids; None: any),
+        sorted by name."""
+        chosen = [(p, s) for p, s in self.candidates(task) if input is None or _input_of(s) == input]
+        return [TrainedNetwork.from_state(p, state, device) for p, state in chosen]
+
+
+def _input_of(state: Mapping[str, Any]) -> str:
+    """What a network reads: ``patterson`` maps or ``intensity`` grids (the dataset it was trained on)."""
+    return str(trained_on(state).get("input") or "patterson")
 
 
 def open_network(
@@ -208,7 +217,11 @@ def open_network(
 
 
 def shipped_networks(
-    task: str = "density", device: str | torch.device = "cpu", weights_dir: str | Path | None = None
+    task: str = "density",
+    device: str | torch.device = "cpu",
+    weights_dir: str | Path | None = None,
+    input: str | None = "patterson",
 ) -> list[TrainedNetwork]:
-    """Every shipped network trained for ``task``, sorted by name, each file read once."""
-    return Shipped(weights_dir).networks(task, device)
+    """Every shipped network trained for ``task`` on ``input`` (default: Patterson maps, what ``solve`` has; None:
+    any), sorted by name, each file read once."""
+    return Shipped(weights_dir).networks(task, device, input)
