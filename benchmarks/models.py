@@ -157,7 +157,7 @@ def describe(name: str, weights: Path, state: dict) -> dict:
     """What the card says about the weights themselves."""
     data, train = trained_on(state), state.get("train_config", {})
     history, notes = state.get("history", []), state.get("notes", {})
-    n_params = sum(v.numel() for v in state["model"].values() if v.is_floating_point())
+    n_params = sum(v.numel() for v in state["model"].values() if v.is_floating_point() or v.is_complex())
     return {
         "name": name,
         "task": task_of(state),
@@ -177,6 +177,7 @@ def describe(name: str, weights: Path, state: dict) -> dict:
     }
 
 
+GPU_RECIPES = {"paper-2": "The GPU recipe: `recipes/paper-2-fourier-gpu.toml` (`torchrun`, bf16)."}
 PROJECT_TO = {"paper-2": 0.87, "paper-1a": 0.90, "paper-1b": 0.90}  # the targets on the validation CC
 
 
@@ -209,7 +210,8 @@ def _projection_line(r: dict) -> list[str]:
         f"- **Projection**: the validation CC rose {p['per_decade']:.3f} per tenfold maps seen over the later half "
         f"of training; at that rate {p['target']} needs about {p['maps_needed']:,.0f} maps "
         f"({p['maps_needed'] / seen:,.0f}× what this network saw; a lower bound: curves flatten at scale). "
-        "The GPU recipe is in `recipes/` (`torchrun`, bf16).",
+        + GPU_RECIPES.get(r["about"]["name"], "Its recipe runs on GPUs as it is (`torchrun`, `--set amp=true` for "
+                          "bf16), with a larger `batch_size` and `max_batches`."),
     ]
 
 

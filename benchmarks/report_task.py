@@ -19,7 +19,8 @@ Rows:
 Counts: atoms with a peak within 1.0 Å after the origin/hand search, and vectors between true atoms with a
 predicted vector within 0.5 Å (no alignment needed), summed over the test crystals.
 
-    OMP_NUM_THREADS=1 python benchmarks/report_task.py [--name report-hkl10]
+    pip install -e ".[report]" && pip install --no-deps crystals pymatgen
+    OMP_NUM_THREADS=1 python benchmarks/report_task.py [--names report-hkl10]
         [--out benchmarks/results/report_task.json] [--table docs/report_task_table.md]
 """
 

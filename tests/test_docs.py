@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -93,3 +94,16 @@ def test_the_docs_quote_the_benchmark_results(doc):
 def test_every_table_page_is_checked():
     pages = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*_table.md")}
     assert pages <= set(TABLES), sorted(pages - set(TABLES))
+
+
+def test_every_shipped_network_has_a_model_card():
+    """#17: docs/models.md (rendered from models.json) has a card for each file in src/patterson/weights/, made
+    from that very file (its size), with held-out test metrics next to chance."""
+    weights = sorted((ROOT / "src" / "patterson" / "weights").glob("*.pt"))
+    cards = {r["about"]["name"]: r for r in json.loads((RESULTS / "models.json").read_text())["models"]}
+    assert sorted(cards) == [p.stem for p in weights]
+    for path in weights:
+        about = cards[path.stem]["about"]
+        assert abs(about["file_mb"] - path.stat().st_size / 1e6) < 0.01, path.name  # the card is of this file
+        assert f"## `{path.stem}`" in (ROOT / "docs" / "models.md").read_text()
+        assert cards[path.stem]["network"]["n"] >= 48

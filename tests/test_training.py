@@ -388,7 +388,8 @@ def test_shipped_recipes_are_valid_configs():
 RECIPE_DATA = {"paper-2": "paper-2", "dense-protein": "dense-protein", "density-modifier": "dense-protein",
                "fourier-net-paper-2": "paper-2", "paper-1a": "paper-1a", "paper-1b": "paper-1b",
                "report-hkl10": "report-hkl10"}  # fmt: skip
-RECIPE_STAGE2 = {"paper-2-stage2": "paper-2-stage1", "density-modifier-stage2": "density-modifier"}  # started from
+RECIPE_STAGE2 = {"paper-2-stage2": "paper-2-stage1", "density-modifier-stage2": "density-modifier",
+                 "paper-1a-stage2": "paper-1a"}  # started from
 
 
 def test_every_recipe_still_builds_and_trains_a_few_steps(tmp_path):
