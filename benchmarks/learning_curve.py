@@ -15,7 +15,9 @@ chance level of the same maps (random phases with the true amplitudes). Rows:
 - ``fourier-net-invariant-m8``, ``-l6``: the invariant loss with 8 modes per axis (every frequency to 1.5 Å in a
   12 Å cell) or with 6 layers;
 - ``fourier-net-invariant-sharp``: the invariant loss with the sharpened, origin-removed Patterson as a second
-  input channel (a fixed transform of the input).
+  input channel (a fixed transform of the input);
+- ``fourier-net-invariant-recycle``: the invariant loss, two passes of the same network, the second given the
+  first's map with the Patterson's amplitudes imposed (recycling, as PhAI; twice the compute per map).
 
     OMP_NUM_THREADS=2 python benchmarks/learning_curve.py [--source ../shared/data/pdb] [--n 3000]
         [--epochs 6] [--batches 100] [--rows unet fourier-net ...] [--keep]
@@ -54,6 +56,7 @@ ROWS = {  # name: (model, model options, training settings beyond COMMON)
     "fourier-net-invariant-m8": ("fourier-net", {"width": 16, "modes": 8, "n_layers": 4}, ["loss=invariant"]),
     "fourier-net-invariant-l6": ("fourier-net", {"width": 16, "modes": 6, "n_layers": 6}, ["loss=invariant"]),
     "fourier-net-invariant-sharp": ("fourier-net", {**FNO, "sharpen": True}, ["loss=invariant"]),
+    "fourier-net-invariant-recycle": ("fourier-net", {**FNO, "recycle": 1}, ["loss=invariant"]),
 }
 COMMON = ["batch_size=8", "grad_accum=1", "lr=2e-3", "schedule=onecycle", "on_the_fly=true", "val_batch_size=32",
           "progress=false", "amp=false"]  # fmt: skip
@@ -83,7 +86,7 @@ def run_row(name: str, data: Path, folder: Path, epochs: int, batches: int) -> d
     state = torch.load(folder / name / "checkpoints" / "last.pt", weights_only=True)
     n_params = sum(v.numel() for v in state["model"].values() if v.is_floating_point() or v.is_complex())
     return {"row": name, "model": model, "options": options, "settings": extra, "parameters": int(n_params),
-            "wall_s": wall, "curve": rows}  # fmt: skip
+            "wall_s": wall, "torch_threads": torch.get_num_threads(), "curve": rows}  # fmt: skip
 
 
 def kept_rows(args: argparse.Namespace) -> list[dict]:

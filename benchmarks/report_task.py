@@ -27,9 +27,7 @@ predicted vector within 0.5 Å (no alignment needed), summed over the test cryst
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import platform
 import tempfile
 import time
@@ -68,26 +66,13 @@ def fit_mlp(train: StoredDataset, norm: dict, seed: int = 0, epochs: int | None 
     return mlp, time.perf_counter() - t0
 
 
-def score(name: str, batches, test: StoredDataset, out: Path) -> dict:
-    """evaluate_predictions of one method's ``batches`` (every test crystal), with the atoms and vectors counted."""
+def score(name: str, batches, out: Path) -> dict:
+    """evaluate_predictions of one method's ``batches`` (every test crystal), with its atom and vector counts."""
     metrics = evaluate_predictions(batches, out / name, method=name, plots=False, chance=False)
-    with open(out / name / "per_example.csv") as fh:
-        rows = {int(r["id"]): r for r in csv.DictReader(fh)}
-    counts = dict.fromkeys(("atoms_within_1.0A", "atoms", "vectors_within_0.5A", "vectors"), 0)
-    for i in range(len(test)):
-        n = int(test[i]["n_atoms"])
-        pairs = n * (n - 1) // 2
-        counts["atoms"] += n
-        counts["vectors"] += pairs
-        counts["atoms_within_1.0A"] += round(_number(rows[i]["atoms_within_1.0A"]) * n)
-        counts["vectors_within_0.5A"] += round(_number(rows[i]["vectors_within_0.5A"]) * pairs)
-    return {"n": metrics["n"], "cc_aligned_median": metrics["cc_aligned"]["median"], **counts}
-
-
-def _number(text: str) -> float:
-    """A per-example fraction; empty or NaN (one atom: no vectors; fewer than two peaks) counts as none."""
-    value = float(text or "nan")
-    return 0.0 if math.isnan(value) else value
+    peaks = metrics["peaks"]
+    return {"n": metrics["n"], "cc_aligned_median": metrics["cc_aligned"]["median"],
+            "atoms_within_1.0A": peaks["atoms_found_1.0A"], "atoms": peaks["n_atoms"],
+            "vectors_within_0.5A": peaks["vectors_found_0.5A"], "vectors": peaks["n_vectors"]}  # fmt: skip
 
 
 def chance_batches(test: StoredDataset, seed: int = 0):
@@ -118,13 +103,13 @@ def run(name: str, folder: Path) -> dict:
     data = remake(network.state, folder / "data")
     train, test = StoredDataset(data, "train", normalise=False), StoredDataset(data, "test", normalise=False)
     shape = tuple(test[0]["target"].shape[-3:])
-    rows = {"network": score("network", prediction_batches([test], network.density, batch_size=1), test, folder)}
+    rows = {"network": score("network", prediction_batches([test], network.density, batch_size=1), folder)}
     fits = {}
     for key, epochs in (("mlp", None), ("mlp-2000", MLP_EPOCHS)):
         mlp, seconds = fit_mlp(train, network.norm, epochs=epochs)
         fits[key] = {"fit_s": seconds, "epochs": int(mlp.n_iter_)}
-        rows[key] = score(key, prediction_batches([test], _density_of(mlp, network.norm, shape), 1), test, folder)
-    rows["chance"] = score("chance", chance_batches(test), test, folder)
+        rows[key] = score(key, prediction_batches([test], _density_of(mlp, network.norm, shape), 1), folder)
+    rows["chance"] = score("chance", chance_batches(test), folder)
     history = network.state.get("history", [])
     return {
         "benchmark": "the 2021 report's task", "name": name,

@@ -293,7 +293,7 @@ def test_evaluate_predictions_writes_the_report(tmp_path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == m
-    assert set(m) == SCHEMA
+    assert set(m) == SCHEMA | {"peaks"}  # the examples carry their atoms
     assert set(m["chance"]) == SCHEMA - {"chance", "method", "dataset", "version"}
     assert set(m["phase_error_deg"]) == {"mean", "median", "median_weighted"}
     assert len(m["shells"]) == 12 and all(set(s) == SHELL_KEYS for s in m["shells"])
@@ -306,6 +306,14 @@ def test_evaluate_predictions_writes_the_report(tmp_path) -> None:
     assert [r["id"] for r in rows][:2] == ["ex00", "ex01"] and len(rows) == 8
     assert all(float(r["cc_aligned"]) > 0.999 for r in rows[:4])
     assert all(float(r["atoms_within_1.0A"]) >= float(r["truth_atoms_within_1.0A"]) - 1e-9 for r in rows[:4])
+    sizes = [int(float(r["n_atoms"])) for r in rows]  # the counts behind the fractions, totalled in metrics.json
+    assert m["peaks"]["n_atoms"] == sum(sizes) and m["peaks"]["n_vectors"] == sum(n * (n - 1) // 2 for n in sizes)
+    for r, n in zip(rows, sizes, strict=True):
+        assert float(r["atoms_found_1.0A"]) == pytest.approx(float(r["atoms_within_1.0A"]) * n, abs=1e-3)
+        pairs = n * (n - 1) / 2
+        assert float(r["vectors_found_0.5A"]) == pytest.approx(float(r["vectors_within_0.5A"]) * pairs, abs=1e-3)
+    assert m["peaks"]["atoms_found_1.0A"] == sum(int(float(r["atoms_found_1.0A"])) for r in rows)
+    assert 0 < m["peaks"]["vectors_found_0.5A"] <= m["peaks"]["n_vectors"]
     report = (out / "report.md").read_text()
     assert "chance (random phases, true amplitudes)" in report and "| copies | 8 |" in report
 
@@ -434,7 +442,7 @@ def test_evaluate_command_scores_a_checkpoint(stored, capsys) -> None:
     assert main([*args, "--split", "all", "--no-plots"]) == 0
     assert "median CC (aligned)" in capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m) == SCHEMA and m["n"] == 8 and m["method"] == "tiny"
+    assert set(m) == SCHEMA | {"peaks"} and m["n"] == 8 and m["method"] == "tiny"
     # an untrained network is no better than random phases
     assert m["phase_error_deg"]["median_weighted"] > 50.0 and m["chance"]["phase_error_deg"]["median_weighted"] > 50.0
     rows = list(csv.DictReader((out / "per_example.csv").open()))

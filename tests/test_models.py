@@ -161,6 +161,52 @@ def test_the_sharpened_patterson_forgets_the_b_factor_and_the_origin_peak():
     assert model(torch.cat(maps)[:, None].float()).shape == (2, 1, *shape)
 
 
+def test_imposed_amplitudes_keep_the_phases_and_take_the_pattersons_amplitudes():
+    """#17: the recycling step of ``fourier-net --set model.recycle=1``. The true density is a fixed point; any
+    other map keeps its phases and takes the amplitudes of the Patterson (up to one scale), F000 unchanged."""
+    from patterson.cells import Cell
+    from patterson.maps import density_from_f, patterson_from_f
+    from patterson.models.blocks import ImposedAmplitudes
+    from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
+    from patterson.structures import Atoms
+
+    cell, rng = Cell.cubic(12.0), np.random.default_rng(1)
+    hkl, shape = miller_indices(cell, 1.5), grid_shape(cell, 1.5)
+    atoms = Atoms(rng.uniform(3, 9, (10, 3)), np.array(["C"] * 10), np.full(10, 20.0), np.ones(10), cell.parameters,
+                  "P 1", "x")  # fmt: skip
+    f = structure_factors(AtomBatch.from_atoms([atoms], cell), hkl)  # (1, M)
+    rho, p = density_from_f(f, hkl, cell, shape)[:, None], patterson_from_f(f, hkl, cell, shape)[:, None]
+    impose = ImposedAmplitudes()
+    assert torch.allclose(impose(rho, p), rho, atol=1e-6 * float(rho.abs().max()))  # the truth is a fixed point
+    phases = torch.exp(2j * torch.pi * torch.as_tensor(rng.random(f.shape)))
+    guess = density_from_f(f.abs() ** 0.5 * phases, hkl, cell, shape)[:, None]  # wrong amplitudes and phases
+    out = impose(guess, p)
+    fo, fg, ft = (torch.fft.rfftn(m.double(), dim=(-3, -2, -1)) for m in (out, guess, rho))
+    measured = ft.abs() > 1e-6 * ft.abs().max()
+    measured[..., 0, 0, 0] = False
+    ratio = fo.abs()[measured] / ft.abs()[measured]
+    assert float(ratio.std() / ratio.mean()) < 1e-4  # the Patterson's amplitudes, one scale
+    assert torch.allclose(torch.angle(fo[measured] / fg[measured]), torch.zeros(1, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(fo[..., 0, 0, 0], fg[..., 0, 0, 0], atol=1e-6 * float(fg.abs().max()))
+    assert float((fo.abs() ** 2)[measured].sum()) == pytest.approx(float((fg.abs() ** 2)[measured].sum()), rel=1e-4)
+
+
+def test_a_recycled_fourier_net_starts_as_its_one_pass_network():
+    """#17: recycling adds one input channel; with its weights zero the recycled network is the one-pass network
+    (so a trained one-pass network is a warm start), and every pass shares the same weights."""
+    one, rec = small_model("fourier-net"), small_model("fourier-net", recycle=2)
+    assert rec.lift.in_channels == one.lift.in_channels + 1
+    assert count_parameters(rec) == count_parameters(one) + rec.lift.out_channels
+    state = one.state_dict()
+    state["lift.weight"] = torch.cat([state["lift.weight"], torch.zeros_like(state["lift.weight"])], dim=1)
+    rec.load_state_dict(state)
+    x = torch.fft.irfftn(torch.fft.rfftn(torch.randn(2, 1, 12, 12, 12), dim=DIMS).abs(), s=(12, 12, 12), dim=DIMS)
+    with torch.no_grad():
+        assert torch.allclose(rec(x), one(x), atol=1e-6)
+        rec.lift.weight[:, -1].fill_(10.0)  # the recycled channel now counts
+        assert float((rec(x) - one(x)).abs().max()) > 1e-3
+
+
 def test_paper_preset_parameter_counts():
     original = build_model("paper-original")
     se = build_model("paper-se")

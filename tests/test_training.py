@@ -228,6 +228,8 @@ def test_train_on_stored_and_on_the_fly_data(tmp_path, stored, capsys):
         assert main(["train", "--data", str(stored), "--model", "hurwitz-cnn", "--out", str(tmp_path / run), *fly]) == 0
     b, c = (load_checkpoint(tmp_path / r / "checkpoints" / "last.pt") for r in ("b", "c"))
     assert b["data"]["train"]["on_the_fly"] is True and b["step"] == 1
+    assert b["normalisation"] == state["normalisation"]  # the stored dataset's constants, as the stored run has
+    assert b["data"]["train"]["entries"] == [] and b["data"]["train"]["dataset"] == state["data"]["train"]["dataset"]
     _assert_same_state(b, c)
     assert not torch.equal(b["model"]["net.0.weight"], state["model"]["net.0.weight"])
 

@@ -284,7 +284,7 @@ class OnTheFlyMaps(torch.utils.data.IterableDataset):
         self.z = g["z"][:].astype(np.int64)  # (N, A)
         self.occ = g["occ"][:].astype(np.float64)
         self.n_atoms = g["n_atoms"][:]
-        self.scale = stored.scale
+        self.norm, self.scale = stored.norm, stored.scale  # the dataset's constants; those applied
         self.cell = Cell.of(self.config.cell)
         self.hkl = miller_indices(self.cell, self.config.d_min)
         self.shape = grid_shape(self.cell, self.config.d_min, self.config.sample_rate)

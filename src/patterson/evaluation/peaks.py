@@ -142,6 +142,10 @@ class VectorMatch:
             return float("nan")
         return float(np.mean(np.nan_to_num(self.distance, nan=np.inf) <= radius))
 
+    def count_within(self, radius: float) -> int:
+        """Number of true vectors with a predicted vector within ``radius`` Å (0 when there are no peaks)."""
+        return int(np.sum(np.nan_to_num(self.distance, nan=np.inf) <= radius))
+
     def table(self, shape: tuple[int, int, int] | None = None) -> list[tuple[str, str, str, str]]:
         """Rows (pair, true vector, predicted vector, distance Å); vectors in voxel units when ``shape`` is given."""
         scale = np.ones(3) if shape is None else np.asarray(shape, dtype=np.float64)

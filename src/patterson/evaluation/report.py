@@ -13,6 +13,9 @@
                       shell, the share of examples whose shell error is < 60°, and the mean shell map correlation
     chance            the same keys (n … shells) for random phases with the true amplitudes, or null
     method, dataset, version
+    peaks             (examples with atoms only) {n_atoms, atoms_found_1.0A, n_vectors, vectors_found_0.5A,
+                      threshold}: the true atoms and interatomic vectors of all examples, and how many have a peak
+                      (a vector between peaks) within 1.0 Å (0.5 Å), peaks above threshold × the map maximum
 
 Non-finite numbers are written as null.
 """

@@ -193,6 +193,28 @@ class SharpenedPatterson(nn.Module):
         return both / both.pow(2).mean(dim=dims, keepdim=True).sqrt().clamp_min(1e-12)
 
 
+class ImposedAmplitudes(nn.Module):
+    """A fixed, exact transform, the step every iterative phasing method takes: a map ρ (B, 1, X, Y, Z) and the
+    Patterson P (B, 1, X, Y, Z) it should explain → the map with ρ's phases and P's amplitudes (|F| = √ of P's
+    Fourier coefficients, which are |F|² up to one constant), scaled to ρ's power over those reflections so that
+    the map keeps ρ's units. F000 is ρ's; frequencies P lacks (beyond its resolution) are dropped. How a network's
+    own estimate is recycled as an input (PhAI, RecCrysFormer)."""
+
+    def forward(self, rho: torch.Tensor, patterson: torch.Tensor) -> torch.Tensor:
+        dims, n = (-3, -2, -1), rho.shape[-3:]
+        f = torch.fft.rfftn(rho.float(), dim=dims)  # (B, 1, X, Y, Z/2+1)
+        i2 = torch.fft.rfftn(patterson.float(), dim=dims).real.clamp_min(0)  # |F|² × const (P is centrosymmetric)
+        origin = torch.zeros_like(i2, dtype=torch.bool)
+        origin[..., 0, 0, 0] = True
+        keep = (i2 > 1e-6 * i2.amax(dim=dims, keepdim=True)) & ~origin  # the measured reflections
+        amp = torch.where(keep, i2, torch.zeros_like(i2)).sqrt()
+        power = torch.where(keep, f.abs().pow(2), torch.zeros_like(i2)).sum(dims, keepdim=True)
+        scale = (power / amp.pow(2).sum(dims, keepdim=True).clamp_min(1e-30)).sqrt()
+        g = scale * amp * f / f.abs().clamp_min(1e-12)
+        g = torch.where(origin, f, torch.where(keep, g, torch.zeros_like(g)))
+        return torch.fft.irfftn(g, s=n, dim=dims).to(rho.dtype)
+
+
 class FourierLayer(nn.Module):
     """x → GELU(spectral(x) + pointwise(x)): global mixing beside local detail, channels preserved."""
 

@@ -308,6 +308,10 @@ class FourierNetConfig(ModelConfig):
     sharpen : bool
         Give the network the sharpened, origin-removed Patterson beside the map
         (:class:`~patterson.models.blocks.SharpenedPatterson`, a fixed transform; one input channel).
+    recycle : int
+        Passes after the first: each feeds the previous pass's map, with the amplitudes of the input Patterson
+        imposed (:class:`~patterson.models.blocks.ImposedAmplitudes`), back as an extra input channel (zero on the
+        first pass); the same weights every pass, trained through all of them. 0: one pass.
     """
 
     ARCH: ClassVar[str] = "fourier-net"
@@ -317,13 +321,17 @@ class FourierNetConfig(ModelConfig):
     modes: int = 6
     n_layers: int = 4
     sharpen: bool = False
+    recycle: int = 0
 
     def _validate(self) -> None:
         _require_int(self, "width")
         _require_int(self, "modes")
         _require_int(self, "n_layers")
-        if self.sharpen and self.in_channels != 1:
-            raise PattersonError("sharpen needs one input channel (a Patterson map)")
+        _require_int(self, "recycle", low=0)
+        if (self.sharpen or self.recycle) and self.in_channels != 1:
+            raise PattersonError("sharpen and recycle need one input channel (a Patterson map)")
+        if self.recycle and self.out_channels != 1:
+            raise PattersonError("recycle needs one output channel (a density map)")
 
 
 @dataclass(frozen=True)

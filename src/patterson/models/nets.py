@@ -14,6 +14,7 @@ from patterson.models.blocks import (
     DoubleConv,
     Down,
     FourierLayer,
+    ImposedAmplitudes,
     OctantPatterson,
     ResidualBlock,
     SharpenedPatterson,
@@ -287,6 +288,8 @@ class FourierNet(PattersonModel):
     """A Fourier neural operator: global mixing from the first layer, as a Patterson's vectors span the cell.
 
     inputs:  the map (or, with ``sharpen``, the map and its sharpened origin-removed Patterson: SharpenedPatterson)
+    recycle: (with ``recycle``) one more channel: the previous pass's map with the Patterson's amplitudes imposed
+             (ImposedAmplitudes), zero on the first pass; the passes below run 1 + recycle times
     lift:    pointwise conv (in → width)
     layers:  n_layers × FourierLayer: GELU(spectral conv over the lowest ``modes`` frequencies + pointwise conv)
     project: pointwise conv (width → width) GELU, pointwise conv (width → out), output activation
@@ -298,12 +301,18 @@ class FourierNet(PattersonModel):
         super().__init__(config)
         cfg = config
         self.inputs = SharpenedPatterson() if cfg.sharpen else nn.Identity()
-        self.lift = nn.Conv3d(2 if cfg.sharpen else cfg.in_channels, cfg.width, 1)
+        self.impose = ImposedAmplitudes()
+        n_in = (2 if cfg.sharpen else cfg.in_channels) + (1 if cfg.recycle else 0)
+        self.lift = nn.Conv3d(n_in, cfg.width, 1)
         self.layers = nn.Sequential(*(FourierLayer(cfg.width, cfg.modes) for _ in range(cfg.n_layers)))
         self.project = nn.Sequential(
             nn.Conv3d(cfg.width, cfg.width, 1), nn.GELU(), nn.Conv3d(cfg.width, cfg.out_channels, 1)
         )
         self.act = output_activation(cfg.output_activation)
+
+    def one_pass(self, x: torch.Tensor) -> torch.Tensor:
+        """lift → layers → project → activation: (B, in, X, Y, Z) → (B, out, X, Y, Z)."""
+        return self.act(self.project(self.layers(self.lift(x))))
 
     def check_grid(self, grid: Sequence[int]) -> None:
         """Any grid that holds ``modes`` frequencies of each sign along every axis."""
@@ -313,7 +322,13 @@ class FourierNet(PattersonModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        return self.act(self.project(self.layers(self.lift(self.inputs(x)))))  # (B, in, X, Y, Z) -> (B, out, ...)
+        h = self.inputs(x)  # (B, in, X, Y, Z)
+        if not self.config.recycle:
+            return self.one_pass(h)  # (B, out, X, Y, Z)
+        rho = self.one_pass(torch.cat([h, torch.zeros_like(x)], dim=1))
+        for _ in range(self.config.recycle):
+            rho = self.one_pass(torch.cat([h, self.impose(rho, x)], dim=1))
+        return rho  # (B, 1, X, Y, Z)
 
 
 class IntensityNet(PattersonModel):
