@@ -347,6 +347,24 @@ def test_export_weights_rebuilds_and_initialises_training(tmp_path, splits):
         Trainer(other, splits[0], splits[1])
 
 
+def test_a_one_pass_network_starts_its_recycled_run(tmp_path, splits):
+    """#17: ``init_from`` a one-pass fourier-net into the same network with ``model.recycle=1`` starts from the
+    one-pass network's map; a checkpoint written before the field existed is that one-pass network."""
+    cfg = _config("fourier-net", "model.width=4", "model.modes=4", "model.n_layers=2", epochs=1)
+    train(cfg, tmp_path / "run", data=splits)
+    full = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(full)
+    del state["model_config"]["recycle"]  # as the checkpoints shipped before recycling
+    save_checkpoint(tmp_path / "old.pt", state)
+    recycled = apply_overrides(cfg, ["model.recycle=1", f"init_from={tmp_path / 'old.pt'}"])
+    trainer = Trainer(recycled, splits[0], splits[1])
+    x = splits[1][0][0][None]  # (1, 1, 12, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(trainer.module(x), load_model(full)(x), atol=1e-6)
+    resumed = Trainer(apply_overrides(cfg, [f"init_from={tmp_path / 'old.pt'}"]), splits[0], splits[1])
+    assert torch.equal(resumed.module.state_dict()["lift.weight"], state["model"]["lift.weight"])
+
+
 def test_pretrained_picks_weights_that_suit_the_data(tmp_path):
     model = build_model("hurwitz-cnn", channels=4, n_layers=2, kernel=3)
     folder = tmp_path / "weights"
@@ -389,7 +407,7 @@ def test_shipped_recipes_are_valid_configs():
 
 RECIPE_DATA = {"paper-2": "paper-2", "dense-protein": "dense-protein", "density-modifier": "dense-protein",
                "fourier-net-paper-2": "paper-2", "paper-1a": "paper-1a", "paper-1b": "paper-1b",
-               "report-hkl10": "report-hkl10"}  # fmt: skip
+               "report-hkl10": "report-hkl10", "report-hkl20": "report-hkl20"}  # fmt: skip
 RECIPE_STAGE2 = {"paper-2-stage2": "paper-2-stage1", "density-modifier-stage2": "density-modifier",
                  "paper-1a-stage2": "paper-1a"}  # started from
 
@@ -406,8 +424,10 @@ def test_every_recipe_still_builds_and_trains_a_few_steps(tmp_path):
     for preset in ("paper-2", "dense-protein", "paper-1a", "paper-1b"):
         config = make_config(preset, source="embedded", n=8, splits=(0.5, 0.25, 0.25), map_dtype="float32")
         data[preset] = generate(config, tmp_path / "data" / preset, progress=False).out
-    crystals = make_config("report-hkl10", source=str(write_crystals(tmp_path / "cif")), n=3, splits=(0.67, 0.33, 0))
-    data["report-hkl10"] = generate(crystals, tmp_path / "data" / "report-hkl10", progress=False).out
+    cifs = str(write_crystals(tmp_path / "cif"))
+    for preset in ("report-hkl10", "report-hkl20"):
+        crystals = make_config(preset, source=cifs, n=3, splits=(0.67, 0.33, 0))
+        data[preset] = generate(crystals, tmp_path / "data" / preset, progress=False).out
     recipes = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml"))
     for path in sorted(recipes, key=lambda p: p.stem in RECIPE_STAGE2):  # stage 1 first
         name = path.stem

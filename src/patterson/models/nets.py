@@ -310,6 +310,13 @@ class FourierNet(PattersonModel):
         )
         self.act = output_activation(cfg.output_activation)
 
+    @staticmethod
+    def recycled_weights(one_pass: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A one-pass network's weights for the same network with ``recycle``: zero weights on the recycled
+        channel, so that it starts as the one-pass network (every pass gives the one-pass map)."""
+        lift = one_pass["lift.weight"]  # (width, in, 1, 1, 1)
+        return dict(one_pass) | {"lift.weight": torch.cat([lift, lift.new_zeros(lift.shape[0], 1, 1, 1, 1)], 1)}
+
     def one_pass(self, x: torch.Tensor) -> torch.Tensor:
         """lift → layers → project → activation: (B, in, X, Y, Z) → (B, out, X, Y, Z)."""
         return self.act(self.project(self.layers(self.lift(x))))

@@ -34,6 +34,7 @@ import torch
 from patterson import runtime
 from patterson.errors import PattersonError
 from patterson.files import atomic_write
+from patterson.models import config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def check_same_model(path: str | Path, state: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-    """Raise PattersonError unless the checkpoint's model config equals ``config`` (both plain dicts)."""
-    saved = _normalise(state["model_config"])
+    """Raise PattersonError unless the checkpoint's model config equals ``config`` (both plain dicts; fields
+    added since the checkpoint was written count as their defaults)."""
+    saved = _normalise(with_defaults(state["model_config"]))
     wanted = _normalise(config)
     if saved != wanted:
         if saved.get("arch") != wanted.get("arch"):
@@ -115,6 +117,14 @@ def check_same_model(path: str | Path, state: Mapping[str, Any], config: Mapping
             diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
             what = "another model: " + ", ".join(f"{k}={saved.get(k)!r} (want {wanted.get(k)!r})" for k in diff)
         raise PattersonError(f"{path}: checkpoint is for {what}")
+
+
+def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved model config with the fields it lacks at their defaults (as the network is rebuilt from it)."""
+    try:
+        return config_from_dict(config).to_dict()
+    except PattersonError:  # an unknown architecture: compared as it is, and reported so
+        return dict(config)
 
 
 def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
