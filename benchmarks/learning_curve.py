@@ -17,7 +17,8 @@ chance level of the same maps (random phases with the true amplitudes). Rows:
 - ``fourier-net-invariant-sharp``: the invariant loss with the sharpened, origin-removed Patterson as a second
   input channel (a fixed transform of the input);
 - ``fourier-net-invariant-recycle``: the invariant loss, two passes of the same network, the second given the
-  first's map with the Patterson's amplitudes imposed (recycling, as PhAI; twice the compute per map).
+  first's map with the Patterson's amplitudes imposed (recycling, as PhAI; twice the compute per map);
+  ``-sharp-recycle`` both.
 
     OMP_NUM_THREADS=2 python benchmarks/learning_curve.py [--source ../shared/data/pdb] [--n 3000]
         [--epochs 6] [--batches 100] [--rows unet fourier-net ...] [--keep]
@@ -57,6 +58,7 @@ ROWS = {  # name: (model, model options, training settings beyond COMMON)
     "fourier-net-invariant-l6": ("fourier-net", {"width": 16, "modes": 6, "n_layers": 6}, ["loss=invariant"]),
     "fourier-net-invariant-sharp": ("fourier-net", {**FNO, "sharpen": True}, ["loss=invariant"]),
     "fourier-net-invariant-recycle": ("fourier-net", {**FNO, "recycle": 1}, ["loss=invariant"]),
+    "fourier-net-invariant-sharp-recycle": ("fourier-net", {**FNO, "sharpen": True, "recycle": 1}, ["loss=invariant"]),
 }
 COMMON = ["batch_size=8", "grad_accum=1", "lr=2e-3", "schedule=onecycle", "on_the_fly=true", "val_batch_size=32",
           "progress=false", "amp=false"]  # fmt: skip
@@ -103,15 +105,17 @@ def table(results: dict) -> str:
     lines = [
         f"Median map CC after the origin/hand search on {results['n_val']} held-out validation maps (`paper-2`, "
         f"real dipeptides, 1.5 Å) against maps seen, each row trained from scratch with fresh augmented maps every "
-        f"step; chance (random phases, true amplitudes) {results['chance_cc']:.3f}.",
+        f"step; chance (random phases, true amplitudes) {results['chance_cc']:.3f}. Minutes of training on a shared "
+        f"2-core CPU (other jobs beside most rows), with the row's torch threads.",
         "",
         "| recipe | parameters | " + " | ".join(f"{r['maps_seen']} maps" for r in results["rows"][0]["curve"])
-        + " | CPU minutes |",
+        + " | minutes (torch threads) |",
         "|---" * (len(results["rows"][0]["curve"]) + 3) + "|",
     ]
     for row in results["rows"]:
         ccs = " | ".join(f"{p['val_cc_aligned_median']:.3f}" for p in row["curve"])
-        lines.append(f"| {row['row']} | {row['parameters']:,} | {ccs} | {row['curve'][-1]['cpu_minutes']:.1f} |")
+        time = f"{row['curve'][-1]['cpu_minutes']:.1f} ({row['torch_threads']})"
+        lines.append(f"| {row['row']} | {row['parameters']:,} | {ccs} | {time} |")
     return "\n".join(lines) + "\n"
 
 

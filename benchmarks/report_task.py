@@ -3,10 +3,10 @@ crystals, scored the report's way (voxels above 70% of the maximum as atoms; vec
 vectors between predicted ones) and by map CC, for the shipped network and the report's own baseline rebuilt as it
 was, trained in the same run on the same training crystals, next to the chance level.
 
-Data: the held-out test split of the dataset the shipped ``report-hkl10`` (or ``--name report-hkl20``) network was
-trained on, and its training split for the baseline, remade from the weights' own dataset config (the default
-crystal source: the CIFs of the ``crystals`` package and pymatgen's AFLOW prototypes, ``pip install --no-deps
-crystals pymatgen``; split by entry, so no test crystal is seen in training).
+Data: the held-out test split of the dataset each shipped network (``report-hkl10``, ``report-hkl20``) was trained
+on, and its training split for the baseline, remade from the weights' own dataset config (the default crystal
+source: the CIFs of the ``crystals`` package and pymatgen's AFLOW prototypes, ``pip install --no-deps crystals
+pymatgen``; split by entry, so no test crystal is seen in training).
 
 Rows:
 - ``network``: the shipped weights (``patterson evaluate --checkpoint NAME``).
@@ -20,7 +20,7 @@ Counts: atoms with a peak within 1.0 Å after the origin/hand search, and vector
 predicted vector within 0.5 Å (no alignment needed), summed over the test crystals.
 
     pip install -e ".[report]" && pip install --no-deps crystals pymatgen
-    OMP_NUM_THREADS=1 python benchmarks/report_task.py [--names report-hkl10]
+    OMP_NUM_THREADS=1 python benchmarks/report_task.py [--names report-hkl10 report-hkl20]
         [--out benchmarks/results/report_task.json] [--table docs/report_task_table.md]
 """
 
@@ -143,7 +143,8 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--names", nargs="+", default=["report-hkl10"], help="shipped weights, or .pt files")
+    names = ["report-hkl10", "report-hkl20"]
+    parser.add_argument("--names", nargs="+", default=names, help="shipped weights, or .pt files")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "report_task.json")
     parser.add_argument("--table", type=Path, default=ROOT / "docs" / "report_task_table.md")
     args = parser.parse_args()

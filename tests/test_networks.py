@@ -58,9 +58,10 @@ def test_open_network_picks_by_data_and_task():
     with pytest.raises(PattersonError, match="density-modification network"):
         open_network("density-modifier")  # a real-space step is not a Patterson → density network
     assert [n.name for n in shipped_networks()] == ["dense-protein", "paper-1a", "paper-1b", "paper-2"]  # Patterson in
-    assert [n.name for n in shipped_networks(input="intensity")] == ["report-hkl10"]
-    report = open_network("pretrained", {"preset": "report-hkl10", "input": "intensity", "d_min": 1.5})
-    assert report.name == "report-hkl10" and report.model.config.arch == "intensity-net"
+    assert [n.name for n in shipped_networks(input="intensity")] == ["report-hkl10", "report-hkl20"]
+    for preset in ("report-hkl10", "report-hkl20"):  # each report task gets its own network
+        report = open_network("pretrained", {"preset": preset, "input": "intensity", "d_min": 1.5})
+        assert report.name == preset and report.model.config.arch == "intensity-net"
     assert open_network("pretrained", {"preset": "paper-1b", "d_min": 1.5}).name == "paper-1b"
 
 

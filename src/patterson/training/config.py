@@ -101,7 +101,8 @@ class TrainConfig:
         ``torch.use_deterministic_algorithms(True)`` (needed for bit-for-bit resume on some GPU kernels).
     init_from : str
         Start from this checkpoint's weights (a path or a shipped model's name; same architecture) instead of a
-        random initialisation: fine-tuning, or a later session improving the same weights. "" for none.
+        random initialisation: fine-tuning, or a later session improving the same weights. "" for none. A
+        one-pass ``fourier-net`` also starts the same network with ``recycle`` (its recycled channel at zero).
     """
 
     model: str = "patterson-unet"
