@@ -347,6 +347,30 @@ def test_export_weights_rebuilds_and_initialises_training(tmp_path, splits):
         Trainer(other, splits[0], splits[1])
 
 
+def test_export_script_continues_a_shipped_networks_history(tmp_path, splits):
+    """recipes/export.py RUN --after WEIGHTS: a later stage of a shipped network keeps the earlier stages' curve."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg = _config("hurwitz-cnn", *TINY_CNN, epochs=2)
+    train(cfg, tmp_path / "one", data=splits)
+    rows = read_metrics(tmp_path / "one" / "metrics.jsonl")
+    per_step = cfg.batch_size * cfg.grad_accum
+    first = export_weights(tmp_path / "one" / "checkpoints" / "last.pt", tmp_path / "first.pt",
+                           [r | {"stage": 1, "maps_seen": r["step"] * per_step} for r in rows])  # fmt: skip
+    train(apply_overrides(cfg, [f"init_from={first}", "epochs=1"]), tmp_path / "two", data=splits)
+    script = Path(__file__).resolve().parent.parent / "recipes" / "export.py"
+    out = tmp_path / "shipped.pt"
+    run = [sys.executable, str(script), str(tmp_path / "two"), "--name", "x", "--out", str(out), "--after", str(first)]
+    subprocess.run(run, check=True, capture_output=True)
+    history = load_checkpoint(out)["history"]
+    assert [r["stage"] for r in history] == [1, 1, 2] and load_checkpoint(out)["notes"]["stages"] == 2
+    later = read_metrics(tmp_path / "two" / "metrics.jsonl")[0]["step"]
+    steps = [r["step"] for r in rows] + [rows[-1]["step"] + later]
+    assert [r["maps_seen"] for r in history] == [k * per_step for k in steps]
+
+
 def test_a_one_pass_network_starts_its_recycled_run(tmp_path, splits):
     """#17: ``init_from`` a one-pass fourier-net into the same network with ``model.recycle=1`` starts from the
     one-pass network's map; a checkpoint written before the field existed is that one-pass network."""
@@ -409,7 +433,7 @@ RECIPE_DATA = {"paper-2": "paper-2", "dense-protein": "dense-protein", "density-
                "fourier-net-paper-2": "paper-2", "paper-1a": "paper-1a", "paper-1b": "paper-1b",
                "report-hkl10": "report-hkl10", "report-hkl20": "report-hkl20"}  # fmt: skip
 RECIPE_STAGE2 = {"paper-2-stage2": "paper-2-stage1", "density-modifier-stage2": "density-modifier",
-                 "paper-1a-stage2": "paper-1a"}  # started from
+                 "paper-1a-stage2": "paper-1a", "paper-1a-stage3": "paper-1a-stage2"}  # started from (in this order)
 
 
 def test_every_recipe_still_builds_and_trains_a_few_steps(tmp_path):
