@@ -179,7 +179,8 @@ def describe(name: str, weights: Path, state: dict) -> dict:
     }
 
 
-GPU_RECIPES = {"paper-2": "The GPU recipe: `recipes/paper-2-fourier-gpu.toml` (`torchrun`, bf16)."}
+GPU_RECIPES = {"paper-2": "The GPU recipe: `recipes/paper-2-fourier-gpu.toml` (`torchrun`, bf16).",
+               "paper-1a": "The GPU recipe: `recipes/paper-1a-gpu.toml` (`torchrun`, bf16)."}  # fmt: skip
 PROJECT_TO = {"paper-2": 0.87, "paper-1a": 0.90, "paper-1b": 0.90}  # the targets on the validation CC
 
 
@@ -430,12 +431,13 @@ def card(results: list[dict]) -> str:
         "",
         *target_status({r["about"]["name"]: r for r in results}),
         "",
-        "What would reach the missing ones: the paper's recipe at scale — `paper-se` (5.3 M parameters) on "
-        "`patterson generate --preset paper-2 --n 100000` (and the same for `dense-protein`, with the invariant "
-        "loss) with `--set on_the_fly=true` for ~200 epochs on GPUs (`torchrun`), then `python recipes/export.py` "
-        "and this script. For packed cells, a refinement made for them (charge flipping with the network's map as "
-        "a prior, or several starts around its phases) is the second thing to try: one HIO start from a weak "
-        "network's phases is not inside HIO's radius of convergence there.",
+        "What would reach the missing ones: the winning recipes at scale, one GPU run each — "
+        "`recipes/paper-2-fourier-gpu.toml` and `recipes/paper-1a-gpu.toml` (`torchrun`, bf16, fresh maps every "
+        "step from the same datasets), then `python recipes/export.py` and this script. Per map seen, the "
+        "learning curves (docs/training.md) favour the Fourier network with the invariant loss, the sharpened "
+        "Patterson as a second input and one recycling pass. For packed cells (`dense-protein`), a refinement made "
+        "for them (charge flipping with the network's map as a prior, or several starts around its phases) is the "
+        "thing to try: one HIO start from a weak network's phases is not inside HIO's radius of convergence there.",
         "",
         f"patterson {patterson.__version__}; {platform.platform()}, torch {torch.__version__}.",
         "",
