@@ -114,8 +114,8 @@ def table(results: dict) -> str:
     ]
     for row in results["rows"]:
         ccs = " | ".join(f"{p['val_cc_aligned_median']:.3f}" for p in row["curve"])
-        time = f"{row['curve'][-1]['cpu_minutes']:.1f} ({row['torch_threads']})"
-        lines.append(f"| {row['row']} | {row['parameters']:,} | {ccs} | {time} |")
+        minutes = f"{row['curve'][-1]['cpu_minutes']:.1f} ({row['torch_threads']})"
+        lines.append(f"| {row['row']} | {row['parameters']:,} | {ccs} | {minutes} |")
     return "\n".join(lines) + "\n"
 
 

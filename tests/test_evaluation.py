@@ -22,6 +22,7 @@ from patterson.evaluation import (
     apply_alignment_f,
     apply_alignment_map,
     atom_recovery,
+    atoms_found,
     central_region_mask,
     chance_scores,
     compare_vectors,
@@ -233,6 +234,7 @@ def test_peaks_find_atoms_and_vectors_ignore_origin_and_hand() -> None:
     peaks = find_peaks(truth, cell, threshold=0.3, max_peaks=14)[0]
     assert len(peaks) == 14
     assert atom_recovery(true_frac, peaks.frac, cell) == {0.5: 1.0, 1.0: 1.0}
+    assert atoms_found(true_frac, peaks.frac, cell) == {0.5: 14, 1.0: 14}  # the counts behind the fractions
     # vectors between peaks of a shifted, inverted copy match the true vectors without any alignment
     other = density(moved(atoms, np.array([[0.45, 0.1, 0.8]]), np.array([True])), 1.0)
     other_peaks = find_peaks(other, cell, threshold=0.3, max_peaks=14)[0]

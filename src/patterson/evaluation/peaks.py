@@ -174,15 +174,23 @@ def compare_vectors(true_frac: np.ndarray, peak_frac: np.ndarray, cell: Cell) ->
     return VectorMatch(pairs, u, v[best], dist[np.arange(len(u)), best])
 
 
-def atom_recovery(
+def atoms_found(
     true_frac: np.ndarray, peak_frac: np.ndarray, cell: Cell, radii: tuple[float, ...] = (0.5, 1.0)
-) -> dict[float, float]:
-    """Fraction of true atoms (N, 3) with an (aligned) peak (P, 3) within each radius in Å, periodic."""
+) -> dict[float, int]:
+    """Number of true atoms (N, 3) with an (aligned) peak (P, 3) within each radius in Å, periodic."""
     true_frac = np.asarray(true_frac, dtype=np.float64).reshape(-1, 3)
     if len(true_frac) == 0:
         raise PattersonError("no true atoms to compare peaks with")
     peak_frac = np.asarray(peak_frac, dtype=np.float64).reshape(-1, 3)
     if len(peak_frac) == 0:
-        return {float(r): 0.0 for r in radii}
+        return {float(r): 0 for r in radii}
     nearest = frac_distances(true_frac, peak_frac, cell).min(axis=1)  # (N,)
-    return {float(r): float(np.mean(nearest <= r)) for r in radii}
+    return {float(r): int(np.sum(nearest <= r)) for r in radii}
+
+
+def atom_recovery(
+    true_frac: np.ndarray, peak_frac: np.ndarray, cell: Cell, radii: tuple[float, ...] = (0.5, 1.0)
+) -> dict[float, float]:
+    """Fraction of true atoms (N, 3) with an (aligned) peak (P, 3) within each radius in Å, periodic."""
+    n = len(np.asarray(true_frac).reshape(-1, 3))
+    return {r: k / n for r, k in atoms_found(true_frac, peak_frac, cell, radii).items()}

@@ -23,7 +23,7 @@ from patterson.evaluation.metrics import (
     random_phase_maps,
     score_maps,
 )
-from patterson.evaluation.peaks import REPORT_THRESHOLD, atom_recovery, compare_vectors, find_peaks
+from patterson.evaluation.peaks import REPORT_THRESHOLD, atom_recovery, atoms_found, compare_vectors, find_peaks
 from patterson.evaluation.report import (
     metrics_summary,
     per_example_rows,
@@ -128,14 +128,13 @@ def _peak_metrics(
         atoms = np.asarray(atoms, dtype=np.float64).reshape(-1, 3)
         p = find_peaks(aligned[i], cell, threshold=threshold, max_peaks=len(atoms))[0]
         q = find_peaks(truth[i], cell, threshold=threshold, max_peaks=len(atoms))[0]
-        rec = atom_recovery(atoms, p.frac, cell)
-        vectors = compare_vectors(atoms, p.frac, cell)
-        out["atoms_within_0.5A"].append(rec[0.5])
-        out["atoms_within_1.0A"].append(rec[1.0])
+        found, vectors = atoms_found(atoms, p.frac, cell), compare_vectors(atoms, p.frac, cell)
+        out["atoms_within_0.5A"].append(found[0.5] / len(atoms))
+        out["atoms_within_1.0A"].append(found[1.0] / len(atoms))
         out["vectors_within_0.5A"].append(vectors.fraction_within(0.5))
         out["n_peaks"].append(float(len(p)))
         out["n_atoms"].append(float(len(atoms)))
-        out["atoms_found_1.0A"].append(float(round(rec[1.0] * len(atoms))))
+        out["atoms_found_1.0A"].append(float(found[1.0]))
         out["n_vectors"].append(float(len(vectors.distance)))
         out["vectors_found_0.5A"].append(float(vectors.count_within(0.5)))
         out["truth_atoms_within_1.0A"].append(atom_recovery(atoms, q.frac, cell)[1.0])

@@ -198,7 +198,9 @@ class ImposedAmplitudes(nn.Module):
     Patterson P (B, 1, X, Y, Z) it should explain → the map with ρ's phases and P's amplitudes (|F| = √ of P's
     Fourier coefficients, which are |F|² up to one constant), scaled to ρ's power over those reflections so that
     the map keeps ρ's units. F000 is ρ's; frequencies P lacks (beyond its resolution) are dropped. How a network's
-    own estimate is recycled as an input (PhAI, RecCrysFormer)."""
+    own estimate is recycled as an input (PhAI, RecCrysFormer). It works on the grid's own FFT (the network knows no
+    hkl list) and divides by |F| clamped away from 0 instead of taking the angle, so that its gradient stays finite
+    at F = 0: why it does not call :func:`patterson.maps.impose_amplitudes`."""
 
     def forward(self, rho: torch.Tensor, patterson: torch.Tensor) -> torch.Tensor:
         dims, n = (-3, -2, -1), rho.shape[-3:]
