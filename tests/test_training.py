@@ -433,7 +433,9 @@ RECIPE_DATA = {"paper-2": "paper-2", "dense-protein": "dense-protein", "density-
                "fourier-net-paper-2": "paper-2", "paper-1a": "paper-1a", "paper-1b": "paper-1b",
                "report-hkl10": "report-hkl10", "report-hkl20": "report-hkl20"}  # fmt: skip
 RECIPE_STAGE2 = {"paper-2-stage2": "paper-2-stage1", "density-modifier-stage2": "density-modifier",
-                 "paper-1a-stage2": "paper-1a", "paper-1a-stage3": "paper-1a-stage2"}  # started from (in this order)
+                 "paper-1a-stage2": "paper-1a", "paper-1a-stage3": "paper-1a-stage2",
+                 "paper-1a-stage4": "paper-1a-stage3",
+                 "paper-2-sharp-recycle-stage2": "paper-2-sharp-recycle"}  # started from (in this order)
 
 
 def test_every_recipe_still_builds_and_trains_a_few_steps(tmp_path):

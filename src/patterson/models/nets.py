@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,6 +72,13 @@ class PattersonModel(nn.Module):
         if x.shape[1] != self.config.in_channels:
             raise PattersonError(f"input has {x.shape[1]} channels, the model expects {self.config.in_channels}")
         self.check_grid(tuple(x.shape[2:]))
+
+    def warm_start_weights(
+        self, saved: Mapping[str, Any], weights: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor] | None:
+        """Weights of another configuration of this network (``saved``: its config as a dict) turned into a start
+        for this one, or None where they do not carry over (the default: only the same network starts training)."""
+        return None
 
 
 class PattersonUNet(PattersonModel):
@@ -310,12 +318,16 @@ class FourierNet(PattersonModel):
         )
         self.act = output_activation(cfg.output_activation)
 
-    @staticmethod
-    def recycled_weights(one_pass: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def warm_start_weights(
+        self, saved: Mapping[str, Any], weights: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor] | None:
         """A one-pass network's weights for the same network with ``recycle``: zero weights on the recycled
         channel, so that it starts as the one-pass network (every pass gives the one-pass map)."""
-        lift = one_pass["lift.weight"]  # (width, in, 1, 1, 1)
-        return dict(one_pass) | {"lift.weight": torch.cat([lift, lift.new_zeros(lift.shape[0], 1, 1, 1, 1)], 1)}
+        wanted = self.config.to_dict()
+        if not wanted["recycle"] or saved.get("recycle") != 0 or dict(saved) | {"recycle": wanted["recycle"]} != wanted:
+            return None
+        lift = weights["lift.weight"]  # (width, in, 1, 1, 1)
+        return dict(weights) | {"lift.weight": torch.cat([lift, lift.new_zeros(lift.shape[0], 1, 1, 1, 1)], 1)}
 
     def one_pass(self, x: torch.Tensor) -> torch.Tensor:
         """lift → layers → project → activation: (B, in, X, Y, Z) → (B, out, X, Y, Z)."""

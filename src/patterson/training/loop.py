@@ -24,7 +24,7 @@ from tqdm import tqdm
 import patterson
 from patterson.errors import PattersonError
 from patterson.files import check_output_folder, check_writable_folder, holds_only, plain
-from patterson.models import FourierNet, align_to_target, model_from_config, pearson_cc
+from patterson.models import align_to_target, model_from_config, pearson_cc
 from patterson.runtime import bar_options
 from patterson.training.checkpoint import (
     FORMAT,
@@ -187,12 +187,11 @@ class Trainer:
         path = find_checkpoint(name)
         if path is None:
             raise PattersonError(f"init_from={name!r}: no shipped weights to start from")
-        state, wanted = load_checkpoint(path), self.model_config.to_dict()
-        saved, weights = with_defaults(state["model_config"]), state["model"]
-        if wanted.get("recycle") and saved.get("recycle") == 0 and saved | {"recycle": wanted["recycle"]} == wanted:
-            weights = FourierNet.recycled_weights(weights)  # a one-pass network: the recycled one starts as it
-        else:
-            check_same_model(path, state, wanted)
+        state = load_checkpoint(path)
+        weights = self.module.warm_start_weights(with_defaults(state["model_config"]), state["model"])
+        if weights is None:
+            check_same_model(path, state, self.model_config.to_dict())
+            weights = state["model"]
         load_weights(self.module, weights, path)
         log.info("initial weights from %s", path)
 
