@@ -10,7 +10,7 @@ and those test metrics next to chance and the targets. A density-modification ne
 scored on what one pass does to held-out maps with phase errors (next to the histogram control step) and by the
 learned loop against its control, HIO and charge flipping.
 
-    python benchmarks/models.py [--source ../shared/data/pdb] [--names NAME ...] [--n-phasing 48]
+    python benchmarks/models.py [--source ../shared/data/pdb] [--names NAME ...] [--n-phasing 48] [--card-only]
         [--out benchmarks/results/models.json] [--card docs/models.md]
 
 Run with OMP_NUM_THREADS=1 on a shared machine (the phasing loops are small FFTs).
@@ -201,6 +201,10 @@ def projection(history: list[dict], target: float | None) -> dict | None:
             "fitted_from_maps": [int(late[0]["maps_seen"]), int(late[-1]["maps_seen"])]}  # fmt: skip
 
 
+def _times(ratio: float) -> str:
+    return f"{ratio:.1f}×" if ratio < 10 else f"{ratio:,.0f}×"
+
+
 def _projection_line(r: dict) -> list[str]:
     p = r["about"].get("projection")
     if not p or p["best"] >= p["target"]:
@@ -212,7 +216,7 @@ def _projection_line(r: dict) -> list[str]:
     return [
         f"- **Projection**: the validation CC rose {p['per_decade']:.3f} per tenfold maps seen over the later half "
         f"of training; at that rate {p['target']} needs about {p['maps_needed']:,.0f} maps "
-        f"({p['maps_needed'] / seen:,.0f}× what this network saw; a lower bound: curves flatten at scale). "
+        f"({_times(p['maps_needed'] / seen)} what this network saw; a lower bound: curves flatten at scale). "
         + GPU_RECIPES.get(r["about"]["name"], "Its recipe runs on GPUs as it is (`torchrun`, `--set amp=true` for "
                           "bf16), with a larger `batch_size` and `max_batches`."),
     ]
@@ -452,7 +456,12 @@ def main() -> None:
     parser.add_argument("--n-phasing", type=int, default=48, help="test structures phased per method")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "models.json")
     parser.add_argument("--card", type=Path, default=ROOT / "docs" / "models.md")
+    parser.add_argument("--card-only", action="store_true", help="rewrite the card from --out, measuring nothing")
     args = parser.parse_args()
+    if args.card_only:
+        atomic_write(args.card, lambda tmp: Path(tmp).write_text(card(json.loads(args.out.read_text())["models"])))
+        print(f"wrote {args.card} from {args.out}")
+        return
     names = args.names or sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
     results = []
     with tempfile.TemporaryDirectory() as tmp:

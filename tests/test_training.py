@@ -434,7 +434,7 @@ RECIPE_DATA = {"paper-2": "paper-2", "dense-protein": "dense-protein", "density-
                "report-hkl10": "report-hkl10", "report-hkl20": "report-hkl20"}  # fmt: skip
 RECIPE_STAGE2 = {"paper-2-stage2": "paper-2-stage1", "density-modifier-stage2": "density-modifier",
                  "paper-1a-stage2": "paper-1a", "paper-1a-stage3": "paper-1a-stage2",
-                 "paper-1a-stage4": "paper-1a-stage3",
+                 "paper-1a-stage4": "paper-1a-stage3", "paper-1a-stage5": "paper-1a-stage4",
                  "paper-2-sharp-recycle-stage2": "paper-2-sharp-recycle"}  # started from (in this order)
 
 
