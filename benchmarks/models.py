@@ -206,17 +206,23 @@ def _times(ratio: float) -> str:
 
 
 def _projection_line(r: dict) -> list[str]:
+    """The compute a missed target projects to: the held-out CC (what the target is judged on) moved along the
+    slope of the validation curve (which may already pass the target where the two measure different regions)."""
     p = r["about"].get("projection")
-    if not p or p["best"] >= p["target"]:
+    if not p:
+        return []
+    test = r["network"]["cc_aligned"]["median"]
+    if test >= p["target"]:
         return []
     seen = r["about"]["maps_seen"] or 1
-    if p["maps_needed"] is None:
+    if p["per_decade"] <= 0:
         return [f"- **Projection**: the validation CC did not rise over the later half of training (maps "
                 f"{p['fitted_from_maps'][0]:,}–{p['fitted_from_maps'][1]:,}); no projection to {p['target']}."]
+    needed = seen * 10 ** ((p["target"] - test) / p["per_decade"])
     return [
         f"- **Projection**: the validation CC rose {p['per_decade']:.3f} per tenfold maps seen over the later half "
-        f"of training; at that rate {p['target']} needs about {p['maps_needed']:,.0f} maps "
-        f"({_times(p['maps_needed'] / seen)} what this network saw; a lower bound: curves flatten at scale). "
+        f"of training; at that rate the held-out {test:.3f} reaches {p['target']} after about {needed:,.0f} maps "
+        f"({_times(needed / seen)} what this network saw; a lower bound: curves flatten at scale). "
         + GPU_RECIPES.get(r["about"]["name"], "Its recipe runs on GPUs as it is (`torchrun`, `--set amp=true` for "
                           "bf16), with a larger `batch_size` and `max_batches`."),
     ]
