@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -468,6 +469,10 @@ def main() -> None:
     parser.add_argument("--card-only", action="store_true", help="rewrite the card from --out, measuring nothing")
     args = parser.parse_args()
     if args.card_only:
+        if not args.out.is_file():
+            print(f"models: error: --card-only renders {args.out}, which does not exist (run without it first)",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(2)
         atomic_write(args.card, lambda tmp: Path(tmp).write_text(card(json.loads(args.out.read_text())["models"])))
         print(f"wrote {args.card} from {args.out}")
         return
