@@ -375,8 +375,9 @@ def _count(fraction: float, n: int) -> str:
     return "–" if fraction != fraction else f"{round(fraction * n)}/{n} ({fraction:.0%})"
 
 
-def card(results: list[dict]) -> str:
-    """docs/models.md."""
+def card(payload: dict) -> str:
+    """docs/models.md from the whole of models.json (the cards, and the machine and versions that measured them)."""
+    results = payload["models"]
     lines = [
         "# Shipped models",
         "",
@@ -453,7 +454,7 @@ def card(results: list[dict]) -> str:
         "for them (charge flipping with the network's map as a prior, or several starts around its phases) is the "
         "thing to try: one HIO start from a weak network's phases is not inside HIO's radius of convergence there.",
         "",
-        f"patterson {patterson.__version__}; {platform.platform()}, torch {torch.__version__}.",
+        f"patterson {payload['version']}; {payload['platform']}, torch {payload['torch']}.",
         "",
     ]
     return "\n".join(lines)
@@ -473,7 +474,7 @@ def main() -> None:
             print(f"models: error: --card-only renders {args.out}, which does not exist (run without it first)",
                   file=sys.stderr)  # fmt: skip
             sys.exit(2)
-        atomic_write(args.card, lambda tmp: Path(tmp).write_text(card(json.loads(args.out.read_text())["models"])))
+        atomic_write(args.card, lambda tmp: Path(tmp).write_text(card(json.loads(args.out.read_text()))))
         print(f"wrote {args.card} from {args.out}")
         return
     names = args.names or sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
@@ -510,10 +511,11 @@ def main() -> None:
     if args.names and args.out.is_file():  # keep the cards of the weights not rerun
         kept = [r for r in json.loads(args.out.read_text())["models"] if r["about"]["name"] not in names]
         results = sorted(kept + results, key=lambda r: r["about"]["name"])
-    payload = {"version": patterson.__version__, "platform": platform.platform(), "models": results}
+    payload = {"version": patterson.__version__, "platform": platform.platform(), "torch": torch.__version__,
+               "models": results}
     text = json.dumps(payload, indent=2, default=str) + "\n"
     atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
-    atomic_write(args.card, lambda tmp: Path(tmp).write_text(card(results)))
+    atomic_write(args.card, lambda tmp: Path(tmp).write_text(card(payload)))
     print(f"wrote {args.out} and {args.card}")
 
 

@@ -98,7 +98,18 @@ def _bad_inputs(tmp_path, fragment_pdb):
     )
     a_file = tmp_path / "afile"
     a_file.write_text("x")
+    good = fragment_pdb.read_text().splitlines()
+    at = next(i for i, line in enumerate(good) if line.startswith(("ATOM", "HETATM")))
+    non_finite = {}
+    for name, cols, value in (("nan", (30, 38), "nan"), ("inf-b", (60, 66), "inf"), ("nan-occ", (54, 60), "nan")):
+        lines = list(good)
+        lines[at] = lines[at][: cols[0]] + f"{value:>{cols[1] - cols[0]}}" + lines[at][cols[1] :]
+        non_finite[name] = tmp_path / f"{name}.pdb"
+        non_finite[name].write_text("\n".join(lines) + "\n")
     return {
+        "NaN coordinate": ([non_finite["nan"]], "non-finite coordinate"),
+        "infinite B": ([non_finite["inf-b"]], "non-finite B"),
+        "NaN occupancy": ([non_finite["nan-occ"]], "non-finite occupancy"),
         "missing file": ([tmp_path / "nope.pdb"], "no such file"),
         "empty file": ([empty], "empty"),
         "no atoms": ([no_atoms], "no atoms"),
@@ -114,6 +125,9 @@ def _bad_inputs(tmp_path, fragment_pdb):
 @pytest.mark.parametrize(
     "case",
     [
+        "NaN coordinate",
+        "infinite B",
+        "NaN occupancy",
         "missing file",
         "empty file",
         "no atoms",

@@ -261,9 +261,15 @@ def test_unreadable_and_empty_files_are_skipped_and_counted(source, tmp_path):
     (dirty / "9y00_A.pdb").write_text("")
     (dirty / "9y01_A.pdb.gz").write_bytes(b"\x1f\x8b broken")
     (dirty / "9y02_A.cif").write_text("data_x\n_this is not a structure\n")
+    first = next(iter(sorted(source.iterdir())))  # #27: one NaN coordinate spoils its file, not the dataset
+    lines = gzip.decompress(first.read_bytes()).decode().splitlines() if first.suffix == ".gz" else \
+        first.read_text().splitlines()  # fmt: skip
+    at = next(i for i, line in enumerate(lines) if line.startswith("ATOM"))
+    lines[at] = lines[at][:30] + f"{'nan':>8}" + lines[at][38:]
+    (dirty / "9y03_A.pdb").write_text("\n".join(lines) + "\n")
     summary = generate(small(source=str(dirty), n=10), tmp_path / "ds", progress=False)
-    assert summary.source_counts["skipped_files"] == 3 and summary.source_counts["files"] == 12
-    assert dataset_info(tmp_path / "ds")["source_counts"]["skipped_files"] == 3
+    assert summary.source_counts["skipped_files"] == 4 and summary.source_counts["files"] == 12
+    assert dataset_info(tmp_path / "ds")["source_counts"]["skipped_files"] == 4
 
 
 def test_aflow_prototypes_read_without_pymatgen(tmp_path):

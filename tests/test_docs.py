@@ -46,7 +46,7 @@ TABLES = {  # document: [(benchmark script, results file, the expression that re
     "docs/verdict_table.md": [("verdict", "verdict.json", "m.table(r)")],
     "docs/flipping_table.md": [("flipping", "flipping.json", "m.table(r)")],
     "docs/peers_table.md": [("peers", "peers.json", "m.table(r['rows'], tuple(r['rows'][0]['methods']))")],
-    "docs/models.md": [("models", "models.json", "m.card(r['models'])")],
+    "docs/models.md": [("models", "models.json", "m.card(r)")],
     "docs/learning_curve_table.md": [("learning_curve", "learning_curve.json", "m.table(r)")],
     "docs/report_task_table.md": [("report_task", "report_task.json", "m.table(r['tasks'])")],
     "docs/training.md": [
@@ -57,7 +57,12 @@ TABLES = {  # document: [(benchmark script, results file, the expression that re
     "docs/demo.md": [("demo", "demo.json", "r['table']")],
 }
 RENDER = """
-import importlib, json, sys
+import importlib, json, platform, sys
+import gemmi, os, patterson, time, torch
+os.cpu_count = lambda: 999
+time.strftime = lambda *args: "1900-01-01 00:00"
+platform.platform = lambda *args, **kwargs: "Elsewhere-0.0-a-machine-that-never-ran-a-benchmark"  # #27: provenance
+torch.__version__ = gemmi.__version__ = patterson.__version__ = "0.0-elsewhere"  # from the JSON, not this machine
 sys.path.insert(0, {folder!r})
 try:
     m = importlib.import_module({name!r})  # the peers import cctbx, which must come before torch: a process each

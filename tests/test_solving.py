@@ -332,7 +332,12 @@ def bad_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
     bad_symm = write_shelx(tmp_path / "badsymm", atoms, P21_CELL)
     ins = bad_symm.with_suffix(".ins")
     ins.write_text(ins.read_text().replace("SYMM -X, 0.5+Y, -Z", "SYMM -X, 1/3+Y, -Z"))  # a 2-fold with a ⅓ screw
+    (tmp_path / "unit").mkdir()  # #27: SHELXL refuses a UNIT without one count per SFAC element; so do we
+    short_unit = write_shelx(tmp_path / "unit", atoms, P21_CELL)
+    ins = short_unit.with_suffix(".ins")
+    ins.write_text(ins.read_text().replace("SFAC C N O S\nUNIT 4 2 2 2", "SFAC C N O\nUNIT 10 4"))
     return {
+        "UNIT shorter than SFAC": ([str(short_unit)], "UNIT gives 2 number(s) for 3 SFAC element(s) (C N O)"),
         "symmetry that is no space group": ([str(bad_symm)], "no tabulated space group"),
         "cell against the space group": ([str(good), "--cell", "8", "10", "9", "90", "105", "100"], "contradicts"),
         "unreadable composition": ([str(good), "--composition", "C12 X?"], "cannot read the composition"),

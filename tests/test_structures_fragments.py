@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import gemmi
 import numpy as np
 import pytest
@@ -19,7 +22,15 @@ from patterson.cells import (
     set_b_factors,
 )
 from patterson.errors import PattersonError
-from patterson.structures import SIDE_CHAINS, entry_id, extract_fragments, random_atoms
+from patterson.solving import read_ins
+from patterson.structures import (
+    SIDE_CHAINS,
+    entry_id,
+    extract_fragments,
+    random_atoms,
+    read_shelx,
+    read_structure,
+)
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +180,37 @@ def test_dense_packing_reaches_the_target_density_without_clashes(dipeptides, ce
 def test_impossible_packing_is_an_error(dipeptides):
     with pytest.raises(PattersonError, match="cannot pack"):
         pack_cell(lambda: dipeptides[0], Cell.cubic(10.0), 4.0, np.random.default_rng(0), 2.5, max_tries=50)
+
+
+# --- SHELX .res/.ins models (#27) ------------------------------------------------------------------------------------
+
+SMALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "small"
+
+
+@pytest.mark.parametrize("name", ["cod2240189", "srv209", "ntd51a"])
+def test_a_shelx_model_fills_the_cell_with_what_unit_says(name):
+    """Atoms of a published .res expanded to the cell: each element's occupancies add up to its UNIT count, also
+    for the Fe on a 3̄ site of R3̄c (sof 0.1667: one whole atom per site once the symmetry mates merge)."""
+    path = SMALL / name / "published.res"
+    atoms = read_structure(path)
+    unit = read_shelx(path.read_text(), str(path)).composition
+    found = {e: float(atoms.occ[atoms.elements == e].sum()) for e in unit}
+    assert found == pytest.approx(unit, abs=1e-3), (found, unit)
+    assert atoms.spacegroup == "P 1" and atoms.cell == pytest.approx(read_ins(path)["cell"].parameters)
+
+
+def test_shelx_cards_that_disagree_are_one_line_errors(tmp_path):
+    head = "TITL x\nCELL 0.71073 5 6 7 90 90 90\nLATT -1\nSFAC C N O\n"
+    cases = {
+        "UNIT 10 4\n": "UNIT gives 2 number(s) for 3 SFAC element(s) (C N O)",
+        "UNIT 1 1 1\nC1 4 0.1 0.2 0.3 11.0 0.02\n": "SFAC number 4",
+        "UNIT 1 1 1\nC1 1 0.1 nan 0.3 11.0 0.02\n": "non-finite coordinate",
+    }
+    for tail, message in cases.items():
+        path = tmp_path / "x.res"
+        path.write_text(head + tail + "HKLF 4\nEND\n")
+        with pytest.raises(PattersonError, match=re.escape(message)):
+            read_structure(path)
+    (tmp_path / "y.ins").write_text(head.replace("SFAC C N O", "SFAC C Qq") + "UNIT 1 1\nHKLF 4\n")
+    with pytest.raises(PattersonError, match="unknown element 'Qq'"):
+        read_ins(tmp_path / "y.ins")

@@ -14,8 +14,9 @@ The pipeline of ``patterson solve``:
 from patterson.solving.data import ObservedData, french_wilson, merge_and_expand, prepare_data
 from patterson.solving.network import TRANSFERS, model_grid, predict_density
 from patterson.solving.output import OUTPUT_FILES, peaks_structure, solve_to_folder, write_solution
-from patterson.solving.readers import Reflections, parse_symm, read_ins, read_reflections, spacegroup_rotations
+from patterson.solving.readers import Reflections, read_ins, read_reflections, spacegroup_rotations
 from patterson.solving.solve import REFINE_METHODS, Solution, SolveConfig, figure_of_merit, solve
+from patterson.structures import parse_symm
 
 __all__ = [
     "OUTPUT_FILES",

@@ -15,6 +15,7 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.phasing.symmetry import SpaceGroup, check_cell
 from patterson.phasing.validation import free_from_flags
+from patterson.structures import read_shelx, shelx_group, symmetry_op
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +64,10 @@ def spacegroup_rotations(name: str) -> tuple[str, np.ndarray]:
     return group.name, group.rot
 
 
-# SHELX LATT: |n| → centring translations; n > 0 adds the inversion
-_LATT = {
-    1: [], 2: [(0.5, 0.5, 0.5)], 3: [(2 / 3, 1 / 3, 1 / 3), (1 / 3, 2 / 3, 2 / 3)],
-    4: [(0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0)], 5: [(0, 0.5, 0.5)], 6: [(0.5, 0, 0.5)], 7: [(0.5, 0.5, 0)],
-}  # fmt: skip
-
-
 def group_from_shelx(latt: int, symm: list[tuple[np.ndarray, np.ndarray]], source: str) -> SpaceGroup:
-    """The space group that LATT and the SYMM cards generate (identity implied), named by gemmi; one line when
-    they do not close into a space group."""
-    if abs(latt) not in _LATT:
-        raise PattersonError(f"{source}: LATT {latt} is not a SHELX lattice type (±1 to ±7)")
-    ops = [gemmi.Op("x,y,z")] + [_op(rot, tran) for rot, tran in symm]
-    ops += [_op(np.eye(3, dtype=np.int64), np.array(t)) for t in _LATT[abs(latt)]]
-    if latt > 0:
-        ops.append(gemmi.Op("-x,-y,-z"))
-    try:
-        group_ops = gemmi.GroupOps(ops)
-        group_ops.add_missing_elements()
-        sg = gemmi.find_spacegroup_by_ops(group_ops)
-    except (RuntimeError, ValueError) as exc:
-        raise PattersonError(f"{source}: LATT/SYMM do not form a space group ({_one_line(exc)})") from None
-    if sg is None:
-        raise PattersonError(f"{source}: LATT {latt} with these SYMM cards is no tabulated space group; check them")
-    return SpaceGroup.of(sg)
-
-
-def _op(rot: np.ndarray, tran: np.ndarray) -> gemmi.Op:
-    """A rotation and fractional translation as a gemmi operator (in its units of 1/24)."""
-    op = gemmi.Op()
-    op.rot = (np.asarray(rot, dtype=np.int64) * op.DEN).tolist()
-    op.tran = [int(round(t * op.DEN)) % op.DEN for t in np.asarray(tran, dtype=np.float64)]
-    return op
+    """The space group that LATT and the SYMM cards ((rotation, translation) each) generate; one line when they do
+    not close into a space group."""
+    return SpaceGroup.of(shelx_group(latt, [symmetry_op(rot, tran) for rot, tran in symm], source))
 
 
 def _cell_from(values, source: str) -> Cell:
@@ -302,74 +274,21 @@ def _read_sf_cif(path: Path, columns: str | None) -> Reflections:
 # --- SHELX ---------------------------------------------------------------------------------------------------------
 
 
-_TERM = re.compile(r"([+-]?)\s*(\d+(?:\.\d*)?(?:/\d+)?|\.\d+)?\s*\*?\s*([xyz])?", re.I)
-
-
-def parse_symm(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """A SHELX SYMM card (``-X, 0.5+Y, -Z``) → (3, 3) integer rotation and (3,) translation."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 3:
-        raise PattersonError(f"SYMM {text!r}: need three comma-separated expressions")
-    rot, tran = np.zeros((3, 3), dtype=np.int64), np.zeros(3)
-    for row, expr in enumerate(parts):
-        pos = 0
-        compact = expr.replace(" ", "")
-        while pos < len(compact):
-            m = _TERM.match(compact, pos)
-            if not m or m.end() == pos or not (m.group(2) or m.group(3)):
-                raise PattersonError(f"SYMM {text!r}: cannot read {compact[pos:]!r}")
-            sign = -1.0 if m.group(1) == "-" else 1.0
-            num = m.group(2)
-            coef = sign * (float(eval_fraction(num)) if num else 1.0)
-            if m.group(3):
-                rot[row, "xyz".index(m.group(3).lower())] += int(round(coef))
-            else:
-                tran[row] += coef
-            pos = m.end()
-    return rot, tran
-
-
-def eval_fraction(text: str) -> float:
-    """'1/2' → 0.5, '0.25' → 0.25."""
-    if "/" in text:
-        a, b = text.split("/")
-        return float(a) / float(b)
-    return float(text)
-
-
 def read_ins(path: str | Path) -> dict:
     """CELL, LATT, SYMM, SFAC/UNIT and HKLF of a SHELX .ins/.res: {"cell", "latt", "symm" [(R, t), ...],
-    "rotations" (K, 3, 3) (identity first), "hklf", "composition"}."""
+    "rotations" (K, 3, 3) (identity first), "hklf", "composition", "wavelength"}."""
     path = Path(path)
-    text = path.read_text(errors="replace")
-    text = re.sub(r"=\s*\n", " ", text)  # continuation lines
-    cell, latt, hklf, sfac, unit = None, 1, None, [], []
-    symm = []
-    for line in text.splitlines():
-        words = line.split()
-        if not words:
-            continue
-        card = words[0].upper()[:4]
-        try:
-            if card == "CELL":
-                cell = Cell(*map(float, words[2:8]))
-            elif card == "LATT":
-                latt = int(words[1])
-            elif card == "SYMM":
-                symm.append(parse_symm(line.split(None, 1)[1]))
-            elif card == "HKLF":
-                hklf = int(float(words[1]))
-            elif card == "SFAC":
-                sfac += [w.capitalize() for w in words[1:] if w.isalpha()]
-            elif card == "UNIT":
-                unit += [float(w) for w in words[1:]]
-        except (ValueError, IndexError, TypeError):
-            raise PattersonError(f"{path}: cannot read the {card} card {line.strip()!r}") from None
-    if cell is None:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise PattersonError(f"{path}: cannot read ({exc.strerror})") from None
+    shelx = read_shelx(text, str(path))
+    if shelx.cell is None:
         raise PattersonError(f"{path}: no CELL card; give --cell a b c alpha beta gamma")
-    composition = dict(zip(sfac, unit, strict=False)) if sfac and len(unit) == len(sfac) else None
-    rots = np.array([np.eye(3, dtype=np.int64)] + [r for r, _ in symm])
-    return {"cell": cell, "latt": latt, "symm": symm, "rotations": rots, "hklf": hklf, "composition": composition}
+    rots = np.array([np.eye(3, dtype=np.int64)] + [r for r, _ in shelx.symm])
+    return {"cell": _cell_from(shelx.cell, str(path)), "latt": shelx.latt, "symm": list(shelx.symm),
+            "rotations": rots, "hklf": shelx.hklf, "composition": shelx.composition,
+            "wavelength": shelx.wavelength}  # fmt: skip
 
 
 def _read_shelx(path: Path, columns: str | None, cell, spacegroup) -> Reflections:
