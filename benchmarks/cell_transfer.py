@@ -16,7 +16,7 @@ items of entries in its ``test`` split are used. When the training dataset itsel
 checked to share no entry with them.
 
     python benchmarks/cell_transfer.py [--checkpoint paper-2] [--source ../shared/data/pdb] [--n 24]
-        [--out benchmarks/results/cell_transfer.json] [--table docs/cell_transfer_table.md]
+        [--out benchmarks/results/cell_transfer.json] [--table docs/tables/cell_transfer_table.md]
 
 Writes JSON and a Markdown table (kept in the docs; regenerate it with this one command).
 """
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from collections import Counter
@@ -36,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import patterson
+from _common import run_metadata, write_json, write_text
 from patterson.cells import Cell
 from patterson.datasets import (
     GenerateConfig,
@@ -51,12 +49,12 @@ from patterson.datasets import (
 from patterson.evaluation import random_phase_maps, score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.maps import density_from_f, f_from_density
-from patterson.phasing import PhasingResult, hio, method_summary, refine_density
+from patterson.networks import TrainedNetwork, find_checkpoint
+from patterson.phasing import PhasingResult, hio, method_options, method_summary, refine_density
 from patterson.physics import miller_indices
 from patterson.solving.data import ObservedData
 from patterson.solving.network import TRANSFERS, predict_density
 from patterson.solving.solve import SOLVE_PHASING
-from patterson.training import TrainedNetwork, find_checkpoint
 
 CELLS: dict[str, tuple[float, ...]] = {
     "12 Å cubic (training)": (12.0, 12.0, 12.0, 90.0, 90.0, 90.0),
@@ -225,7 +223,7 @@ def evaluate_cell(
     hkl = miller_indices(cell, d_min)
     ds.require_reflections()
     f_obs = torch.stack([it["f_obs"] for it in items])  # (B, M): the stored amplitudes, on the absolute scale
-    opts = {"n_iter": n_iter, "seed": seed}
+    options = method_options("hio", n_iter=n_iter, seed=seed)
     out: dict = {"n": len(items), "grid": list(shape), "reflections": len(hkl)}
     chance = random_phase_maps(truth, cell, d_min, torch.Generator().manual_seed(seed))
     out["chance"], _ = score(chance, truth, cell, d_min, 0.0)
@@ -233,7 +231,7 @@ def evaluate_cell(
     if hio_starts > 0:
         t = time.perf_counter()
         rho, r_hio = in_chunks(
-            lambda s: hio(f_obs[s], hkl, cell, shape, f000=f000[s], n_starts=hio_starts, **opts), len(items)
+            lambda s: hio(f_obs[s], hkl, cell, shape, options.replace(n_starts=hio_starts), f000=f000[s]), len(items)
         )
         out["hio"], err_hio = score(rho, truth, cell, d_min, time.perf_counter() - t)
     out["transfers"] = {}
@@ -248,7 +246,7 @@ def evaluate_cell(
         t = time.perf_counter()  # the hybrid starts from solve's network phases (origin peak 1)
         rho0 = density_from_f(torch.polar(f_obs, starts["network"]["phases"]), hkl, cell, shape)
         rho, r_net = in_chunks(
-            lambda s, rho0=rho0: refine_density(rho0[s], f_obs[s], hkl, cell, "hio", f000=f000[s], **opts), len(items)
+            lambda s, rho0=rho0: refine_density(rho0[s], f_obs[s], hkl, cell, "hio", options, f000=f000[s]), len(items)
         )
         seconds = time.perf_counter() - t + starts["network"]["seconds"]
         row["hybrid"], err_net = score(rho, truth, cell, d_min, seconds)
@@ -291,7 +289,7 @@ def run_benchmark(
     path = find_checkpoint(checkpoint)
     if path is None:
         raise SystemExit(f"no checkpoint {checkpoint!r}: give a file with --checkpoint")
-    from patterson.training import load_checkpoint
+    from patterson.networks import load_checkpoint
 
     state = load_checkpoint(path, map_location="cpu")
     solver = TrainedNetwork.load(path)
@@ -320,10 +318,7 @@ def run_benchmark(
         "n_iter": n_iter,
         "hio_starts": hio_starts,
         "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "version": patterson.__version__,
+        "run": run_metadata(),
         "cells": [],
     }
     log(f"{len(entries)} held-out entries, {len(pool)} items ({time.perf_counter() - t0:.0f} s)")
@@ -351,8 +346,8 @@ def _pct(v: dict | None) -> str:
     return "–" if v is None else f"{100 * v['solved_fraction']:.0f}%"
 
 
-def table(results: dict) -> str:
-    """The Markdown tables for docs/cell_transfer_table.md."""
+def render(results: dict) -> str:
+    """The Markdown tables of docs/tables/cell_transfer_table.md from the whole results file."""
     transfers = list(results["cells"][0]["transfers"]) if results["cells"] else []
     train = results["training"]
     cell = train["cell"]
@@ -444,7 +439,8 @@ def table(results: dict) -> str:
     lines += [
         "",
         f"Seconds per structure (median over cells), network alone: {', '.join(secs)}; "
-        f"{results['platform']}, {results['torch_threads']} torch thread(s); patterson {results['version']}; "
+        f"{results['run']['platform']}, {results['run']['torch_threads']} torch thread(s); "
+        f"patterson {results['run']['patterson']}; "
         f"whole benchmark {results['wall_s'] / 60:.1f} min.",
     ]
     return "\n".join(lines) + "\n"
@@ -459,15 +455,14 @@ def main() -> None:
     parser.add_argument("--n-iter", type=int, default=SOLVE_PHASING.n_iter, help="HIO iterations (solve's default)")
     parser.add_argument("--hio-starts", type=int, default=SOLVE_PHASING.n_starts, help="random HIO starts (0: skip)")
     parser.add_argument("--out", default="benchmarks/results/cell_transfer.json")
-    parser.add_argument("--table", default="docs/cell_transfer_table.md")
+    parser.add_argument("--table", default="docs/tables/cell_transfer_table.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = run_benchmark(
             args.checkpoint, args.source, CELLS, args.n, Path(tmp), args.seed, args.n_iter, args.hio_starts
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    Path(args.table).write_text(table(results))
+    write_json(args.out, results, indent=2)
+    write_text(args.table, render(results))
     print(f"wrote {args.out} and {args.table} in {results['wall_s']:.0f} s")
 
 

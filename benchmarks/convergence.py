@@ -8,15 +8,12 @@ defaults: the learned loop, the same loop with the histogram control step, charg
 F-weighted phase error < 40° after the origin/hand search.
 
     python benchmarks/convergence.py [--source ../shared/data/pdb] [--n 100] [--checkpoint pretrained]
-        [--out benchmarks/results/convergence.json] [--table docs/convergence_table.md]
+        [--out benchmarks/results/convergence.json] [--table docs/tables/convergence_table.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,14 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import patterson
+from _common import held_out_split, run_metadata, write_json, write_text
 from patterson.evaluation import score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.files import atomic_write
 from patterson.maps import f_from_density
+from patterson.networks import find_checkpoint, load_checkpoint, trained_on
 from patterson.phasing import learned, load_split, load_step, phase, start_error_phases
-from patterson.training import find_checkpoint, load_checkpoint, trained_on
-from phasing import make_split  # benchmarks/phasing.py (the script's folder is on the path)
 
 ERRORS = (30.0, 45.0, 60.0, 75.0, 90.0)
 METHODS = ("learned", "histogram", "charge-flip", "hio", "rrr")
@@ -39,20 +34,20 @@ METHODS = ("learned", "histogram", "charge-flip", "hio", "rrr")
 
 def run_method(method: str, data, phi: torch.Tensor, step) -> tuple[np.ndarray, float]:
     """F-weighted phase errors (B,) of one method from the starting phases ``phi`` (B, M), and its seconds."""
-    held = dict(observed=data.measured, free=data.free, phi_start=phi)
+    held = dict(f000=data.f000, observed=data.measured, free=data.free, phi_start=phi)  # each method's defaults
     t = time.perf_counter()
     if method in ("learned", "histogram"):
         res = learned(data.f_obs, data.hkl, data.cell, data.shape, step if method == "learned" else "histogram",
-                      f000=data.f000, **held)  # fmt: skip
+                      **held)  # fmt: skip
     else:
-        extra = {} if method == "charge-flip" else {"f000": data.f000}
-        res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, **held, **extra)
+        res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, **held)
     seconds = time.perf_counter() - t
     err = score_maps(res.rho, data.truth, data.cell, data.d_min).phase_error_weighted_deg.numpy()
     return err, seconds
 
 
-def table(results: dict) -> str:
+def render(results: dict) -> str:
+    """The Markdown table of docs/tables/convergence_table.md from the whole results file."""
     head = "| start error | " + " | ".join(METHODS) + " |"
     lines = [
         "Solved (F-weighted phase error < 40°) from one start per structure · median final F-weighted phase error.",
@@ -71,7 +66,8 @@ def table(results: dict) -> str:
         "",
         f"{results['n']} held-out `{results['preset']}` structures at {results['d_min']} Å (test entries of "
         f"`{Path(results['network']).name}`), clean data, 5% free set; seconds per structure (mean over rows): "
-        f"{secs}. {results['platform']}, {results['torch_threads']} torch threads; patterson {results['version']}.",
+        f"{secs}. {results['run']['platform']}, {results['run']['torch_threads']} torch threads; "
+        f"patterson {results['run']['patterson']}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -83,20 +79,19 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="pretrained", help="the density-modification network")
     parser.add_argument("--errors", nargs="+", type=float, default=list(ERRORS))
     parser.add_argument("--out", default="benchmarks/results/convergence.json")
-    parser.add_argument("--table", default="docs/convergence_table.md")
+    parser.add_argument("--table", default="docs/tables/convergence_table.md")
     args = parser.parse_args()
     path = find_checkpoint(args.checkpoint, data={"preset": "dense-protein"}, task="density-modification")
     trained = trained_on(load_checkpoint(path))
     step = load_step(path)
     with tempfile.TemporaryDirectory() as tmp:
-        ds = make_split(trained["preset"], trained["d_min"], {}, args.source, args.n, Path(tmp) / "test", trained)
+        ds = held_out_split(trained["preset"], trained["d_min"], {}, args.source, args.n, Path(tmp) / "test", trained)
         data = load_split(ds)
     f_true = f_from_density(data.truth, data.hkl, data.cell)  # the phases to corrupt
     results = {
         "benchmark": "radius of convergence", "preset": trained["preset"], "d_min": trained["d_min"],
         "n": len(data), "network": str(path), "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
-        "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "version": patterson.__version__, "rows": [],
+        "run": run_metadata(), "rows": [],
     }  # fmt: skip
     seconds = {m: [] for m in METHODS}
     for e in args.errors:
@@ -111,9 +106,8 @@ def main() -> None:
         print(f"{e:.0f}°: " + "  ".join(f"{m} {row[m]['n_solved']}/{row[m]['n']}" for m in METHODS), flush=True)
         results["rows"].append(row)
     results["seconds_per_structure"] = {m: float(np.mean(v)) for m, v in seconds.items()}
-    text = json.dumps(results, indent=2) + "\n"
-    atomic_write(Path(args.out), lambda t: Path(t).write_text(text))
-    atomic_write(Path(args.table), lambda t: Path(t).write_text(table(results)))
+    write_json(args.out, results, indent=2)
+    write_text(args.table, render(results))
 
 
 if __name__ == "__main__":

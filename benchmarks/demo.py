@@ -4,22 +4,17 @@ Runs :func:`patterson.demo.run_demo` as ``patterson demo`` does (16 structures p
 chains) into a temporary folder and keeps its headline table, every summary number and the wall time, so that
 docs/demo.md quotes a measurement and not a copy.
 
-    python benchmarks/demo.py [--out benchmarks/results/demo.json] [--table docs/demo_table.md]
+    python benchmarks/demo.py [--out benchmarks/results/demo.json] [--table docs/tables/demo_table.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-import patterson
+from _common import run_metadata, write_json, write_text
 from patterson.demo import DemoConfig, run_demo
 
 
@@ -33,10 +28,7 @@ def measure() -> dict:
     return {
         "benchmark": "demo",
         "command": "patterson demo",
-        "version": patterson.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
+        "run": run_metadata(),
         "wall_s": wall,
         "seconds": {p: r.get("seconds") for p, r in presets.items()},
         "networks": {p: (r.get("network") or {}).get("path") for p, r in presets.items()},
@@ -45,17 +37,25 @@ def measure() -> dict:
     }
 
 
+def render(results: dict) -> str:
+    """The demo's headline table, as docs/tables/demo_table.md and docs/demo.md quote it, from the whole results
+    file."""
+    return results["table"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/demo.json"))
-    parser.add_argument("--table", type=Path, default=Path("docs/demo_table.md"))
+    parser.add_argument("--table", type=Path, default=Path("docs/tables/demo_table.md"))
     args = parser.parse_args()
     results = measure()
-    args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    args.table.write_text(
+    write_json(args.out, results, default=str)
+    run = results["run"]
+    write_text(
+        args.table,
         f"<!-- written by benchmarks/demo.py from {args.out}; do not edit -->\n"
-        f"`patterson demo` with its defaults: {results['wall_s']:.0f} s wall on {results['cpu_count']} CPUs "
-        f"(patterson {results['version']}, torch {results['torch']}).\n\n{results['table']}\n"
+        f"`patterson demo` with its defaults: {results['wall_s']:.0f} s wall on {run['cpu_count']} CPUs "
+        f"(patterson {run['patterson']}, torch {run['torch']}).\n\n{render(results)}\n",
     )
     print(args.table.read_text())
 

@@ -12,10 +12,8 @@ fragments without thermal motion (B = 0, the conditions of the notes' reference 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patterson import __version__
+from _common import run_metadata, write_json
 from patterson.cells import Cell
-from patterson.evaluation import chance_scores, evaluate_predictions, score_maps
+from patterson.evaluation import ReportOptions, chance_scores, evaluate_predictions, score_maps
 from patterson.maps import density_from_f
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
 from patterson.structures import random_walk
@@ -66,7 +64,7 @@ def throughput(cell_edge: float, batch: int, repeats: int, device: str) -> dict:
     batches = [{"prediction": pred, "truth": truth, "cell": cell, "d_min": d_min}] * repeats
     with tempfile.TemporaryDirectory() as tmp:
         t1 = time.perf_counter()
-        evaluate_predictions(batches, tmp, method="bench", plots=False)
+        evaluate_predictions(batches, tmp, method="bench", options=ReportOptions(plots=False))
         dt_eval = (time.perf_counter() - t1) / repeats
     return {
         "grid": list(truth.shape[1:]),
@@ -107,12 +105,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     batch, repeats, n_chance = (8, 1, 8) if args.quick else (32, 3, 32)
     result = {
-        "version": __version__,
+        "run": run_metadata(),
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
         "load_average_at_start": os.getloadavg()[0],
         "throughput": [throughput(edge, batch, repeats, args.device) for edge in (12.0, 20.0)],
         "chance": chance_levels(n_chance, args.device),
@@ -122,10 +116,8 @@ def main() -> None:
     for row in result["throughput"]:
         log.info("throughput %s", row)
     result["load_average_at_end"] = os.getloadavg()[0]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    log.info("wrote %s", out)
+    write_json(args.out, result, indent=2)
+    log.info("wrote %s", args.out)
 
 
 if __name__ == "__main__":

@@ -6,29 +6,24 @@ Data: the COD crystals of benchmarks/peers.py (85 CIFs at 0.8 Å, 5% noise, 5% m
 thread; solved = F-weighted phase error < 40° after the origin and hand search; seconds per structure.
 
     python benchmarks/flipping.py [--source ../shared/data/pdb] [--n 12]
-        [--out benchmarks/results/flipping.json] [--table docs/flipping_table.md]
+        [--out benchmarks/results/flipping.json] [--table docs/tables/flipping_table.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import platform
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-peers = importlib.import_module("peers")  # before torch: cctbx's boost-python must load first (else it segfaults)
+import peers  # before torch: cctbx's boost-python must load first (else it segfaults)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+# isort: split
+import numpy as np
+import torch
 
-import patterson  # noqa: E402
-from patterson.evaluation.report import SOLVED_THRESHOLD_DEG  # noqa: E402
-from patterson.phasing import charge_flip  # noqa: E402
-from patterson.physics import grid_shape  # noqa: E402
+from _common import run_metadata, write_json, write_text
+from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
+from patterson.phasing import charge_flip, method_options
+from patterson.physics import grid_shape
 
 VARIANTS = {
     "F, δ 0.8σ (default)": {},
@@ -54,15 +49,16 @@ def run_variant(cases: list[dict], options: dict) -> dict:
         fo = torch.as_tensor(case["f_obs"], dtype=torch.float64)[None]
         t0 = time.perf_counter()
         observed = torch.as_tensor(case["measured"])[None]
-        res = charge_flip(fo, hkl, cell, shape, n_iter=300, n_starts=4, observed=observed, **options)
+        res = charge_flip(fo, hkl, cell, shape, method_options("charge-flip", **options), observed=observed)
         seconds.append(time.perf_counter() - t0)
         f_p1 = case["f_obs"] * np.exp(1j * res.phi_rad[0].numpy())
         solved += peers.score(case, f_p1, None)["solved"]
     return {"n": len(cases), "n_solved": int(solved), "seconds_per_structure": float(np.mean(seconds))}
 
 
-def table(results: dict) -> str:
-    """The Markdown table of solved counts (and seconds per structure) per variant and data set."""
+def render(results: dict) -> str:
+    """The Markdown table of docs/tables/flipping_table.md from the whole results file: solved counts (and seconds
+    per structure) per variant and data set."""
     rows = results["rows"]
     data = list(next(iter(rows.values())))
     lines = ["| charge flipping | " + " | ".join(data) + " |", "|---" * (len(data) + 1) + "|"]
@@ -77,7 +73,7 @@ def main() -> None:
     p.add_argument("--source", default="../shared/data/pdb")
     p.add_argument("--n", type=int, default=12)
     p.add_argument("--out", default="benchmarks/results/flipping.json")
-    p.add_argument("--table", default="docs/flipping_table.md")
+    p.add_argument("--table", default="docs/tables/flipping_table.md")
     args = p.parse_args()
     torch.set_num_threads(1)
     data = {"COD crystals, 0.8 Å": peers.crystal_cases(0.8),
@@ -86,11 +82,11 @@ def main() -> None:
     for name, options in VARIANTS.items():
         rows[name] = {d: run_variant(cases, options) for d, cases in data.items()}
         print(name, {d: r["n_solved"] for d, r in rows[name].items()}, flush=True)
-    meta = {"patterson": patterson.__version__, "machine": platform.machine(), "threads": 1,
-            "solved_threshold_deg": SOLVED_THRESHOLD_DEG, "budget": "4 starts × 300 cycles"}  # fmt: skip
-    Path(args.out).write_text(json.dumps({"meta": meta, "variants": VARIANTS, "rows": rows}, indent=1) + "\n")
-    text = table({"rows": rows})
-    Path(args.table).write_text("<!-- written by benchmarks/flipping.py -->\n\n" + text)
+    results = {"run": run_metadata(), "solved_threshold_deg": SOLVED_THRESHOLD_DEG, "budget": "4 starts × 300 cycles",
+               "variants": VARIANTS, "rows": rows}  # fmt: skip
+    write_json(args.out, results)
+    text = render(results)
+    write_text(args.table, "<!-- written by benchmarks/flipping.py -->\n\n" + text)
     print(text)
 
 

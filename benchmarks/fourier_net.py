@@ -12,15 +12,14 @@ and as the hybrid's start (network + HIO) on the first ``--n-hybrid``, beside ch
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 from pathlib import Path
 
-import patterson
+from _common import run_metadata, write_json
 from patterson.datasets import generate, make_config
+from patterson.networks import find_checkpoint, load_checkpoint
 from patterson.phasing import EvaluateConfig, evaluate
-from patterson.training import find_checkpoint, load_checkpoint, load_config, read_metrics, train
+from patterson.training import load_config, read_metrics, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "fourier-net-paper-2.toml"
@@ -62,11 +61,11 @@ def main() -> None:
         fno = run / "checkpoints" / "best.pt"
         unet = find_checkpoint("paper-2")
         results = {"benchmark": "fourier-net vs the shipped paper-2 U-Net", "recipe": str(RECIPE.relative_to(ROOT)),
-                   "version": patterson.__version__, "platform": platform.platform(),
+                   "run": run_metadata(),
                    "fourier-net": {"compute": compute(run, fno), **score(fno, data, Path(tmp) / "fno", args.n_hybrid)},
                    "paper-2 U-Net": {"compute": compute(None, unet),
                                      **score(unet, data, Path(tmp) / "unet", args.n_hybrid)}}  # fmt: skip
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out, results)
     for name in ("fourier-net", "paper-2 U-Net"):
         r = results[name]
         print(f"{name}: {r['compute']['maps_seen']} maps, {r['compute']['cpu_minutes']:.1f} CPU min; alone CC "

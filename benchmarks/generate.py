@@ -17,13 +17,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import patterson
+from _common import run_metadata, write_json
 from patterson.datasets import build_pool, generate, make_config
 
 
@@ -112,15 +111,13 @@ def main() -> None:
     source = args.source if Path(args.source).is_dir() else "embedded"
 
     if args.full_run:
-        record = full_run(source, args.full_run, args.workers, args.keep)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+        record = {"run": run_metadata(), **full_run(source, args.full_run, args.workers, args.keep)}
+        write_json(args.out, record)
         print(json.dumps(record, indent=1))
         return
 
     results: dict = {
-        "patterson": patterson.__version__,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "run": run_metadata(),
         "source": source,
         "load_average_at_start": os.getloadavg(),
         "free_cores_at_start": free_cores(),
@@ -162,8 +159,7 @@ def main() -> None:
     results["projection_paper2"] = {"n": args.target_n, **projections, "target": "< 10 min and < 5 GB on 2 cores"}
     if args.full_run_json and Path(args.full_run_json).is_file():
         results["full_run"] = json.loads(Path(args.full_run_json).read_text())
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out, results)
     print(json.dumps(results["projection_paper2"], indent=1))
 
 

@@ -22,7 +22,7 @@ chance level of the same maps (random phases with the true amplitudes). Rows:
 
     OMP_NUM_THREADS=2 python benchmarks/learning_curve.py [--source ../shared/data/pdb] [--n 3000]
         [--epochs 6] [--batches 100] [--rows unet fourier-net ...] [--keep]
-        [--out benchmarks/results/learning_curve.json] [--table docs/learning_curve_table.md]
+        [--out benchmarks/results/learning_curve.json] [--table docs/tables/learning_curve_table.md]
 
 ``--keep`` reruns only ``--rows`` and keeps the other rows of ``--out`` (refused unless it was written with the
 same source, n, epochs and batches: the same data and maps seen); each row records when it ran.
@@ -32,15 +32,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-import patterson
+from _common import run_metadata, write_json, write_text
 from patterson.cells import Cell
 from patterson.datasets import StoredDataset, generate, make_config
 from patterson.evaluation import chance_scores
@@ -100,8 +98,9 @@ def kept_rows(args: argparse.Namespace) -> list[dict]:
     return [r for r in old["rows"] if r["row"] not in args.rows]
 
 
-def table(results: dict) -> str:
-    """Markdown: median aligned validation CC after each epoch, per row, with maps seen and CPU minutes."""
+def render(results: dict) -> str:
+    """The Markdown table of docs/tables/learning_curve_table.md from the whole results file: median aligned
+    validation CC after each epoch, per row, with maps seen and CPU minutes."""
     lines = [
         f"Median map CC after the origin/hand search on {results['n_val']} held-out validation maps (`paper-2`, "
         f"real dipeptides, 1.5 Å) against maps seen, each row trained from scratch with fresh augmented maps every "
@@ -128,7 +127,7 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS))
     parser.add_argument("--keep", action="store_true", help="keep the other rows of --out")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/learning_curve.json"))
-    parser.add_argument("--table", type=Path, default=Path("docs/learning_curve_table.md"))
+    parser.add_argument("--table", type=Path, default=Path("docs/tables/learning_curve_table.md"))
     args = parser.parse_args()
     kept = kept_rows(args) if args.keep else []
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,8 +136,7 @@ def main() -> None:
         generate(config, data, progress=False)
         results = {"benchmark": "learning curves", "source": args.source, "n": args.n,
                    "n_val": len(StoredDataset(data, "val")), "chance_cc": chance_cc(data),
-                   "version": patterson.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
-                   "torch_threads": torch.get_num_threads(), "common": COMMON, "epochs": args.epochs,
+                   "run": run_metadata(), "common": COMMON, "epochs": args.epochs,
                    "batches": args.batches, "rows": []}  # fmt: skip
         for name in args.rows:
             results["rows"].append(run_row(name, data, Path(tmp), args.epochs, args.batches))
@@ -146,9 +144,9 @@ def main() -> None:
             print(name, [round(p["val_cc_aligned_median"], 3) for p in results["rows"][-1]["curve"]], flush=True)
     order = list(ROWS)
     results["rows"] = sorted(kept + results["rows"], key=lambda r: order.index(r["row"]))
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    args.table.write_text("<!-- written by benchmarks/learning_curve.py -->\n\n" + table(results))
-    print(table(results))
+    write_json(args.out, results)
+    write_text(args.table, "<!-- written by benchmarks/learning_curve.py -->\n\n" + render(results))
+    print(render(results))
 
 
 if __name__ == "__main__":

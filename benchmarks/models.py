@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -29,13 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import patterson
-from patterson.datasets import GenerateConfig, generate, source_entries
+from _common import remake_training_data, run_metadata, write_json, write_text
+from patterson.datasets import source_entries
 from patterson.evaluation import score_maps
-from patterson.files import atomic_write
 from patterson.maps import density_from_f, f_from_density
+from patterson.networks import WEIGHTS_DIR, load_checkpoint, task_of, trained_on
 from patterson.phasing import EvaluateConfig, evaluate
-from patterson.training import WEIGHTS_DIR, load_checkpoint, task_of, trained_on
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {  # the issues' targets, for the card
@@ -43,9 +41,9 @@ TARGETS = {  # the issues' targets, for the card
     "paper-1b": "(issue #17) network alone: median CC after alignment ≥ 0.90 (the paper)",
     "paper-2": "(issues #8, #17) network alone: median CC after alignment ≥ 0.87 (aim 0.93); hybrid: ≥ 95% solved",
     "report-hkl10": "(issue #17) at least twice the atoms and interatomic vectors that the report's MLP recovers on "
-    "the same held-out crystals (`benchmarks/report_task.py`, `docs/report_task_table.md`)",
+    "the same held-out crystals (`benchmarks/report_task.py`, `docs/tables/report_task_table.md`)",
     "report-hkl20": "(issue #17) at least twice the atoms and interatomic vectors that the report's MLP recovers on "
-    "the same held-out crystals (`benchmarks/report_task.py`, `docs/report_task_table.md`)",
+    "the same held-out crystals (`benchmarks/report_task.py`, `docs/tables/report_task_table.md`)",
     "dense-protein": "(issue #8) hybrid solves at least twice the fraction of the better classical method",
     "density-modifier": "(issue #13) the learned loop solves ≥ 40% of dense-protein at 2.0 Å from random starts, "
     "≥ 2× the best classical method",
@@ -55,12 +53,8 @@ STEP_ERRORS = (30.0, 45.0, 60.0, 90.0)  # mean start phase errors for the densit
 
 def held_out_test_set(state: dict, source: str, folder: Path) -> Path:
     """Remake the test split of the dataset the weights were trained on (float32 maps) in ``folder``."""
-    data = trained_on(state)
-    if data.get("kind") != "crystal":  # crystals come from the installed default source, fragments from ``source``
-        data = dict(data, source=source)
-    config = dict(data, only_splits=["test"], map_dtype="float32")
-    generate(GenerateConfig.from_dict(config), folder, progress=False)
-    return folder
+    data = trained_on(state)  # crystals come from the installed default source, fragments from ``source``
+    return remake_training_data(data, folder, ("test",), None if data.get("kind") == "crystal" else source)
 
 
 REGIONS = {"paper-1a": 6.0}  # the paper scores dataset 1a on the central 6 Å cube (the rest of the cell is empty)
@@ -78,9 +72,8 @@ def score_step(weights: Path, data: Path, n: int = 128) -> dict:
     each of :data:`STEP_ERRORS` (mean; 90°: random) before and after one pass, F-weighted phase error and map CC,
     next to the histogram control step. Returns {error: {"before", "after", "control"}} medians."""
     from patterson.datasets import StoredDataset
-    from patterson.phasing import load_split, load_step, start_error_phases
+    from patterson.phasing import load_split, load_step, start_error_phases, wilson_estimate
     from patterson.phasing.learned import HistogramStep
-    from patterson.phasing.methods import wilson_estimate
 
     step = load_step(weights)
     split = load_split(StoredDataset(data, "test", normalise=False), limit=n)
@@ -252,7 +245,7 @@ def target_status(by_name: dict[str, dict]) -> list[str]:
             f"{long['vectors_within_0.5A']} vectors. Random phases with the true amplitudes recover "
             f"{chance['atoms_within_1.0A']} atoms and {chance['vectors_within_0.5A']} vectors: in these small cells "
             "a peak within 1 Å of some atom is easy to hit, so the atom count is a weak measure (the map CC is not: "
-            "docs/report_task_table.md)."
+            "docs/tables/report_task_table.md)."
         )
     if "paper-2" in by_name:
         r = by_name["paper-2"]
@@ -272,7 +265,7 @@ def target_status(by_name: dict[str, dict]) -> list[str]:
         out.append(
             f"- `density-modifier`, learned loop ≥ 40% and ≥ 2× the best classical method on dense-protein at 2.0 Å: "
             f"**{'reached' if ok else 'not reached'}** (learned {got:.0%}, best classical {best:.0%}; "
-            "radius of convergence: docs/convergence_table.md)."
+            "radius of convergence: docs/tables/convergence_table.md)."
         )
     if "dense-protein" in by_name:
         p = by_name["dense-protein"]["phasing"]
@@ -375,7 +368,7 @@ def _count(fraction: float, n: int) -> str:
     return "–" if fraction != fraction else f"{round(fraction * n)}/{n} ({fraction:.0%})"
 
 
-def card(payload: dict) -> str:
+def render(payload: dict) -> str:
     """docs/models.md from the whole of models.json (the cards, and the machine and versions that measured them)."""
     results = payload["models"]
     lines = [
@@ -386,7 +379,7 @@ def card(payload: dict) -> str:
         "networks of the kind the method needs (Patterson → density, or the density-modification step of "
         "`--method learned`), the one whose training data suit the input best (the same kind of input, Patterson "
         "maps or intensity grids; then the same preset, else the same packing; then the nearest d_min, then the "
-        "nearest cell size; `patterson.training.pick_pretrained`), so each network below is the one its own preset "
+        "nearest cell size; `patterson.networks.pick_pretrained`), so each network below is the one its own preset "
         "gets. Weights are plain tensors read with `torch.load(weights_only=True)`.",
         "",
     ]
@@ -416,7 +409,7 @@ def card(payload: dict) -> str:
         p = r["phasing"]
         if not p:  # an intensity-grid network: scored as the report did, in its own benchmark
             lines += ["Atoms and interatomic vectors recovered, next to the report's MLP and chance: "
-                      "[docs/report_task_table.md](report_task_table.md).", ""]  # fmt: skip
+                      "[docs/tables/report_task_table.md](tables/report_task_table.md).", ""]  # fmt: skip
             continue
         first = next(iter(p.values()))
         lines += [
@@ -454,7 +447,7 @@ def card(payload: dict) -> str:
         "for them (charge flipping with the network's map as a prior, or several starts around its phases) is the "
         "thing to try: one HIO start from a weak network's phases is not inside HIO's radius of convergence there.",
         "",
-        f"patterson {payload['version']}; {payload['platform']}, torch {payload['torch']}.",
+        f"patterson {payload['run']['patterson']}; {payload['run']['platform']}, torch {payload['run']['torch']}.",
         "",
     ]
     return "\n".join(lines)
@@ -474,7 +467,7 @@ def main() -> None:
             print(f"models: error: --card-only renders {args.out}, which does not exist (run without it first)",
                   file=sys.stderr)  # fmt: skip
             sys.exit(2)
-        atomic_write(args.card, lambda tmp: Path(tmp).write_text(card(json.loads(args.out.read_text()))))
+        write_text(args.card, render(json.loads(args.out.read_text())))
         print(f"wrote {args.card} from {args.out}")
         return
     names = args.names or sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
@@ -511,11 +504,9 @@ def main() -> None:
     if args.names and args.out.is_file():  # keep the cards of the weights not rerun
         kept = [r for r in json.loads(args.out.read_text())["models"] if r["about"]["name"] not in names]
         results = sorted(kept + results, key=lambda r: r["about"]["name"])
-    payload = {"version": patterson.__version__, "platform": platform.platform(), "torch": torch.__version__,
-               "models": results}
-    text = json.dumps(payload, indent=2, default=str) + "\n"
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
-    atomic_write(args.card, lambda tmp: Path(tmp).write_text(card(payload)))
+    payload = {"run": run_metadata(), "models": results}
+    write_json(args.out, payload, indent=2, default=str)
+    write_text(args.card, render(payload))
     print(f"wrote {args.out} and {args.card}")
 
 

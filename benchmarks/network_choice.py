@@ -8,34 +8,29 @@ run from random starts won, how many were solved (F-weighted phase error < 40° 
 and what the previous rule (a Wilson-plot packing guess, then the nearest d_min) would have picked.
 
     python benchmarks/network_choice.py [--source ../shared/data/pdb] [--n 12]
-        [--out benchmarks/results/network_choice.json] [--table docs/network_choice_table.md]
+        [--out benchmarks/results/network_choice.json] [--table docs/tables/network_choice_table.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import patterson
+from _common import held_out_split, run_metadata, write_json, write_text
 from patterson.datasets import make_config
 from patterson.evaluation.metrics import align, apply_alignment_f, score_f
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.maps import f_from_density
+from patterson.networks import load_checkpoint, pick_pretrained, shipped_networks, trained_on
 from patterson.phasing import load_split
-from patterson.phasing.symmetry import HklTable, full_sphere
 from patterson.solving import SolveConfig, solve
-from patterson.training import load_checkpoint, pick_pretrained, shipped_networks, trained_on
-
-sys.path.insert(0, str(Path(__file__).parent))
-from phasing import make_split  # noqa: E402 - the phasing benchmark's held-out splits
-from solve import write_mtz  # noqa: E402 - the solve benchmark's P1 MTZ of amplitudes
+from patterson.symmetry import HklTable, full_sphere
+from solve import write_mtz  # the solve benchmark's P1 MTZ of amplitudes
 
 OLD_PACKED_VOLUME = 60.0  # Å³ per atom: the previous rule's threshold for a packed cell
 
@@ -63,7 +58,7 @@ def run_preset(path: Path, source: str, n: int, folder: Path) -> dict:
     data_cfg = trained_on(state)
     preset, d_min = data_cfg["preset"], float(data_cfg["d_min"])
     held = dataclasses.asdict(make_config(preset, **{k: data_cfg[k] for k in ("seed", "splits") if k in data_cfg}))
-    ds = make_split(preset, d_min, dict(noise=0.0, missing=0.0), source, n, folder / preset, held_out=held)
+    ds = held_out_split(preset, d_min, dict(noise=0.0, missing=0.0), source, n, folder / preset, held)
     data = load_split(ds, d_min=d_min, limit=n)
     f_true = f_from_density(data.truth, data.hkl, data.cell).numpy()
     per = []
@@ -88,10 +83,11 @@ def run_preset(path: Path, source: str, n: int, folder: Path) -> dict:
             "per_structure": per}  # fmt: skip
 
 
-def table(rows: list[dict]) -> str:
+def render(results: dict) -> str:
+    """The Markdown table of docs/tables/network_choice_table.md from the whole results file."""
     lines = ["| held-out data | n | run won by its own network | by random starts | previous rule right | "
              "solved | claimed solved → right |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
+    for r in results["rows"]:
         lines.append(f"| {r['preset']} ({r['network']}.pt), {r['d_min']:g} Å | {r['n']} | {r['n_right_network']} | "
                      f"{r['n_random_starts_won']} | {r['n_old_rule_right']} | {r['n_solved']} | "
                      f"{r['n_claimed_solved']} → {r['n_claimed_right']} |")  # fmt: skip
@@ -103,14 +99,14 @@ def main() -> None:
     p.add_argument("--source", default="../shared/data/pdb")
     p.add_argument("--n", type=int, default=12)
     p.add_argument("--out", default="benchmarks/results/network_choice.json")
-    p.add_argument("--table", default="docs/network_choice_table.md")
+    p.add_argument("--table", default="docs/tables/network_choice_table.md")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run_preset(path, args.source, args.n, Path(tmp)) for path in [n.path for n in shipped_networks()]]
-    meta = {"patterson": patterson.__version__, "source": args.source, "solved_threshold_deg": SOLVED_THRESHOLD_DEG}
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    text = table(rows)
-    Path(args.table).write_text("<!-- written by benchmarks/network_choice.py -->\n\n" + text)
+    results = {"run": run_metadata(), "source": args.source, "solved_threshold_deg": SOLVED_THRESHOLD_DEG, "rows": rows}
+    write_json(args.out, results)
+    text = render(results)
+    write_text(args.table, "<!-- written by benchmarks/network_choice.py -->\n\n" + text)
     print(text)
 
 

@@ -8,7 +8,7 @@ Rows:
   :data:`MIN_REFLECTIONS` unique P1 reflections at ``--crystal-d-min``), every atom of the cell from the CIF's
   space group, degraded like measured data (5% amplitude noise per unique reflection, 5% of the unique reflections
   missing), given to cctbx in their space group (as Olex2 would) and to patterson merged and expanded to P1, which
-  phases in P1 and then moves the solution to the group's origin (:func:`patterson.phasing.symmetry.to_spacegroup`).
+  phases in P1 and then moves the solution to the group's origin (:func:`patterson.solving.symmetry.to_spacegroup`).
 
 Methods: patterson's charge flipping (4 starts × 300 iterations; the same flipping E-values; and flipping E-values
 with convergence detection, up to 3 restarts of a start that has not converged and an early stop), HIO (4 × 400),
@@ -23,7 +23,7 @@ true amplitudes with random phases, scored the same way.
 
     pip install -e ".[peers]"        # cctbx-base
     python benchmarks/peers.py [--source ../shared/data/pdb] [--n 12] [--rows ...]
-        [--out benchmarks/results/peers.json] [--table docs/peers_table.md]
+        [--out benchmarks/results/peers.json] [--table docs/tables/peers_table.md]
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ except ImportError:
 import argparse
 import importlib.util
 import io
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -48,16 +46,17 @@ import gemmi
 import numpy as np
 import torch
 
-import patterson
+from _common import held_out_split, run_metadata, write_json, write_text
 from patterson.cells import Cell
 from patterson.evaluation.metrics import align, apply_alignment_f, score_f
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.maps import f_from_density
-from patterson.phasing import charge_flip, hio, load_split
-from patterson.phasing.symmetry import HklTable, SpaceGroup, full_sphere, is_permitted_shift, to_spacegroup
+from patterson.phasing import charge_flip, hio, load_split, method_options
 from patterson.physics import AtomBatch, miller_indices, structure_factors
 from patterson.solving.data import merge_and_expand
+from patterson.solving.symmetry import is_permitted_shift, to_spacegroup
 from patterson.structures import Atoms
+from patterson.symmetry import HklTable, SpaceGroup, full_sphere
 
 MIN_REFLECTIONS = 40
 CCTBX_SEED = 0
@@ -70,13 +69,8 @@ METHODS = ("patterson CF", "patterson CF (E)", "patterson CF (E, restarts)", "pa
 
 def preset_cases(preset: str, d_min: float, source: str, n: int) -> list[dict]:
     """Test structures of a preset (P1): amplitudes, measured mask, exact F, electron count."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from phasing import make_split  # the phasing benchmark's test splits: same structures, same seeds
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ds = make_split(preset, d_min, dict(noise=0.0, missing=0.0), source, n, Path(tmp) / "d")
+    with tempfile.TemporaryDirectory() as tmp:  # the phasing benchmark's test splits: same structures, same seeds
+        ds = held_out_split(preset, d_min, dict(noise=0.0, missing=0.0), source, n, Path(tmp) / "d")
         data = load_split(ds, d_min=d_min, limit=n)
     f_true = f_from_density(data.truth, data.hkl, data.cell)  # (B, M)
     p1 = SpaceGroup.of("P 1")
@@ -157,12 +151,12 @@ def run_patterson(method: str, case: dict) -> tuple[np.ndarray, bool, np.ndarray
     observed = torch.as_tensor(case["measured"])[None]
     t0 = time.perf_counter()
     torch.set_num_threads(1)
-    if method == "patterson HIO":
-        res = hio(fo, hkl, cell, shape, f000=case["f000"], n_iter=400, n_starts=4, observed=observed)
-    else:
+    if method == "patterson HIO":  # the defaults of METHOD_OPTIONS: 4 starts × 400 iterations
+        res = hio(fo, hkl, cell, shape, method_options("hio"), f000=case["f000"], observed=observed)
+    else:  # 4 starts × 300 cycles
         options = {"amplitudes": "E"} if "(E" in method else {}
         options |= {"restarts": 3, "stop_early": True} if "restarts" in method else {}
-        res = charge_flip(fo, hkl, cell, shape, n_iter=300, n_starts=4, observed=observed, **options)
+        res = charge_flip(fo, hkl, cell, shape, method_options("charge-flip", **options), observed=observed)
     f_p1 = case["f_obs"] * np.exp(1j * res.phi_rad[0].numpy())
     f_sg = None
     if not case["group"].is_p1:
@@ -264,8 +258,11 @@ def _summarise(per: list[dict]) -> dict:
     }
 
 
-def table(rows: list[dict], methods: tuple[str, ...]) -> str:
-    """The Markdown table: solved/n (median phase error), claimed → right, origin for the crystals, seconds."""
+def render(results: dict) -> str:
+    """The Markdown table of docs/tables/peers_table.md from the whole results file: solved/n (median phase error),
+    claimed → right, origin for the crystals, seconds; a column a method, in the order they ran."""
+    rows = results["rows"]
+    methods = tuple(rows[0]["methods"])
     head = "| data | n | " + " | ".join(methods) + " |"
     lines = [head, "|" + "---|" * (len(methods) + 2)]
     for row in rows:
@@ -289,7 +286,7 @@ def main() -> None:
                                                  "crystals"])  # fmt: skip
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--out", default="benchmarks/results/peers.json")
-    p.add_argument("--table", default="docs/peers_table.md")
+    p.add_argument("--table", default="docs/tables/peers_table.md")
     args = p.parse_args()
     methods = tuple(args.methods)
     rows = []
@@ -302,13 +299,11 @@ def main() -> None:
             cases = preset_cases(preset, float(d_min), args.source, args.n)
             name = f"{preset}, {float(d_min):g} Å, clean, P1"
         rows.append(run_row(name, cases, methods))
-    meta = {"patterson": patterson.__version__, "machine": platform.machine(), "source": args.source,
-            "threads": 1, "solved_threshold_deg": SOLVED_THRESHOLD_DEG}  # fmt: skip
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, allow_nan=False) + "\n")
-    text = table(rows, methods)
-    Path(args.table).write_text(
-        "<!-- written by benchmarks/peers.py; regenerate with the command in its docstring -->\n\n" + text
-    )
+    results = {"run": run_metadata(), "source": args.source, "solved_threshold_deg": SOLVED_THRESHOLD_DEG, "rows": rows}
+    write_json(args.out, results, allow_nan=False)
+    text = render(results)
+    note = "<!-- written by benchmarks/peers.py; regenerate with the command in its docstring -->\n\n"
+    write_text(args.table, note + text)
     print(text)
 
 

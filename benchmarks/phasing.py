@@ -14,7 +14,7 @@ are filled where d_min is the network's own (its grid), the classical columns ev
 
     python benchmarks/phasing.py [--source ../shared/data/pdb] [--n 12] [--checkpoint pretrained|CKPT]
         [--step pretrained|CKPT] [--equal-time] [--presets ...] [--d-min ...] [--conditions ...]
-        [--out benchmarks/results/phasing.json] [--table docs/phasing_table.md]
+        [--out benchmarks/results/phasing.json] [--table docs/tables/phasing_table.md]
 
 With ``--step`` the learned loop (a density-modification network inside the phasing loop) and the same loop with
 the non-learned histogram step join the table, on the network's held-out test entries for its own preset; with
@@ -27,49 +27,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
-import os
-import platform
 import tempfile
 from pathlib import Path
 
-import torch
-
-import patterson
-from patterson.datasets import StoredDataset, build_pool, config_for_test_split, generate, make_config
+from _common import held_out_split, run_metadata, write_json, write_text
+from patterson.datasets import StoredDataset, make_config
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.phasing import compare_methods, load_split, load_step
-from patterson.training import TrainedNetwork, find_checkpoint, load_checkpoint, open_network, trained_on
+from patterson.networks import TrainedNetwork, find_checkpoint, load_checkpoint, open_network, trained_on
+from patterson.phasing import PhasingConfig, compare_methods, load_split, load_step
 
 PRESETS = ("paper-2", "dense-protein")
 D_MINS = (1.0, 1.5, 2.0, 2.5)
 CONDITIONS = {"clean": dict(noise=0.0, missing=0.0), "5% noise, 10% missing": dict(noise=0.05, missing=0.10)}
-
-
-_POOLS: dict[tuple[str, str], tuple] = {}  # (preset, source) -> build_pool result: read the source once per preset
-
-
-def make_split(
-    preset: str, d_min: float, condition: dict, source: str, n: int, folder: Path, held_out: dict | None = None
-) -> StoredDataset:
-    """A test split of ``n`` examples (float32 maps) made from real chains with this preset and degradation.
-
-    ``held_out``: the dataset config a network was trained on; the examples then come from its test entries only
-    (same seed and split fractions, ``only_splits=["test"]``), which the network never saw."""
-    if held_out is None:
-        config = config_for_test_split(preset, source, n, seed=7, d_min=d_min, **condition)
-    else:
-        splits = tuple(held_out["splits"])
-        total = math.ceil(n * sum(splits) / splits[2])  # so that the test split gets about n examples
-        config = make_config(
-            preset, source=source, n=total, seed=held_out["seed"], splits=splits, only_splits=["test"],
-            map_dtype="float32", d_min=d_min, **condition,
-        )  # fmt: skip
-    if (preset, source) not in _POOLS:
-        _POOLS[preset, source] = build_pool(config)
-    generate(config, folder, progress=False, pool=_POOLS[preset, source])
-    return StoredDataset(folder, "test", normalise=False)
 
 
 def network_for(preset: str, checkpoint: str | None) -> tuple[TrainedNetwork | None, dict | None, str | None]:
@@ -94,12 +63,14 @@ def run_condition(ds: StoredDataset, d_min: float, network, step=None, equal_tim
     if equal_time and step is not None:
         ratio = out["learned"]["seconds_per_structure"] / out["hio"]["seconds_per_structure"]
         n_starts = max(4, round(4 * ratio))
-        again = compare_methods(data, ("hio",), n_starts=n_starts)["hio"].summary()
+        again = compare_methods(data, ("hio",), phasing=PhasingConfig(n_starts=n_starts))["hio"].summary()
         out["hio-equal-time"] = again | {"n_starts": n_starts}
     return out
 
 
-def table(results: dict) -> str:
+def render(results: dict) -> str:
+    """The Markdown table of docs/tables/phasing_table.md (and, from a ``--step`` run, docs/tables/learned_table.md)
+    from the whole results file."""
     order = ("charge-flip", "hio", "raar", "rrr", "hio-equal-time", "histogram", "learned", "model", "hybrid", "chance")
     methods = [m for m in order if any(m in r for r in results["runs"])]
     head = "| preset | d_min (Å) | data | " + " | ".join(methods) + " |"
@@ -125,8 +96,9 @@ def table(results: dict) -> str:
     held = [f"`{p}`: {Path(n).name}" for p, n in networks.items() if n]
     lines += [
         "",
-        f"{results['n_per_condition']} test structures per row from `{results['source']}`; {results['platform']}, "
-        f"{results['torch_threads']} torch threads; patterson {results['version']}.",
+        f"{results['n_per_condition']} test structures per row from `{results['source']}`; "
+        f"{results['run']['platform']}, {results['run']['torch_threads']} torch threads; "
+        f"patterson {results['run']['patterson']}.",
     ]
     if held:
         lines.append(
@@ -149,7 +121,7 @@ def main() -> None:
     parser.add_argument("--equal-time", action="store_true", help="HIO again with the learned loop's wall time")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--out", default="benchmarks/results/phasing.json")
-    parser.add_argument("--table", default="docs/phasing_table.md")
+    parser.add_argument("--table", default="docs/tables/phasing_table.md")
     args = parser.parse_args()
     step_path = find_checkpoint(args.step, task="density-modification") if args.step else None
 
@@ -160,10 +132,7 @@ def main() -> None:
         "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
         "checkpoint": args.checkpoint,
         "step": str(step_path) if step_path else None,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "version": patterson.__version__,
+        "run": run_metadata(),
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +147,7 @@ def main() -> None:
                 for name in args.conditions:
                     condition = CONDITIONS[name]
                     folder = Path(tmp) / f"{preset}-{d_min}-{len(results['runs'])}"
-                    ds = make_split(preset, d_min, condition, args.source, args.n, folder, held)
+                    ds = held_out_split(preset, d_min, condition, args.source, args.n, folder, held)
                     run = {"preset": preset, "d_min": d_min, "condition": name, "n": len(ds)}
                     run["held_out_from"] = path if held is trained else str(step_path)  # its held-out entries
                     # a network works on the grid it was trained on (its d_min); elsewhere: classical rows only
@@ -203,9 +172,8 @@ def main() -> None:
                         if m in run
                     ]
                     print(f"{preset:14s} {d_min:.1f} Å {name:22s} " + "  ".join(summary), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    Path(args.table).write_text(table(results))
+    write_json(args.out, results, indent=2)
+    write_text(args.table, render(results))
 
 
 if __name__ == "__main__":

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import gemmi
 import numpy as np
 import torch
 
-import patterson
+from _common import run_metadata, write_json
 from patterson.cells import Cell, centre_in_cell
 from patterson.maps import density_from_f, patterson_from_f
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
@@ -153,12 +150,7 @@ def main() -> None:
         "d_min": D_MIN,
         "grid": grid_shape(CELL, D_MIN),
         "n_reflections_half": int(len(miller_indices(CELL, D_MIN))),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "patterson_version": patterson.__version__,
-        "gemmi_version": gemmi.__version__,
-        "torch_version": torch.__version__,
+        "run": run_metadata(),
         "routes": {},
     }
 
@@ -195,9 +187,7 @@ def main() -> None:
         "ratio": results["routes"][key]["ratio_to_gemmi"],
         "met": results["routes"][key]["ratio_to_gemmi"] >= 2.0,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results, indent=2)
     for name, route in results["routes"].items():
         print(
             f"{name:36s} {route['structures_per_s']:9.1f} structures/s (best {route['structures_per_s_best']:7.1f})"

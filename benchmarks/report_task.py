@@ -21,14 +21,13 @@ predicted vector within 0.5 Å (no alignment needed), summed over the test cryst
 
     pip install -e ".[report]" && pip install --no-deps crystals pymatgen
     OMP_NUM_THREADS=1 python benchmarks/report_task.py [--names report-hkl10 report-hkl20]
-        [--out benchmarks/results/report_task.json] [--table docs/report_task_table.md]
+        [--out benchmarks/results/report_task.json] [--table docs/tables/report_task_table.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -36,20 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import patterson
-from patterson.datasets import GenerateConfig, StoredDataset, generate
-from patterson.evaluation import evaluate_predictions, random_phase_maps
+from _common import remake_training_data, run_metadata, write_json, write_text
+from patterson.datasets import StoredDataset
+from patterson.evaluation import ReportOptions, evaluate_predictions, random_phase_maps
+from patterson.networks import WEIGHTS_DIR, TrainedNetwork, trained_on
 from patterson.phasing import prediction_batches
-from patterson.training import WEIGHTS_DIR, TrainedNetwork, trained_on
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def remake(state: dict, folder: Path) -> Path:
-    """The training and test splits of the dataset the weights were trained on (float32 maps) in ``folder``."""
-    config = dict(trained_on(state), only_splits=["train", "test"], map_dtype="float32")
-    generate(GenerateConfig.from_dict(config), folder, progress=False)
-    return folder
 
 
 def fit_mlp(train: StoredDataset, norm: dict, seed: int = 0, epochs: int | None = None):
@@ -68,7 +60,7 @@ def fit_mlp(train: StoredDataset, norm: dict, seed: int = 0, epochs: int | None 
 
 def score(name: str, batches, out: Path) -> dict:
     """evaluate_predictions of one method's ``batches`` (every test crystal), with its atom and vector counts."""
-    metrics = evaluate_predictions(batches, out / name, method=name, plots=False, chance=False)
+    metrics = evaluate_predictions(batches, out / name, method=name, options=ReportOptions(plots=False, chance=False))
     peaks = metrics["peaks"]
     return {"n": metrics["n"], "cc_aligned_median": metrics["cc_aligned"]["median"],
             "atoms_within_1.0A": peaks["atoms_found_1.0A"], "atoms": peaks["n_atoms"],
@@ -100,7 +92,7 @@ def run(name: str, folder: Path) -> dict:
     weights = Path(name) if name.endswith(".pt") else WEIGHTS_DIR / f"{name}.pt"
     network = TrainedNetwork.load(weights)
     name = name if not name.endswith(".pt") else weights.stem
-    data = remake(network.state, folder / "data")
+    data = remake_training_data(trained_on(network.state), folder / "data", ("train", "test"))
     train, test = StoredDataset(data, "train", normalise=False), StoredDataset(data, "test", normalise=False)
     shape = tuple(test[0]["target"].shape[-3:])
     rows = {"network": score("network", prediction_batches([test], network.density, batch_size=1), folder)}
@@ -118,19 +110,20 @@ def run(name: str, folder: Path) -> dict:
         "n_train": len(train), "n_test": len(test),
         "compute": {"network_maps_seen": history[-1]["maps_seen"] if history else None,
                     "network_train_s": network.state.get("notes", {}).get("train_time_s"), **fits},
-        "rows": rows, "version": patterson.__version__, "platform": platform.platform(),
+        "rows": rows,
     }  # fmt: skip
 
 
-def table(results: list[dict]) -> str:
-    """Markdown: per task, atoms and vectors recovered (counts over the test crystals) and median CC, per row."""
+def render(results: dict) -> str:
+    """The Markdown table of docs/tables/report_task_table.md from the whole results file: per task, atoms and
+    vectors recovered (counts over the test crystals) and median CC, per row."""
     lines = [
         "| task | method | test crystals | atoms within 1.0 Å | vectors within 0.5 Å | median CC (aligned) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     names = {"network": "shipped network", "mlp": "the report's MLP (scikit-learn defaults, rebuilt)",
              "mlp-2000": f"the same MLP, {MLP_EPOCHS} epochs", "chance": "chance (true amplitudes, random phases)"}
-    for r in results:
+    for r in results["tasks"]:
         for key, row in r["rows"].items():
             lines.append(
                 f"| `{r['name']}` | {names[key]} | {row['n']} | {row['atoms_within_1.0A']}/{row['atoms']} "
@@ -146,16 +139,17 @@ def main() -> None:
     names = ["report-hkl10", "report-hkl20"]
     parser.add_argument("--names", nargs="+", default=names, help="shipped weights, or .pt files")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "report_task.json")
-    parser.add_argument("--table", type=Path, default=ROOT / "docs" / "report_task_table.md")
+    parser.add_argument("--table", type=Path, default=ROOT / "docs" / "tables" / "report_task_table.md")
     args = parser.parse_args()
-    results = []
+    tasks = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.names:
-            results.append(run(name, Path(tmp) / Path(name).stem))
-            print(json.dumps(results[-1]["rows"]), flush=True)
-    args.out.write_text(json.dumps({"tasks": results}, indent=1) + "\n")
-    args.table.write_text("<!-- written by benchmarks/report_task.py -->\n\n" + table(results))
-    print(table(results))
+            tasks.append(run(name, Path(tmp) / Path(name).stem))
+            print(json.dumps(tasks[-1]["rows"]), flush=True)
+    results = {"run": run_metadata(), "tasks": tasks}
+    write_json(args.out, results)
+    write_text(args.table, "<!-- written by benchmarks/report_task.py -->\n\n" + render(results))
+    print(render(results))
 
 
 if __name__ == "__main__":

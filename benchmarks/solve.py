@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +26,7 @@ import gemmi
 import numpy as np
 import torch
 
-import patterson
+from _common import run_metadata, write_json
 from patterson.cells import Cell, centre_in_cell, expand_to_p1
 from patterson.evaluation import score_maps
 from patterson.maps import density_from_f
@@ -144,11 +141,8 @@ def main() -> None:
     args = parser.parse_args()
     results = {
         "benchmark": "patterson solve (MTZ in, five files out), default settings",
-        "patterson": patterson.__version__,
+        "run": run_metadata(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
         "cells": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,10 +158,8 @@ def main() -> None:
             cc = r["cc_with_deposited_model"]
             print(f"5E5Z: {r['verdict']}, R-free {r['r_free']:.3f} (random {r['r_free_random']:.3f}), map CC with the "
                   f"deposited model {cc:.3f} (random {min(chance):.3f}–{max(chance):.3f})")  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, results, indent=2)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The symmetry step after P1 phasing, measured: the origin, the space-group check, and centric phasing.
 
 Random light-atom crystals (carbon, B 3 Å², atoms ≥ 1.3 Å apart, d_min 1.0 Å) are built in several space groups
-(:func:`patterson.phasing.symmetry.random_sites`), their exact amplitudes phased in P1 (HIO, 4 starts × 300
+(:func:`patterson.symmetry.random_sites`), their exact amplitudes phased in P1 (HIO, 4 starts × 300
 iterations, the true F(000)), and then:
 
 - **origin**: the P1 solution moved to the group's origin and symmetrised (:func:`to_spacegroup`): is it consistent
@@ -12,35 +12,27 @@ iterations, the true F(000)), and then:
 - **centric**: for centrosymmetric groups, phasing with phases restricted to 0/π (``centric=True``, the inversion
   centre at the origin) against plain P1 phasing, charge flipping and HIO, same starts and iterations.
 
-    python benchmarks/symmetry.py [--n 10] [--out benchmarks/results/symmetry.json] [--table docs/symmetry_table.md]
+    python benchmarks/symmetry.py [--n 10] [--out benchmarks/results/symmetry.json]
+        [--table docs/tables/symmetry_table.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-import patterson
+from _common import run_metadata, write_json, write_text
 from patterson.cells import Cell
 from patterson.evaluation.metrics import align, apply_alignment_f, score_f
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
-from patterson.phasing import charge_flip, hio
-from patterson.phasing.symmetry import (
-    SpaceGroup,
-    check_spacegroups,
-    is_permitted_shift,
-    random_sites,
-    shift_origin,
-    to_spacegroup,
-)
+from patterson.phasing import charge_flip, hio, method_options
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
+from patterson.solving.symmetry import check_spacegroups, is_permitted_shift, shift_origin, to_spacegroup
 from patterson.structures import Atoms
+from patterson.symmetry import SpaceGroup, random_sites
 
 D_MIN = 1.0
 GROUPS = {  # space group: (cell, atoms in the asymmetric unit)
@@ -76,9 +68,10 @@ def phase_p1(case: dict, method: str, centric: bool = False) -> np.ndarray:
     fo = torch.as_tensor(np.abs(case["f"]))[None]
     shape = grid_shape(case["cell"], D_MIN)
     if method == "hio":
-        res = hio(fo, case["hkl"], case["cell"], shape, f000=case["f000"], n_iter=300, n_starts=4, centric=centric)
+        options = method_options("hio", n_iter=300, centric=centric)
+        res = hio(fo, case["hkl"], case["cell"], shape, options, f000=case["f000"])
     else:
-        res = charge_flip(fo, case["hkl"], case["cell"], shape, n_iter=300, n_starts=4, centric=centric)
+        res = charge_flip(fo, case["hkl"], case["cell"], shape, method_options("charge-flip", centric=centric))
     return np.abs(case["f"]) * np.exp(1j * res.phi_rad[0].numpy())
 
 
@@ -118,7 +111,10 @@ def centric_row(name: str, n: int) -> dict:
     return row
 
 
-def tables(origin: list[dict], centric: list[dict]) -> str:
+def render(results: dict) -> str:
+    """The Markdown tables of docs/tables/symmetry_table.md from the whole results file: the origin and space-group
+    check, then centric against P1 phasing."""
+    origin, centric = results["origin"], results["centric"]
     head = ("| space group | n | exact F: consistent / permitted origin | P1 phasing solved | consistent | "
             "permitted origin | check ranks the true group first | check s |")  # fmt: skip
     lines = ["Origin and space-group check (HIO in P1, then the symmetry step; counts of n random crystals):", "",
@@ -140,18 +136,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--out", default="benchmarks/results/symmetry.json")
-    p.add_argument("--table", default="docs/symmetry_table.md")
+    p.add_argument("--table", default="docs/tables/symmetry_table.md")
     args = p.parse_args()
     torch.set_num_threads(1)
     origin = [origin_row(name, args.n) for name in GROUPS]
     for r in origin:
         print(r, flush=True)
     centric = [centric_row(name, args.n) for name in GROUPS if SpaceGroup.of(name).is_centrosymmetric]
-    meta = {"patterson": patterson.__version__, "machine": platform.machine(), "d_min": D_MIN, "threads": 1,
-            "solved_threshold_deg": SOLVED_THRESHOLD_DEG}  # fmt: skip
-    Path(args.out).write_text(json.dumps({"meta": meta, "origin": origin, "centric": centric}, indent=1) + "\n")
-    text = tables(origin, centric)
-    Path(args.table).write_text("<!-- written by benchmarks/symmetry.py -->\n\n" + text)
+    results = {"run": run_metadata(), "d_min": D_MIN, "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
+               "origin": origin, "centric": centric}  # fmt: skip
+    write_json(args.out, results)
+    text = render(results)
+    write_text(args.table, "<!-- written by benchmarks/symmetry.py -->\n\n" + text)
     print(text)
 
 

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-import patterson
+from _common import run_metadata, write_json
 from patterson.models import MODEL_CONFIGS, count_parameters, model_from_config, paper_loss
 from patterson.training import RandomAtomMaps, RandomAtomSpec, Trainer, load_config
 
@@ -225,11 +224,8 @@ def main() -> None:
     best_ratios = [r["best_time_ratio"] for r in rows]
     result = {
         "benchmark": "train",
-        "package_version": patterson.__version__,
-        "torch": torch.__version__,
+        "run": run_metadata(),
         "device": args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
-        "cpu_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
         "note": (
             "trainer = patterson.training.Trainer.train_epoch (progress bar off, grad_accum 1, clip 1.0, AdamW, "
             "paper loss, LambdaLR); reference = plain DataLoader loop with the same network, batch, loss, clip and "
@@ -252,8 +248,7 @@ def main() -> None:
         },
         "cases": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result["summary"], indent=1))
 
 

@@ -14,7 +14,7 @@ imposes, the random-phase reference of R-free, map skewness).
   the 4 starts is chosen by R-free versus by R-work, with the chance level (random phases, true amplitudes).
 
     python benchmarks/verdict.py [--n-val 8] [--n-test 13] [--out benchmarks/results/verdict.json]
-        [--table docs/verdict_table.md]
+        [--table docs/tables/verdict_table.md]
     python benchmarks/verdict.py --rescore benchmarks/results/verdict.json   # the same runs, the current verdict
 """
 
@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import patterson
-from patterson.datasets import StoredDataset, build_pool, generate, make_config
+from _common import held_out_split, run_metadata, write_json, write_text
 from patterson.evaluation import random_phase_maps, score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
-from patterson.phasing import load_split, phase
+from patterson.networks import find_checkpoint, load_checkpoint, trained_on
+from patterson.phasing import load_split, method_options, phase
 from patterson.phasing.validation import (
     SOLVED_RATIO,
     SOLVED_SCORE,
@@ -47,42 +44,21 @@ from patterson.phasing.validation import (
     random_r_free,
     verdict,
 )
-from patterson.training import find_checkpoint, load_checkpoint, trained_on
 
 PRESETS = ("paper-2", "dense-protein")
 D_MINS = (1.0, 1.5, 2.0, 2.5)
 CONDITIONS = {"clean": dict(noise=0.0, missing=0.0), "5% noise, 10% missing": dict(noise=0.05, missing=0.10)}
 METHODS = ("charge-flip", "hio")
 N_STARTS = 4
-_POOLS: dict[str, tuple] = {}
 RESCORED = "the phasing runs of `command`; verdicts recomputed afterwards with the library's current thresholds"
-
-
-def held_out_split(
-    preset: str, split: str, d_min: float, condition: dict, n: int, folder: Path, source: str
-) -> StoredDataset:
-    """About ``n`` examples of ``split`` (val or test) of the shipped ``preset`` network's training data: entries
-    that network never trained on (same seed and split fractions, only that split made; ``source`` is the folder
-    it was trained from, ../shared/data/pdb)."""
-    trained = trained_on(load_checkpoint(find_checkpoint(preset)))
-    splits = tuple(trained["splits"])
-    frac = splits[("train", "val", "test").index(split)]
-    config = make_config(
-        preset, source=source, n=math.ceil(n * sum(splits) / frac), seed=trained["seed"], splits=splits,
-        only_splits=[split], map_dtype="float32", d_min=d_min, **condition,
-    )  # fmt: skip
-    if preset not in _POOLS:
-        _POOLS[preset] = build_pool(config)
-    generate(config, folder, progress=False, pool=_POOLS[preset])
-    return StoredDataset(folder, split, normalise=False)
 
 
 def run_row(data, method: str) -> list[dict]:
     """Every start of every structure: truth-scored and cross-validated."""
-    opts = {"f000": data.f000} if method == "hio" else {}
-    opts |= {"observed": data.measured, "free": data.free, "n_starts": N_STARTS, "select": "all"}
+    options = method_options(method, n_starts=N_STARTS, select="all")
     t = time.perf_counter()
-    res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, **opts)
+    res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, options, f000=data.f000, observed=data.measured,
+                free=data.free)  # fmt: skip
     seconds = time.perf_counter() - t
     truth = data.truth.repeat_interleave(N_STARTS, 0)
     err = score_maps(res.rho, truth, data.cell, data.d_min).phase_error_weighted_deg.numpy()
@@ -184,7 +160,8 @@ def thresholds(x: np.ndarray, ok: np.ndarray, min_precision: float, max_uncertai
     return round(solved, 3), round(unsolved, 3)
 
 
-def table(results: dict) -> str:
+def render(results: dict) -> str:
+    """The Markdown table of docs/tables/verdict_table.md from the whole results file."""
     lines = [
         "Verdict on the test entries (best of 4 starts by R-free): claimed solved / truly solved (correct claims) · "
         "precision · recall · uncertain; success rate with the start chosen by R-free vs by R-work.",
@@ -224,7 +201,8 @@ def table(results: dict) -> str:
         f"{th['unsolved_ratio']}. Fitted on {cal['n']} val-entry structures: {cal['fitted']['solved_score']} / "
         f"{cal['fitted']['unsolved_score']} and {cal['fitted']['solved_ratio']} / {cal['fitted']['unsolved_ratio']}. "
         f"Chance (random phases, true amplitudes) solves {results['chance_solved']}/{results['chance_n']}. "
-        f"{results['platform']}; patterson {results['version']}. Regenerate: `python benchmarks/verdict.py`.",
+        f"{results['run']['platform']}; patterson {results['run']['patterson']}. "
+        "Regenerate: `python benchmarks/verdict.py`.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -241,14 +219,14 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--d-min", nargs="+", type=float, default=list(D_MINS))
     parser.add_argument("--out", default="benchmarks/results/verdict.json")
-    parser.add_argument("--table", default="docs/verdict_table.md")
+    parser.add_argument("--table", default="docs/tables/verdict_table.md")
     parser.add_argument(
         "--rescore", metavar="JSON", help="recompute the tables from this file's records with the current verdict"
     )
     args = parser.parse_args()
     if args.rescore:  # the phasing runs are recorded; only the verdict is applied again
         old = json.loads(Path(args.rescore).read_text())
-        keep = ("platform", "cpu_count", "command", "chance_n", "chance_solved", "seconds")
+        keep = ("run", "chance_n", "chance_solved", "seconds")
         write(summarise(old["records"], {k: old.get(k) for k in keep} | {"rescored": RESCORED}), args)
         return
     t0 = time.perf_counter()
@@ -258,12 +236,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for split, n in (("val", args.n_val), ("test", args.n_test)):
             for preset in args.presets:
+                trained = trained_on(load_checkpoint(find_checkpoint(preset)))  # its val and test entries, unseen
                 for d_min in args.d_min:
                     for cname, condition in CONDITIONS.items():
                         folder = Path(tmp) / f"{split}-{preset}-{d_min}-{len(os.listdir(tmp))}"
-                        data = load_split(
-                            held_out_split(preset, split, d_min, condition, n, folder, args.source), d_min
-                        )
+                        ds = held_out_split(preset, d_min, condition, args.source, n, folder, trained, split)
+                        data = load_split(ds, d_min)
                         if split == "test":
                             rand = random_phase_maps(
                                 data.truth, data.cell, data.d_min, torch.Generator().manual_seed(0)
@@ -279,8 +257,8 @@ def main() -> None:
                             counts = f"truly {s['n_truly_solved']}/{s['n']} claimed {s['n_claimed_solved']} "
                             counts += f"correct {s['n_correct_claims']} uncertain {s['n_uncertain']}"
                             print(f"{split} {preset:13s} {d_min:.1f} {cname:22s} {method:11s} {counts}", flush=True)
-    meta = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "command": " ".join(sys.argv)}
-    meta |= {"chance_n": chance_n, "chance_solved": chance_solved, "seconds": time.perf_counter() - t0}
+    meta = {"run": run_metadata(), "chance_n": chance_n, "chance_solved": chance_solved}
+    meta["seconds"] = time.perf_counter() - t0
     write(summarise(records, meta), args)
 
 
@@ -298,7 +276,6 @@ def summarise(records: dict[str, list[dict]], meta: dict) -> dict:
             "unsolved_score": UNSOLVED_SCORE,
         },
         "calibration": {"split": "val", "n": len(val), "fitted": calibrate(val), "with_constants": scores(val)},
-        "version": patterson.__version__,
         **meta,
         "rows": [],
         "totals": {},
@@ -336,11 +313,9 @@ def _rounded(x):
 def write(results: dict, args) -> None:
     summary = {k: results[k] for k in ("calibration", "totals")}
     print(json.dumps(summary, indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    records = json.dumps(_rounded(results.pop("records")), separators=(",", ":"))
-    text = json.dumps(results, indent=1)
-    Path(args.out).write_text(text[:-2] + ',\n "records": ' + records + "\n}\n")
-    Path(args.table).write_text(table(results))
+    results["records"] = _rounded(results["records"])  # on one line, last
+    write_json(args.out, results, indent=1, one_line=("records",))
+    write_text(args.table, render(results))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import argparse
 import tempfile
 
 from patterson.datasets import make_test_split
-from patterson.phasing import compare_methods, load_split
-from patterson.training import open_network
+from patterson.networks import open_network
+from patterson.phasing import PhasingConfig, compare_methods, load_split
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--n", type=int, default=4)
@@ -21,7 +21,7 @@ args = parser.parse_args()
 with tempfile.TemporaryDirectory() as tmp:
     data = load_split(make_test_split("paper-2", tmp, n=args.n))  # the stored amplitudes, free set drawn
 network = open_network("paper-2")  # the shipped network, read once
-runs = compare_methods(data, ("model", "hio", "hybrid", "chance"), network=network, n_iter=200)
+runs = compare_methods(data, ("model", "hio", "hybrid", "chance"), network=network, phasing=PhasingConfig(n_iter=200))
 for method, run in runs.items():
     s = run.summary()
     print(f"{method:7s} solved {s['n_solved']}/{s['n']}  median phase error "

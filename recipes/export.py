@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from patterson.errors import PattersonError
-from patterson.training import WEIGHTS_DIR, export_weights, find_checkpoint, load_checkpoint, read_metrics
+from patterson.networks import WEIGHTS_DIR, export_weights, find_checkpoint, load_checkpoint
+from patterson.training import read_metrics
 
 
 def history_of(runs: list[Path], earlier: list[dict] | None = None) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from patterson.datasets import GenerateConfig, split_entries
 from patterson.errors import PattersonError
-from patterson.training import load_checkpoint, save_checkpoint, trained_on
+from patterson.networks import load_checkpoint, save_checkpoint, trained_on
 
 
 def add_entries(path: Path, source: str | None) -> int:

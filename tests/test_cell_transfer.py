@@ -26,7 +26,7 @@ def load_benchmark():
 def tiny_checkpoint(path: Path, train_config, train_path: Path) -> Path:
     from patterson.models.configs import PattersonUNetConfig
     from patterson.models.registry import model_from_config
-    from patterson.training import save_checkpoint
+    from patterson.networks import save_checkpoint
 
     config = PattersonUNetConfig(c1=4, c2=4, n_blocks=1, encoder_kernel=3, block_kernel=3, decoder_kernel=3)
     dataset = json.loads(train_config.to_json())
@@ -43,7 +43,8 @@ def tiny_checkpoint(path: Path, train_config, train_path: Path) -> Path:
     )
 
 
-def test_cell_transfer_benchmark_core(tmp_path):
+def test_cell_transfer_benchmark_core(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as `python benchmarks/cell_transfer.py` has it: _common
     ct = load_benchmark()
     source = write_source(tmp_path / "pdb", entries=6, chains=1, residues=9)
     train = make_config("paper-2", source=str(source), n=8, seed=0, splits=(0.5, 0.25, 0.25), map_dtype="float32")
@@ -60,8 +61,9 @@ def test_cell_transfer_benchmark_core(tmp_path):
         "path": str(tmp_path / "train"),
         "shared_entries": 0,
     }
-    for key in ("platform", "torch_threads", "version", "wall_s", "checkpoint", "training", "solved_threshold_deg"):
+    for key in ("run", "wall_s", "checkpoint", "training", "solved_threshold_deg"):
         assert key in results
+    assert {"platform", "torch_threads", "patterson", "date", "command"} <= set(results["run"])
     assert results["training"]["grid"] == [24, 24, 24] and results["training"]["spacing"] == pytest.approx(0.5)
     assert [r["name"] for r in results["cells"]] == list(cells) and len(messages) == 1 + len(cells)
 
@@ -84,7 +86,7 @@ def test_cell_transfer_benchmark_core(tmp_path):
             assert math.isfinite(p["median_cc_difference"]) and 0 <= p["better_fraction"] <= 1
     same = results["cells"][0]["resample_vs_convolve"]["origin"]  # the training cell: both transfers are one grid
     assert same["median_cc_difference"] == pytest.approx(0.0, abs=1e-6)
-    text = ct.table(results)
+    text = ct.render(results)
     assert "| 12 Å cubic |" in text and "| triclinic |" in text and "resample − convolve" in text
 
 

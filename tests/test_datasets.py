@@ -22,6 +22,7 @@ from patterson.cells import Cell, periodic_distances
 from patterson.cli import main
 from patterson.datasets import (
     SPLITS,
+    Augmentation,
     OnTheFlyMaps,
     StoredDataset,
     dataset_info,
@@ -207,13 +208,15 @@ def test_torch_dataset_and_info(paper2):
 
 
 def test_on_the_fly_maps_match_stored_and_augment(paper2):
-    plain = OnTheFlyMaps(paper2, batch_size=4, rotate=False, b_range=None, dtype=torch.float64)
+    plain = OnTheFlyMaps(paper2, batch_size=4, augment=Augmentation(rotate=False, b_range=None), dtype=torch.float64)
     batch = plain.batch(np.random.default_rng(0))
     stored = StoredDataset(paper2, "train")
     for j, i in enumerate(batch["index"].tolist()):
         np.testing.assert_allclose(batch["target"][j], stored[i]["target"], atol=2e-3)
         np.testing.assert_allclose(batch["input"][j], stored[i]["input"], atol=2e-3)
-    aug = OnTheFlyMaps(paper2, batch_size=4, d_min_range=(2.0, 3.0), noise=0.1, missing=0.2, n_batches=2, seed=1)
+    aug = OnTheFlyMaps(
+        paper2, batch_size=4, augment=Augmentation(d_min_range=(2.0, 3.0), noise=0.1, missing=0.2), n_batches=2, seed=1
+    )
     batches = list(aug)
     assert len(batches) == 2 and batches[0]["input"].shape == (4, 1, 24, 24, 24)
     x = batches[0]["input"][:, 0].double()

@@ -10,7 +10,7 @@ import gemmi
 import numpy as np
 import pytest
 
-import patterson.training.checkpoint as checkpoint_module
+import patterson.networks.checkpoint as checkpoint_module
 from patterson.cli import main
 from patterson.demo import LABELS, DemoConfig, is_demo_report, run_demo
 from patterson.errors import PattersonError
@@ -24,7 +24,7 @@ def tiny_weights(path: Path, grid: int = 24) -> Path:
     import torch
 
     from patterson.models import model_config, model_from_config
-    from patterson.training.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+    from patterson.networks.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 
     torch.manual_seed(0)
     model = model_from_config(model_config("patterson-unet", c1=4, c2=4, n_blocks=1))
@@ -143,7 +143,7 @@ def test_a_relative_training_source_is_found_from_anywhere(tmp_path, monkeypatch
 def test_the_held_out_check_reads_the_training_entries_of_the_checkpoint(tmp_path, monkeypatch):
     """#15: the check needs no source folder when the checkpoint lists its training entries, as shipped ones do."""
     from patterson.demo.run import _held_out
-    from patterson.training import find_checkpoint, load_checkpoint, training_entries
+    from patterson.networks import find_checkpoint, load_checkpoint, training_entries
 
     monkeypatch.chdir(tmp_path)
     result = _held_out(["1abc", "2xyz"], "nowhere/at/all", ["2xyz", "3def"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -32,32 +33,35 @@ def test_readme_test_command_is_what_ci_runs():
 
 # --- numbers in the docs come from benchmarks/results --------------------------------------------------------------
 
-RESULTS = ROOT / "benchmarks" / "results"
-TABLES = {  # document: [(benchmark script, results file, the expression that renders its table from results r)]
-    "docs/cell_transfer_table.md": [("cell_transfer", "cell_transfer.json", "m.table(r)")],
-    "docs/convergence_table.md": [("convergence", "convergence.json", "m.table(r)")],
-    "docs/network_choice_table.md": [("network_choice", "network_choice.json", "m.table(r['rows'])")],
-    "docs/symmetry_table.md": [("symmetry", "symmetry.json", "m.tables(r['origin'], r['centric'])")],
-    "docs/phasing_table.md": [("phasing", "phasing.json", "m.table(r)")],
-    "docs/learned_table.md": [
-        ("phasing", "learned_dense_2.0_clean.json", "m.table(r)"),
-        ("phasing", "learned_paper2_1.5_clean.json", "m.table(r)"),
+BENCHMARKS = ROOT / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+TABLES = {  # document: [(benchmark script, results file)]; the document quotes render(results) of each
+    "docs/tables/cell_transfer_table.md": [("cell_transfer", "cell_transfer.json")],
+    "docs/tables/convergence_table.md": [("convergence", "convergence.json")],
+    "docs/tables/network_choice_table.md": [("network_choice", "network_choice.json")],
+    "docs/tables/symmetry_table.md": [("symmetry", "symmetry.json")],
+    "docs/tables/phasing_table.md": [("phasing", "phasing.json")],
+    "docs/tables/learned_table.md": [
+        ("phasing", "learned_dense_2.0_clean.json"),
+        ("phasing", "learned_paper2_1.5_clean.json"),
     ],
-    "docs/verdict_table.md": [("verdict", "verdict.json", "m.table(r)")],
-    "docs/flipping_table.md": [("flipping", "flipping.json", "m.table(r)")],
-    "docs/peers_table.md": [("peers", "peers.json", "m.table(r['rows'], tuple(r['rows'][0]['methods']))")],
-    "docs/models.md": [("models", "models.json", "m.card(r)")],
-    "docs/learning_curve_table.md": [("learning_curve", "learning_curve.json", "m.table(r)")],
-    "docs/report_task_table.md": [("report_task", "report_task.json", "m.table(r['tasks'])")],
-    "docs/training.md": [
-        ("learning_curve", "learning_curve.json", "m.table(r)"),
-        ("report_task", "report_task.json", "m.table(r['tasks'])"),
-    ],
-    "docs/demo_table.md": [("demo", "demo.json", "r['table']")],
-    "docs/demo.md": [("demo", "demo.json", "r['table']")],
+    "docs/tables/verdict_table.md": [("verdict", "verdict.json")],
+    "docs/tables/flipping_table.md": [("flipping", "flipping.json")],
+    "docs/tables/peers_table.md": [("peers", "peers.json")],
+    "docs/models.md": [("models", "models.json")],
+    "docs/tables/learning_curve_table.md": [("learning_curve", "learning_curve.json")],
+    "docs/tables/report_task_table.md": [("report_task", "report_task.json")],
+    "docs/training.md": [("learning_curve", "learning_curve.json"), ("report_task", "report_task.json")],
+    "docs/tables/demo_table.md": [("demo", "demo.json")],
+    "docs/demo.md": [("demo", "demo.json")],
+    "docs/tables/real_data_table.md": [("real_small_molecules", "real_small_molecules.json")],
 }
 RENDER = """
 import importlib, json, platform, sys
+try:  # the peers' cctbx: its boost-python must load before torch and gemmi do (the other order segfaults)
+    import cctbx.array_family.flex, smtbx.ab_initio.charge_flipping
+except ImportError:
+    pass
 import gemmi, os, patterson, time, torch
 os.cpu_count = lambda: 999
 time.strftime = lambda *args: "1900-01-01 00:00"
@@ -65,22 +69,22 @@ platform.platform = lambda *args, **kwargs: "Elsewhere-0.0-a-machine-that-never-
 torch.__version__ = gemmi.__version__ = patterson.__version__ = "0.0-elsewhere"  # from the JSON, not this machine
 sys.path.insert(0, {folder!r})
 try:
-    m = importlib.import_module({name!r})  # the peers import cctbx, which must come before torch: a process each
+    m = importlib.import_module({name!r})  # a process each: the peers' cctbx, loaded first or not at all
 except ImportError as exc:
     print("missing", exc.name)
     sys.exit(3)
 r = json.load(open({results!r}))
-sys.stdout.write({expr})
+sys.stdout.write(m.render(r))
 """
 
 
-def _render(name: str, results: str, expr: str) -> str:
+def _render(name: str, results: str) -> str:
     """What benchmarks/NAME.py writes as its table from its results file; skipped where the benchmark's optional
     dependencies (cctbx for the peers) are not installed."""
     import subprocess
     import sys
 
-    code = RENDER.format(folder=str(ROOT / "benchmarks"), name=name, results=str(RESULTS / results), expr=expr)
+    code = RENDER.format(folder=str(BENCHMARKS), name=name, results=str(RESULTS / results))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     if done.returncode == 3:
         pytest.skip(f"benchmarks/{name}.py needs {done.stdout.split()[-1]}")
@@ -92,13 +96,45 @@ def _render(name: str, results: str, expr: str) -> str:
 def test_the_docs_quote_the_benchmark_results(doc):
     """Every table in the docs is what its benchmark renders from the JSON it wrote: nothing typed in by hand."""
     text = (ROOT / doc).read_text()
-    for name, results, expr in TABLES[doc]:
-        assert _render(name, results, expr).strip() in text, f"{doc} does not quote {results} as {name}.py renders it"
+    for name, results in TABLES[doc]:
+        assert _render(name, results).strip() in text, f"{doc} does not quote {results} as {name}.py renders it"
 
 
 def test_every_table_page_is_checked():
-    pages = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*_table.md")}
-    assert pages <= set(TABLES), sorted(pages - set(TABLES))
+    pages = {str(p.relative_to(ROOT)) for p in (ROOT / "docs" / "tables").glob("*.md")}
+    assert pages and pages <= set(TABLES), sorted(pages - set(TABLES))
+    assert not list((ROOT / "docs").glob("*_table.md")), "tables live in docs/tables/"
+
+
+def _scripts() -> dict[str, ast.Module]:
+    return {p.stem: ast.parse(p.read_text()) for p in sorted(BENCHMARKS.glob("*.py"))}
+
+
+def test_benchmarks_share_one_harness():
+    """#28: no benchmark edits sys.path (``python benchmarks/NAME.py`` has its folder on it already); every one
+    with a docs table renders it with ``render(results)`` from the whole results file; every file is written
+    through benchmarks/_common.py (all-or-nothing)."""
+    tabled = {name for pairs in TABLES.values() for name, _ in pairs}
+    for name, tree in _scripts().items():
+        text = (BENCHMARKS / f"{name}.py").read_text()
+        assert not re.search(r"sys\.path\s*(\.|\+?=|\[)", text), f"benchmarks/{name}.py edits sys.path"
+        renders = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "render"]
+        if name in tabled or '"--table"' in text or '"--card"' in text:
+            assert renders and len(renders[0].args.args) == 1, f"benchmarks/{name}.py: a table, no render(results)"
+        if name != "_common":
+            assert ".write_text(" not in text and "json.dump(" not in text, f"benchmarks/{name}.py writes by itself"
+            assert "atomic_write" not in text, f"benchmarks/{name}.py: write through _common"
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in RESULTS.glob("*.json")))
+def test_results_spell_the_run_metadata_one_way(path):
+    """Provenance sits under ``run``, spelled as benchmarks/_common.py's run_metadata spells it."""
+    results = json.loads((RESULTS / path).read_text())
+    spelled = {"patterson", "torch", "gemmi", "python", "platform", "machine", "cpu_count", "torch_threads", "date",
+               "command"}  # fmt: skip
+    assert "patterson" in results["run"] and set(results["run"]) <= spelled, sorted(results["run"])
+    old = {"meta", "version", "platform", "cpu_count", "torch_threads", "package_version", "patterson_version"}
+    assert not old & set(results), sorted(old & set(results))
 
 
 def test_every_shipped_network_has_a_model_card():

@@ -425,7 +425,7 @@ def stored(tmp_path_factory):
     pytest.importorskip("h5py")
     from patterson.datasets import generate, make_config
     from patterson.models import model_config, model_from_config
-    from patterson.training.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+    from patterson.networks.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 
     folder = tmp_path_factory.mktemp("stored")
     common = dict(kind="random", source="random", n_atoms=6, cell=(10.0,) * 3, d_min=2.0, map_dtype="float32")
@@ -474,7 +474,7 @@ def test_pretrained_evaluates_with_the_shipped_network_of_the_data(tmp_path, pre
     the chance level on real chains it never saw (the embedded default)."""
     from patterson.cli import main
     from patterson.datasets import generate, make_config
-    from patterson.training import WEIGHTS_DIR
+    from patterson.networks import WEIGHTS_DIR
 
     if not (WEIGHTS_DIR / f"{preset}.pt").is_file():
         pytest.skip(f"no shipped {preset} weights")

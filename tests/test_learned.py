@@ -9,12 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from patterson.datasets import PhaseErrorMaps, StoredDataset, generate, make_config
+from patterson.datasets import Augmentation, PhaseErrorMaps, StoredDataset, generate, make_config
 from patterson.errors import PattersonError
 from patterson.evaluation import score_maps
 from patterson.models import build_model
-from patterson.phasing import NetworkStep, learned, learned_step, load_split, load_step, start_error_phases
-from patterson.training import TrainConfig, load_checkpoint, task_of, train
+from patterson.networks import load_checkpoint, task_of
+from patterson.phasing import (
+    LearnedOptions,
+    NetworkStep,
+    learned,
+    learned_step,
+    load_split,
+    load_step,
+    start_error_phases,
+)
+from patterson.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +67,8 @@ def test_density_modifier_commutes_with_shifts_and_scale():
 
 
 def test_phase_error_pairs(dense):
-    exact = PhaseErrorMaps(dense, "train", error_deg=(0, 0), floating=0.0, missing=0.0, noise=0.0, batch_size=4)
+    clean = Augmentation(shift=True, rotate=False)  # no noise, nothing missing
+    exact = PhaseErrorMaps(dense, "train", error_deg=(0, 0), floating=0.0, augment=clean, batch_size=4)
     item = exact.batch(np.random.default_rng(0))
     x, y = item["input"], item["target"]
     assert x.shape == y.shape == (4, 1, 12, 12, 12)
@@ -93,8 +103,8 @@ def _f(data, i):
 def test_loop_from_true_phases_stays_solved(dense, trained):
     data = load_split(StoredDataset(dense, "test", normalise=False))
     f_true = torch.as_tensor(np.stack([_f(data, i) for i in range(len(data))]))
-    res = learned(data.f_obs, data.hkl, data.cell, data.shape, load_step(trained), f000=data.f000, n_iter=10,
-                  n_finish=20, phi_start=torch.angle(f_true), observed=data.measured, free=data.free)  # fmt: skip
+    res = learned(data.f_obs, data.hkl, data.cell, data.shape, load_step(trained), LearnedOptions(n_iter=10),
+                  f000=data.f000, phi_start=torch.angle(f_true), observed=data.measured, free=data.free)  # fmt: skip
     err = score_maps(res.rho, data.truth, data.cell, data.d_min).phase_error_weighted_deg
     assert (err < 40).all(), err
     assert res.method == "learned" and len(res.verdict) == len(data)
@@ -104,10 +114,11 @@ def test_loop_from_true_phases_stays_solved(dense, trained):
 def test_free_set_is_never_imposed(dense, trained, step):
     data = load_split(StoredDataset(dense, "test", normalise=False), limit=2)
     step = load_step(trained) if step == "network" else "histogram"
-    common = dict(f000=data.f000, n_iter=5, n_finish=5, n_starts=2, observed=data.measured, free=data.free)
-    a = learned(data.f_obs, data.hkl, data.cell, data.shape, step, select="all", **common)
+    options = LearnedOptions(n_iter=5, n_finish=5, n_starts=2, select="all")
+    common = dict(f000=data.f000, observed=data.measured, free=data.free)
+    a = learned(data.f_obs, data.hkl, data.cell, data.shape, step, options, **common)
     poked = torch.where(data.free, data.f_obs * 50 + 7, data.f_obs)
-    b = learned(poked, data.hkl, data.cell, data.shape, step, select="all", **common)
+    b = learned(poked, data.hkl, data.cell, data.shape, step, options, **common)
     assert torch.equal(a.rho, b.rho)  # every start's map: bit for bit the same
     assert not torch.equal(a.r_free, b.r_free)  # only R-free (the choice between starts) reads the free set
 

@@ -10,7 +10,7 @@ import torch
 
 from patterson.cli import main
 from patterson.errors import PattersonError
-from patterson.training import TrainedNetwork, find_checkpoint, open_network, shipped_networks
+from patterson.networks import TrainedNetwork, find_checkpoint, open_network, shipped_networks
 from test_solving import P1_CELL, molecule, write_mtz
 
 

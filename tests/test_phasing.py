@@ -14,7 +14,16 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation import score_maps
 from patterson.maps import density_from_f
-from patterson.phasing import charge_flip, hio, phase, refine_density, wilson_estimate
+from patterson.phasing import (
+    FlipOptions,
+    SupportOptions,
+    charge_flip,
+    hio,
+    method_options,
+    phase,
+    refine_density,
+    wilson_estimate,
+)
 from patterson.physics import AtomBatch, electron_count, grid_shape, miller_indices, structure_factors
 
 CELL = Cell.cubic(10.0)
@@ -43,7 +52,7 @@ def weighted_phase_error(rho, truth) -> torch.Tensor:
 
 def test_hio_solves_from_random_starts(problem):
     batch, hkl, shape, f, truth = problem
-    result = hio(f.abs(), hkl, CELL, shape, f000=electron_count(batch), n_iter=300, n_starts=2, seed=3)
+    result = hio(f.abs(), hkl, CELL, shape, SupportOptions(n_iter=300, n_starts=2, seed=3), f000=electron_count(batch))
     error = weighted_phase_error(result.rho, truth)
     assert torch.all(error < 20), error
     assert torch.all(result.r_work < 0.1) and torch.all(result.r_free < 0.2)
@@ -54,16 +63,17 @@ def test_hio_solves_from_random_starts(problem):
 @pytest.mark.parametrize("method", ["raar", "rrr"])
 def test_raar_and_rrr_solve_from_random_starts(problem, method):
     batch, hkl, shape, f, truth = problem
-    result = phase(method, f.abs(), hkl, CELL, shape, f000=electron_count(batch), n_iter=300, n_starts=2, seed=3)
+    options = method_options(method, n_iter=300, n_starts=2, seed=3)
+    result = phase(method, f.abs(), hkl, CELL, shape, options, f000=electron_count(batch))
     assert result.method == method and torch.all(weighted_phase_error(result.rho, truth) < 20)
     assert result.verdict == ("solved", "solved")
     with pytest.raises(PattersonError, match="unknown update scheme"):
-        hio(f.abs(), hkl, CELL, shape, n_iter=2, scheme="er")
+        SupportOptions(n_iter=2, scheme="er")
 
 
 def test_charge_flipping_solves_from_random_starts(problem):
     _, hkl, shape, f, truth = problem
-    result = charge_flip(f.abs(), hkl, CELL, shape, n_iter=400, n_starts=4, seed=1)
+    result = charge_flip(f.abs(), hkl, CELL, shape, FlipOptions(n_iter=400, n_starts=4, seed=1))
     error = weighted_phase_error(result.rho, truth)
     assert torch.all(error < 20), error
 
@@ -75,18 +85,18 @@ def test_charge_flipping_solves_from_random_starts(problem):
 )
 def test_charge_flipping_options_solve_and_score_on_f(problem, options):
     _, hkl, shape, f, truth = problem
-    result = charge_flip(f.abs(), hkl, CELL, shape, n_iter=400, n_starts=4, seed=1, **options)
+    result = charge_flip(f.abs(), hkl, CELL, shape, FlipOptions(n_iter=400, n_starts=4, seed=1, **options))
     assert torch.all(weighted_phase_error(result.rho, truth) < 25)
     assert torch.all(result.r_work < 0.25)  # R against F: the map comes back to F whatever was flipped
 
 
 def test_convergence_is_seen_from_r_work_and_restarts_keep_the_budget(problem):
-    from patterson.phasing.methods import Convergence
+    from patterson.phasing.flipping import Convergence
 
     _, hkl, shape, f, truth = problem
-    early = charge_flip(f.abs(), hkl, CELL, shape, n_iter=400, n_starts=2, seed=1, stop_early=True)
+    early = charge_flip(f.abs(), hkl, CELL, shape, FlipOptions(n_iter=400, n_starts=2, seed=1, stop_early=True))
     assert early.iterations < 400 and torch.all(weighted_phase_error(early.rho, truth) < 25)  # converged, stopped
-    again = charge_flip(f.abs(), hkl, CELL, shape, n_iter=200, n_starts=2, seed=1, restarts=3)
+    again = charge_flip(f.abs(), hkl, CELL, shape, FlipOptions(n_iter=200, n_starts=2, seed=1, restarts=3))
     assert again.iterations == 200 and torch.all(weighted_phase_error(again.rho, truth) < 40)  # both solved (< 40°)
     watch = Convergence(2, 30, torch.Generator().manual_seed(0), restart=True)
     flat, drop = torch.full((2,), 0.5), torch.tensor([0.5, 0.2])
@@ -97,13 +107,13 @@ def test_convergence_is_seen_from_r_work_and_restarts_keep_the_budget(problem):
 @pytest.mark.parametrize("amplitudes", ["E", "sharpened"])
 def test_hio_with_normalised_amplitudes_solves(problem, amplitudes):
     batch, hkl, shape, f, truth = problem
-    result = hio(f.abs(), hkl, CELL, shape, f000=electron_count(batch), n_iter=300, n_starts=2, seed=3,
-                 amplitudes=amplitudes)  # fmt: skip
+    options = SupportOptions(n_iter=300, n_starts=2, seed=3, amplitudes=amplitudes)
+    result = hio(f.abs(), hkl, CELL, shape, options, f000=electron_count(batch))
     assert torch.all(weighted_phase_error(result.rho, truth) < 25) and result.verdict == ("solved", "solved")
 
 
 def test_e_values_are_flat_over_resolution_and_centric_phases_are_0_or_pi(problem):
-    from patterson.phasing.methods import normalised_amplitudes
+    from patterson.phasing import normalised_amplitudes
     from patterson.physics import resolution_shells
 
     _, hkl, shape, f, _ = problem
@@ -111,7 +121,7 @@ def test_e_values_are_flat_over_resolution_and_centric_phases_are_0_or_pi(proble
     shell, _ = resolution_shells(CELL.d_spacing(hkl), 5)
     means = [float((e[:, shell == s] ** 2).mean()) for s in range(5)]
     assert means == pytest.approx([1.0] * 5, rel=0.1)  # ⟨E²⟩ = 1 in every shell: the fall-off is gone
-    res = charge_flip(f.abs(), hkl, CELL, shape, n_iter=20, n_starts=1, seed=1, centric=True)
+    res = charge_flip(f.abs(), hkl, CELL, shape, FlipOptions(n_iter=20, n_starts=1, seed=1, centric=True))
     assert torch.all(torch.abs(torch.sin(res.phi_rad)) < 1e-6)  # ρ(x) = ρ(−x): F real
     with pytest.raises(PattersonError, match="unknown amplitudes"):
         normalised_amplitudes(f.abs(), hkl, CELL, "U")
@@ -124,9 +134,9 @@ def test_missing_reflections_float_instead_of_being_held_at_zero(problem):
     keep = torch.rand(f.shape, generator=torch.Generator().manual_seed(5)) >= 0.2
     amp = f.abs() * keep
     for method in ("hio", "charge-flip"):
-        kw = dict(n_iter=400, n_starts=4, seed=1) | ({"f000": electron_count(batch)} if method == "hio" else {})
-        free = phase(method, amp, hkl, CELL, shape, **kw)
-        held = phase(method, amp, hkl, CELL, shape, observed=torch.ones_like(keep), **kw)
+        options = method_options(method, n_iter=400, n_starts=4, seed=1)
+        free = phase(method, amp, hkl, CELL, shape, options, f000=electron_count(batch))
+        held = phase(method, amp, hkl, CELL, shape, options, f000=electron_count(batch), observed=torch.ones_like(keep))
         assert torch.all(weighted_phase_error(free.rho, truth) < 20), method
         assert weighted_phase_error(free.rho, truth).mean() < weighted_phase_error(held.rho, truth).mean(), method
         assert torch.all(free.r_work < 0.2), method  # R over the measured reflections only
@@ -135,14 +145,16 @@ def test_missing_reflections_float_instead_of_being_held_at_zero(problem):
 def test_hybrid_started_from_the_truth_stays_solved(problem):
     batch, hkl, shape, f, truth = problem
     for method in ("hio", "charge-flip"):
-        result = refine_density(truth, f.abs(), hkl, CELL, method=method, f000=electron_count(batch), n_iter=50)
+        options = method_options(method, n_iter=50)
+        result = refine_density(truth, f.abs(), hkl, CELL, method, options, f000=electron_count(batch))
         assert torch.all(weighted_phase_error(result.rho, truth) < 10), method
 
 
 def test_r_free_separates_solved_from_unsolved(problem):
     batch, hkl, shape, f, truth = problem
-    solved = refine_density(truth, f.abs(), hkl, CELL, method="hio", f000=electron_count(batch), n_iter=30)
-    unsolved = hio(f.abs(), hkl, CELL, shape, f000=electron_count(batch), n_iter=2, n_starts=1, n_polish=0)
+    solved = refine_density(truth, f.abs(), hkl, CELL, "hio", SupportOptions(n_iter=30), f000=electron_count(batch))
+    scrambled = SupportOptions(n_iter=2, n_starts=1, n_polish=0)
+    unsolved = hio(f.abs(), hkl, CELL, shape, scrambled, f000=electron_count(batch))
     assert torch.all(weighted_phase_error(unsolved.rho, truth) > 45)
     assert solved.r_free.max() < 0.5 * unsolved.r_free.min()
     assert set(solved.verdict) == {"solved"} and "solved" not in unsolved.verdict
@@ -179,13 +191,13 @@ def test_bad_amplitudes_are_refused(problem, bad, message):
     elif bad == "too fine":
         shape = grid_shape(CELL, 2.0)
     with pytest.raises(PattersonError, match=message):
-        hio(amp, hkl, CELL, shape, n_iter=2)
+        hio(amp, hkl, CELL, shape, SupportOptions(n_iter=2))
 
 
 def test_evaluate_command_scores_classical_methods(tmp_path, capsys, monkeypatch):
     from patterson.cli import main
     from patterson.datasets import generate, make_config
-    from patterson.training import checkpoint as checkpoint_module
+    from patterson.networks import checkpoint as checkpoint_module
 
     config = make_config("paper-2", source="embedded", n=6, splits=(0.5, 0.0, 0.5), map_dtype="float32", seed=3)
     generate(config, tmp_path / "ds", progress=False)

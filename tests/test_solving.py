@@ -15,6 +15,7 @@ from patterson.cli import main
 from patterson.errors import PattersonError
 from patterson.evaluation import compare_vectors, score_maps
 from patterson.maps import density_from_f
+from patterson.networks import find_checkpoint
 from patterson.phasing import PhasingConfig
 from patterson.physics import AtomBatch, miller_indices, structure_factors
 from patterson.solving import (
@@ -28,7 +29,6 @@ from patterson.solving import (
 )
 from patterson.solving.data import unmeasured_hkl
 from patterson.structures import Atoms
-from patterson.training import find_checkpoint
 
 D_MIN = 1.5
 FAST = ["--no-progress"]
@@ -169,7 +169,7 @@ def test_french_wilson_keeps_strong_and_lifts_negative_intensities():
 
 
 def test_cli_solves_p1_mtz_amplitudes_and_writes_readable_files(tmp_path, caplog, monkeypatch):
-    from patterson.training import checkpoint as checkpoint_module
+    from patterson.networks import checkpoint as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "no-weights")  # no shipped network
     atoms = molecule(P1_CELL, "P 1")
@@ -202,7 +202,7 @@ def test_cli_solves_p1_mtz_amplitudes_and_writes_readable_files(tmp_path, caplog
 
 
 def test_solve_with_normalised_amplitudes_still_reports_on_f(tmp_path, monkeypatch):
-    from patterson.training import checkpoint as checkpoint_module
+    from patterson.networks import checkpoint as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "no-weights")
     atoms = molecule(P1_CELL, "P 1")
@@ -238,7 +238,7 @@ def test_p21_reflection_files_solve(tmp_path, fmt, intensities):
 
 
 def test_incomplete_data_solve_with_unmeasured_reflections_free(tmp_path, monkeypatch):
-    from patterson.training import checkpoint as checkpoint_module
+    from patterson.networks import checkpoint as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "no-weights")  # classical phasing
     atoms = molecule(P1_CELL, "P 1")
@@ -264,7 +264,7 @@ def test_tiny_network_checkpoint_runs_through_both_cell_transfers(tmp_path):
     """No trained network exists yet: an untrained tiny U-Net exercises the network path (hybrid keeps the best R)."""
     from patterson.models.configs import PattersonUNetConfig
     from patterson.models.registry import model_from_config
-    from patterson.training import save_checkpoint
+    from patterson.networks import save_checkpoint
 
     config = PattersonUNetConfig(c1=4, c2=4, n_blocks=1, encoder_kernel=3, block_kernel=3, decoder_kernel=3)
     model = model_from_config(config)
@@ -292,7 +292,7 @@ def test_tiny_network_checkpoint_runs_through_both_cell_transfers(tmp_path):
 
 
 def test_find_checkpoint_names(tmp_path):
-    from patterson.training import save_checkpoint
+    from patterson.networks import save_checkpoint
 
     assert find_checkpoint("pretrained", weights_dir=tmp_path / "nothing") is None
     with pytest.raises(Exception, match="no checkpoint named 'small'"):

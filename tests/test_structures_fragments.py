@@ -22,13 +22,13 @@ from patterson.cells import (
     set_b_factors,
 )
 from patterson.errors import PattersonError
+from patterson.shelx import read_shelx
 from patterson.solving import read_ins
 from patterson.structures import (
     SIDE_CHAINS,
     entry_id,
     extract_fragments,
     random_atoms,
-    read_shelx,
     read_structure,
 )
 

@@ -11,23 +11,21 @@ import torch
 from patterson.cells import Cell
 from patterson.cli import main
 from patterson.maps import density_from_f
-from patterson.phasing import charge_flip
-from patterson.phasing.symmetry import (
-    SpaceGroup,
+from patterson.phasing import FlipOptions, charge_flip
+from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
+from patterson.solving import read_ins
+from patterson.solving.shelx_data import group_from_shelx
+from patterson.solving.symmetry import (
     check_spacegroups,
     find_origin,
-    images,
     is_permitted_shift,
-    random_sites,
     shift_origin,
     symmetrize,
     to_spacegroup,
     unique_peaks,
 )
-from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
-from patterson.solving import read_ins
-from patterson.solving.readers import group_from_shelx
 from patterson.structures import Atoms
+from patterson.symmetry import SpaceGroup, images, random_sites
 
 D_MIN = 1.0
 CASES = {  # space group, cell, atoms in the asymmetric unit
@@ -85,7 +83,8 @@ def test_phased_in_p1_then_moved_overlays_the_truth_at_a_conventional_origin(nam
     group, cell, frac = crystal(name, n_asu=3)
     hkl, f = factors(cell, frac)
     shape = grid_shape(cell, D_MIN)
-    res = charge_flip(torch.as_tensor(np.abs(f))[None], hkl, cell, shape, n_iter=300, n_starts=4, seed=0)
+    amp = torch.as_tensor(np.abs(f))[None]
+    res = charge_flip(amp, hkl, cell, shape, FlipOptions(n_iter=300, n_starts=4, seed=0))
     assert res.verdict[0] == "solved"  # the data this test is about: the phasing solves them in P1
     f_p1 = np.abs(f) * np.exp(1j * res.phi_rad[0].numpy())
     f_sg, fit = to_spacegroup(hkl, f_p1, cell, group, D_MIN)
@@ -152,7 +151,7 @@ def _write_mtz(path, cell, group, hkl, f):
 
 
 def test_solve_writes_everything_in_the_space_group(tmp_path, monkeypatch):
-    from patterson.training import checkpoint as checkpoint_module
+    from patterson.networks import checkpoint as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "no-weights")
     group, cell, frac = crystal("P 1 21/c 1", n_asu=3, special=(0.0, 0.0, 0.0))
@@ -201,7 +200,7 @@ def test_solve_refuses_a_cell_that_contradicts_the_space_group(tmp_path, capsys)
 
 
 def test_solve_of_p1_data_reports_the_groups_the_solution_obeys(tmp_path, capsys, monkeypatch):
-    from patterson.training import checkpoint as checkpoint_module
+    from patterson.networks import checkpoint as checkpoint_module
 
     monkeypatch.setattr(checkpoint_module, "WEIGHTS_DIR", tmp_path / "no-weights")
     group, cell, frac = crystal("P 21 21 21", n_asu=3)

@@ -17,21 +17,17 @@ import patterson
 from patterson.cli import main
 from patterson.errors import PattersonError
 from patterson.models import build_model
+from patterson.networks import export_weights, find_checkpoint, load_checkpoint, load_model, save_checkpoint
 from patterson.training import (
     RandomAtomSpec,
     TrainConfig,
     Trainer,
     apply_overrides,
-    export_weights,
-    find_checkpoint,
-    load_checkpoint,
     load_config,
-    load_model,
     lr_factor,
     lr_find,
     random_atom_splits,
     read_metrics,
-    save_checkpoint,
     train,
 )
 
@@ -475,7 +471,7 @@ def test_foreign_unsafe_and_misdirected_checkpoints_are_one_line(tmp_path):
     import pickle
 
     from patterson import runtime
-    from patterson.training import load_checkpoint
+    from patterson.networks import load_checkpoint
 
     text = tmp_path / "passwd"
     text.write_text("root:x:0:0:root:/root:/bin/bash\n")

@@ -17,8 +17,20 @@ from patterson.cells import Cell, expand_to_p1
 from patterson.cli import main
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f
-from patterson.phasing import SplitMaps, charge_flip, free_set, hio, phase_maps, refine_density
-from patterson.phasing.validation import MIN_FREE, free_from_flags, n_free_for, start_agreement
+from patterson.phasing import (
+    FlipOptions,
+    PhasingConfig,
+    SplitMaps,
+    SupportOptions,
+    charge_flip,
+    free_set,
+    hio,
+    method_options,
+    phase,
+    phase_maps,
+    refine_density,
+)
+from patterson.phasing.validation import MIN_FREE, n_free_for, start_agreement
 from patterson.physics import (
     AtomBatch,
     electron_count,
@@ -28,6 +40,7 @@ from patterson.physics import (
     structure_factors,
 )
 from patterson.solving import SolveConfig, solve
+from patterson.solving.readers import free_from_flags
 from test_solving import P1_CELL, P21_CELL, molecule, write_mtz, write_sf_cif
 
 CELL = Cell.cubic(10.0)
@@ -93,15 +106,15 @@ def test_the_free_set_is_never_imposed_by_any_method(problem):
     wild = torch.where(free, amp * 50 + 7.0, amp)
     f000 = electron_count(batch)
     truth = density_from_f(f, hkl, CELL, shape)
+    every = dict(n_iter=20, n_starts=2, n_polish=5, select="all")
+    short, flips = SupportOptions(n_iter=10), FlipOptions(n_iter=10)
     runs = {
-        "charge-flip": lambda a: charge_flip(a, hkl, CELL, shape, n_iter=20, n_starts=2, n_polish=5, free=free,
-                                             select="all"),
-        "hio": lambda a: hio(a, hkl, CELL, shape, n_iter=20, n_starts=2, n_polish=5, free=free, select="all"),
-        "rrr": lambda a: hio(a, hkl, CELL, shape, n_iter=20, n_starts=2, n_polish=5, free=free, select="all",
-                             scheme="rrr"),
-        "hybrid hio": lambda a: refine_density(truth, a, hkl, CELL, "hio", f000=f000, n_iter=10, free=free),
-        "hybrid raar": lambda a: refine_density(truth, a, hkl, CELL, "raar", f000=f000, n_iter=10, free=free),
-        "hybrid cf": lambda a: refine_density(truth, a, hkl, CELL, "charge-flip", n_iter=10, free=free),
+        "charge-flip": lambda a: charge_flip(a, hkl, CELL, shape, FlipOptions(**every), free=free),
+        "hio": lambda a: hio(a, hkl, CELL, shape, SupportOptions(**every), free=free),
+        "rrr": lambda a: hio(a, hkl, CELL, shape, SupportOptions(**every, scheme="rrr"), free=free),
+        "hybrid hio": lambda a: refine_density(truth, a, hkl, CELL, "hio", short, f000=f000, free=free),
+        "hybrid raar": lambda a: refine_density(truth, a, hkl, CELL, "raar", short, f000=f000, free=free),
+        "hybrid cf": lambda a: refine_density(truth, a, hkl, CELL, "charge-flip", flips, free=free),
     }
     for name, run in runs.items():
         a, b = run(amp), run(wild)
@@ -114,7 +127,7 @@ def test_a_network_never_sees_the_free_set(problem):
     batch, hkl, shape, f = problem
     from patterson.models.configs import PattersonUNetConfig
     from patterson.models.registry import model_from_config
-    from patterson.training import TrainedNetwork
+    from patterson.networks import TrainedNetwork
 
     torch.manual_seed(0)
     net = model_from_config(PattersonUNetConfig(c1=2, c2=2, n_blocks=1, encoder_kernel=3, block_kernel=3,
@@ -130,8 +143,8 @@ def test_a_network_never_sees_the_free_set(problem):
     amp = f.abs()
     network = TrainedNetwork(Path("tiny.pt"), net, {"input": 1.0, "target": 1.0}, {"model_config": {}})
     for method in ("model", "hybrid"):
-        a, ca = phase_maps(method, split(amp), network, n_iter=5)
-        b, cb = phase_maps(method, split(torch.where(free, amp * 50, amp)), network, n_iter=5)
+        a, ca = phase_maps(method, split(amp), network, PhasingConfig(n_iter=5))
+        b, cb = phase_maps(method, split(torch.where(free, amp * 50, amp)), network, PhasingConfig(n_iter=5))
         assert torch.equal(a, b) and torch.equal(ca.r_work, cb.r_work), method
 
 
@@ -142,16 +155,17 @@ def test_verdict_solved_for_a_solution_and_not_for_failures_or_random_amplitudes
     batch, hkl, shape, f = problem
     amp = f.abs()
     f000 = electron_count(batch)
-    solved = hio(amp, hkl, CELL, shape, f000=f000, n_iter=300, n_starts=2, seed=3)
+    solved = hio(amp, hkl, CELL, shape, SupportOptions(n_iter=300, n_starts=2, seed=3), f000=f000)
     assert solved.verdict == ("solved",) and float(solved.r_free[0]) < 0.5 * float(solved.validation.r_free_random[0])
-    failed = hio(amp, hkl, CELL, shape, f000=f000, n_iter=3, n_starts=1, n_polish=0, seed=5)  # scrambled start
+    scrambled = SupportOptions(n_iter=3, n_starts=1, n_polish=0, seed=5)  # a scrambled start
+    failed = hio(amp, hkl, CELL, shape, scrambled, f000=f000)
     assert failed.verdict != ("solved",)
     gen = torch.Generator().manual_seed(0)  # Wilson-distributed amplitudes of no structure at all
     noise = torch.polar(torch.ones_like(amp), torch.rand(amp.shape, generator=gen, dtype=amp.dtype) * 6.3)
     random_amp = (amp.abs().mean() * torch.randn(amp.shape, generator=gen, dtype=amp.dtype).abs() * noise).abs()
-    for method in (hio, charge_flip):
-        res = method(random_amp, hkl, CELL, shape, n_iter=150, n_starts=2)
-        assert res.verdict != ("solved",), method.__name__
+    for method in ("hio", "charge-flip"):
+        res = phase(method, random_amp, hkl, CELL, shape, method_options(method, n_iter=150, n_starts=2))
+        assert res.verdict != ("solved",), method
 
 
 def test_start_agreement_sees_the_same_map_at_another_origin_and_hand(problem):
@@ -219,10 +233,11 @@ def test_solve_on_real_5e5z_is_honest(tmp_path, capsys):
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real/5e5z is not beside the checkout")
 def test_the_deposited_model_of_5e5z_obeys_p21_wherever_its_origin_is():
-    from patterson.phasing.symmetry import SpaceGroup, shift_origin, to_spacegroup
     from patterson.physics import AtomBatch, structure_factors
     from patterson.solving import prepare_data, read_reflections
+    from patterson.solving.symmetry import shift_origin, to_spacegroup
     from patterson.structures import read_structure
+    from patterson.symmetry import SpaceGroup
 
     data = prepare_data(read_reflections(REAL / "5e5z.mtz"))
     atoms = expand_to_p1(read_structure(REAL / "5e5z.pdb"))

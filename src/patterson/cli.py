@@ -1,20 +1,83 @@
 """Command line: ``patterson SUBCOMMAND ...``. Each subcommand parses, builds a config and calls one library function.
 
-Bad input ends with a one-line ``patterson: error: ...`` on stderr and exit code 2.
+Bad input ends with a one-line ``patterson: error: ...`` on stderr and exit code 2. An option's default is the
+library's (:class:`Default`: the config dataclass's field), never a copy of it; generate and train stack their
+settings in the one order of :mod:`patterson.config`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 from patterson import __version__
+from patterson.config import default_of
 from patterson.errors import PattersonError
 
 
 def _first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0] if doc else ""
+
+
+@dataclass(frozen=True)
+class Default:
+    """An option's default read from the library where it is needed (``--help``, a run), not when the parser is
+    built: the config modules import torch. ``where`` is ``module:Class.field`` (``.field`` again for a field of
+    that field's default) or ``module:function.parameter``. ``layer``: the option is one layer of a stacked config
+    (generate, train), so not giving it means None, leaving the key to the lower layers."""
+
+    where: str
+    layer: bool = False
+
+    @property
+    def value(self) -> Any:
+        module, _, path = self.where.partition(":")
+        owner, _, name = path.partition(".")
+        return default_of(getattr(importlib.import_module(module), owner), name)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class MethodDefault(Default):
+    """A phasing option left to each method (``where`` names it in
+    :data:`~patterson.phasing.options.METHOD_OPTIONS`): None in a run, each method's own default in ``--help``."""
+
+    layer: bool = True
+
+    def __str__(self) -> str:
+        from patterson.phasing.options import METHOD_OPTIONS
+
+        shown = {m: getattr(o, self.where) for m, o in METHOD_OPTIONS.items() if m != "histogram"}
+        return "each method's own: " + ", ".join(f"{m} {v}" for m, v in shown.items())
+
+
+_MAPS = "patterson.maps:MapsConfig"
+_COMPARE = "patterson.evaluation:CompareConfig"
+_EVALUATE = "patterson.phasing:EvaluateConfig"
+_TRAIN = "patterson.training:TrainConfig"
+_GENERATE = "patterson.datasets:GenerateConfig"
+_SOLVE = "patterson.solving:SolveConfig"
+_DEMO = "patterson.demo:DemoConfig"
+
+
+def _add(p: argparse.ArgumentParser, flag: str, of: str, help: str = "", layer: bool = False, **options) -> None:
+    """Option ``flag`` whose default is the library's ``of`` (see :class:`Default`), shown in its help."""
+    shown = f"{help} (default %(default)s)" if help else "default %(default)s"
+    p.add_argument(flag, default=Default(of, layer), help=shown, **options)
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with each :class:`Default` left by the parser replaced by its value (None for a layer option)."""
+    for key, value in vars(args).items():
+        if isinstance(value, Default):
+            setattr(args, key, None if value.layer else value.value)
+    return args
 
 
 # --- subcommands -------------------------------------------------------------------------------------------------
@@ -46,7 +109,7 @@ def cmd_maps(args: argparse.Namespace) -> int:
 def _add_maps(sub) -> None:
     p = sub.add_parser("maps", help=_first_line(cmd_maps.__doc__), description=cmd_maps.__doc__)
     p.add_argument("structure", help="structure file, or embedded[:ID]")
-    p.add_argument("--d-min", type=float, default=1.5, help="resolution limit in Å (default 1.5)")
+    _add(p, "--d-min", f"{_MAPS}.d_min", "resolution limit in Å", type=float)
     p.add_argument(
         "--cell",
         type=float,
@@ -54,9 +117,9 @@ def _add_maps(sub) -> None:
         metavar="X",
         help="a b c [alpha beta gamma]: the cell (a structure without one is centred in it)",
     )
-    p.add_argument("--sample-rate", type=float, default=3.0, help="grid spacing is d_min / rate (default 3)")
+    _add(p, "--sample-rate", f"{_MAPS}.sample_rate", "grid spacing is d_min / rate", type=float)
     p.add_argument("--b-iso", type=float, default=None, help="set every atom's B-factor to this (Å²)")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    _add(p, "--dtype", f"{_MAPS}.dtype", choices=("float64", "float32"))
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_maps)
@@ -85,8 +148,8 @@ def _add_compare(sub) -> None:
     p.add_argument("map_a", metavar="MAP_A", help="reference CCP4/MRC map (e.g. the truth)")
     p.add_argument("map_b", metavar="MAP_B", help="CCP4/MRC map to compare, same cell and grid")
     p.add_argument("--d-min", type=float, default=None, help="resolution limit in Å (default: finest the grid holds)")
-    p.add_argument("--shells", type=int, default=12, help="resolution shells of equal count (default 12)")
-    p.add_argument("--weight", choices=("f1", "f1f2"), default="f1", help="F-weighting: |F_A| or |F_A||F_B|")
+    _add(p, "--shells", f"{_COMPARE}.n_shells", "resolution shells", type=int)
+    _add(p, "--weight", f"{_COMPARE}.weight", "F-weighting: |F_A| or |F_A||F_B|", choices=("f1", "f1f2"))
     p.add_argument("--json", action="store_true", help="print one JSON object (metrics.json keys)")
     p.set_defaults(func=cmd_compare)
 
@@ -151,20 +214,31 @@ def _add_evaluate(sub) -> None:
         help="checkpoint file (RUN/checkpoints/best.pt) or shipped name; model, hybrid, learned",
     )
     p.add_argument("--data", required=True, metavar="DS", help="dataset folder")
-    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test", help="default test")
+    _add(p, "--split", f"{_EVALUATE}.split", choices=("train", "val", "test", "all"))
     p.add_argument("--out", required=True, metavar="DIR", help="report folder")
     methods = ("model", "charge-flip", "hio", "raar", "rrr", "hybrid", "learned", "histogram")
-    p.add_argument("--method", choices=methods, default="model", help="default model")
-    p.add_argument("--refine", choices=("hio", "raar", "rrr", "charge-flip"), default="hio", help="hybrid's refinement")
-    p.add_argument("--n-iter", type=int, default=None, help="iterations of the phasing methods (each its default)")
-    p.add_argument("--n-starts", type=int, default=None, help="random starts of the phasing methods (default 4)")
-    p.add_argument("--free-fraction", type=float, default=0.05, help="share of reflections held out (default 0.05)")
-    p.add_argument(
-        "--amplitudes", choices=("F", "E", "sharpened"), default="F", help="what the phasing imposes (default F)"
+    _add(p, "--method", f"{_EVALUATE}.method", choices=methods)
+    _add(
+        p,
+        "--refine",
+        f"{_EVALUATE}.phasing.refine",
+        "hybrid's refinement",
+        choices=("hio", "raar", "rrr", "charge-flip"),
     )
-    p.add_argument("--seed", type=int, default=0, help="random starts and free set")
+    for flag, name in (("--n-iter", "iterations per start"), ("--n-starts", "random starts")):
+        p.add_argument(flag, type=int, default=MethodDefault(flag[2:].replace("-", "_")),
+                       help=f"{name} of the phasing methods (default %(default)s)")  # fmt: skip
+    _add(p, "--free-fraction", f"{_EVALUATE}.phasing.free_fraction", "share of reflections held out", type=float)
+    _add(
+        p,
+        "--amplitudes",
+        f"{_EVALUATE}.phasing.amplitudes",
+        "what the phasing imposes",
+        choices=("F", "E", "sharpened"),
+    )
+    _add(p, "--seed", f"{_EVALUATE}.phasing.seed", "random starts and free set", type=int)
     p.add_argument("--name", default=None, help="method name in the report")
-    p.add_argument("--batch-size", type=int, default=16)
+    _add(p, "--batch-size", f"{_EVALUATE}.batch_size", type=int)
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--region", type=float, default=None, metavar="A", help="map CC on the central cube of A Å only")
@@ -177,10 +251,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     DS is a dataset folder (its train/val splits) or ``random:n=N,cell=A,d_min=D,atoms=K,seed=S,val=V`` (random
     atoms made on the fly). Settings come from the defaults (the paper's recipe), then --config (TOML), then
-    --model, then each ``--set key=value`` (``epochs=3``, ``lr=1e-3``; ``model.FIELD=value`` changes the network,
-    e.g. ``model.c1=8``). Writes OUT/checkpoints/{last,best,epoch-NNN}.pt, OUT/metrics.{jsonl,csv},
-    OUT/config.json and OUT/train.log. Under ``torchrun --nproc-per-node N -m patterson train ...`` the processes
-    train together (DistributedDataParallel); rank 0 writes the files.
+    --model/--data, then each ``--set key=value`` (``epochs=3``, ``lr=1e-3``; ``model.FIELD=value`` changes the
+    network, e.g. ``model.c1=8``): the order ``generate`` uses too. Writes OUT/checkpoints/{last,best,epoch-NNN}.pt,
+    OUT/metrics.{jsonl,csv}, OUT/config.json and OUT/train.log. Under ``torchrun --nproc-per-node N -m patterson
+    train ...`` the processes train together (DistributedDataParallel); rank 0 writes the files.
     """
     from patterson.training import load_config, run_lr_find, train
 
@@ -198,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help=_first_line(cmd_train.__doc__), description=cmd_train.__doc__)
     p.add_argument("--data", required=True, metavar="DS", help="dataset folder, or random:KEY=VALUE,...")
-    p.add_argument("--model", default=None, metavar="NAME", help="model preset (default patterson-unet)")
+    _add(p, "--model", f"{_TRAIN}.model", "model preset", metavar="NAME", layer=True)
     p.add_argument("--config", default=None, metavar="TOML", help="training config file")
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable); model.FIELD=V too"
@@ -212,9 +286,10 @@ def _add_train(sub) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Make a dataset of (input map, target map) examples from real structures, reproducibly.
 
-    Settings come from --preset (paper-1a, paper-1b, paper-2, report-hkl10, report-hkl20, dense-protein), then
-    --config (TOML of ``key = value``), then each ``--set key=value``, then --source/--n/--seed. SOURCE is a folder
-    of structure files or ``embedded``. Run again after an interruption to resume; see docs/datasets.md.
+    Settings come from the defaults, then --preset (paper-1a, paper-1b, paper-2, report-hkl10, report-hkl20,
+    dense-protein), then --config (TOML of ``key = value``), then --source/--n/--seed, then each ``--set
+    key=value``: the order ``train`` uses too. SOURCE is a folder of structure files or ``embedded``. Run again
+    after an interruption to resume; see docs/datasets.md.
     """
     from patterson.datasets import describe_config, generate, load_config
 
@@ -238,13 +313,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help=_first_line(cmd_generate.__doc__), description=cmd_generate.__doc__)
     p.add_argument("--preset", default=None, metavar="P", help="named preset (see docs/datasets.md)")
-    p.add_argument("--source", default=None, metavar="DIR", help="folder of structure files, or embedded")
-    p.add_argument("--n", type=int, default=None, help="number of examples (all splits together)")
+    _add(p, "--source", f"{_GENERATE}.source", "folder of structure files, or embedded", metavar="DIR", layer=True)
+    _add(p, "--n", f"{_GENERATE}.n", "number of examples, all splits", type=int, layer=True)
     p.add_argument("--out", default=None, metavar="DS", help="dataset folder (resumed if it holds this dataset)")
-    p.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes (default 1)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    _add(p, "--workers", "patterson.datasets:generate.workers", "worker processes", type=int, metavar="K")
+    _add(p, "--seed", f"{_GENERATE}.seed", "random seed", type=int, layer=True)
     p.add_argument("--config", default=None, metavar="TOML", help="config file of key = value lines")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable; last)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--show-config", action="store_true", help="print the resulting config and exit")
     p.set_defaults(func=cmd_generate)
@@ -320,31 +395,29 @@ def cmd_solve(args: argparse.Namespace) -> int:
 def _add_solve(sub) -> None:
     p = sub.add_parser("solve", help=_first_line(cmd_solve.__doc__), description=cmd_solve.__doc__)
     p.add_argument("input", metavar="INPUT", help="reflection file: .mtz, .cif (SF-mmCIF) or SHELX .hkl")
-    p.add_argument("--checkpoint", default="pretrained", help="pretrained (default), a shipped NAME or a PATH")
-    p.add_argument(
-        "--refine", choices=("hybrid", "charge-flip", "hio", "none"), default="hybrid", help="default hybrid"
-    )
+    _add(p, "--checkpoint", f"{_SOLVE}.checkpoint", "pretrained, a shipped NAME or a PATH")
+    _add(p, "--refine", f"{_SOLVE}.phasing.refine", choices=("hybrid", "charge-flip", "hio", "none"))
     p.add_argument("--d-min", type=float, default=None, help="resolution cut-off in Å (default: all data)")
     p.add_argument("--columns", default=None, metavar="F,SIGF", help="amplitude or intensity column [, its sigma]")
     p.add_argument("--cell", type=float, nargs="+", metavar="X", help="a b c [alpha beta gamma] (overrides the file)")
     p.add_argument("--spacegroup", default=None, metavar="SG", help="e.g. 'P 21 21 21' or 19 (overrides the file)")
     p.add_argument("--composition", default=None, metavar="FORMULA", help="cell contents, e.g. 'C24 N8 O8'")
-    p.add_argument(
-        "--transfer", choices=("convolve", "resample"), default="resample", help="network on other cells (measured)"
-    )
-    p.add_argument("--n-iter", type=int, default=400, help="refinement iterations per run (default 400)")
-    p.add_argument("--n-starts", type=int, default=4, help="random starts of classical phasing (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="random starts and free set")
-    p.add_argument(
-        "--free-fraction", type=float, default=0.05, help="share of reflections held out when the file flags none"
+    _add(p, "--transfer", f"{_SOLVE}.transfer", "network on other cells (measured)", choices=("convolve", "resample"))
+    _add(p, "--n-iter", f"{_SOLVE}.phasing.n_iter", "refinement iterations per run", type=int)
+    _add(p, "--n-starts", f"{_SOLVE}.phasing.n_starts", "random starts of classical phasing", type=int)
+    _add(p, "--seed", f"{_SOLVE}.phasing.seed", "random starts and free set", type=int)
+    _add(
+        p,
+        "--free-fraction",
+        f"{_SOLVE}.phasing.free_fraction",
+        "share of reflections held out when the file flags none",
+        type=float,
     )
     p.add_argument("--free-column", default=None, metavar="LABEL", help="MTZ free-flag column (default: found)")
     p.add_argument(
         "--check-symmetry", action="store_true", help="report the space groups the P1 solution obeys (always for P1)"
     )
-    p.add_argument(
-        "--amplitudes", choices=("F", "E", "sharpened"), default="F", help="what the phasing imposes (default F)"
-    )
+    _add(p, "--amplitudes", f"{_SOLVE}.phasing.amplitudes", "what the phasing imposes", choices=("F", "E", "sharpened"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=cmd_solve)
@@ -382,14 +455,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help=_first_line(cmd_demo.__doc__), description=cmd_demo.__doc__)
-    p.add_argument("--out", default="patterson-demo", metavar="DIR", help="report folder (default patterson-demo)")
-    p.add_argument("--n", type=int, default=16, help="test structures per test set (default 16)")
-    p.add_argument("--paper2-checkpoint", default="pretrained", metavar="CKPT", help="pretrained, a PATH or none")
-    p.add_argument("--dense-checkpoint", default="pretrained", metavar="CKPT", help="pretrained, a PATH or none")
-    p.add_argument("--source", default="embedded", metavar="DIR", help="structure folder (default embedded)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--n-iter", type=int, default=None, help="iterations of the classical methods and the hybrid")
-    p.add_argument("--n-maps", type=int, default=2, help="examples per test set written as CCP4 maps (default 2)")
+    _add(p, "--out", f"{_DEMO}.out", "report folder", metavar="DIR")
+    _add(p, "--n", f"{_DEMO}.n", "test structures per test set", type=int)
+    for name in ("paper2", "dense"):
+        _add(p, f"--{name}-checkpoint", f"{_DEMO}.{name}_checkpoint", "pretrained, a PATH or none", metavar="CKPT")
+    _add(p, "--source", f"{_DEMO}.source", "structure folder", metavar="DIR")
+    _add(p, "--seed", f"{_DEMO}.phasing.seed", "test sets, starts, chance", type=int)
+    p.add_argument("--n-iter", type=int, default=MethodDefault("n_iter"),
+                   help="iterations of the classical methods and the hybrid (default %(default)s)")  # fmt: skip
+    _add(p, "--n-maps", f"{_DEMO}.n_maps", "examples per test set written as CCP4 maps", type=int)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
@@ -420,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return args.func(args)
+        return args.func(resolve_defaults(args))
     except PattersonError as exc:
         print(f"patterson: error: {exc}", file=sys.stderr)
         return 2

@@ -280,7 +280,7 @@ def structure_factors(
     bees = atoms.b_iso if b_iso is None else torch.full_like(atoms.b_iso, float(b_iso))
     elements, index = torch.unique(atoms.z, return_inverse=True)  # (E,), (B, N)
     uniform_b = float(b_iso) if b_iso is not None else None
-    if uniform_b is None and bees.numel() and bool(torch.all(bees == bees.reshape(-1)[0])):
+    if uniform_b is None and bees.numel() and not bees.requires_grad and bool(torch.all(bees == bees.reshape(-1)[0])):
         uniform_b = float(bees.reshape(-1)[0])
     bsz, n = occ.shape
     chunk = max(1, max_elements // max(bsz * n, 1))
@@ -291,9 +291,8 @@ def structure_factors(
         if uniform_b is not None:  # one B for all: the Debye–Waller factor depends on s only
             w = (form_factors(elements, s2, form) * torch.exp(-uniform_b * s2))[index]  # (B, N, m)
         else:
-            w = torch.exp(-bees[..., None] * s2)  # (B, N, m) Debye–Waller factor
-            w *= form_factors(elements, s2, form)[index]
-        w *= occ[..., None]
+            w = torch.exp(-bees[..., None] * s2) * form_factors(elements, s2, form)[index]  # (B, N, m) f·Debye–Waller
+        w = w * occ[..., None]  # out of place: coordinates, B and occupancies can be refined through it (autograd)
         theta = (2 * math.pi) * (frac @ h.T)  # (B, N, m)
         cos_sin = torch.stack((torch.cos(theta), torch.sin(theta)))  # (2, B, N, m)
         re_im = (cos_sin * w).sum(2)  # (2, B, m)

@@ -24,8 +24,6 @@ from patterson.datasets.config import (
     describe_config,
     load_config,
     make_config,
-    parse_assignment,
-    read_toml,
 )
 from patterson.datasets.generate import (
     GenerateSummary,
@@ -49,6 +47,7 @@ from patterson.datasets.sources import (
     split_counts,
 )
 from patterson.datasets.store import (
+    Augmentation,
     MapDataset,
     OnTheFlyMaps,
     PhaseErrorMaps,
@@ -68,6 +67,7 @@ __all__ = [
     "GenerateConfig",
     "GenerateSummary",
     "MapDataset",
+    "Augmentation",
     "OnTheFlyMaps",
     "PhaseErrorMaps",
     "Pool",
@@ -87,11 +87,9 @@ __all__ = [
     "load_config",
     "make_config",
     "open_split",
-    "parse_assignment",
     "plan_slots",
     "random_atoms_in_cell",
     "read_aflow_prototypes",
-    "read_toml",
     "source_entries",
     "source_files",
     "split_counts",

@@ -1,4 +1,4 @@
-"""Dataset configuration: GenerateConfig, the named presets, TOML and ``key=value`` overrides."""
+"""Dataset configuration: GenerateConfig and the named presets, built in the one order of :mod:`patterson.config`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import dataclasses
 import json
 import logging
 import math
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from patterson.cells import Cell
+from patterson.config import build, layers, merge, read_toml
 from patterson.errors import PattersonError
 from patterson.physics import check_size, grid_shape
 
@@ -134,57 +134,14 @@ class GenerateConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> GenerateConfig:
-        """A config from a mapping; unknown keys raise PattersonError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise PattersonError(f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        for f in dataclasses.fields(cls):
-            if f.name in values:
-                check_type(f.name, str(f.type), values[f.name])
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise PattersonError(f"bad config: {exc}") from None
+        """A config from a mapping; unknown keys and values of the wrong type raise PattersonError."""
+        return build(cls, values)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> GenerateConfig:
         """A config from a TOML file of top-level ``key = value`` lines (a ``preset`` key starts from that preset)."""
         values = read_toml(path)
         return make_config(values.pop("preset", None), **values)
-
-
-_KINDS = (  # (word in the annotation, what the value must be, how to say it), the first that matches
-    ("tuple", lambda v: isinstance(v, list | tuple), "a list such as [1, 2, 3]"),
-    ("bool", lambda v: isinstance(v, bool), "true or false"),
-    ("float", lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
-    ("int", lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
-    ("str", lambda v: isinstance(v, str), "a string"),
-)
-
-
-def check_type(key: str, annotation: str, value) -> None:
-    """One line naming the key and the type it needs when ``value`` does not fit the field's ``annotation``."""
-    if value is None:
-        if "None" not in annotation:
-            raise PattersonError(f"config key {key!r} cannot be none")
-        return
-    for word, fits, say in _KINDS:
-        if word in annotation:
-            if not fits(value):
-                raise PattersonError(f"config key {key!r} needs {say}, got {value!r}")
-            return
-
-
-def read_toml(path: str | Path) -> dict:
-    """The top-level ``key = value`` pairs of a TOML file; unreadable or invalid files raise PattersonError."""
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise PattersonError(f"{path}: cannot read ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PattersonError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
 
 
 PRESETS: dict[str, dict] = {
@@ -220,33 +177,16 @@ def make_config(preset: str | None = None, **overrides) -> GenerateConfig:
 def load_config(
     path: str | Path | None = None, overrides: Iterable[str] = (), preset: str | None = None, **fields
 ) -> GenerateConfig:
-    """A named preset (``preset``, else the file's ``preset`` key; ``custom``: none), then a TOML file, then the
-    ``key=value`` overrides (``--set``), then keyword fields (``source``, ``n``, ``seed``; None values ignored): the
-    order ``patterson generate`` documents."""
-    values = read_toml(path) if path else {}
-    preset = preset or values.pop("preset", None)
-    values.pop("preset", None)
+    """The config of ``patterson generate``, in the order of :mod:`patterson.config`: the defaults, a preset, the
+    TOML file at ``path``, the ``fields`` (``preset``, ``source``, ``n``, ``seed``; None: not given), then the
+    ``key=value`` ``overrides`` (``--set``). The preset is the one the highest layer names (``custom``: none)."""
+    stack = layers(path, {"preset": preset, **fields}, overrides)
+    preset = next((layer["preset"] for layer in reversed(stack) if layer.get("preset") is not None), None)
     if preset is None and not path:
         raise PattersonError("give --preset NAME or --config FILE")
-    for text in overrides:
-        key, value = parse_assignment(text)
-        values[key] = value
-    values.update({k: v for k, v in fields.items() if v is not None})
+    values = merge(*stack)
+    values.pop("preset", None)
     return make_config(None if preset == "custom" else preset, **values)
-
-
-def parse_assignment(text: str) -> tuple[str, object]:
-    """``key=value`` with a TOML value (``d_min=2``, ``cell=[10, 10, 12]``, ``source="x"``); bare words are strings."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise PattersonError(f"--set needs key=value, got {text!r}")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    if raw.strip() in ("none", "None", "null"):
-        value = None
-    return key.strip(), value
 
 
 def toml_value(value) -> str:

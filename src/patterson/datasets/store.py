@@ -8,6 +8,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import gemmi
@@ -244,14 +245,26 @@ class StoredDataset(torch.utils.data.Dataset):
             )
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """How :class:`OnTheFlyMaps` varies each stored example: a random rotation about the mass-weighted centre
+    (``rotate``; for one-fragment cells), a random origin shift (``shift``), a random B per example from ``b_range``
+    (None: the dataset's B), a random input resolution from ``d_min_range`` (the target stays at the dataset's
+    d_min), relative amplitude noise up to ``noise`` and up to a fraction ``missing`` of reflections dropped."""
+
+    rotate: bool = True
+    shift: bool = False
+    b_range: tuple[float, float] | None = (10.0, 40.0)
+    d_min_range: tuple[float, float] | None = None
+    noise: float = 0.0
+    missing: float = 0.0
+
+
 class OnTheFlyMaps(torch.utils.data.IterableDataset):
     """Unlimited training batches made on the fly from the atoms of a stored dataset (one fixed cell).
 
-    Each batch draws ``batch_size`` stored examples and augments them: a random rotation about the mass-weighted
-    centre (``rotate``; for one-fragment cells), a random origin shift (``shift``), a random B per example from
-    ``b_range``, a random input resolution from ``d_min_range`` (the target stays at the dataset's d_min),
-    relative amplitude noise up to ``noise`` and up to a fraction ``missing`` of reflections dropped. Structure
-    factors are computed for the whole batch at once on ``device``.
+    Each batch draws ``batch_size`` stored examples and augments them as ``augment`` says (:class:`Augmentation`).
+    Structure factors are computed for the whole batch at once on ``device``.
 
     Yields dicts with ``input`` and ``target`` (B, 1, X, Y, Z) float32 (normalised by the dataset's constants)
     and ``index`` (B,) of the stored examples.
@@ -263,12 +276,7 @@ class OnTheFlyMaps(torch.utils.data.IterableDataset):
         split: str = "train",
         batch_size: int = 8,
         seed: int = 0,
-        rotate: bool = True,
-        shift: bool = False,
-        b_range: tuple[float, float] | None = (10.0, 40.0),
-        d_min_range: tuple[float, float] | None = None,
-        noise: float = 0.0,
-        missing: float = 0.0,
+        augment: Augmentation = Augmentation(),  # noqa: B008 - frozen, so a shared default is safe
         normalise: bool = True,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
@@ -289,8 +297,9 @@ class OnTheFlyMaps(torch.utils.data.IterableDataset):
         self.hkl = miller_indices(self.cell, self.config.d_min)
         self.shape = grid_shape(self.cell, self.config.d_min, self.config.sample_rate)
         self.d = self.cell.d_spacing(self.hkl)  # (M,)
-        self.batch_size, self.seed, self.rotate, self.shift = batch_size, seed, rotate, shift
-        self.b_range, self.d_min_range, self.noise, self.missing = b_range, d_min_range, noise, missing
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.rotate, self.shift, self.b_range = augment.rotate, augment.shift, augment.b_range
+        self.d_min_range, self.noise, self.missing = augment.d_min_range, augment.noise, augment.missing
         self.device, self.dtype, self.n_batches = device, dtype, n_batches
 
     def structure_factors(self, rng: np.random.Generator) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, np.ndarray]:
@@ -349,6 +358,9 @@ class OnTheFlyMaps(torch.utils.data.IterableDataset):
             count += 1
 
 
+PHASE_ERROR_AUGMENT = Augmentation(rotate=False, shift=True, noise=0.05, missing=0.1)  # packed cells: no rotation
+
+
 class PhaseErrorMaps(OnTheFlyMaps):
     """Training pairs for the learned real-space step of the phasing loop: a density computed with partly wrong
     phases (input) and the true density (target), made on the fly from a stored dataset's atoms.
@@ -367,13 +379,10 @@ class PhaseErrorMaps(OnTheFlyMaps):
         split: str = "train",
         error_deg: tuple[float, float] = (0.0, 180.0),
         floating: float = 0.15,
-        missing: float = 0.1,
-        noise: float = 0.05,
-        shift: bool = True,
-        rotate: bool = False,
+        augment: Augmentation = PHASE_ERROR_AUGMENT,
         **options,
     ) -> None:
-        super().__init__(path, split, missing=missing, noise=noise, shift=shift, rotate=rotate, **options)
+        super().__init__(path, split, augment=augment, **options)
         if not 0 <= error_deg[0] <= error_deg[1] <= 180 or not 0 <= floating < 1:
             raise PattersonError(
                 f"phase errors must lie in [0, 180]° and floating in [0, 1), got {error_deg}, {floating}"

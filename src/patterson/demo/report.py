@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from inspect import signature
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,7 @@ from patterson.evaluation.report import (
     plot_slices,
     save_png,
 )
-from patterson.phasing.learned import learned
-from patterson.phasing.methods import charge_flip, hio
+from patterson.phasing.options import METHOD_OPTIONS
 
 DEMO_METHODS = ("model", "hybrid", "learned", "charge-flip", "hio", "chance")  # rows of the headline, in order
 LABELS = {
@@ -81,18 +79,19 @@ def headline_table(results: dict) -> str:
 
 
 def _budget_text(config: dict) -> str:
-    """What each method was given: starts and iterations (the run's own, else each method's defaults)."""
+    """What each method was given: starts and iterations (the run's own, else each method's defaults,
+    :data:`~patterson.phasing.options.METHOD_OPTIONS`)."""
 
-    def default(function, name: str) -> int:
-        return (config.get("phasing") or {}).get(name) or signature(function).parameters[name].default
+    def default(method: str, name: str) -> int:
+        return (config.get("phasing") or {}).get(name) or getattr(METHOD_OPTIONS[method], name)
 
     return (
-        f"Charge flipping runs {default(charge_flip, 'n_starts')} random starts × {default(charge_flip, 'n_iter')} "
-        f"cycles and HIO {default(hio, 'n_starts')} × {default(hio, 'n_iter')} iterations (the lowest R-free kept); "
-        f"the hybrid one start from the network ({default(hio, 'n_iter')} HIO iterations); the learned loop "
-        f"{default(learned, 'n_starts')} random starts × {default(learned, 'n_iter')} cycles with the shipped "
-        f"density-modification network inside, then {signature(learned).parameters['n_finish'].default} of "
-        "positivity"
+        f"Charge flipping runs {default('charge-flip', 'n_starts')} random starts × "
+        f"{default('charge-flip', 'n_iter')} cycles and HIO {default('hio', 'n_starts')} × {default('hio', 'n_iter')} "
+        f"iterations (the lowest R-free kept); the hybrid one start from the network ({default('hio', 'n_iter')} HIO "
+        f"iterations); the learned loop {default('learned', 'n_starts')} random starts × "
+        f"{default('learned', 'n_iter')} cycles with the shipped density-modification network inside, then "
+        f"{METHOD_OPTIONS['learned'].n_finish} of positivity"
     )
 
 

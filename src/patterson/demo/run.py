@@ -43,6 +43,7 @@ from patterson.errors import PattersonError
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.files import check_writable_folder, plain, publish_folder, write_json, write_text
 from patterson.maps import write_ccp4
+from patterson.networks import Shipped, TrainedNetwork, open_network
 from patterson.phasing import (
     MethodRun,
     NetworkStep,
@@ -52,7 +53,6 @@ from patterson.phasing import (
     split_maps,
 )
 from patterson.physics import grid_shape
-from patterson.training import Shipped, TrainedNetwork, open_network
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def resolve_network(
 ) -> TrainedNetwork | None:
     """The network for a test set made with ``data``, or None with a warning saying why.
 
-    ``pretrained`` takes the shipped weights that fit ``data`` best (:func:`~patterson.training.open_network`)
+    ``pretrained`` takes the shipped weights that fit ``data`` best (:func:`~patterson.networks.open_network`)
     and uses them only if they were trained on this preset; a name or path is used as given (with a warning when it
     was trained on another preset). Raises PattersonError for a missing checkpoint or one made for another grid.
     """
@@ -305,9 +305,7 @@ def _run_preset(
         data,
         methods,
         network=network,
-        n_iter=config.phasing.n_iter,
-        n_starts=config.phasing.n_starts,
-        seed=config.phasing.seed,
+        phasing=config.phasing,
         progress=config.progress,
         desc=f"{preset} ",
         step=step,

@@ -203,18 +203,35 @@ def _add_slices(slices: _Slices, batch: EvalBatch, aligned, truth, scores: PairS
         slices.add(float(scores.cc_aligned[i]), ids[i], panels)
 
 
+@dataclass(frozen=True)
+class ReportOptions:
+    """How :func:`evaluate_predictions` scores and reports.
+
+    n_shells, weight, region : see :func:`patterson.evaluation.metrics.score_maps`.
+    chance : also score random phases with the true amplitudes (the chance level), seeded by ``seed``.
+    peak_threshold : fraction of the maximum for the peak metrics (batches with ``atoms_frac`` only).
+    plots : write the PNG plots.
+    """
+
+    n_shells: int = 12
+    weight: str = "f1"
+    region: float | None = None
+    chance: bool = True
+    seed: int = 0
+    peak_threshold: float = REPORT_THRESHOLD
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if self.weight not in WEIGHTS:
+            raise PattersonError(f"unknown phase-error weight {self.weight!r} (choose from {', '.join(WEIGHTS)})")
+
+
 def evaluate_predictions(
     batches: Iterable[EvalBatch | Mapping],
     out_dir: str | Path,
     method: str = "",
     dataset: str = "",
-    n_shells: int = 12,
-    weight: str = "f1",
-    region: float | None = None,
-    chance: bool = True,
-    seed: int = 0,
-    peak_threshold: float = REPORT_THRESHOLD,
-    plots: bool = True,
+    options: ReportOptions = ReportOptions(),  # noqa: B008 - frozen, so a shared default is safe
     progress: bool = False,
     total: int | None = None,
 ) -> dict:
@@ -230,10 +247,7 @@ def evaluate_predictions(
     batches : iterable of :class:`EvalBatch` (or mappings with its fields); maps may live on any device.
     out_dir : output folder (created).
     method, dataset : names recorded in metrics.json.
-    n_shells, weight, region : see :func:`patterson.evaluation.metrics.score_maps`.
-    chance : also score random phases with the true amplitudes (the chance level), seeded by ``seed``.
-    peak_threshold : fraction of the maximum for the peak metrics (batches with ``atoms_frac`` only).
-    plots : write the PNG plots (needs matplotlib).
+    options : scoring and reporting settings (:class:`ReportOptions`).
     progress : show a tqdm progress bar (``total`` batches, if known).
 
     Returns
@@ -242,10 +256,9 @@ def evaluate_predictions(
     """
     out = Path(out_dir)
     check_output_folder(out, is_evaluate_output, "an earlier evaluation report")  # refused before the work
-    if weight not in WEIGHTS:
-        raise PattersonError(f"unknown phase-error weight {weight!r} (choose from {', '.join(WEIGHTS)})")
+    o = options
     t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(int(o.seed))
     parts, chance_parts, ids = [], [], []  # PairScores of each batch, of its chance level; example names
     extra: dict[str, list[float]] = {}
     slices = _Slices()
@@ -256,11 +269,11 @@ def evaluate_predictions(
         iterator = tqdm(batches, total=total, unit="batch", desc="evaluate", **runtime.bar_options())
     for raw in iterator:
         batch = EvalBatch.of(raw)
-        kw = dict(n_shells=n_shells, weight=weight, region=region)
+        kw = dict(n_shells=o.n_shells, weight=o.weight, region=o.region)
         scores, aligned = score_maps(batch.prediction, batch.truth, batch.cell, batch.d_min, return_aligned=True, **kw)
         parts.append(scores)
         truth = as_map_batch(batch.truth, "truth")
-        if chance:
+        if o.chance:
             rand = random_phase_maps(truth, batch.cell, batch.d_min, gen)
             chance_parts.append(score_maps(rand, truth, batch.cell, batch.d_min, **kw))
         n0 = len(ids)
@@ -268,15 +281,15 @@ def evaluate_predictions(
         if len(batch_ids) != len(scores):
             raise PattersonError(f"a batch has {len(scores)} maps but {len(batch_ids)} ids")
         ids += batch_ids
-        _add_columns(extra, batch, aligned, truth, n0, len(ids), peak_threshold)
-        if plots:
+        _add_columns(extra, batch, aligned, truth, n0, len(ids), o.peak_threshold)
+        if o.plots:
             _add_slices(slices, batch, aligned, truth, scores, batch_ids)
     if not parts:
         raise PattersonError("no examples to evaluate (an empty dataset split?)")
     scores = PairScores.concatenate(parts)
-    chance_all = PairScores.concatenate(chance_parts) if chance else None
-    metrics = metrics_summary(scores, chance_all, method, dataset) | _column_totals(scores, extra, peak_threshold)
-    _write_report(out, metrics, scores, ids, chance_all, extra, slices if plots else None, method, peak_threshold)
+    chance_all = PairScores.concatenate(chance_parts) if o.chance else None
+    metrics = metrics_summary(scores, chance_all, method, dataset) | _column_totals(scores, extra, o.peak_threshold)
+    _write_report(out, metrics, scores, ids, chance_all, extra, slices if o.plots else None, method, o.peak_threshold)
     _log_summary(metrics, time.perf_counter() - t0)
     return metrics
 

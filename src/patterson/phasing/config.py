@@ -1,12 +1,12 @@
-"""One phasing config for every command that phases: ``solve``, ``evaluate`` and ``demo``."""
+"""One phasing config for every command that phases: ``solve``, ``evaluate`` and ``demo``; it makes each method's
+options (:mod:`patterson.phasing.options`) from the table of defaults."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from patterson.errors import PattersonError
-from patterson.phasing.methods import AMPLITUDES, METHODS
+from patterson.phasing.options import AMPLITUDES, METHODS, ClassicalOptions, PhasingOptions, method_options
 from patterson.phasing.validation import FREE_FRACTION, check_free_fraction
 
 REFINE_CHOICES = (*METHODS, "hybrid", "none")  # hybrid and none: solve only (see SolveConfig)
@@ -20,7 +20,8 @@ class PhasingConfig:
     ----------
     refine : what refines a network's map: ``hio``, ``raar``, ``rrr`` or ``charge-flip``; ``solve`` also takes
         ``hybrid`` (the network's start and classical phasing from random starts, R-free choosing) and ``none``.
-    n_iter, n_starts : iterations per run and random starts (None: each method's defaults).
+    n_iter, n_starts : iterations per run and random starts (None: each method's defaults,
+        :data:`~patterson.phasing.options.METHOD_OPTIONS`).
     seed : the random starts and the free set (the demo: its test sets too).
     free_fraction : share of the measured reflections held out as the free set, where the data flag none.
     amplitudes : what the phasing imposes: ``F``, ``E`` or ``sharpened`` (the map and R-factors stay on F).
@@ -42,6 +43,12 @@ class PhasingConfig:
         if self.amplitudes not in AMPLITUDES:
             raise PattersonError(f"unknown amplitudes {self.amplitudes!r} (choose from {', '.join(AMPLITUDES)})")
 
-    def runs(self) -> dict[str, Any]:
-        """``n_iter`` and ``n_starts`` as keyword arguments, where they are set."""
-        return {k: v for k, v in (("n_iter", self.n_iter), ("n_starts", self.n_starts)) if v is not None}
+    def options(self, method: str) -> PhasingOptions:
+        """The options of ``method`` (``hio``, ``raar``, ``rrr``, ``charge-flip``, ``learned`` or ``histogram``):
+        its defaults with this config's iterations and starts where set, its seed and free fraction, and (the
+        classical methods) its amplitudes."""
+        changes = {k: v for k, v in (("n_iter", self.n_iter), ("n_starts", self.n_starts)) if v is not None}
+        changes |= {"seed": self.seed, "free_fraction": self.free_fraction}
+        if isinstance(method_options(method), ClassicalOptions):
+            changes["amplitudes"] = self.amplitudes
+        return method_options(method, **changes)

@@ -1,11 +1,10 @@
-"""Networks and phasing methods scored alike: on stored dataset splits (``patterson evaluate``) and side by side
-on the same structures (the headline benchmark and ``patterson demo``).
+"""Networks and phasing methods scored alike on stored dataset splits: ``patterson evaluate``.
 
 - :func:`evaluate` — score one method (a trained network or a phasing method) on a stored dataset split and write
   the evaluation report (``patterson evaluate``; one :class:`EvaluateConfig`).
-- :func:`load_split` — a stored split (e.g. a test-only dataset of :func:`patterson.datasets.make_test_split`) read
-  into :class:`SplitMaps`, with a free set.
-- :func:`compare_methods` — the network alone, the hybrid, charge flipping, HIO and chance on the same structures.
+- :func:`prediction_batches` — batches of a network's (or any function's) maps for the report.
+
+The side-by-side comparison of methods on the same structures is :mod:`patterson.phasing.compare`.
 """
 
 from __future__ import annotations
@@ -13,44 +12,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from patterson import runtime
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.evaluation import PairScores, evaluate_predictions, finest_d_min, random_phase_maps, score_maps
-from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
+from patterson.evaluation import (
+    ReportOptions,
+    evaluate_predictions,
+    finest_d_min,
+)
 from patterson.files import check_writable_folder
-from patterson.maps import f_from_density, patterson_from_f
+from patterson.phasing.compare import LOOP_METHODS, _split_maps, phase_maps
 from patterson.phasing.config import PhasingConfig
-from patterson.phasing.learned import learned, learned_step
-from patterson.phasing.methods import (
-    METHODS,
-    hio,
-    phase,
-    refine_density,
-)
-from patterson.phasing.validation import (
-    FREE_FRACTION,
-    CrossValidation,
-    check_free,
-    check_free_fraction,
-    cross_validate,
-    free_set,
-)
-from patterson.physics import miller_indices
+from patterson.phasing.learned import learned_step
+from patterson.phasing.options import METHODS
 
 log = logging.getLogger(__name__)
 
 
-# --- scoring methods on a stored dataset -------------------------------------------------------------------------
-
-LOOP_METHODS = ("learned", "histogram")  # the loop with a real-space step: a trained network, or the control
 EVAL_METHODS = ("model", "hybrid", *LOOP_METHODS, *METHODS)
 
 
@@ -124,10 +107,8 @@ def evaluate(config: EvaluateConfig) -> dict:
         config.out,
         method=name,
         dataset=f"{config.data}:{config.split}",
-        n_shells=config.n_shells,
-        region=config.region,
-        seed=config.phasing.seed,
-        plots=config.plots,
+        options=ReportOptions(n_shells=config.n_shells, region=config.region, seed=config.phasing.seed,
+                              plots=config.plots),  # fmt: skip
         progress=True,
         total=math.ceil(count / config.batch_size),
     )
@@ -152,7 +133,7 @@ def _open_splits(config: EvaluateConfig) -> list:
 def _network(config: EvaluateConfig, ds, device: torch.device):
     """The network a method applies, each file read once: a TrainedNetwork (model, hybrid; with the dataset's
     constants when the checkpoint holds none), the learned loop's real-space step, or None."""
-    from patterson.training import open_network
+    from patterson.networks import open_network
 
     if config.method == "learned":
         return learned_step(config.checkpoint, dataclasses.asdict(ds.config), device)
@@ -243,8 +224,7 @@ def _phase_batch(config: EvaluateConfig, items: list[dict], d_min: float, networ
         bar.update(it - bar.n)
 
     try:
-        pred, check = phase_maps(config.method, data, network, run.refine, run.n_iter, run.n_starts, seed,
-                                 progress=tick, amplitudes=run.amplitudes)  # fmt: skip
+        pred, check = phase_maps(config.method, data, network, dataclasses.replace(run, seed=seed), tick)
     finally:
         bar.close()
     atoms = [data.cell.to_fractional(it["xyz"][: it["n_atoms"]].double().numpy()) for it in items]
@@ -258,325 +238,3 @@ def _phase_batch(config: EvaluateConfig, items: list[dict], d_min: float, networ
         "atoms_frac": atoms,
         "ids": list(ids),
     }
-
-
-
-# --- comparing methods on the same structures (the headline table, the demo) ------------------------------------
-
-COMPARE_METHODS = ("model", "hybrid", "charge-flip", "hio", "chance")
-
-
-@dataclass(frozen=True)
-class SplitMaps:
-    """The maps of a stored split (one cell) in physical units, and what phasing them needs.
-
-    patterson, truth (B, X, Y, Z) float64; f000 (B,) the electron count of each cell's contents; d_min the
-    resolution the methods work to; hkl (M, 3) its Friedel half; f_obs (B, M) the amplitudes the dataset stores,
-    from which its Patterson maps were made (noise and missing reflections included); measured (B, M) bool, the
-    reflections with an amplitude (as stored); free (B, M) bool, the free set among them (never imposed, nor seen
-    by a network); ids.
-    """
-
-    cell: Cell
-    patterson: torch.Tensor
-    truth: torch.Tensor
-    f000: torch.Tensor
-    d_min: float
-    hkl: np.ndarray
-    f_obs: torch.Tensor
-    measured: torch.Tensor
-    free: torch.Tensor
-    ids: tuple[str, ...]
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.truth.shape[-3:])
-
-    @property
-    def work(self) -> torch.Tensor:
-        """(B, M) bool: the reflections a method may impose."""
-        return self.measured & ~self.free
-
-    def work_patterson(self) -> torch.Tensor:
-        """(B, X, Y, Z): the Patterson map of the work set, what a network may see (the free set left out)."""
-        f = (self.f_obs * self.work).to(torch.complex128)
-        return patterson_from_f(f, self.hkl, self.cell, self.shape)
-
-    def __len__(self) -> int:
-        return int(self.truth.shape[0])
-
-    def take(self, which: slice) -> SplitMaps:
-        """The same for some of the structures."""
-        tensors = {k: getattr(self, k)[which] for k in ("patterson", "truth", "f000", "f_obs", "measured", "free")}
-        return dataclasses.replace(self, ids=self.ids[which], **tensors)
-
-
-def load_split(
-    ds,
-    d_min: float | None = None,
-    limit: int | None = None,
-    device: str | torch.device = "cpu",
-    free_fraction: float = FREE_FRACTION,
-    seed: int = 0,
-) -> SplitMaps:
-    """Read a :class:`~patterson.datasets.StoredDataset` split (one cell) into a :class:`SplitMaps`.
-
-    ``d_min`` defaults to the dataset's (made coarser if the grid cannot hold it); ``limit`` keeps the first
-    examples only; the free set is ``free_fraction`` of each structure's measured reflections, drawn with ``seed``.
-    Works with normalised and raw datasets alike (maps are scaled back to physical units); the amplitudes and the
-    measured mask are the stored ones (a dataset of format 1, which has none, is a one-line PattersonError).
-    """
-    count = len(ds) if limit is None else min(len(ds), limit)
-    if count == 0:
-        raise PattersonError(f"{ds.path}: the {ds.split} split holds no examples")
-    ds.require_reflections()
-    items = [ds[i] for i in range(count)]
-    return split_maps(items, ds.config.d_min, d_min, ds.scale, device, free_fraction, seed, ds.split, str(ds.path))
-
-
-def split_maps(
-    items: list[dict],
-    dataset_d_min: float,
-    d_min: float | None = None,
-    scale: dict | None = None,
-    device: str | torch.device = "cpu",
-    free_fraction: float = FREE_FRACTION,
-    seed: int = 0,
-    split: str = "test",
-    name: str = "the examples",
-) -> SplitMaps:
-    """:class:`SplitMaps` of examples of one cell as a StoredDataset gives them, or as
-    :func:`patterson.datasets.make_examples` makes them in memory (``scale``: the constants their maps were divided
-    by, None for physical units); ``dataset_d_min`` is the resolution of their stored reflections, ``d_min`` the
-    one to phase to (default the same). ``name`` says where they come from in errors."""
-    cells = {tuple(float(x) for x in it["cell"]) for it in items}
-    if len(cells) != 1:
-        raise PattersonError(f"{name}: the {split} split holds {len(cells)} different cells; phase one at a time")
-    if any("f_obs" not in it for it in items):
-        raise PattersonError(f"{name}: no stored amplitudes (a dataset of format 1?); make it again")
-    ids = tuple(f"{split}-{int(it['index'])}" for it in items)
-    d_min = float(dataset_d_min if d_min is None else d_min)
-    scale = scale or {"input": 1.0, "target": 1.0}
-    return _split_maps(items, d_min, scale, device, ids, free_fraction, seed, float(dataset_d_min))
-
-
-def _split_maps(
-    items: list[dict],
-    d_min: float,
-    scale: dict,
-    device,
-    ids: tuple[str, ...],
-    free_fraction: float,
-    seed: int,
-    stored_d_min: float,
-) -> SplitMaps:
-    """:class:`SplitMaps` of stored examples of one cell (the first item's), their maps divided by ``scale``
-    before (the dataset's normalisation: ``StoredDataset.scale``), the stored amplitudes and measured mask (on
-    the dataset's reflections to ``stored_d_min``) cut to ``d_min``, itself made coarser if the grid cannot hold
-    it, a free set drawn per structure."""
-    cell = Cell(*[float(x) for x in items[0]["cell"]])
-    pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["input"]
-    truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["target"]
-    f000 = torch.tensor([float(it["z"][: it["n_atoms"]].sum()) for it in items], dtype=torch.float64, device=device)
-    stored_d_min = float(stored_d_min)
-    d_min = max(d_min, stored_d_min, finest_d_min(cell, tuple(truth.shape[-3:])))
-    hkl = miller_indices(cell, stored_d_min)  # the reflections the dataset stores, then those to d_min
-    keep = cell.d_spacing(hkl) >= d_min * (1 - 1e-9)
-    hkl = hkl[keep]
-    f_obs = torch.stack([it["f_obs"] for it in items]).to(device)[:, keep]  # (B, M): as measured, exact
-    measured = torch.stack([it["measured"] for it in items]).to(device)[:, keep]
-    if not measured.any(-1).all():
-        raise PattersonError(f"{ids[0]}: no measured amplitudes to d_min {d_min:g} Å")
-    free = free_set(hkl, cell, measured, check_free_fraction(free_fraction), seed).to(device)
-    check_free(free, measured)
-    return SplitMaps(cell, pat, truth, f000, d_min, hkl, f_obs, measured, free, ids)
-
-
-def phase_maps(
-    method: str,
-    data: SplitMaps,
-    network=None,
-    refine: str = "hio",
-    n_iter: int | None = None,
-    n_starts: int | None = None,
-    seed: int = 0,
-    progress=None,
-    generator: torch.Generator | None = None,
-    amplitudes: str = "F",
-) -> tuple[torch.Tensor, CrossValidation | None]:
-    """One method's maps (B, X, Y, Z) of ``data``'s structures and their cross-validation: ``model`` (the
-    :class:`~patterson.training.TrainedNetwork` ``network`` alone, on the Patterson of the work set), ``hybrid`` (its
-    density refined by ``refine``), ``learned`` (the loop with ``network``, a real-space step such as
-    :class:`~patterson.phasing.learned.NetworkStep`, inside), ``histogram``
-    (the loop with the control step), ``charge-flip``, ``hio``, ``raar``, ``rrr`` or ``chance`` (random phases from
-    ``generator``, with the true amplitudes: no cross-validation, None). ``n_iter`` and ``n_starts`` set the runs
-    (None: their defaults; the hybrid has one start). The free set of ``data`` is never imposed and never seen by
-    the network. ``amplitudes`` (F, E, sharpened) is what the classical methods and the hybrid's refinement
-    impose."""
-    if method == "chance":
-        gen = generator or torch.Generator().manual_seed(seed)
-        return random_phase_maps(data.truth, data.cell, data.d_min, gen), None
-    held = {"observed": data.measured, "free": data.free, "seed": seed, "progress": progress}
-    if method in LOOP_METHODS:
-        options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
-        step = network if method == "learned" else "histogram"
-        res = learned(data.f_obs, data.hkl, data.cell, data.shape, step, f000=data.f000, **held, **options)
-        return res.rho, res.validation
-    if method in ("model", "hybrid"):
-        start = network.density(data.work_patterson())
-        if method == "model":
-            f_calc = f_from_density(start, data.hkl, data.cell)
-            return start, cross_validate(data.f_obs, f_calc, start, data.work, data.free, data.hkl, data.cell)
-        extra = {"n_iter": n_iter} if n_iter is not None else {}
-        extra |= {"f000": data.f000} if refine != "charge-flip" else {}
-        extra |= {"amplitudes": amplitudes}
-        res = refine_density(start, data.f_obs, data.hkl, data.cell, method=refine, **held, **extra)
-        return res.rho, res.validation
-    options = {k: v for k, v in (("n_iter", n_iter), ("n_starts", n_starts)) if v is not None}
-    options |= {"f000": data.f000} if method != "charge-flip" else {}
-    options |= {"amplitudes": amplitudes}
-    res = phase(method, data.f_obs, data.hkl, data.cell, data.shape, **held, **options)
-    return res.rho, res.validation
-
-
-@dataclass(frozen=True)
-class MethodRun:
-    """One method's maps of a :class:`SplitMaps` and their scores.
-
-    prediction (B, X, Y, Z) as the method made it; aligned: the same moved onto the truth (origin shift and hand
-    of the cphasematch search); scores: :class:`~patterson.evaluation.PairScores`; seconds: wall time of the
-    method on the whole batch (for the hybrid, the network's time included; 0 for chance); validation: R-work,
-    R-free and the verdict per structure (None for chance).
-    """
-
-    method: str
-    prediction: torch.Tensor
-    aligned: torch.Tensor
-    scores: PairScores
-    seconds: float
-    validation: CrossValidation | None = None
-
-    def summary(self) -> dict[str, float]:
-        """Solved fraction, median F-weighted phase error, median CC after alignment, seconds per structure, and
-        the verdict's counts (see :func:`method_summary`)."""
-        return method_summary(self.scores, self.seconds, self.validation)
-
-
-def method_summary(scores: PairScores, seconds: float, validation: CrossValidation | None = None) -> dict:
-    """The headline numbers of one method: solved fraction (F-weighted phase error < 40°), median F-weighted phase
-    error (°), median CC after the origin/hand search and seconds per structure; with ``validation`` also the
-    median R-work and R-free and the ``verdict`` block of :func:`verdict_counts`."""
-    err = scores.phase_error_weighted_deg.numpy()
-    solved = np.nan_to_num(err, nan=180.0) < SOLVED_THRESHOLD_DEG
-    out = {
-        "solved_fraction": float(np.mean(solved)),
-        "n_solved": int(np.sum(solved)),
-        "n": int(len(err)),
-        "median_phase_error_weighted_deg": float(np.median(err)),
-        "median_cc_aligned": float(np.median(scores.cc_aligned.numpy())),
-        "seconds_per_structure": seconds / len(err),
-    }
-    if validation is not None:
-        out["median_r_work"] = float(validation.r_work.median())
-        out["median_r_free"] = float(validation.r_free.median())
-        out["verdict"] = verdict_counts(err, validation.verdict)
-    return out
-
-
-def compare_methods(
-    data: SplitMaps,
-    methods: tuple[str, ...] = COMPARE_METHODS,
-    network=None,
-    refine: str = "hio",
-    n_iter: int | None = None,
-    n_starts: int | None = None,
-    seed: int = 0,
-    batch_size: int = 32,
-    progress: bool = False,
-    desc: str = "",
-    step=None,
-) -> dict[str, MethodRun]:
-    """Phase the same structures with several methods and score every map as ``patterson evaluate`` does.
-
-    Parameters
-    ----------
-    data : the structures (:func:`load_split`).
-    methods : any of ``model`` (the network alone), ``hybrid`` (the network's density refined by ``refine``),
-        ``learned`` (the phasing loop with ``step`` inside), ``histogram`` (the loop with the control step),
-        ``charge-flip``, ``hio``, ``raar``, ``rrr`` and ``chance`` (random phases with the true amplitudes); model
-        and hybrid need ``network`` (a :class:`~patterson.training.TrainedNetwork` with its normalisation).
-    n_iter, n_starts : iterations and random starts of the classical runs (None: each method's defaults; the
-        hybrid has one start).
-    seed : random starts and the chance level's phases.
-    batch_size : structures phased together as one tensor batch (memory grows with it, and with the starts).
-    progress : a tqdm bar per method (``desc`` prefixes its label).
-    step : the real-space step of ``learned`` (:func:`learned_step`).
-
-    Returns
-    -------
-    {method: MethodRun} in the order of ``methods``. Timings exclude first-call costs (a short warm-up runs first);
-    the hybrid's include its network pass.
-    """
-    known = ("model", "hybrid", *LOOP_METHODS, *METHODS, "chance")
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise PattersonError(f"unknown method {unknown[0]!r} (choose from {', '.join(known)})")
-    uses_network = any(m in ("model", "hybrid") for m in methods)
-    if uses_network and (network is None or network.norm is None):
-        raise PattersonError("the model and hybrid methods need a network and its normalisation constants")
-    if "learned" in methods and step is None:
-        raise PattersonError("the learned method needs a real-space step (a density-modification network)")
-    if refine not in METHODS:
-        raise PattersonError(f"unknown refinement {refine!r} (choose from {', '.join(METHODS)})")
-    if batch_size < 1:
-        raise PattersonError(f"batch_size must be at least 1, got {batch_size}")
-    cell, hkl, shape = data.cell, data.hkl, data.shape
-    hio(data.f_obs[:1], hkl, cell, shape, n_iter=2, n_polish=0, n_starts=1, free=data.free[:1])  # warm-up
-    chunks = [slice(i, min(i + batch_size, len(data))) for i in range(0, len(data), batch_size)]
-
-    runs: dict[str, MethodRun] = {}
-    for method in methods:
-        net = step if method == "learned" else network
-        runs[method] = _run_method(method, data, chunks, net, refine, n_iter, n_starts, seed, progress, desc)
-        s = runs[method].summary()
-        log.info(
-            "%s%s: solved %.0f%%, median F-weighted phase error %.1f°, median CC %.3f, %.2f s per structure",
-            desc,
-            method,
-            100 * s["solved_fraction"],
-            s["median_phase_error_weighted_deg"],
-            s["median_cc_aligned"],
-            s["seconds_per_structure"],
-        )
-    return runs
-
-
-def _run_method(method, data: SplitMaps, chunks, network, refine, n_iter, n_starts, seed, progress, desc) -> MethodRun:
-    """One method of :func:`compare_methods` on every chunk of ``data``, timed and scored."""
-    bar = None
-    if progress and method in ("hybrid", *LOOP_METHODS, *METHODS):
-        from tqdm import tqdm
-
-        bar = tqdm(total=1, unit="it", desc=f"{desc}{method}", leave=False, **runtime.bar_options())
-    gen = torch.Generator().manual_seed(seed)  # the chance level's phases
-    parts, checks, seconds = [], [], 0.0
-    for k, c in enumerate(chunks):
-
-        def tick(it: int, total: int, k=k) -> None:
-            if bar is not None:
-                bar.total = total * len(chunks)
-                bar.update(k * total + it - bar.n)
-
-        t = time.perf_counter()
-        rho, check = phase_maps(method, data.take(c), network, refine, n_iter, n_starts, seed, tick, gen)
-        seconds += time.perf_counter() - t
-        parts.append(rho)
-        checks.append(check)
-    if bar is not None:
-        bar.close()
-    rho = torch.cat(parts)
-    scored = [score_maps(rho[c], data.truth[c], data.cell, data.d_min, return_aligned=True) for c in chunks]
-    scores = PairScores.concatenate([sc for sc, _ in scored])
-    aligned = torch.cat([al for _, al in scored])
-    validation = None if method == "chance" else CrossValidation.concatenate(checks)
-    return MethodRun(method, rho, aligned, scores, 0.0 if method == "chance" else seconds, validation)

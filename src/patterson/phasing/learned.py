@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,25 +32,17 @@ import torch
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f, f_from_density, impose_amplitudes
-from patterson.phasing.methods import (
-    PhasingResult,
-    _result,
-    _starts,
-    _with_000,
-    check_amplitudes,
-    electron_counts,
-    gaussian_blur,
-    held_out,
-    positivity_polish,
-    wilson_estimate,
-)
-from patterson.phasing.validation import FREE_FRACTION
+from patterson.phasing.amplitudes import electron_counts, wilson_estimate
+from patterson.phasing.flipping import positivity_polish
+from patterson.phasing.options import LOOP_SCHEMES, LearnedOptions, checked
+from patterson.phasing.projections import gaussian_blur
+from patterson.phasing.starts import PhasingResult, Starts, prepare_starts, with_000
 from patterson.physics import AtomBatch, structure_factors
 
 log = logging.getLogger(__name__)
 
 TASK = "density-modification"  # the training task of a network that can be a real-space step
-SCHEMES = ("relaxed", "rrr")
+SCHEMES = LOOP_SCHEMES
 RealSpaceStep = Callable[[torch.Tensor], torch.Tensor]  # (N, X, Y, Z) mean-zero maps → the same
 
 
@@ -83,7 +74,7 @@ class NetworkStep:
 def load_step(path: str | Path, device: str | torch.device = "cpu") -> NetworkStep:
     """The real-space step stored in a checkpoint; a checkpoint of another kind (a Patterson → density network) is
     a one-line PattersonError naming the kind needed."""
-    from patterson.training import TrainedNetwork
+    from patterson.networks import TrainedNetwork
 
     return NetworkStep(TrainedNetwork.load(path, device, task=TASK).model)
 
@@ -92,7 +83,7 @@ def learned_step(checkpoint: str | None, data: dict, device="cpu", weights_dir=N
     """The real-space step for ``--method learned``: ``checkpoint`` (a path or shipped name; default: the shipped
     density-modification network that suits ``data``, a dataset config dict), loaded as a
     :class:`NetworkStep`. One-line errors for a checkpoint of another kind or none."""
-    from patterson.training import open_network
+    from patterson.networks import open_network
 
     network = open_network(checkpoint or "pretrained", data, TASK, device, weights_dir)
     if network is None:
@@ -147,18 +138,12 @@ def learned(
     cell: Cell,
     shape: tuple[int, int, int],
     step: RealSpaceStep | str | Path,
+    options: LearnedOptions | None = None,
+    *,
     f000: torch.Tensor | float | None = None,
-    n_iter: int = 40,
-    n_starts: int = 4,
-    relax: float = 1.0,
-    scheme: str = "relaxed",
-    n_finish: int = 20,
     phi_start: torch.Tensor | None = None,
     observed: torch.Tensor | None = None,
     free: torch.Tensor | None = None,
-    free_fraction: float = FREE_FRACTION,
-    select: str = "r_free",
-    seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> PhasingResult:
     """Phase with a real-space step D inside the loop: ρ ← P_M(ρ + λ(D(ρ) − ρ)), then a positivity finish.
@@ -170,48 +155,43 @@ def learned(
         trained on (0.5 Å for the shipped one: d_min / 4 at 2 Å).
     step : the real-space step: a callable on (N, X, Y, Z) maps (:class:`NetworkStep`, :class:`HistogramStep`),
         ``"histogram"`` for the control, or a checkpoint path of a density-modification network.
+    options : how it runs (:class:`~patterson.phasing.options.LearnedOptions`; None: the defaults): ``n_iter``
+        loop iterations per start with λ = ``relax``, the ``scheme`` (``relaxed``, or ``rrr``: Elser's
+        reflect-reflect-relax with D as the real-space constraint, x ← x + λ(D(2 P_M x − x) − P_M x), the map
+        being P_M x), then ``n_finish`` cycles of error reduction with positivity; the best start by R-free.
     f000 : electron count per cell for the finish (Wilson estimate from the work set when None).
-    n_iter : loop iterations per start; relax : λ in (0, 1].
-    scheme : ``relaxed`` (ρ ← P_M(ρ + λ(D(ρ) − ρ))) or ``rrr`` (Elser's reflect-reflect-relax with D as the
-        real-space constraint: x ← x + λ(D(2 P_M x − x) − P_M x), the map being P_M x).
-    n_finish : cycles of error reduction with positivity after the loop (0: none).
-    n_starts, phi_start, observed, free, free_fraction, select, seed : as for :func:`~patterson.phasing.hio`; the
-        free set is never imposed, and the best start is the one with the lowest R-free.
+    phi_start, observed, free, progress : as for :func:`~patterson.phasing.hio`; the free set is never imposed.
     """
-    t0 = time.perf_counter()
-    if scheme not in SCHEMES:
-        raise PattersonError(f"unknown loop scheme {scheme!r} (choose from {', '.join(SCHEMES)})")
-    if not 0 < relax <= 1 or n_iter < 1 or n_finish < 0:
-        raise PattersonError(f"the learned loop needs 0 < relax <= 1, n_iter >= 1, n_finish >= 0 (got {relax}, "
-                             f"{n_iter}, {n_finish})")  # fmt: skip
-    f_obs = check_amplitudes(f_obs, hkl, cell, shape)
-    measured, held = held_out(f_obs, hkl, cell, observed, free, free_fraction, seed)
-    imposed = measured & ~held
-    step = _real_space_step(step, f_obs, hkl, cell, shape, imposed)
-    phi, fo, floating, n_starts = _starts(f_obs, ~imposed, phi_start, n_starts, seed)  # (B·S, M)
-    f000 = electron_counts(f000, f_obs, hkl, cell, imposed).repeat_interleave(n_starts, 0)  # (B·S,)
-    ctype = torch.complex128 if f_obs.dtype == torch.float64 else torch.complex64
-    rho = density_from_f(torch.polar(fo * ~floating, phi).to(ctype), hkl, cell, shape)  # (B·S, X, Y, Z)
-    total = n_iter + n_finish
+    options = checked(options, LearnedOptions, "learned")
+    s = prepare_starts(f_obs, hkl, cell, shape, options, observed, free, phi_start)  # (B·S, M)
+    step = _real_space_step(step, s.f_obs, hkl, cell, shape, s.imposed)
+    f000 = electron_counts(f000, s.f_obs, hkl, cell, s.imposed).repeat_interleave(s.n_starts, 0)  # (B·S,)
+    rho = density_from_f(torch.polar(s.fo * ~s.floating, s.phi).to(s.ctype), hkl, cell, shape)  # (B·S, X, Y, Z)
+    rho = _loop(rho, step, s, options, progress)
+    if progress is not None:
+        total = options.n_iter + options.n_finish
+        progress(total, total)  # the finish is short
+    if options.n_finish == 0:
+        return s.result(rho, f_from_density(rho, hkl, cell), options.select, "learned", options.n_iter)
+    return _finish(rho, step, s, f000, options)
+
+
+def _loop(rho: torch.Tensor, step: RealSpaceStep, s: Starts, options: LearnedOptions, progress) -> torch.Tensor:
+    """The ``options.n_iter`` cycles of the loop from the maps ``rho`` (B·S, X, Y, Z); returns the last map P_M."""
+    hkl, cell, shape = s.hkl, s.cell, rho.shape[-3:]
+    fo, floating, relax = s.fo, s.floating, options.relax
     project = lambda r: density_from_f(impose_amplitudes(fo, floating, f_from_density(r, hkl, cell)), hkl, cell, shape)  # noqa: E731
+    total = options.n_iter + options.n_finish
     x = rho
-    for it in range(n_iter):
-        if scheme == "rrr":  # x ← x + λ (D(2 P_M x − x) − P_M x); the map is P_M x
+    for it in range(options.n_iter):
+        if options.scheme == "rrr":  # x ← x + λ (D(2 P_M x − x) − P_M x); the map is P_M x
             rho = project(x)
             x = x + relax * (step(2 * rho - x) - rho)
         else:
             rho = project(rho + relax * (step(rho) - rho))
         if progress is not None:
             progress(it + 1, total)
-    if scheme == "rrr":
-        rho = project(x)
-    free_s = held.repeat_interleave(n_starts, 0)
-    if progress is not None:
-        progress(total, total)  # the finish is short
-    if n_finish == 0:
-        f_calc = f_from_density(rho, hkl, cell)
-        return _result(rho, f_calc, fo, ~floating, free_s, hkl, cell, n_starts, select, "learned", n_iter, t0)
-    return _finish(rho, step, fo, floating, free_s, hkl, cell, f000, n_starts, n_iter, n_finish, select, t0)
+    return project(x) if options.scheme == "rrr" else rho
 
 
 def _real_space_step(step, f_obs, hkl, cell, shape, imposed) -> RealSpaceStep:
@@ -224,18 +204,18 @@ def _real_space_step(step, f_obs, hkl, cell, shape, imposed) -> RealSpaceStep:
     return load_step(step, f_obs.device)
 
 
-def _finish(rho, step, fo, floating, free_s, hkl, cell, f000, n_starts, n_iter, n_finish, select, t0):
+def _finish(rho: torch.Tensor, step: RealSpaceStep, s: Starts, f000: torch.Tensor, options: LearnedOptions):
     """Error reduction with positivity (no support: a packed cell has no empty region to find) from each start's
     loop map after one more step, F(000) (B·S,) set to the electron count; then the best start per structure by
     R-free."""
-    hkl0 = _with_000(hkl)
+    hkl, cell, shape = s.hkl, s.cell, rho.shape[-3:]
+    hkl0 = with_000(hkl)
     f = f_from_density(step(rho) + (f000 / cell.volume).to(rho)[:, None, None, None], hkl0, cell)  # (B·S, 1 + M)
-    f = positivity_polish(f, fo, floating, hkl, cell, rho.shape[-3:], n_finish)
-    final = density_from_f(
-        torch.cat([f[:, :1], impose_amplitudes(fo, floating, f[:, 1:])], dim=-1), hkl0, cell, rho.shape[-3:]
-    )
+    f = positivity_polish(f, s.fo, s.floating, hkl, cell, shape, options.n_finish)
+    final = density_from_f(torch.cat([f[:, :1], impose_amplitudes(s.fo, s.floating, f[:, 1:])], dim=-1), hkl0, cell,
+                           shape)  # fmt: skip
     f_calc = f_from_density(final.clamp_min(0), hkl, cell)
-    return _result(final, f_calc, fo, ~floating, free_s, hkl, cell, n_starts, select, "learned", n_iter + n_finish, t0)
+    return s.result(final, f_calc, options.select, "learned", options.n_iter + options.n_finish)
 
 
 def start_error_phases(f_true: torch.Tensor, error_deg: float, generator: torch.Generator) -> torch.Tensor:

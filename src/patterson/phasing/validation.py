@@ -97,24 +97,6 @@ def free_set(
     return torch.from_numpy(out)
 
 
-def free_from_flags(flags: np.ndarray) -> np.ndarray:
-    """Which reflections a file's free-flag column marks free; (N,) bool, NaN counts as not free.
-
-    Two values (0/1 flags): the rarer value is free, whichever convention wrote it (PHENIX and CNS flag the free set
-    1, CCP4 programs that keep two groups flag it 0; a free set is always the smaller part). More values (CCP4
-    ``FreeR_flag``, 0–19): 0 is free. One value: none is free.
-    """
-    flags = np.asarray(flags, dtype=np.float64)
-    values, counts = np.unique(flags[np.isfinite(flags)], return_counts=True)
-    if len(values) < 2:
-        return np.zeros(len(flags), dtype=bool)
-    if len(values) == 2:
-        free_value = values[0] if counts[0] < counts[1] else values[1]  # a tie: the larger value (1) is free
-    else:
-        free_value = 0.0
-    return np.isfinite(flags) & (flags == free_value)
-
-
 def check_free(free: torch.Tensor, measured: torch.Tensor) -> None:
     """A free set must leave work reflections and hold at least one measured reflection per structure."""
     if (measured & ~free).sum(-1).min() < MIN_MEASURED:

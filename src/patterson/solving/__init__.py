@@ -11,12 +11,14 @@ The pipeline of ``patterson solve``:
    (:func:`write_solution`). Details and the rules for choosing columns: docs/solving.md.
 """
 
+from patterson.shelx import parse_symm
 from patterson.solving.data import ObservedData, french_wilson, merge_and_expand, prepare_data
 from patterson.solving.network import TRANSFERS, model_grid, predict_density
 from patterson.solving.output import OUTPUT_FILES, peaks_structure, solve_to_folder, write_solution
-from patterson.solving.readers import Reflections, read_ins, read_reflections, spacegroup_rotations
+from patterson.solving.readers import read_reflections
+from patterson.solving.reflections import Reflections, spacegroup_rotations
+from patterson.solving.shelx_data import read_ins
 from patterson.solving.solve import REFINE_METHODS, Solution, SolveConfig, figure_of_merit, solve
-from patterson.structures import parse_symm
 
 __all__ = [
     "OUTPUT_FILES",

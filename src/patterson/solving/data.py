@@ -10,7 +10,7 @@ import numpy as np
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.physics import check_d_min, in_friedel_half, miller_indices, resolution_shells
-from patterson.solving.readers import Reflections
+from patterson.solving.reflections import Reflections
 
 
 def _keys(hkl: np.ndarray, off: int) -> np.ndarray:

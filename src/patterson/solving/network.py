@@ -10,8 +10,8 @@ import torch
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.maps import patterson_from_f
+from patterson.networks import TrainedNetwork
 from patterson.solving.data import ObservedData
-from patterson.training import TrainedNetwork
 
 TRANSFERS = ("convolve", "resample")
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import gemmi
@@ -13,9 +11,9 @@ import numpy as np
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.phasing.symmetry import SpaceGroup, check_cell
-from patterson.phasing.validation import free_from_flags
-from patterson.structures import read_shelx, shelx_group, symmetry_op
+from patterson.solving.reflections import Reflections, cell_from, one_line, open_binary, spacegroup_rotations
+from patterson.solving.shelx_data import carries_small_molecule_reflections, read_shelx_hkl, read_small_cif
+from patterson.symmetry import SpaceGroup, check_cell
 
 log = logging.getLogger(__name__)
 
@@ -26,55 +24,6 @@ _COMPUTED = re.compile(r"^(FC|FWT|DELFWT|PH|2FOFC|FOFC|F-?MODEL|FPART|FMASK|FDIF
 _CIF_AMPLITUDES = (("F_meas_au", "F_meas_sigma_au"), ("F_meas", "F_meas_sigma"))
 _CIF_INTENSITIES = (("intensity_meas", "intensity_sigma"), ("F_squared_meas", "F_squared_sigma"))
 _CIF_ANOMALOUS = (("pdbx_F_plus", "pdbx_F_minus", "F"), ("pdbx_I_plus", "pdbx_I_minus", "I"))
-
-
-# --- reflections as read ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reflections:
-    """Reflections as a file holds them: hkl (N, 3) in any asymmetric unit, value (N,) amplitudes or intensities
-    (NaN = missing), sigma (N,) or None, the cell, the rotation parts (K, 3, 3) of the space group's operators
-    (x' = R x + t), and provenance; free (N,) bool: the reflections the file flags as its free set (an MTZ
-    FreeR_flag/FREE column, mmCIF ``_refln.status`` 'f'), None when it flags none."""
-
-    hkl: np.ndarray
-    value: np.ndarray
-    sigma: np.ndarray | None
-    kind: str  # "amplitude" or "intensity"
-    cell: Cell
-    rotations: np.ndarray
-    spacegroup: str
-    source: str
-    labels: tuple[str, ...]
-    warnings: list[str] = field(default_factory=list)
-    composition: dict[str, float] | None = None  # atoms per unit cell by element (SHELX SFAC/UNIT)
-    free: np.ndarray | None = None
-    free_label: str | None = None
-    group: SpaceGroup | None = None  # every operator, translations and centring included
-
-
-def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-
-
-def spacegroup_rotations(name: str) -> tuple[str, np.ndarray]:
-    """Hermann–Mauguin symbol (or number) → (gemmi's full symbol, (K, 3, 3) integer rotation matrices)."""
-    group = SpaceGroup.of(name)
-    return group.name, group.rot
-
-
-def group_from_shelx(latt: int, symm: list[tuple[np.ndarray, np.ndarray]], source: str) -> SpaceGroup:
-    """The space group that LATT and the SYMM cards ((rotation, translation) each) generate; one line when they do
-    not close into a space group."""
-    return SpaceGroup.of(shelx_group(latt, [symmetry_op(rot, tran) for rot, tran in symm], source))
-
-
-def _cell_from(values, source: str) -> Cell:
-    try:
-        return Cell.of(values)
-    except PattersonError as exc:
-        raise PattersonError(f"{source}: no usable cell ({exc}); give --cell a b c alpha beta gamma") from None
 
 
 def read_reflections(
@@ -91,19 +40,24 @@ def read_reflections(
     path = Path(path)
     if not path.is_file():
         raise PattersonError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
+    suffix = Path(path.name.lower().removesuffix(".gz")).suffix
+    try:
+        with open_binary(path) as fh:
+            magic = fh.read(4)
+    except (OSError, EOFError) as exc:
+        raise PattersonError(f"{path}: cannot read ({one_line(exc)})") from None
     if free_column is not None and not (magic == b"MTZ " or suffix == ".mtz"):
         raise PattersonError(f"{path}: --free-column is for MTZ files (mmCIF flags come from _refln.status)")
     if magic == b"MTZ " or suffix == ".mtz":
         refl = _read_mtz(path, columns, free_column)
+    elif suffix in (".cif", ".mmcif", ".ent", ".fcf") and carries_small_molecule_reflections(text := _text(path)):
+        refl = read_small_cif(path, text)
     elif suffix in (".cif", ".mmcif", ".ent"):
         refl = _read_sf_cif(path, columns)
     elif suffix in (".hkl", ".hkl4", ".hkl3"):
-        refl = _read_shelx(path, columns, cell, spacegroup)
+        refl = read_shelx_hkl(path, columns, cell, spacegroup)
     else:
-        raise PattersonError(f"{path}: unknown reflection file type {suffix!r}; give an .mtz, .cif or SHELX .hkl file")
+        raise PattersonError(f"{path}: unknown reflection file type {suffix!r}; give .mtz, .cif, .fcf or SHELX .hkl")
     if cell is not None:
         refl.cell = Cell.of(cell)
     if spacegroup is not None:
@@ -113,20 +67,30 @@ def read_reflections(
     if refl.group is not None:
         refl.spacegroup, refl.rotations = refl.group.name, refl.group.rot
         check_cell(refl.cell, refl.group, str(path))
+    _check_resolution(refl, str(path))
     return refl
 
 
-def parse_composition(text: str) -> dict[str, float]:
-    """A unit-cell formula such as ``C12 N4 O4`` or ``C12N4O4S`` → {element: count}."""
-    found = re.findall(r"([A-Z][a-z]?)\s*(\d*\.?\d*)", text.strip())
-    if not found or "".join(e + n for e, n in found) != re.sub(r"\s+", "", text):
-        raise PattersonError(f"cannot read the composition {text!r}; write the cell contents as e.g. 'C12 N4 O4'")
-    out: dict[str, float] = {}
-    for element, count in found:
-        if gemmi.Element(element).atomic_number == 0:
-            raise PattersonError(f"unknown element {element!r} in the composition {text!r}")
-        out[element] = out.get(element, 0.0) + (float(count) if count else 1.0)
-    return out
+D_MIN_POSSIBLE = 0.2  # Å: no X-ray, neutron or electron data set reaches finer; reflections beyond it mean a wrong cell
+
+
+def _check_resolution(refl: Reflections, source: str) -> None:
+    """One line when the reflections reach beyond any measurable resolution in the cell: they contradict it."""
+    d = refl.cell.d_spacing(refl.hkl[np.any(refl.hkl != 0, axis=1)])
+    if len(d) and float(np.min(d)) < D_MIN_POSSIBLE:
+        raise PattersonError(
+            f"{source}: the reflections reach d = {float(np.min(d)):.3f} Å in the cell {refl.cell.text}: "
+            "they contradict the cell (check the cell, or the hkl columns)"
+        )
+
+
+def _text(path: Path) -> str:
+    """A text file's content, gzipped or not; one line when it cannot be read."""
+    try:
+        with open_binary(path) as fh:
+            return fh.read().decode("utf-8", errors="replace")
+    except (OSError, EOFError) as exc:
+        raise PattersonError(f"{path}: cannot read ({one_line(exc)})") from None
 
 
 def _pick(groups: list[list[tuple[str, ...]]], source: str, hint: str) -> tuple[str, ...]:
@@ -138,6 +102,24 @@ def _pick(groups: list[list[tuple[str, ...]]], source: str, hint: str) -> tuple[
             names = ", ".join("/".join(c[:1] if c[1] is None else c[:2]) for c in group)
             raise PattersonError(f"{source}: several candidate columns ({names}); choose one with --columns {hint}")
     raise PattersonError(f"{source}: no amplitude or intensity column found; name one with --columns {hint}")
+
+
+def free_from_flags(flags: np.ndarray) -> np.ndarray:
+    """Which reflections a file's free-flag column marks free; (N,) bool, NaN counts as not free.
+
+    Two values (0/1 flags): the rarer value is free, whichever convention wrote it (PHENIX and CNS flag the free set
+    1, CCP4 programs that keep two groups flag it 0; a free set is always the smaller part). More values (CCP4
+    ``FreeR_flag``, 0–19): 0 is free. One value: none is free.
+    """
+    flags = np.asarray(flags, dtype=np.float64)
+    values, counts = np.unique(flags[np.isfinite(flags)], return_counts=True)
+    if len(values) < 2:
+        return np.zeros(len(flags), dtype=bool)
+    if len(values) == 2:
+        free_value = values[0] if counts[0] < counts[1] else values[1]  # a tie: the larger value (1) is free
+    else:
+        free_value = 0.0
+    return np.isfinite(flags) & (flags == free_value)
 
 
 def _mtz_free(mtz, path: Path, label: str | None) -> tuple[np.ndarray | None, str | None]:
@@ -160,7 +142,7 @@ def _read_mtz(path: Path, columns: str | None, free_column: str | None = None) -
     try:
         mtz = gemmi.read_mtz_file(str(path))
     except (RuntimeError, ValueError, OSError) as exc:
-        raise PattersonError(f"{path}: unreadable MTZ file ({_one_line(exc)}); is it truncated?") from None
+        raise PattersonError(f"{path}: unreadable MTZ file ({one_line(exc)}); is it truncated?") from None
     labels = [c.label for c in mtz.columns]
     types = {c.label: c.type for c in mtz.columns}
 
@@ -208,7 +190,7 @@ def _read_mtz(path: Path, columns: str | None, free_column: str | None = None) -
             sigma = np.nanmean(np.stack([sigma, np.array(mtz.column_with_label(s2), dtype=np.float64)]), axis=0)
         used.insert(1, other)
     kind = "amplitude" if types[label] in "FG" else "intensity"
-    cell = _cell_from(mtz.cell.parameters, str(path))
+    cell = cell_from(mtz.cell.parameters, str(path))
     sg = mtz.spacegroup
     if sg is None:
         raise PattersonError(f"{path}: the MTZ has no space group; give --spacegroup")
@@ -223,7 +205,7 @@ def _read_sf_cif(path: Path, columns: str | None) -> Reflections:
     try:
         blocks = gemmi.as_refln_blocks(gemmi.cif.read(str(path)))
     except (RuntimeError, ValueError, OSError) as exc:
-        raise PattersonError(f"{path}: unreadable mmCIF file ({_one_line(exc)}); is it truncated?") from None
+        raise PattersonError(f"{path}: unreadable mmCIF file ({one_line(exc)}); is it truncated?") from None
     blocks = [b for b in blocks if b.default_loop is not None]
     if not blocks:
         raise PattersonError(f"{path}: no _refln loop with h, k, l; is this a structure-factor mmCIF?")
@@ -255,7 +237,7 @@ def _read_sf_cif(path: Path, columns: str | None) -> Reflections:
         used.append(chosen[2])
     intensity_items = {v for v, _ in _CIF_INTENSITIES} | {"pdbx_I_plus", "pdbx_I_minus"}
     kind = "intensity" if label in intensity_items or label.lower().startswith(("intensity", "i_")) else "amplitude"
-    cell = _cell_from(rb.cell.parameters, str(path))
+    cell = cell_from(rb.cell.parameters, str(path))
     if rb.spacegroup is None:
         raise PattersonError(
             f"{path}: the file names no space group (_symmetry.space_group_name_H-M); give --spacegroup"
@@ -269,79 +251,3 @@ def _read_sf_cif(path: Path, columns: str | None) -> Reflections:
         if len(status) == len(value) and "f" in status:
             refl.free, refl.free_label = np.array([v == "f" for v in status]), "_refln.status"
     return refl
-
-
-# --- SHELX ---------------------------------------------------------------------------------------------------------
-
-
-def read_ins(path: str | Path) -> dict:
-    """CELL, LATT, SYMM, SFAC/UNIT and HKLF of a SHELX .ins/.res: {"cell", "latt", "symm" [(R, t), ...],
-    "rotations" (K, 3, 3) (identity first), "hklf", "composition", "wavelength"}."""
-    path = Path(path)
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise PattersonError(f"{path}: cannot read ({exc.strerror})") from None
-    shelx = read_shelx(text, str(path))
-    if shelx.cell is None:
-        raise PattersonError(f"{path}: no CELL card; give --cell a b c alpha beta gamma")
-    rots = np.array([np.eye(3, dtype=np.int64)] + [r for r, _ in shelx.symm])
-    return {"cell": _cell_from(shelx.cell, str(path)), "latt": shelx.latt, "symm": list(shelx.symm),
-            "rotations": rots, "hklf": shelx.hklf, "composition": shelx.composition,
-            "wavelength": shelx.wavelength}  # fmt: skip
-
-
-def _read_shelx(path: Path, columns: str | None, cell, spacegroup) -> Reflections:
-    warnings: list[str] = []
-    ins = next((p for p in (path.with_suffix(".ins"), path.with_suffix(".res")) if p.is_file()), None)
-    info = read_ins(ins) if ins is not None else None
-    if info is None and cell is None:
-        raise PattersonError(f"{path}: no cell: put {path.with_suffix('.ins').name} beside it or give --cell")
-    if info is None and spacegroup is None:
-        raise PattersonError(f"{path}: no symmetry: put {path.with_suffix('.ins').name} beside it or give --spacegroup")
-    hklf = info["hklf"] if info else None
-    if columns:
-        choice = columns.split(",")[0].strip().upper()
-        if choice not in ("F", "I"):
-            raise PattersonError(f"{path}: for SHELX files --columns is F (HKLF 3) or I (HKLF 4), got {columns!r}")
-        hklf = 3 if choice == "F" else 4
-    if hklf is None:
-        hklf = 4
-        warnings.append("no HKLF card: read as HKLF 4 (intensities); give --columns F for amplitudes")
-    if hklf not in (3, 4):
-        raise PattersonError(f"{path}: HKLF {hklf} is not supported (HKLF 3 amplitudes or HKLF 4 intensities)")
-    rows, ended = [], False
-    with open(path, errors="replace") as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            try:
-                h, k, l = int(line[0:4]), int(line[4:8]), int(line[8:12])
-                if h == k == l == 0:
-                    ended = True
-                    break
-                v, s = float(line[12:20]), float(line[20:28])
-            except ValueError:
-                raise PattersonError(
-                    f"{path}: line {n} is not 3I4,2F8 ({line[:30]!r}); is the file truncated or not SHELX HKLF?"
-                ) from None
-            if not (math.isfinite(v) and math.isfinite(s)):
-                raise PattersonError(f"{path}: line {n} holds a non-finite value; remove or fix that reflection")
-            rows.append((h, k, l, v, s))
-    if not ended:
-        warnings.append(f"{path.name} has no 0 0 0 end line: read to the end of the file")
-    if not rows:
-        raise PattersonError(f"{path}: no reflections; is the file empty or truncated?")
-    data = np.array(rows, dtype=np.float64)
-    group = None
-    if spacegroup is not None:
-        group = SpaceGroup.of(spacegroup)
-    elif info is not None:
-        group = group_from_shelx(info["latt"], info["symm"], str(ins))
-    the_cell = info["cell"] if info is not None else Cell.of(cell)
-    kind = "amplitude" if hklf == 3 else "intensity"
-    return Reflections(
-        data[:, :3].astype(np.int64), data[:, 3], data[:, 4], kind, the_cell, group.rot, group.name, str(path),
-        (f"HKLF {hklf}",), warnings, info["composition"] if info else None, group=group,
-    )  # fmt: skip

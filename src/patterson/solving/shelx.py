@@ -9,7 +9,7 @@ import gemmi
 import numpy as np
 
 from patterson.cells import Cell
-from patterson.phasing.symmetry import SpaceGroup
+from patterson.symmetry import SpaceGroup
 
 _LATT_NUMBER = {"P": 1, "I": 2, "R": 3, "F": 4, "A": 5, "B": 6, "C": 7}
 WAVELENGTH = 0.71073  # Å, Mo Kα, written when the file gave none

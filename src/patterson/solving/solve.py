@@ -18,9 +18,9 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
 from patterson.maps import density_from_f, f_from_density
+from patterson.networks import TrainedNetwork, find_checkpoint, shipped_networks
 from patterson.phasing import PhasingResult, charge_flip, hio, positivity_polish, refine_density, wilson_estimate
 from patterson.phasing.config import PhasingConfig
-from patterson.phasing.symmetry import SpaceGroup, SymmetryFit, check_spacegroups, to_spacegroup, unique_peaks
 from patterson.phasing.validation import (
     MIN_FREE,
     MIN_MEASURED,
@@ -32,8 +32,10 @@ from patterson.phasing.validation import (
 from patterson.physics import check_d_min, grid_shape, resolution_shells
 from patterson.solving.data import ObservedData, prepare_data, unmeasured_hkl
 from patterson.solving.network import TRANSFERS, predict_density
-from patterson.solving.readers import parse_composition, read_reflections
-from patterson.training import TrainedNetwork, find_checkpoint, shipped_networks
+from patterson.solving.readers import read_reflections
+from patterson.solving.reflections import parse_composition
+from patterson.solving.symmetry import SymmetryFit, check_spacegroups, to_spacegroup, unique_peaks
+from patterson.symmetry import SpaceGroup
 
 log = logging.getLogger(__name__)
 
@@ -223,21 +225,19 @@ def _runs(config: SolveConfig, refine: str, starts: list, f000s: list[float], pr
     f_all, hkl_all, cell, shape, opts = (problem[k] for k in ("f_all", "hkl_all", "cell", "shape", "opts"))
     runs = []
     method = "charge-flip" if refine == "charge-flip" else "hio"
-    extra = {"f000": f000} if method == "hio" else {}
+    options = config.phasing.options(method)
     for (network, _), rho0 in zip(starts, problem["rho_starts"], strict=True):
         name = f"network {network.name} + {method}"
-        runs.append((name, lambda p, rho0=rho0: refine_density(rho0, f_all, hkl_all, cell, method, progress=p,
-                                                                **extra, **opts), f000))  # fmt: skip
-    n_starts = config.phasing.n_starts
+        runs.append((name, lambda p, rho0=rho0: refine_density(rho0, f_all, hkl_all, cell, method, options,
+                                                                f000=f000, progress=p, **opts), f000))  # fmt: skip
     if not starts or refine == "hybrid":
         if refine == "charge-flip":
-            run = lambda p: charge_flip(f_all, hkl_all, cell, shape, n_starts=n_starts, progress=p, **opts)  # noqa: E731
+            run = lambda p: charge_flip(f_all, hkl_all, cell, shape, options, progress=p, **opts)  # noqa: E731
             runs.append(("charge flipping", run, f000))
         else:
             for f0 in f000s:
                 name = "HIO" if f0 == f000 else f"HIO, F(000) ×{f0 / f000:.2f}"
-                run = lambda p, f0=f0: hio(f_all, hkl_all, cell, shape, f000=f0, n_starts=n_starts,  # noqa: E731
-                                           progress=p, **opts)  # fmt: skip
+                run = lambda p, f0=f0: hio(f_all, hkl_all, cell, shape, options, f000=f0, progress=p, **opts)  # noqa: E731
                 runs.append((name, run, f0))
     return runs
 
@@ -395,8 +395,7 @@ def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s
     f_obs = f_all[:, :m]
     measured = torch.arange(len(hkl_all))[None] < m  # (1, M + K)
     free_all = torch.cat([torch.as_tensor(free), torch.zeros(len(hkl_all) - m, dtype=torch.bool)])[None]
-    opts = {"n_iter": config.phasing.n_iter, "seed": config.phasing.seed, "observed": measured, "free": free_all}
-    opts["amplitudes"] = config.phasing.amplitudes
+    opts = {"observed": measured, "free": free_all}  # the runs' options: config.phasing.options
     rho_starts = [
         density_from_f(torch.polar(f_obs * ~free_all[:, :m], torch.as_tensor(phi0)[None]).to(torch.complex128), hkl,
                        cell, shape) for _, phi0 in starts

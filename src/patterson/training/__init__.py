@@ -5,23 +5,13 @@ Typical use::
     config = load_config("cfg.toml", ["epochs=3", "model.c1=8"], model="paper-se", data="random:n=256")
     result = train(config, out="runs/se")          # RUN/checkpoints/{last,best,epoch-NNN}.pt, RUN/metrics.*
     train(config.replace(epochs=5), "runs/se", resume=True)
-    model = load_model("runs/se/checkpoints/best.pt")
+    model = patterson.networks.load_model("runs/se/checkpoints/best.pt")   # the network stage reads checkpoints
+
+A side wing: the CLI, recipes and benchmarks use it; phasing, solving and the demo never do.
 """
 
-from patterson.training.checkpoint import (
-    WEIGHTS_DIR,
-    capture_rng,
-    export_weights,
-    find_checkpoint,
-    load_checkpoint,
-    pick_pretrained,
-    restore_rng,
-    save_checkpoint,
-    task_of,
-    trained_on,
-    training_entries,
-)
-from patterson.training.config import TrainConfig, apply_overrides, load_config, parse_value
+from patterson.training.checkpoint import capture_rng, restore_rng
+from patterson.training.config import TrainConfig, apply_overrides, load_config
 from patterson.training.data import (
     MapPairs,
     RandomAtomMaps,
@@ -34,21 +24,9 @@ from patterson.training.distributed import DistEnv, setup_distributed, teardown_
 from patterson.training.loop import Trainer, TrainResult, seed_everything, train
 from patterson.training.lr_find import LRFindResult, lr_find, plot_lr_find, run_lr_find
 from patterson.training.metrics import MetricsLog, plot_metrics, read_metrics
-from patterson.training.network import Shipped, TrainedNetwork, load_model, open_network, shipped_networks
 from patterson.training.optim import build_loss, build_optimizer, build_scheduler, lr_factor
 
 __all__ = [
-    "WEIGHTS_DIR",
-    "Shipped",
-    "TrainedNetwork",
-    "open_network",
-    "shipped_networks",
-    "export_weights",
-    "find_checkpoint",
-    "pick_pretrained",
-    "task_of",
-    "trained_on",
-    "training_entries",
     "DistEnv",
     "LRFindResult",
     "MapPairs",
@@ -63,20 +41,16 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "capture_rng",
-    "load_checkpoint",
     "load_config",
-    "load_model",
     "lr_factor",
     "lr_find",
     "open_data",
-    "parse_value",
     "plot_lr_find",
     "plot_metrics",
     "random_atom_splits",
     "read_metrics",
     "restore_rng",
     "run_lr_find",
-    "save_checkpoint",
     "seed_everything",
     "setup_distributed",
     "split_item",

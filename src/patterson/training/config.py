@@ -1,15 +1,15 @@
-"""The training recipe as one frozen dataclass, loadable from TOML and overridable with ``key=value`` strings."""
+"""The training recipe as one frozen dataclass, built in the one order of :mod:`patterson.config`."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patterson.config import apply_changes, check_keys, layers, parse_sets
 from patterson.errors import PattersonError
 from patterson.models import MODEL_CONFIGS, ModelConfig, model_config
 
@@ -188,18 +188,13 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
-        check_train_keys(changes)
+        check_keys(TrainConfig, changes, WHAT)
         return dataclasses.replace(self, **changes)
 
 
 _FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-
-
-def check_train_keys(keys: Iterable[str]) -> None:
-    """Raise PattersonError naming the first key that is not a TrainConfig field."""
-    for key in keys:
-        if key not in _FIELD_TYPES:
-            raise PattersonError(f"unknown training config key {key!r}; known keys: {', '.join(_FIELD_TYPES)}")
+WHAT = "training config"  # how errors name a TrainConfig
+MODEL_NAME = {"model": "model.name"}  # --set model=NAME names the [model] table's preset
 
 
 def _check_positive(cfg: TrainConfig, names: tuple[str, ...], low: int) -> None:
@@ -257,98 +252,53 @@ def _convert(name: str, value: Any, kind: str) -> Any:
     raise PattersonError(f"training config key {name!r} needs a {kind} value, got {value!r}")
 
 
-def parse_value(text: str) -> Any:
-    """Read a ``--set`` value the way TOML would (``8``, ``1e-4``, ``true``, ``[12, 12, 12]``, ``"x"``); a bare
-    word that is not TOML stays a string (``circular``)."""
-    try:
-        return _plain(tomllib.loads(f"v = {text}")["v"])
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def apply_overrides(config: TrainConfig, assignments: Iterable[str]) -> TrainConfig:
-    """Apply ``key=value`` strings: TrainConfig fields, or ``model.FIELD=value`` for the network's config.
+    """``config`` with ``--set`` items applied (``epochs=3``, ``model.c1=8``, ``model=paper-se``), as the top layer
+    of :func:`load_config`; an unknown key, a malformed item or a bad value raises a one-line PattersonError."""
+    return stack_layers(config, [parse_sets(assignments, MODEL_NAME)])
 
-    Parameters
-    ----------
-    config : TrainConfig
-        The starting config.
-    assignments : iterable of str
-        E.g. ``["epochs=3", "lr=1e-3", "model.c1=8", "model.padding_mode=zeros"]``.
 
-    Returns
-    -------
-    TrainConfig
-        A new config; an unknown key, a malformed assignment or a bad value raises a one-line PattersonError.
+def stack_layers(base: TrainConfig, stack: Iterable[Mapping[str, Any]]) -> TrainConfig:
+    """``base`` with the layers applied, lowest first (see :mod:`patterson.config`).
+
+    A layer's ``model`` may be a table: ``name`` and fields of that preset's config (TOML ``[model]``, ``--set
+    model.c1=8``); they join ``model_options``. A layer that names another model drops the lower layers' options (a
+    new preset starts from its own defaults; the layer's own options still apply).
     """
     changes: dict[str, Any] = {}
-    model_options = dict(config.model_options)
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise PattersonError(f"--set needs key=value, got {item!r}")
-        if key.startswith("model."):
-            model_options[key[len("model.") :]] = parse_value(value.strip())
-            continue
-        check_train_keys([key])
-        changes[key] = value.strip() if _FIELD_TYPES[key] != "str" else _unquote(value.strip())
-    if "model" in changes and changes["model"] != config.model and model_options == config.model_options:
-        model_options = {}  # a new preset starts from its own defaults
-    return dataclasses.replace(config, **changes, model_options=model_options)
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text
-
-
-def config_from_mapping(data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-    """Build a config from a TOML-like mapping; ``[model]`` may be a table with ``name`` plus option keys."""
-    data = dict(data)
-    model = data.pop("model", None)
-    if isinstance(model, Mapping):
-        model = dict(model)
-        name = model.pop("name", None)
-        data["model_options"] = {**data.get("model_options", {}), **model}
-        model = name
-    if model is not None:
-        data["model"] = model
-    check_train_keys(data)
-    return dataclasses.replace(base or TrainConfig(), **data)
+    model, options = base.model, dict(base.model_options)
+    for layer in stack:
+        layer = dict(layer)
+        given = dict(layer.pop("model_options")) if isinstance(layer.get("model_options"), Mapping) else {}
+        name = layer.pop("model", None)
+        if isinstance(name, Mapping):
+            given.update(name)
+            name = given.pop("name", None)
+        if name is not None and name != model:
+            model, options = name, {}
+        options.update(given)
+        changes.update(layer)
+    return apply_changes(base, {"model": model, "model_options": options, **changes}, WHAT)  # a bad table stays
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), **fields: Any) -> TrainConfig:
-    """Defaults, then a TOML file, then keyword fields (``model=``, ``data=``), then ``key=value`` overrides.
+    """The config of ``patterson train``, in the order of :mod:`patterson.config`: the defaults, a TOML file, the
+    keyword ``fields`` (``model=``, ``data=``; None: not given), then the ``key=value`` ``overrides`` (``--set``).
 
     Parameters
     ----------
     path : str or Path, optional
         A TOML file with TrainConfig keys at the top level (and optionally a ``[model]`` table).
     overrides : iterable of str
-        ``--set`` assignments, applied last.
+        ``--set`` items, applied last; ``model.FIELD=value`` changes the network's config.
     **fields
-        TrainConfig fields given directly (None values are ignored).
+        TrainConfig fields given directly.
 
     Returns
     -------
     TrainConfig
     """
-    config = TrainConfig()
-    if path is not None:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise PattersonError(f"{path}: cannot read the config ({exc.strerror})") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise PattersonError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
-        config = config_from_mapping(data)
-    given = {k: v for k, v in fields.items() if v is not None}
-    if given:
-        config = config_from_mapping(given, base=config)
-    return apply_overrides(config, overrides)
+    return stack_layers(TrainConfig(), layers(path, fields, overrides, MODEL_NAME))
 
 
 def known_models() -> tuple[str, ...]:

@@ -419,8 +419,8 @@ def _phase_error_pairs(
         raise PattersonError(f"{path}: stored datasets need patterson.datasets and h5py ({exc})") from None
     train = PhaseErrorMaps(path, train_split, seed=seed)
     if recycle_from:
-        from patterson.training.checkpoint import find_checkpoint
-        from patterson.training.network import load_model
+        from patterson.networks import load_model
+        from patterson.networks.checkpoint import find_checkpoint
 
         frozen = load_model(find_checkpoint(recycle_from), task="density-modification")
         train = RecycledPairs(train, frozen)

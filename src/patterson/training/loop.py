@@ -25,19 +25,17 @@ import patterson
 from patterson.errors import PattersonError
 from patterson.files import check_output_folder, check_writable_folder, holds_only, plain
 from patterson.models import align_to_target, model_from_config, pearson_cc
-from patterson.runtime import bar_options
-from patterson.training.checkpoint import (
+from patterson.networks.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
-    capture_rng,
-    check_same_model,
     find_checkpoint,
     load_checkpoint,
     load_weights,
-    restore_rng,
     save_checkpoint,
     with_defaults,
 )
+from patterson.runtime import bar_options
+from patterson.training.checkpoint import capture_rng, check_same_model, restore_rng
 from patterson.training.config import TrainConfig
 from patterson.training.data import BatchSource, MapPairs, is_batch_source, open_data, permute_axes
 from patterson.training.distributed import (

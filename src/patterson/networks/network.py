@@ -20,7 +20,7 @@ from patterson import runtime
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.models import PattersonModel, count_parameters, model_from_config
-from patterson.training.checkpoint import (
+from patterson.networks.checkpoint import (
     _shipped,
     check_task,
     choose_pretrained,
@@ -180,7 +180,7 @@ class Shipped:
     def pick(
         self, data: Mapping[str, Any] | None, task: str = "density", device: str | torch.device = "cpu"
     ) -> TrainedNetwork | None:
-        """The ``task`` network that fits ``data`` best (see :func:`~patterson.training.pick_pretrained`); without
+        """The ``task`` network that fits ``data`` best (see :func:`~patterson.networks.pick_pretrained`); without
         ``data`` the only one of that task; None when there is none to pick."""
         candidates = self.candidates(task)
         path = choose_pretrained(candidates, data)
