@@ -118,3 +118,29 @@ def test_contradictory_or_incomplete_input_is_one_line(case, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("patterson: error:") and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_electron_form_factors_are_gemmis_and_the_wavelength_picks_the_radiation():
+    import gemmi
+    import torch
+
+    from patterson.physics import form_factors
+    from patterson.solving.reflections import radiation_for
+
+    stol2 = torch.tensor([0.0, 0.1, 0.5], dtype=torch.float64)
+    f = form_factors(torch.tensor([6, 26]), stol2, "electron")
+    for row, z in zip(f, (6, 26), strict=True):
+        expected = [gemmi.Element(z).c4322.calculate_sf(float(s)) for s in stol2]
+        np.testing.assert_allclose(row.numpy(), expected, rtol=1e-5)
+    assert radiation_for(0.0251, "x") == "electron" and radiation_for(0.71073, "x") == "xray"
+    assert radiation_for(None, "x") == "xray" and radiation_for(0.71073, "x", "electron") == "electron"
+
+
+def test_a_wavelength_that_fits_neither_radiation_is_one_line(tmp_path, capsys):
+    shutil.copy(SMALL / "thpp" / "thpp.hkl", tmp_path / "x.hkl")
+    ins = (SMALL / "thpp" / "thpp.ins").read_text().replace("CELL 0.71073", "CELL 7.5")
+    (tmp_path / "x.ins").write_text(ins)
+    code = main(["solve", str(tmp_path / "x.hkl"), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "fits neither X-rays" in err, err
+    assert not (tmp_path / "out").exists()

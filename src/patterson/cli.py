@@ -373,6 +373,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         free_column=args.free_column,
         check_symmetry=args.check_symmetry,
+        radiation=args.radiation,
     )
     solution, paths = solve_to_folder(config)
     s = solution.summary
@@ -385,9 +386,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
         top = next((r for r in sym["check"] if r["consistent"]), None)
         caveat = "" if s["verdict"] == "solved" else "; the map is not solved, so this says nothing about the crystal"
         print(f"highest symmetry the P1 solution obeys: {top['spacegroup'] if top else 'none'} (summary.json){caveat}")
+    atoms = s.get("atoms")
+    found = (f"{atoms['n']} atoms refined to R1 {atoms['r1_work']:.3f} (free {atoms['r1_free']:.3f})" if atoms
+             else f"{s['n_peaks']} peaks")  # fmt: skip
     print(
         f"{s['verdict']}: {s['method']}, R-work {s['r_work']:.3f}, R-free {s['r_free']:.3f} "
-        f"(random phases {s['r_free_random']:.3f}), {s['n_peaks']} peaks in {sym['written_in']}"
+        f"(random phases {s['r_free_random']:.3f}), {found} in {sym['written_in']}"
     )
     return 0
 
@@ -396,7 +400,7 @@ def _add_solve(sub) -> None:
     p = sub.add_parser("solve", help=_first_line(cmd_solve.__doc__), description=cmd_solve.__doc__)
     p.add_argument("input", metavar="INPUT", help="reflection file: .mtz, .cif (SF-mmCIF) or SHELX .hkl")
     _add(p, "--checkpoint", f"{_SOLVE}.checkpoint", "pretrained, a shipped NAME or a PATH")
-    _add(p, "--refine", f"{_SOLVE}.phasing.refine", choices=("hybrid", "charge-flip", "hio", "none"))
+    _add(p, "--refine", f"{_SOLVE}.phasing.refine", choices=("auto", "hybrid", "charge-flip", "hio", "none"))
     p.add_argument("--d-min", type=float, default=None, help="resolution cut-off in Å (default: all data)")
     p.add_argument("--columns", default=None, metavar="F,SIGF", help="amplitude or intensity column [, its sigma]")
     p.add_argument("--cell", type=float, nargs="+", metavar="X", help="a b c [alpha beta gamma] (overrides the file)")
@@ -418,6 +422,8 @@ def _add_solve(sub) -> None:
         "--check-symmetry", action="store_true", help="report the space groups the P1 solution obeys (always for P1)"
     )
     _add(p, "--amplitudes", f"{_SOLVE}.phasing.amplitudes", "what the phasing imposes", choices=("F", "E", "sharpened"))
+    _add(p, "--radiation", f"{_SOLVE}.radiation", "scattering factors of the atoms; auto: from the wavelength",
+         choices=("auto", "xray", "electron"))  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=cmd_solve)

@@ -28,7 +28,7 @@ from patterson.runtime import check_memory
 from patterson.structures import Atoms, atomic_numbers
 
 MAX_Z = 98  # gemmi has IT92 coefficients for H (1) to Cf (98)
-FORMS = ("it92", "z")
+FORMS = ("it92", "z", "electron")
 
 
 # --- Miller indices and grids ----------------------------------------------------------------------------------
@@ -174,10 +174,23 @@ def _it92_table() -> np.ndarray:
     return table
 
 
+@lru_cache(maxsize=1)
+def _electron_table() -> np.ndarray:
+    table = np.zeros((MAX_Z + 1, 11), dtype=np.float64)  # a1..a5, b1..b5, c = 0 per atomic number
+    for z in range(1, MAX_Z + 1):
+        coefs = gemmi.Element(z).c4322
+        table[z, :10] = [*coefs.a, *coefs.b]
+    return table
+
+
 def form_factor_coefficients(form: str = "it92") -> torch.Tensor:
-    """(MAX_Z + 1, 9) float64 table of a1..a4, b1..b4, c by atomic number; ``form='z'`` gives a = 0, c = Z."""
+    """(MAX_Z + 1, 2n + 1) float64 table of a1..an, b1..bn, c by atomic number: X-ray IT92 (n = 4); ``form='z'``
+    gives a = 0, c = Z; ``form='electron'`` the electron scattering factors of International Tables C 4.3.2.2
+    (n = 5, c = 0; gemmi's ``c4322``), for electron diffraction."""
     if form == "it92":
         return torch.from_numpy(_it92_table())
+    if form == "electron":
+        return torch.from_numpy(_electron_table())
     if form == "z":
         table = np.zeros((MAX_Z + 1, 9))
         table[:, 8] = np.arange(MAX_Z + 1)
@@ -187,8 +200,9 @@ def form_factor_coefficients(form: str = "it92") -> torch.Tensor:
 
 def form_factors(z: torch.Tensor, stol2: torch.Tensor, form: str = "it92") -> torch.Tensor:
     """Atomic scattering factors f(s) for atomic numbers (E,) at stol2 = s²/4 = (sinθ/λ)² (M,) → (E, M)."""
-    coefs = form_factor_coefficients(form).to(device=stol2.device, dtype=stol2.dtype)[z]  # (E, 9)
-    a, b, c = coefs[:, 0:4], coefs[:, 4:8], coefs[:, 8]
+    coefs = form_factor_coefficients(form).to(device=stol2.device, dtype=stol2.dtype)[z]  # (E, 2n + 1)
+    n = (coefs.shape[1] - 1) // 2
+    a, b, c = coefs[:, :n], coefs[:, n : 2 * n], coefs[:, 2 * n]
     return torch.einsum("ek,ekm->em", a, torch.exp(-b[:, :, None] * stol2[None, None, :])) + c[:, None]
 
 

@@ -77,14 +77,13 @@ def assign_elements(
     wanted = atoms_per_asu(composition, group)
     k = len(group.rot)
     out = np.full(len(height), None, dtype=object)
-    queue = [[e, n] for e, n in wanted.items()]
+    left = [[e, n] for e, n in wanted.items()]
     for i in np.argsort(-np.asarray(height)):
-        while queue and queue[0][1] <= 0.25:
-            queue.pop(0)
-        if not queue:
-            break
-        out[i] = queue[0][0]
-        queue[0][1] -= multiplicity[i] / k
+        share = multiplicity[i] / k  # of an atom per asymmetric unit: 1 on a general position
+        slot = next((s for s in left if s[1] >= 0.5 * share), None)  # the heaviest with room for this site
+        if slot is not None:
+            out[i] = slot[0]
+            slot[1] -= share
     return out
 
 
@@ -98,13 +97,14 @@ def _expand(frac: torch.Tensor, group: SpaceGroup) -> torch.Tensor:
 def calculated_f(
     frac: torch.Tensor, z: torch.Tensor, b_iso: torch.Tensor, occ: torch.Tensor, hkl: np.ndarray, ctx: tuple
 ) -> torch.Tensor:
-    """(M,) complex structure factors of asymmetric-unit atoms expanded by ``ctx`` = (cell, group), at P1 hkl."""
-    cell, group = ctx
+    """(M,) complex structure factors of asymmetric-unit atoms expanded by ``ctx`` = (cell, group, form), at P1 hkl;
+    form: ``it92`` (X-rays) or ``electron``."""
+    cell, group, form = ctx
     k = len(group.rot)
     batch = AtomBatch(
         _expand(frac, group)[None], z.repeat(k)[None], b_iso.repeat(k)[None], occ.repeat(k)[None], cell
     )  # fmt: skip
-    return exact_structure_factors(batch, hkl)[0]
+    return exact_structure_factors(batch, hkl, form=form)[0]
 
 
 def _scale(f_obs: torch.Tensor, f_calc_abs: torch.Tensor) -> torch.Tensor:
@@ -179,14 +179,15 @@ def refine_atoms(
     group: SpaceGroup,
     rounds: int = 3,
     steps: int = 40,
+    form: str = "it92",
 ) -> AtomModel:
     """Refine coordinates and isotropic B against the work amplitudes, ``rounds`` times ``steps`` L-BFGS steps
-    with pruning between; ``data`` = (f_obs (M,), sigma (M,) or None, hkl (M, 3) P1, free (M,) bool). The free
-    reflections are never used but for R1-free."""
+    with pruning between; ``data`` = (f_obs (M,), sigma (M,) or None, hkl (M, 3) P1, free (M,) bool); ``form`` the
+    scattering factors (``it92`` X-rays, ``electron``). The free reflections are never used but for R1-free."""
     f_obs, sigma, hkl, free = data
     if len(model) == 0:
         raise PattersonError("no atoms to refine")
-    ctx = (cell, group)
+    ctx = (cell, group, form)
     for _ in range(rounds):
         frac, b_iso = _refine_once(model, f_obs, hkl, ~free, ctx, steps)
         model = _prune(_replace(model, frac=frac, b_iso=b_iso, cycles=model.cycles + steps), cell, group)

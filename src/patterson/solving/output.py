@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import io
 import json
+import math
 from pathlib import Path
 
 import gemmi
@@ -16,6 +17,7 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.files import check_output_folder, check_writable_folder, holds_only, publish_folder
 from patterson.maps import ccp4_map, reflections_mtz
+from patterson.solving.atoms import B_START, assign_elements
 from patterson.solving.shelx import res_text
 from patterson.solving.solve import Solution, SolveConfig, solve
 
@@ -71,11 +73,7 @@ def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
     for i, (p, q, h, m) in enumerate(zip(xyz, solution.peaks_frac, solution.peaks_height, mult, strict=True), 1):
         writer.writerow([i, *(f"{v:.3f}" for v in p), *(f"{v:.5f}" for v in q), f"{h:.5g}", f"{h / rms:.2f}",
                          f"{h / top:.3f}", int(m)])  # fmt: skip
-    group = solution.group
-    n_expected = float(solution.summary["data"]["wilson_atoms_c_equivalent"])
-    title = f"patterson {solution.summary['input']}"
-    res = res_text(cell, group, solution.peaks_frac, solution.peaks_height, mult, solution.composition, n_expected,
-                   title)  # fmt: skip
+    group, res = solution.group, _res(solution, mult)
     figure = sections_figure(solution)
     writers = {
         "density.ccp4": ccp4_map(solution.rho, cell, group.name).write_ccp4_map,
@@ -94,6 +92,24 @@ def write_solution(solution: Solution, out: str | Path) -> dict[str, Path]:
         for name, write in writers.items():
             write(str(tmp / name))
     return {name: out / name for name in writers}
+
+
+def _res(solution: Solution, mult: np.ndarray) -> str:
+    """solution.res: the refined atoms where there are any, else the peaks highest first, the heaviest elements of
+    the contents (or carbon for the Wilson estimate of the atom count) to the highest, the rest as Q peaks."""
+    group, title = solution.group, f"patterson {solution.summary['input']}"
+    k = len(group.rot)
+    n_expected = float(solution.summary["data"]["wilson_atoms_c_equivalent"])
+    composition = solution.composition or {"C": max(1.0, round(n_expected) if math.isfinite(n_expected) else 1.0)}
+    atoms = solution.atoms
+    if atoms is not None and len(atoms):
+        u = atoms.b_iso / (8 * math.pi**2)
+        return res_text(solution.cell, group, atoms.frac, atoms.elements, atoms.occ * k, u, composition, None, title)
+    order = np.argsort(-solution.peaks_height)
+    elements = assign_elements(solution.peaks_height[order], mult[order], composition, group)
+    u = np.full(len(order), B_START / (8 * math.pi**2))
+    return res_text(solution.cell, group, solution.peaks_frac[order], elements, mult[order], u, composition,
+                    solution.peaks_height[order], title)  # fmt: skip
 
 
 def is_solve_output(folder: Path) -> bool:

@@ -73,3 +73,28 @@ def parse_composition(text: str) -> dict[str, float]:
 def open_binary(path: Path):
     """A file, or what a gzipped one (.gz) holds, for reading bytes."""
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+RADIATIONS = ("xray", "electron")
+XRAY_WAVELENGTHS = (0.2, 3.0)  # Å: hard X-rays from Ag Kα (0.56) to Cr Kα (2.29), synchrotrons included
+ELECTRON_WAVELENGTH_MAX = 0.1  # Å: electrons of 15 kV and more (0.0197 Å at 300 kV)
+
+
+def radiation_for(wavelength: float | None, source: str, asked: str = "auto") -> str:
+    """``xray`` or ``electron``: what was asked, else what the wavelength says (X-rays without one); one line for a
+    wavelength that fits neither or an unknown name."""
+    if asked != "auto":
+        if asked not in RADIATIONS:
+            raise PattersonError(f"unknown radiation {asked!r} (choose from auto, {', '.join(RADIATIONS)})")
+        return asked
+    if wavelength is None:
+        return "xray"
+    if 0 < wavelength <= ELECTRON_WAVELENGTH_MAX:
+        return "electron"
+    if XRAY_WAVELENGTHS[0] <= wavelength <= XRAY_WAVELENGTHS[1]:
+        return "xray"
+    raise PattersonError(
+        f"{source}: a wavelength of {wavelength:g} Å fits neither X-rays "
+        f"({XRAY_WAVELENGTHS[0]}–{XRAY_WAVELENGTHS[1]} Å) nor electrons (≤ {ELECTRON_WAVELENGTH_MAX} Å); "
+        "fix the CELL card or give --radiation xray|electron"
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import gemmi
 import numpy as np
 
 from patterson.cells import Cell
@@ -13,7 +12,6 @@ from patterson.symmetry import SpaceGroup
 
 _LATT_NUMBER = {"P": 1, "I": 2, "R": 3, "F": 4, "A": 5, "B": 6, "C": 7}
 WAVELENGTH = 0.71073  # Å, Mo Kα, written when the file gave none
-U_ISO = 0.05  # Å², every atom's starting displacement
 
 
 def latt_and_symm(group: SpaceGroup) -> tuple[int, list[str]]:
@@ -42,60 +40,40 @@ def _shelx_triplet(rot: np.ndarray, tran: np.ndarray) -> str:
     return ", ".join(rows)
 
 
-def assign_elements(
-    height: np.ndarray, multiplicity: np.ndarray, composition: dict[str, float] | None, n_expected: float
-) -> list[str | None]:
-    """An element per peak (highest first gets the heaviest), until each element's count in the cell is used up
-    (a peak of multiplicity m uses m atoms); the rest get None (written as Q peaks). Without a composition the
-    expected count of carbon equivalents is used."""
-    composition = composition or {"C": max(1.0, round(n_expected))}
-    left = sorted(composition.items(), key=lambda kv: -gemmi.Element(kv[0]).atomic_number)
-    left = [[e, float(n)] for e, n in left]
-    out: list[str | None] = [None] * len(height)
-    for i in np.argsort(-np.asarray(height)):
-        for slot in left:
-            if slot[1] >= multiplicity[i] - 1e-6:
-                out[i] = slot[0]
-                slot[1] -= multiplicity[i]
-                break
-    return out
-
-
 def res_text(
     cell: Cell,
     group: SpaceGroup,
     frac: np.ndarray,
-    height: np.ndarray,
+    elements: np.ndarray,
     multiplicity: np.ndarray,
-    composition: dict[str, float] | None,
-    n_expected: float,
+    u_iso: np.ndarray,
+    composition: dict[str, float],
+    heights: np.ndarray | None = None,
     title: str = "patterson solution",
 ) -> str:
-    """The .res file as text: TITL, CELL, ZERR, LATT, SYMM, SFAC, UNIT, the atoms (name, SFAC number, x y z,
-    site occupation 10 + 1/site-symmetry order, U), the unassigned peaks as Q, HKLF 4, END."""
+    """The .res file as text: TITL, CELL, ZERR, LATT, SYMM, SFAC, UNIT, the atoms (name, SFAC number, x y z, site
+    occupation 10 + multiplicity/K, U_iso Å²) in the order given, sites without an element as Q peaks (with their
+    height relative to the highest of ``heights``), HKLF 4, END."""
     k = len(group.rot)
-    elements = assign_elements(height, multiplicity, composition, n_expected)
-    sfac = list((composition or {}).keys()) or ["C"]
-    unit = [composition[e] if composition else max(1.0, round(n_expected)) for e in sfac]
+    sfac = list(composition)
     latt, symm = latt_and_symm(group)
-    z = max(1, k)
-    lines = [f"TITL {title} in {group.name}", "CELL {:.5f} {:.4f} {:.4f} {:.4f} {:.3f} {:.3f} {:.3f}".format(
-        WAVELENGTH, *cell.parameters), f"ZERR {z} 0.001 0.001 0.001 0.01 0.01 0.01", f"LATT {latt}"]  # fmt: skip
+    cell_card = "CELL {:.5f} {:.4f} {:.4f} {:.4f} {:.3f} {:.3f} {:.3f}".format(WAVELENGTH, *cell.parameters)
+    lines = [f"TITL {title} in {group.name}", cell_card, f"ZERR {max(1, k)} 0.001 0.001 0.001 0.01 0.01 0.01",
+             f"LATT {latt}"]  # fmt: skip
     lines += [f"SYMM {card}" for card in symm]
-    lines += ["SFAC " + " ".join(sfac), "UNIT " + " ".join(f"{n:g}" for n in unit), "L.S. 10", "FMAP 2", "PLAN 20"]
+    lines += ["SFAC " + " ".join(sfac), "UNIT " + " ".join(f"{composition[e]:g}" for e in sfac)]
+    lines += ["L.S. 10", "FMAP 2", "PLAN 20"]
     counts: dict[str, int] = {}
     q_lines = []
-    top = float(np.max(height)) if len(height) else 1.0
-    for i in np.argsort(-np.asarray(height)):
-        x, y, zz = frac[i]
-        sof = 10.0 + multiplicity[i] / k
-        e = elements[i]
-        if e is None:
-            q_lines.append(f"Q{len(q_lines) + 1:<3d} 1 {x:9.5f} {y:9.5f} {zz:9.5f} {sof:9.5f} {U_ISO:.5f} "
-                           f"{height[i] / top:.3f}")  # fmt: skip
+    top = float(np.max(heights)) if heights is not None and len(heights) else 1.0
+    for i, (x, y, zz) in enumerate(np.asarray(frac).reshape(-1, 3)):
+        sof, u, e = 10.0 + multiplicity[i] / k, float(u_iso[i]), elements[i]
+        if e is None or e not in sfac:
+            rel = heights[i] / top if heights is not None else 0.0
+            q_lines.append(f"Q{len(q_lines) + 1:<3d} 1 {x:9.5f} {y:9.5f} {zz:9.5f} {sof:9.5f} {u:.5f} {rel:.3f}")
             continue
         counts[e] = counts.get(e, 0) + 1
         name = f"{e}{counts[e]}"[:4]
-        lines.append(f"{name:<4s} {sfac.index(e) + 1} {x:9.5f} {y:9.5f} {zz:9.5f} {sof:9.5f} {U_ISO:.5f}")
+        lines.append(f"{name:<4s} {sfac.index(e) + 1} {x:9.5f} {y:9.5f} {zz:9.5f} {sof:9.5f} {u:.5f}")
     lines += q_lines + ["HKLF 4", "END", ""]
     return "\n".join(lines)
