@@ -25,6 +25,8 @@ class PhasingConfig:
     seed : the random starts and the free set (the demo: its test sets too).
     free_fraction : share of the measured reflections held out as the free set, where the data flag none.
     amplitudes : what the phasing imposes: ``F``, ``E`` or ``sharpened`` (the map and R-factors stay on F).
+    stop_early : charge flipping stops once every start has converged (``solve``'s first route; the method's own
+        default otherwise).
     """
 
     refine: str = "hio"
@@ -33,6 +35,7 @@ class PhasingConfig:
     seed: int = 0
     free_fraction: float = FREE_FRACTION
     amplitudes: str = "F"
+    stop_early: bool = False
 
     def __post_init__(self) -> None:
         check_free_fraction(self.free_fraction)
@@ -51,4 +54,6 @@ class PhasingConfig:
         changes |= {"seed": self.seed, "free_fraction": self.free_fraction}
         if isinstance(method_options(method), ClassicalOptions):
             changes["amplitudes"] = self.amplitudes
+        if self.stop_early and method == "charge-flip":
+            changes["stop_early"] = True
         return method_options(method, **changes)
