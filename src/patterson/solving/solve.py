@@ -30,7 +30,7 @@ from patterson.phasing.validation import (
     free_set,
 )
 from patterson.physics import check_d_min, grid_shape, resolution_shells
-from patterson.solving.atoms import AtomModel, atoms_from_peaks, refine_atoms
+from patterson.solving.atoms import AtomModel, atoms_from_peaks, reassign_elements, refine_atoms
 from patterson.solving.data import ObservedData, prepare_data, unmeasured_hkl
 from patterson.solving.network import TRANSFERS, predict_density
 from patterson.solving.readers import read_reflections
@@ -423,7 +423,11 @@ def _atoms(data: ObservedData, free: np.ndarray, group: SpaceGroup, peaks, compo
     sigf = data.sigf[rep] if data.sigf is not None else None
     log.info("refining %d atoms against %d reflections", len(start), len(rep))
     form = "electron" if radiation == "electron" else "it92"
-    return refine_atoms(start, (data.f[rep], sigf, data.hkl[rep], free[rep]), data.cell, group, form=form)
+    observed = (data.f[rep], sigf, data.hkl[rep], free[rep])
+    model = refine_atoms(start, observed, data.cell, group, form=form)
+    if not len(model):
+        return model
+    return reassign_elements(model, observed, (data.f, data.hkl, free), (data.cell, group, form), composition)
 
 
 def _judge_atoms(summary: dict, model: AtomModel | None) -> None:
