@@ -30,7 +30,7 @@ from patterson.phasing.validation import (
     free_set,
 )
 from patterson.physics import check_d_min, grid_shape, resolution_shells
-from patterson.solving.atoms import AtomModel, atoms_from_peaks, reassign_elements, refine_atoms
+from patterson.solving.atoms import ATOM_RESOLUTION, AtomModel, judge_atoms, solution_atoms
 from patterson.solving.data import ObservedData, prepare_data, unmeasured_hkl
 from patterson.solving.network import TRANSFERS, predict_density
 from patterson.solving.readers import read_reflections
@@ -373,7 +373,7 @@ def _finish_route(config: SolveConfig, ctx: dict, phased: tuple, times: dict, wa
     unique = _peaks(rho, cell, group, composition, float(ctx["n_atoms"][0]))
     times["peaks"] = time.perf_counter() - t3
     with runtime.torch_threads(config.threads if config.threads is not None else 1):  # small sums: one thread
-        model = _atoms(data, free, group, unique, composition, (refl.group, ctx["radiation"]))
+        model = solution_atoms(data, free, group, unique, composition, (refl.group, ctx["radiation"]))
     times["atoms"] = time.perf_counter() - t3 - times["peaks"]
     times["route"] = sum(times[k] for k in ("model", "phasing", "peaks", "atoms"))
     context = {k: ctx[k] for k in ("refl", "data", "scale", "composition", "n_atoms", "b_wilson", "free_info",
@@ -381,7 +381,7 @@ def _finish_route(config: SolveConfig, ctx: dict, phased: tuple, times: dict, wa
     context |= {"f000": f000, "starts": starts, "n_unmeasured": len(ctx["missing"])}
     summary = _summary(config, context, results, best, fom, shape, unique, times, warnings)
     summary["symmetry"] = symmetry
-    _judge_atoms(summary, model)
+    judge_atoms(summary, model)
     if "check" in symmetry:  # a chance-level map can obey a group (one blob is centrosymmetric): it says nothing then
         symmetry["check_says_something"] = summary["verdict"] == "solved"
     return Solution(rho.numpy(), cell, hkl, data.f, phi, fom, free, unique.frac, unique.height, summary, group,
@@ -403,52 +403,6 @@ def _peaks(rho: torch.Tensor, cell: Cell, group: SpaceGroup, composition, n_atom
     max_peaks = int(min(500, max(10, round(1.5 * expected))))
     peaks = find_peaks(rho, cell, threshold=_peak_threshold(composition), min_separation=1.0, max_peaks=max_peaks)[0]
     return unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=1.0)
-
-
-ATOM_RESOLUTION = 1.3  # Å: at or better than this, peaks are atoms and are refined as such
-
-
-def _atoms(data: ObservedData, free: np.ndarray, group: SpaceGroup, peaks, composition, about) -> AtomModel | None:
-    """The peaks as atoms of the cell contents, refined against the work amplitudes in ``group`` (the one the
-    outputs are written in); ``about`` = (the data's group, the radiation). None without a composition or at lower
-    resolution than :data:`ATOM_RESOLUTION`."""
-    data_group, radiation = about
-    if not composition or data.d_min > ATOM_RESOLUTION or not len(peaks.height):
-        return None
-    start = atoms_from_peaks(peaks.frac, peaks.height, peaks.multiplicity, composition, group)
-    if len(start) == 0:
-        return None
-    same = data_group is not None and data.orbit is not None and data_group.name == group.name
-    rep = np.unique(data.orbit, return_index=True)[1] if same else np.arange(len(data.hkl))  # one per orbit
-    sigf = data.sigf[rep] if data.sigf is not None else None
-    log.info("refining %d atoms against %d reflections", len(start), len(rep))
-    form = "electron" if radiation == "electron" else "it92"
-    observed = (data.f[rep], sigf, data.hkl[rep], free[rep])
-    model = refine_atoms(start, observed, data.cell, group, form=form)
-    if not len(model):
-        return model
-    return reassign_elements(model, observed, (data.f, data.hkl, free), (data.cell, group, form), composition)
-
-
-def _judge_atoms(summary: dict, model: AtomModel | None) -> None:
-    """summary.json's ``atoms`` block; refined atoms whose R1 on the never-fitted free reflections is at most
-    :data:`~patterson.solving.atoms.SOLVED_R1_FREE` make the verdict ``solved`` (the map's own verdict is kept as
-    ``map_verdict``)."""
-    summary["map_verdict"] = summary["verdict"]
-    if model is None:
-        summary["atoms"] = None
-        return
-    counts = {str(e): int(n) for e, n in zip(*np.unique(model.elements, return_counts=True), strict=True)}
-    summary["atoms"] = {
-        "n": len(model), "elements": counts, "r1_work": model.r1_work, "r1_free": model.r1_free, "wr2": model.wr2,
-        "solved": model.solved, "refinement": f"{model.cycles} L-BFGS steps on x, y, z and B_iso against the work F",
-    }  # fmt: skip
-    if model.solved and summary["verdict"] != "solved":
-        summary["verdict"] = "solved"
-        summary["verdict_explanation"] = (
-            f"solved: {len(model)} refined atoms give R1 {model.r1_free:.3f} on the free reflections, which neither "
-            f"the phasing nor the refinement ever used (right atoms give 0.05–0.25, wrong ones about 0.5 or more)."
-        )
 
 
 PEAK_THRESHOLD = 0.25  # peaks above this fraction of the highest, scaled by Z_lightest / Z_heaviest when known
