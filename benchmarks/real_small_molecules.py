@@ -21,9 +21,15 @@ Per data set:
    :func:`peers.run_cctbx`, on patterson's merged amplitudes (the F column of ``phases.mtz``) in the data's space
    group, in its own subprocess (cctbx must load before torch); its symmetrised solution (else its P1 one) is
    scored like patterson's. Its seconds are the flipping alone, as peers.py measures them.
+5. Atoms: ``solution.res`` (the refined atoms, or the peaks when none were refined) and the published model, both
+   expanded to the whole cell without hydrogens; the refined atoms moved by step 3's origin shift and hand
+   (x = ε(y − t)); a published atom is matched when a moved atom lies within ``MATCH_A`` Å over lattice images;
+   of the matched, the share with the published element. With R1, R1-free, wR2 and the route solve kept.
+6. ``--cuts D ...``: steps 1–5 again on the same data cut at each D Å (``patterson solve --d-min D``; cctbx gets
+   the truncated amplitudes), under ``cuts`` in the JSON and a second table. Without it nothing extra runs.
 
     python benchmarks/real_small_molecules.py [--data ../shared/data/real/small] [--only NAME ...] [--no-cctbx]
-        [--out benchmarks/results/real_small_molecules.json] [--table docs/tables/real_data_table.md]
+        [--cuts D ...] [--out benchmarks/results/real_small_molecules.json] [--table docs/tables/real_data_table.md]
 """
 
 from __future__ import annotations
@@ -195,16 +201,27 @@ def model_f(path: Path, cell: Cell, hkl: np.ndarray) -> tuple[np.ndarray, dict[s
 
 def asu_non_h(path: Path) -> int | None:
     """Non-hydrogen sites the published file lists (its asymmetric unit); None if it cannot be read."""
+    sites = asu_sites(path)
+    return None if sites is None else len(sites[1])
+
+
+def asu_sites(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """The non-hydrogen sites the published file lists (its asymmetric unit, disorder parts and mixed sites each
+    once): fractional xyz (N, 3) in its own cell, elements (N,), labels; None if it cannot be read."""
     try:
         if path.suffix in (".res", ".ins"):
             atoms = read_shelx(path.read_text(errors="replace"), str(path)).atoms
-            return sum(1 for atom in atoms if atom[1].upper() not in ("H", "D"))
-        doc = gemmi.cif.read(str(path))
-        block = next(b for b in doc if b.find_value("_cell_length_a"))
-        small = gemmi.make_small_structure_from_block(block)
-        return sum(1 for site in small.sites if site.element.atomic_number > 1)
+            sites = [(name, element, tuple(xyz)) for name, element, xyz, _, _ in atoms]
+        else:
+            doc = gemmi.cif.read(str(path))
+            block = next(b for b in doc if b.find_value("_cell_length_a"))
+            small = gemmi.make_small_structure_from_block(block)
+            sites = [(x.label, x.element.name, (x.fract.x, x.fract.y, x.fract.z)) for x in small.sites]
     except (RuntimeError, ValueError, StopIteration, OSError):
         return None
+    sites = [(n, str(e).strip().capitalize(), xyz) for n, e, xyz in sites if str(e).strip().upper() not in ("H", "D")]
+    frac = np.array([xyz for _, _, xyz in sites], dtype=np.float64).reshape(-1, 3)
+    return frac, np.array([e for _, e, _ in sites]), [n for n, _, _ in sites]
 
 
 # --- scoring ------------------------------------------------------------------------------------------------------
@@ -264,31 +281,47 @@ def nearest(a_frac: np.ndarray, b_frac: np.ndarray, cell: Cell, chunk: int = 64)
 
 
 def match_atoms(res: Path, published: Path, cell: Cell, score: dict) -> dict[str, Any]:
-    """The atoms of ``res`` (solution.res) against the published non-H atoms, both expanded to the whole cell.
+    """The atoms of ``res`` (solution.res) against the published non-H atoms.
 
-    The refined atoms y are moved by the alignment that took the solution map onto the published model's map,
-    ρ'(x) = ρ(εx + t), so an atom at y lands at x = ε(y − t). For each published atom, the nearest moved atom over
-    lattice images: matched within ``MATCH_A``; of those, the fraction with the published element. Fractions over
-    the cell's atoms equal those over the asymmetric unit's (each site appears once per symmetry copy)."""
+    The refined atoms y, expanded to the whole cell, are moved by the alignment that took the solution map onto the
+    published model's map, ρ'(x) = ρ(εx + t), so an atom at y lands at x = ε(y − t). For each non-H site the
+    published file lists (its asymmetric unit), the nearest moved atom over lattice images: matched within
+    ``MATCH_A``; of those, the share with the published element. ``*_cell``: the same over the published cell's
+    atoms (special positions then weigh less, a general site once per symmetry copy)."""
     y, y_el = non_h_frac(res, cell)
     x, x_el = non_h_frac(published, cell)
     y = (-1.0 if score["inverted"] else 1.0) * (y - np.asarray(score["shift"]))
-    dist, index = nearest(x, y, cell)
-    hit = dist <= MATCH_A
-    right = hit & (y_el[index] == x_el) if len(y) else hit
+    listed = asu_sites(published)
+    whole = match_sites(x, x_el, y, y_el, cell)
+    asu = match_sites(listed[0], listed[1], y, y_el, cell) if listed is not None else whole
+    labels = listed[2] if listed is not None else [f"atom {i}" for i in range(len(x))]
     back, _ = nearest(y, x, cell)
     return {
         "published_non_h_p1": int(len(x)), "refined_p1": int(len(y)),
-        "matched": float(hit.mean()) if len(x) else None,
+        "matched": asu["matched"], "elements_right": asu["elements_right"],
+        "matched_cell": whole["matched"], "elements_right_cell": whole["elements_right"],
+        "refined_unmatched_cell": float((back > MATCH_A).mean()) if len(y) else None,
+        "median_distance": asu["median_distance"], "element_confusions": asu["confusions"],
+        "unmatched_sites": {labels[i]: round(float(asu["distance"][i]), 2) for i in np.flatnonzero(~asu["hit"])},
+    }  # fmt: skip
+
+
+def match_sites(x: np.ndarray, x_el: np.ndarray, y: np.ndarray, y_el: np.ndarray, cell: Cell) -> dict[str, Any]:
+    """Published sites x (P, 3) against moved refined atoms y (Q, 3) of the whole cell: the nearest distance (P,),
+    hit (P,) within ``MATCH_A``, the matched share, the elements-right share of the matched, their confusions."""
+    dist, index = nearest(x, y, cell)
+    hit = dist <= MATCH_A
+    right = hit & (y_el[index] == x_el) if len(y) else hit
+    return {
+        "distance": dist, "hit": hit, "matched": float(hit.mean()) if len(x) else None,
         "elements_right": float(right.sum() / hit.sum()) if hit.any() else None,
-        "refined_unmatched": float((back > MATCH_A).mean()) if len(y) else None,
         "median_distance": float(np.median(dist[hit])) if hit.any() else None,
-        "element_confusions": confusions(x_el[hit], y_el[index[hit]]) if len(y) else {},
+        "confusions": confusions(x_el[hit], y_el[index[hit]]) if len(y) else {},
     }  # fmt: skip
 
 
 def confusions(published: np.ndarray, refined: np.ndarray) -> dict[str, int]:
-    """Matched atoms whose element differs, counted by "published→refined" (cell atoms, so per symmetry copy)."""
+    """Matched sites whose element differs, counted by "published→refined"."""
     wrong = published != refined
     pairs, counts = np.unique([f"{a}→{b}" for a, b in zip(published[wrong], refined[wrong], strict=True)],
                               return_counts=True)  # fmt: skip
@@ -426,9 +459,12 @@ def _atom_cells(r: dict) -> list[str]:
     if "error" in m:
         matched, elements = f"error: {m['error']}", ""
     else:
-        n = r.get("non_h_asu") if r.get("non_h_asu") is not None else f"{m['published_non_h_p1']} in cell"
+        n = r.get("non_h_asu") if r.get("non_h_asu") is not None else m["published_non_h_p1"]
+        share = f"{round((m['matched'] or 0) * n)}/{n} ({_pct(m['matched'])})"
         peaks = "" if r.get("atoms_refined") else " (peaks, not refined)"
-        matched, elements = f"{_pct(m['matched'])} of {n}{peaks}", _pct(m["elements_right"])
+        extra = m.get("refined_unmatched_cell") or 0.0
+        extra = f"; {_pct(extra)} of its atoms unmatched" if extra > 0 else ""
+        matched, elements = f"{share}{peaks}{extra}", _pct(m["elements_right"])
     return [matched, elements, _num(r.get("r1_work"), ".3f"), _num(r.get("r1_free"), ".3f"), r.get("route") or "—"]
 
 
@@ -484,8 +520,9 @@ def _claims_line(rows: list[dict]) -> str:
     """The claims judged by the atoms: how many claimed data sets have ≥ MATCHED_OK of the published atoms."""
     claimed = [r for r in rows if "cc" in r and r["claimed"]]
     good = sum(_fraction(r, "matched") >= MATCHED_OK for r in claimed)
-    wrong = [r["name"] for r in claimed if _fraction(r, "matched") < MATCHED_OK]
-    tail = f" (below: {', '.join(wrong)})" if wrong else ""
+    wrong = [f"{r['name']}, unmatched {' '.join((r.get('atom_match') or {}).get('unmatched_sites') or {}) or '?'}"
+             for r in claimed if _fraction(r, "matched") < MATCHED_OK]  # fmt: skip
+    tail = f" (below: {'; '.join(wrong)})" if wrong else ""
     return f"Claims with ≥ {MATCHED_OK:.0%} of the published atoms matched: {good} of {len(claimed)}{tail}."
 
 
@@ -503,8 +540,9 @@ def render(results: dict) -> str:
               "the refined atoms' R1-free). Atoms matched: the share of the published model's non-H atoms with an "
               f"atom of solution.res within {d} Å, both expanded to the whole cell, the refined atoms moved by the "
               "origin and hand that aligned the maps (of the asymmetric unit's non-H sites as the published file "
-              "lists them, disorder and mixed sites included); elements right: of the matched atoms, those with "
-              "the published element. R1, R1-free: the refined atoms against the work and free reflections; "
+              "lists them, disorder and mixed sites included; the share of solution.res's own atoms with no "
+              "published atom that close is shown where it is not zero); elements right: of the matched atoms, "
+              "those with the published element. R1, R1-free: the refined atoms against the work and free reflections; "
               "route: the phasing route whose solution was kept. Seconds: the whole "
               f"`patterson solve` process ({results['threads']}); cctbx: its flipping alone, as benchmarks/peers.py "
               "times it, and its whole subprocess (imports, reading phases.mtz, flipping). "
@@ -536,8 +574,9 @@ def _cut_cell(r: dict | None) -> str:
     if r is None or "cc" not in r:
         return "—" if r is None else f"error: {r.get('error', '?')}"
     verdict = "claimed" if r["claimed"] else r["verdict"]
+    atoms = "atoms" if r.get("atoms_refined") else "peaks (no atoms refined)"
     return (f"{r['cc']:.2f} (≤ {r['chance_cc_max']:.2f}), {verdict}, "
-            f"{_pct(_fraction(r, 'matched'))} matched, {r['seconds']:.0f} s")  # fmt: skip
+            f"{_pct(_fraction(r, 'matched'))} {atoms} matched, {r['seconds']:.0f} s")  # fmt: skip
 
 
 def _cut_peer_cell(r: dict | None) -> str:
@@ -558,9 +597,9 @@ def render_cuts(results: dict) -> list[str]:
              "flips the same truncated amplitudes), scored the same way at the cut (CC and chance over the "
              "reflections to the cut).", "", _line(head), "|" + "---|" * len(head),
              _cut_counts(results["datasets"], "all data", peer)]  # fmt: skip
-    lines += [_cut_counts([r for r in rows if r["d_cut"] == d], f"{d:g}", peer) for d in cuts]
-    grid = ["data set"] + [c for d in cuts for c in [f"patterson {d:g} Å"] + ([f"cctbx {d:g} Å"] if peer else [])]
-    lines += ["", "Per data set: CC (chance max), verdict, atoms matched, seconds.", "", _line(grid),
+    lines += [_cut_counts([r for r in rows if r["d_cut"] == d], f"{d:.2f}", peer) for d in cuts]
+    grid = ["data set"] + [c for d in cuts for c in [f"patterson {d:.2f} Å"] + ([f"cctbx {d:.2f} Å"] if peer else [])]
+    lines += ["", "Per data set: CC (chance max), verdict, published atoms matched, seconds.", "", _line(grid),
               "|" + "---|" * len(grid)]  # fmt: skip
     by = {(r["name"], r["d_cut"]): r for r in rows}
     for name in dict.fromkeys(r["name"] for r in rows):

