@@ -15,6 +15,7 @@ that of random atoms (0.5–0.6 for small molecules), a right one gives 0.05–0
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -152,12 +153,7 @@ def r_factors(model: AtomModel, f_obs: np.ndarray, sigma: np.ndarray | None, hkl
     w = np.ones_like(f_obs) if sigma is None else 1.0 / np.maximum(2 * f_obs * sigma, 1e-6 * f_obs.max()) ** 2
     wr2 = float(np.sqrt((w[work] * (f_obs[work] ** 2 - (k * fc[work]) ** 2) ** 2).sum()
                         / max((w[work] * f_obs[work] ** 4).sum(), 1e-30)))  # fmt: skip
-    return _replace(model, r1_work=r1(work), r1_free=r1(free), wr2=wr2, scale=k)
-
-
-def _replace(model: AtomModel, **changes) -> AtomModel:
-    fields = {name: getattr(model, name) for name in model.__dataclass_fields__}
-    return AtomModel(**(fields | changes))
+    return dataclasses.replace(model, r1_work=r1(work), r1_free=r1(free), wr2=wr2, scale=k)
 
 
 def _prune(model: AtomModel, cell: Cell, group: SpaceGroup) -> AtomModel:
@@ -169,8 +165,8 @@ def _prune(model: AtomModel, cell: Cell, group: SpaceGroup) -> AtomModel:
         for j in range(i):
             if keep[i] and keep[j] and frac_distances(model.frac[i : i + 1], images[:, j], cell).min() < CLOSE:
                 keep[i if model.b_iso[i] > model.b_iso[j] else j] = False
-    return _replace(model, frac=model.frac[keep], elements=model.elements[keep], b_iso=model.b_iso[keep],
-                    occ=model.occ[keep])  # fmt: skip
+    return dataclasses.replace(model, frac=model.frac[keep], elements=model.elements[keep],
+                               b_iso=model.b_iso[keep], occ=model.occ[keep])  # fmt: skip
 
 
 def refine_atoms(
@@ -191,7 +187,7 @@ def refine_atoms(
     ctx = (cell, group, form)
     for _ in range(rounds):
         frac, b_iso = _refine_once(model, f_obs, hkl, ~free, ctx, steps)
-        model = _prune(_replace(model, frac=frac, b_iso=b_iso, cycles=model.cycles + steps), cell, group)
+        model = _prune(dataclasses.replace(model, frac=frac, b_iso=b_iso, cycles=model.cycles + steps), cell, group)
         if len(model) == 0:
             break
     return r_factors(model, f_obs, sigma, hkl, free, ctx) if len(model) else model
@@ -241,8 +237,8 @@ def reassign_elements(
     if all(e == old for e, old in zip(elements, model.elements, strict=True)):
         return model
     keep = np.array([e is not None for e in elements])
-    trial = _replace(model, frac=model.frac[keep], elements=elements[keep].astype(str), b_iso=model.b_iso[keep],
-                     occ=model.occ[keep])  # fmt: skip
+    trial = dataclasses.replace(model, frac=model.frac[keep], elements=elements[keep].astype(str),
+                                b_iso=model.b_iso[keep], occ=model.occ[keep])  # fmt: skip
     trial = refine_atoms(trial, data, cell, group, rounds=1, steps=40, form=form)
     return trial if len(trial) and trial.r1_work < model.r1_work else model
 
