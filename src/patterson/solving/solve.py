@@ -293,6 +293,7 @@ def _rank(solution: Solution) -> tuple:
 
 
 FLIP_STARTS = 2  # the first route's charge-flipping starts; it stops once both have converged (measured: 12/12)
+FLIP_SAMPLE_RATE = 2.0  # the first route flips on a grid of spacing d_min/2 (Nyquist); the map and peaks keep d_min/3
 
 
 def _routes(config: SolveConfig, ctx: dict) -> list[tuple[str, SolveConfig]]:
@@ -345,7 +346,8 @@ def _solve_route(config: SolveConfig, ctx: dict) -> Solution:
         refine = "hybrid"
     f000 = ctx["f000"]
     f000s = [f000] if composition else [f000 * k for k in sorted(F000_SCAN, key=lambda k: abs(k - 1))]
-    results, f000_of = _phase(config, refine, starts, ctx["f_all"], ctx["hkl_all"], free, f000s, data, shape)
+    phasing_shape = grid_shape(data.cell, data.d_min, FLIP_SAMPLE_RATE) if config.phasing.stop_early else shape
+    results, f000_of = _phase(config, refine, starts, ctx["f_all"], ctx["hkl_all"], free, f000s, data, phasing_shape)
     best = min(results, key=lambda r: float(r.r_free[0]))  # chosen by R-free, never by R-work
     times["phasing"] = time.perf_counter() - t0 - times["model"]
     with runtime.torch_threads(_threads(config, shape)):
