@@ -297,16 +297,20 @@ FLIP_SAMPLE_RATE = 2.0  # the first route flips on a grid of spacing d_min/2 (Ny
 
 
 def _routes(config: SolveConfig, ctx: dict) -> list[tuple[str, SolveConfig]]:
-    """The phasing routes to try in order: the one asked for, or for ``auto`` charge flipping on E (no networks)
-    where atoms can be refined, then the hybrid."""
+    """The phasing routes to try in order: the one asked for, or for ``auto`` where atoms can be refined charge
+    flipping on E (no networks): quick (2 starts on a d_min/2 grid, stopping once converged), then with every start
+    and cycle on the full grid; then the hybrid."""
     phasing = config.phasing
     if phasing.refine != "auto":
         return [(phasing.refine, config)]
     hybrid = dataclasses.replace(config, phasing=dataclasses.replace(phasing, refine="hybrid"))
     if not ctx["composition"] or ctx["data"].d_min > ATOM_RESOLUTION:
         return [("hybrid", hybrid)]
-    flip = dataclasses.replace(phasing, refine="charge-flip", amplitudes="E", n_starts=FLIP_STARTS, stop_early=True)
-    return [("charge flipping on E", dataclasses.replace(config, phasing=flip, checkpoint="none")), ("hybrid", hybrid)]
+    quick = dataclasses.replace(phasing, refine="charge-flip", amplitudes="E", n_starts=FLIP_STARTS, stop_early=True)
+    full = dataclasses.replace(phasing, refine="charge-flip", amplitudes="E")
+    return [("charge flipping on E", dataclasses.replace(config, phasing=quick, checkpoint="none")),
+            ("charge flipping on E, all starts", dataclasses.replace(config, phasing=full, checkpoint="none")),
+            ("hybrid", hybrid)]  # fmt: skip
 
 
 def _prepare(config: SolveConfig) -> dict:
