@@ -109,6 +109,15 @@ def calculated_f(
     return exact_structure_factors(batch, hkl, form=form)[0]
 
 
+def model_f(model: AtomModel, hkl: np.ndarray, ctx: tuple) -> torch.Tensor:
+    """(M,) complex structure factors of a model's atoms at P1 hkl (no gradients); ctx = (cell, group, form)."""
+    with torch.no_grad():
+        return calculated_f(
+            torch.as_tensor(model.frac), torch.as_tensor(atomic_numbers(model.elements)),
+            torch.as_tensor(model.b_iso), torch.as_tensor(model.occ), hkl, ctx,
+        )  # fmt: skip
+
+
 def _scale(f_obs: torch.Tensor, f_calc_abs: torch.Tensor) -> torch.Tensor:
     return (f_obs * f_calc_abs).sum() / (f_calc_abs**2).sum().clamp_min(1e-30)
 
@@ -139,11 +148,7 @@ def r_factors(model: AtomModel, f_obs: np.ndarray, sigma: np.ndarray | None, hkl
               ctx: tuple) -> AtomModel:  # fmt: skip
     """The model with R1 (work and free), wR2 on F² (weights 1/σ²(F²), σ(F²) = 2Fσ(F); unit weights without σ)
     and the scale, all from one exact structure-factor calculation."""
-    with torch.no_grad():
-        fc = calculated_f(
-            torch.as_tensor(model.frac), torch.as_tensor(atomic_numbers(model.elements)),
-            torch.as_tensor(model.b_iso), torch.as_tensor(model.occ), hkl, ctx,
-        ).abs().numpy()  # fmt: skip
+    fc = model_f(model, hkl, ctx).abs().numpy()
     work = ~free
     k = float((f_obs[work] * fc[work]).sum() / max((fc[work] ** 2).sum(), 1e-30))
 
@@ -211,12 +216,7 @@ def _model_map_heights(model: AtomModel, p1: tuple[np.ndarray, np.ndarray, np.nd
     """(N,) the map of the observed work amplitudes with the model's phases at each atom (a direct sum over the P1
     reflections p1 = (f_obs (M,), hkl (M, 3) Friedel half, free (M,) bool), whose free ones are left out)."""
     f_obs, hkl, free = p1
-    with torch.no_grad():
-        fc = calculated_f(
-            torch.as_tensor(model.frac), torch.as_tensor(atomic_numbers(model.elements)),
-            torch.as_tensor(model.b_iso), torch.as_tensor(model.occ), hkl, ctx,
-        )  # fmt: skip
-    phase = 2 * np.pi * (model.frac @ hkl.T) - np.angle(fc.numpy())[None]  # (N, M)
+    phase = 2 * np.pi * (model.frac @ hkl.T) - np.angle(model_f(model, hkl, ctx).numpy())[None]  # (N, M)
     return (np.where(free, 0.0, f_obs)[None] * np.cos(phase)).sum(1)
 
 

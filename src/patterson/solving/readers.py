@@ -53,7 +53,7 @@ def read_reflections(
     elif suffix in (".cif", ".mmcif", ".ent", ".fcf") and carries_small_molecule_reflections(text := _text(path)):
         refl = read_small_cif(path, text)
     elif suffix in (".cif", ".mmcif", ".ent"):
-        refl = _read_sf_cif(path, columns)
+        refl = _read_sf_cif(path, columns, text)
     elif suffix in (".hkl", ".hkl4", ".hkl3"):
         refl = read_shelx_hkl(path, columns, cell, spacegroup)
     else:
@@ -201,9 +201,10 @@ def _read_mtz(path: Path, columns: str | None, free_column: str | None = None) -
     return refl
 
 
-def _read_sf_cif(path: Path, columns: str | None) -> Reflections:
+def _read_sf_cif(path: Path, columns: str | None, text: str) -> Reflections:
+    """An SF-mmCIF's reflections from its ``text`` (read once, gzipped or not, by :func:`read_reflections`)."""
     try:
-        blocks = gemmi.as_refln_blocks(gemmi.cif.read(str(path)))
+        blocks = gemmi.as_refln_blocks(gemmi.cif.read_string(text))
     except (RuntimeError, ValueError, OSError) as exc:
         raise PattersonError(f"{path}: unreadable mmCIF file ({one_line(exc)}); is it truncated?") from None
     blocks = [b for b in blocks if b.default_loop is not None]

@@ -1,5 +1,6 @@
-"""A SHELX .res of a solution: the cell, symmetry (LATT/SYMM), SFAC/UNIT and the peaks as atoms, assigned to
-elements by height, ready for SHELXL or Olex2 (rename it .ins, put the .hkl beside it)."""
+"""A SHELX .res of a solution: the cell, symmetry (LATT/SYMM), SFAC/UNIT and the atoms (refined ones, or peaks
+with the elements :func:`~patterson.solving.atoms.assign_elements` gave them), ready for SHELXL or Olex2 (rename it
+.ins, put the .hkl beside it)."""
 
 from __future__ import annotations
 
