@@ -25,7 +25,7 @@ class PhasingConfig:
     seed : the random starts and the free set (the demo: its test sets too).
     free_fraction : share of the measured reflections held out as the free set, where the data flag none.
     amplitudes : what the phasing imposes: ``F``, ``E`` or ``sharpened`` (the map and R-factors stay on F).
-    stop_early : charge flipping stops once every start has converged (``solve``'s first route; the method's own
+    stop_early : charge flipping stops once a start has converged (``solve``'s first route; the method's own
         default otherwise).
     """
 

@@ -25,6 +25,7 @@ import torch
 
 from patterson.cells import Cell, frac_distances
 from patterson.errors import PattersonError
+from patterson.minimize import lbfgs
 from patterson.physics import AtomBatch
 from patterson.physics import structure_factors as exact_structure_factors
 from patterson.solving.data import ObservedData
@@ -125,23 +126,22 @@ def _scale(f_obs: torch.Tensor, f_calc_abs: torch.Tensor) -> torch.Tensor:
 def _refine_once(model: AtomModel, f_obs: np.ndarray, hkl: np.ndarray, work: np.ndarray, ctx: tuple, steps: int):
     """One L-BFGS run over coordinates and B; returns refined (frac, b_iso)."""
     lengths = torch.tensor(ctx[0].parameters[:3], dtype=torch.float64)  # steps in Å, not in cell fractions
-    xyz = torch.tensor(model.frac * ctx[0].parameters[:3], dtype=torch.float64, requires_grad=True)
-    b_iso = torch.tensor(np.clip(model.b_iso, *B_LIMITS), dtype=torch.float64, requires_grad=True)
+    n = len(model)
     z = torch.as_tensor(atomic_numbers(model.elements))
-    occ = torch.as_tensor(model.occ, dtype=torch.float64)
+    occ = torch.as_tensor(model.occ, dtype=torch.float32)
     fo = torch.as_tensor(f_obs[work], dtype=torch.float64)
     hkl_work = hkl[work]
-    opt = torch.optim.LBFGS([xyz, b_iso], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        fc = calculated_f(xyz / lengths, z, b_iso.clamp(*B_LIMITS), occ, hkl_work, ctx).abs()
-        loss = ((fo - _scale(fo, fc).detach() * fc) ** 2).sum() / (fo**2).sum()
-        loss.backward()
-        return loss
+    def loss(x: torch.Tensor) -> torch.Tensor:  # x = (xyz in Å (N·3), B (N)); F in float32 (3× faster), sums in 64
+        xyz, b_iso = x[: 3 * n].reshape(n, 3), x[3 * n :]
+        fc = calculated_f((xyz / lengths).float(), z, b_iso.clamp(*B_LIMITS).float(), occ, hkl_work, ctx).abs()
+        fc = fc.double()
+        return ((fo - _scale(fo, fc).detach() * fc) ** 2).sum() / (fo**2).sum()
 
-    opt.step(closure)
-    return (xyz.detach() / lengths).numpy() % 1.0, np.clip(b_iso.detach().numpy(), *B_LIMITS)
+    x0 = torch.cat([torch.as_tensor(model.frac * ctx[0].parameters[:3]).flatten(),
+                    torch.as_tensor(np.clip(model.b_iso, *B_LIMITS))]).to(torch.float64)  # fmt: skip
+    x = lbfgs(loss, x0, steps)
+    return (x[: 3 * n].reshape(n, 3) / lengths).numpy() % 1.0, np.clip(x[3 * n :].numpy(), *B_LIMITS)
 
 
 def r_factors(model: AtomModel, f_obs: np.ndarray, sigma: np.ndarray | None, hkl: np.ndarray, free: np.ndarray,

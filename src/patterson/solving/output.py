@@ -144,7 +144,7 @@ def sections_figure(solution: Solution, n_sections: int = 3):
         ax.set_ylabel("y (fraction of b)")
         ax.set_title(f"section z = {k / nz:.3f} (peak {i + 1})", fontsize=9)
         fig.colorbar(im, ax=ax, label="ρ / r.m.s.", shrink=0.85)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.13, top=0.92, wspace=0.35)  # tight_layout: 0.1 s more
     return fig
 
 

@@ -292,7 +292,7 @@ def _rank(solution: Solution) -> tuple:
     return (("solved", "uncertain", "not solved").index(s["verdict"]), r1 if r1 is not None else math.inf, s["r_free"])
 
 
-FLIP_STARTS = 2  # the first route's charge-flipping starts; it stops once both have converged (measured: 12/12)
+FLIP_STARTS = 2  # the first route's charge-flipping starts; it stops once one has converged (measured: 12/12)
 FLIP_SAMPLE_RATE = 2.0  # the first route flips on a grid of spacing d_min/2 (Nyquist); the map and peaks keep d_min/3
 
 
