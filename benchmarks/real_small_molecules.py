@@ -367,6 +367,8 @@ def summary_fields(summary: dict) -> dict[str, Any]:
         **{k: summary.get(k) for k in keys},
         "claimed": summary.get("verdict") == "solved",
         "warnings": summary.get("warnings", []),
+        "timings_s": summary.get("timings_s"),
+        "phasing_cycles": {name: run.get("iterations") for name, run in (summary.get("runs") or {}).items()},
     }
 
 

@@ -560,7 +560,8 @@ def _summary(config: SolveConfig, c: dict, results: list, best, fom, shape, peak
         "network_choice": "every shipped density network starts a run; R-free picks the run" if c["starts"] else None,
         "transfer": config.transfer if c["starts"] else None,
         "runs": {
-            r.method: {"r_work": float(r.r_work[0]), "r_free": float(r.r_free[0]), "verdict": r.verdict[0]}
+            r.method: {"r_work": float(r.r_work[0]), "r_free": float(r.r_free[0]), "verdict": r.verdict[0],
+                       "iterations": int(r.iterations)}  # fmt: skip
             for r in results
         },
         "map_coefficients": f"all measured amplitudes with the chosen run's phases after {FINAL_POLISH} cycles of "
