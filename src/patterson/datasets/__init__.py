@@ -14,6 +14,7 @@ the missing ones, so the final dataset holds exactly ``n`` examples.
 """
 
 from patterson.datasets.config import (
+    EXAMPLE_FIELDS,
     FIELDS,
     INPUTS,
     KINDS,
@@ -58,6 +59,7 @@ from patterson.datasets.store import (
 )
 
 __all__ = [
+    "EXAMPLE_FIELDS",
     "FIELDS",
     "INPUTS",
     "KINDS",

@@ -14,17 +14,19 @@ from patterson.cells import Cell
 from patterson.config import build, layers, merge, read_toml
 from patterson.errors import PattersonError
 from patterson.physics import check_size, grid_shape
+from patterson.symmetry import SpaceGroup
 
 log = logging.getLogger(__name__)
 
 
 SPLITS = ("train", "val", "test")
-KINDS = ("fragment", "crystal", "random")
+KINDS = ("fragment", "crystal", "random", "peptide")
 INPUTS = ("patterson", "intensity")
 TARGETS = ("density", "gaussian")
 LABEL_LEN = 256  # bytes of the fixed-length provenance strings
 FIELDS = ("input", "target", "xyz", "z", "b_iso", "occ", "n_atoms", "cell", "label", "source")  # per example
 REFLECTION_FIELDS = ("f_obs", "measured", "f_calc")  # per example, on the Friedel half to d_min (Patterson inputs)
+EXAMPLE_FIELDS = ("spacegroup", "d_min", "beta_stack")  # per example, kind='peptide' only
 FORMAT = "patterson-dataset-2"  # 2: the reflections behind the maps are stored (1: maps and atoms only)
 
 
@@ -37,12 +39,16 @@ class GenerateConfig:
 
     Source: ``source`` is a folder of structure files, ``embedded`` (MDAnalysisTests proteins, or for
     ``kind='crystal'`` the CIFs of the ``crystals`` package and pymatgen's AFLOW prototypes) or ``random``.
-    ``kind`` is ``fragment`` (k-residue windows, ``dialanine`` truncation), ``crystal`` (whole unit cells) or
-    ``random`` (``n_atoms`` Hurwitz-style random atoms).
+    ``kind`` is ``fragment`` (k-residue windows, ``dialanine`` truncation), ``crystal`` (whole unit cells),
+    ``random`` (``n_atoms`` Hurwitz-style random atoms) or ``peptide`` (peptide microcrystals, see
+    :mod:`patterson.datasets.peptides`: a segment of ``k_min`` … ``k`` residues packed by one of ``space_groups``
+    to ``pack_volume`` ± ``pack_tolerance``, a fraction ``beta_fraction`` of them as β-sheet stacks with one axis
+    drawn from ``beta_axis``; each example has a cell of its own, its maps lie on the fixed ``grid`` and its
+    resolution is drawn from ``d_min_range``; ``b_policy='resolution'`` ties B to it).
     Placement: ``cell`` (a b c α β γ; None keeps a crystal's own cell), ``position`` (centre | random),
-    ``rotate``, B policy (``b_policy`` fixed | deposited | random, ``b_iso``, ``b_range``), ``clash_distance``
-    (reject fragments closer than this to their periodic images; None: no check), ``pack_volume`` (Å³ per atom:
-    pack several fragments per cell to this density; None: one fragment per cell).
+    ``rotate``, B policy (``b_policy`` fixed | deposited | random | resolution, ``b_iso``, ``b_range``),
+    ``clash_distance`` (reject fragments closer than this to their periodic images; None: no check),
+    ``pack_volume`` (Å³ per atom: pack several fragments per cell to this density; None: one fragment per cell).
     Maps: ``input`` patterson (to ``d_min``, grid spacing d_min / ``sample_rate``) or intensity (|F|² at
     h, k, l = 0 … ``h_max``−1 with f = ``form``); ``target`` density (band-limited, same F, same grid) or
     gaussian (Gaussians of ``target_sigma`` Å holding Z electrons, on the fractional grid of the input's shape).
@@ -61,6 +67,7 @@ class GenerateConfig:
     seed: int = 0
     kind: str = "fragment"
     k: int = 2
+    k_min: int | None = None
     dialanine: bool = False
     n_atoms: int = 20
     cell: tuple[float, ...] | None = (12.0, 12.0, 12.0, 90.0, 90.0, 90.0)
@@ -73,11 +80,16 @@ class GenerateConfig:
     clash_distance: float | None = None
     pack_volume: float | None = None
     pack_tolerance: float = 0.1
+    space_groups: tuple[str, ...] = ("P 1",)
+    beta_fraction: float = 0.0
+    beta_axis: tuple[float, float] = (4.7, 4.9)
     input: str = "patterson"
     target: str = "density"
     form: str = "it92"
     d_min: float = 1.5
     sample_rate: float = 3.0
+    grid: tuple[int, int, int] | None = None
+    d_min_range: tuple[float, float] | None = None
     h_max: int = 10
     target_sigma: float = 0.5
     input_d_min: float | None = None
@@ -90,13 +102,14 @@ class GenerateConfig:
     only_splits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("cell", "b_range", "splits"):  # TOML and JSON give lists
+        for name in ("cell", "b_range", "splits", "beta_axis", "d_min_range", "grid"):  # TOML and JSON give lists
             value = getattr(self, name)
             if isinstance(value, list):
-                object.__setattr__(self, name, tuple(float(v) for v in value))
+                object.__setattr__(self, name, tuple((int if name == "grid" else float)(v) for v in value))
         if self.cell is not None:
             object.__setattr__(self, "cell", Cell.of(self.cell).parameters)
         object.__setattr__(self, "only_splits", tuple(str(s) for s in self.only_splits))
+        object.__setattr__(self, "space_groups", tuple(str(s) for s in self.space_groups))
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n <= 0:
             raise PattersonError(f"n must be a positive number of examples, got {self.n!r}")
         checks = [
@@ -104,7 +117,7 @@ class GenerateConfig:
             (self.input in INPUTS, f"input must be one of {', '.join(INPUTS)}, got {self.input!r}"),
             (self.target in TARGETS, f"target must be one of {', '.join(TARGETS)}, got {self.target!r}"),
             (self.position in ("centre", "random"), f"position must be centre or random, got {self.position!r}"),
-            (self.b_policy in ("fixed", "deposited", "random"), f"unknown b_policy {self.b_policy!r}"),
+            (self.b_policy in ("fixed", "deposited", "random", "resolution"), f"unknown b_policy {self.b_policy!r}"),
             (self.form in ("it92", "z"), f"form must be it92 or z, got {self.form!r}"),
             (self.map_dtype in ("float16", "float32"), f"map_dtype must be float16 or float32, not {self.map_dtype}"),
             (self.k >= 1, f"k must be at least 1, got {self.k}"),
@@ -117,14 +130,16 @@ class GenerateConfig:
             (self.max_atoms >= 1, f"max_atoms must be at least 1, got {self.max_atoms}"),
             (len(self.splits) == 3 and min(self.splits) >= 0 and sum(self.splits) > 0, "splits needs 3 fractions"),
             (abs(sum(self.splits) - 1) < 1e-6, f"splits must add up to 1, got {list(self.splits)}"),
-            (self.cell is not None or self.kind == "crystal", "only kind='crystal' may leave cell unset"),
+            (self.cell is not None or self.kind in ("crystal", "peptide"), "only crystals, peptides leave cell unset"),
             (self.pack_volume is None or self.pack_volume > 0, "pack_volume must be positive"),
             (self.input_d_min is None or self.input_d_min >= self.d_min, "input_d_min must be ≥ d_min"),
             (set(self.only_splits) <= {"train", "val", "test"}, "only_splits may name train, val and test only"),
         ]
-        for ok, message in checks:
+        for ok, message in checks + (peptide_checks(self) if self.kind == "peptide" else []):
             if not ok:
                 raise PattersonError(message)
+        if self.kind != "peptide" and (self.b_policy == "resolution" or self.grid or self.d_min_range):
+            raise PattersonError("b_policy 'resolution', grid and d_min_range are for kind='peptide' only")
         if self.cell is not None:  # before any source is read: refuse grids and reflection sets beyond the machine
             check_size(Cell.of(self.cell), self.d_min, self.sample_rate)
 
@@ -144,6 +159,33 @@ class GenerateConfig:
         return make_config(values.pop("preset", None), **values)
 
 
+PEPTIDE_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic")  # the crystal systems kind='peptide' packs
+
+
+def peptide_checks(config: GenerateConfig) -> list[tuple[bool, str]]:
+    """The rules of a ``kind='peptide'`` config as (holds, message) pairs; an unknown space group raises."""
+    lo, hi = config.d_min_range or (config.d_min, config.d_min)
+    grid = config.grid or ()
+    checks = [
+        (config.cell is None, "kind='peptide' gives each example a cell of its own: leave cell unset"),
+        (len(grid) == 3 and all(n >= 8 and n % 2 == 0 for n in grid), "kind='peptide' needs grid: 3 even sizes ≥ 8"),
+        (config.input == "patterson", "kind='peptide' makes Patterson inputs"),
+        (1 <= (config.k_min or config.k) <= config.k, f"k_min must lie in 1 … k={config.k}"),
+        (config.d_min <= lo <= hi, f"d_min_range must be [lo, hi] with d_min ≤ lo ≤ hi, got {[lo, hi]}"),
+        (0 <= config.beta_fraction <= 1, f"beta_fraction must lie in [0, 1], got {config.beta_fraction}"),
+        (0 < config.beta_axis[0] <= config.beta_axis[-1], f"beta_axis must be [lo, hi] Å, got {config.beta_axis}"),
+        (config.pack_volume is not None and 0 <= config.pack_tolerance < 1, "kind='peptide' needs pack_volume"),
+        (len(config.space_groups) > 0, "kind='peptide' needs at least one space group"),
+    ]
+    for name in config.space_groups:
+        sg = SpaceGroup.of(name).gemmi
+        system = sg.crystal_system_str()
+        fits = system in PEPTIDE_SYSTEMS and (system != "monoclinic" or sg.qualifier.startswith("b"))
+        checks.append((fits, f"space group {name}: kind='peptide' packs triclinic, monoclinic (b unique) and "
+                             "orthorhombic groups"))  # fmt: skip
+    return checks
+
+
 PRESETS: dict[str, dict] = {
     "paper-1a": dict(kind="fragment", dialanine=True, cell=(20.0,) * 3, d_min=1.5, sample_rate=3.0, max_atoms=16),
     "paper-1b": dict(kind="fragment", dialanine=True, cell=(10.0,) * 3, d_min=1.5, sample_rate=3.0, max_atoms=16),
@@ -159,6 +201,12 @@ PRESETS: dict[str, dict] = {
     "dense-protein": dict(
         kind="fragment", cell=(12.0,) * 3, d_min=2.0, sample_rate=4.0, pack_volume=35.0, clash_distance=2.5,
         position="random", rotate=True, max_atoms=64,
+    ),
+    "peptide-crystal": dict(
+        kind="peptide", k=9, k_min=4, cell=None, grid=(64, 64, 64), d_min=0.8, d_min_range=(0.8, 2.0),
+        space_groups=("P 21", "P 21 21 21", "C 2", "P 1"), beta_fraction=0.5, beta_axis=(4.7, 4.9),
+        pack_volume=20.7, pack_tolerance=0.07, clash_distance=2.8, b_policy="resolution", b_range=(3.0, 15.0),
+        noise=0.03, missing=0.05, max_atoms=400,
     ),
 }  # fmt: skip
 
@@ -205,7 +253,9 @@ def describe_config(config: GenerateConfig) -> str:
     map grid it implies."""
     fields = dataclasses.asdict(config).items()
     lines = [f"# {k} = (none)" if v is None else f"{k} = {toml_value(v)}" for k, v in fields]
-    if config.input == "patterson" and config.cell is not None:
+    if config.grid is not None:
+        lines.append(f"# grid {'x'.join(map(str, config.grid))}")
+    elif config.input == "patterson" and config.cell is not None:
         shape = grid_shape(Cell.of(config.cell), config.d_min, config.sample_rate)
         lines.append(f"# grid {'x'.join(map(str, shape))}")
     elif config.input == "intensity":

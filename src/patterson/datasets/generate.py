@@ -22,6 +22,7 @@ import torch
 from patterson import __version__
 from patterson.cells import Cell, fits_in_cell, pack_cell, place_in_cell, set_b_factors
 from patterson.datasets.config import FIELDS, FORMAT, LABEL_LEN, REFLECTION_FIELDS, SPLITS, GenerateConfig
+from patterson.datasets.peptides import EXAMPLE_FIELDS, example_fields, peptide_example
 from patterson.datasets.sources import Pool, assign_splits, build_pool, split_counts
 from patterson.datasets.store import damaged_shards, example_item
 from patterson.errors import PattersonError
@@ -114,14 +115,17 @@ PACK_ATTEMPTS = 20  # pack_cell calls per example before giving up
 _STATE: _State | None = None  # set before workers fork; read by _make_chunk
 
 
-def _example_atoms(state: _State, split: str, index: int) -> tuple[Atoms, str, str]:
-    """The placed atoms of one example, its provenance label and source file name(s)."""
+def _example_atoms(state: _State, split: str, index: int) -> tuple[Atoms, str, str, dict]:
+    """The placed atoms of one example, its provenance label, source file name(s) and, for peptide crystals, its
+    space group and resolution (EXAMPLE_FIELDS)."""
     config, pool = state.config, state.pool
+    if config.kind == "peptide":
+        return peptide_example(pool, state.split_items[split], config, split, index)
     if config.kind == "random":
         cell = Cell.of(config.cell)
         rng = _example_rng(config, split, index)
         atoms = random_atoms_in_cell(config, cell, rng)
-        return atoms, f"random/{split}/{index}", "random"
+        return atoms, f"random/{split}/{index}", "random", {}
     if config.pack_volume is not None:
         rng = _example_rng(config, split, index)
         items = state.split_items[split]
@@ -149,10 +153,10 @@ def _example_atoms(state: _State, split: str, index: int) -> tuple[Atoms, str, s
             cell=Cell.of(config.cell).parameters,
             spacegroup="P 1",
         )
-        return atoms, ";".join(pool.labels[i] for i in used), ";".join(pool.files[i] for i in used)
+        return atoms, ";".join(pool.labels[i] for i in used), ";".join(pool.files[i] for i in used), {}
     item, repeat = state.slots[split][index]
     atoms = _place_item(pool, int(item), int(repeat), config)
-    return atoms, pool.labels[item] + (f"#{repeat}" if repeat else ""), pool.files[item]
+    return atoms, pool.labels[item] + (f"#{repeat}" if repeat else ""), pool.files[item], {}
 
 
 def random_atoms_in_cell(config: GenerateConfig, cell: Cell, rng: np.random.Generator) -> Atoms:
@@ -167,7 +171,7 @@ def _degrade(
     """Amplitudes (B, M) with relative Gaussian noise and reflections dropped (set to 0) per example, and the mask
     (B, M) of the measured ones (``keep`` and not dropped; noise may take a measured amplitude to 0)."""
     out = amplitude.clone()
-    measured = keep[None].repeat(amplitude.shape[0], 1)
+    measured = keep.expand(amplitude.shape).clone()
     for b, rng in enumerate(rngs):
         if config.missing > 0:
             measured[b] &= torch.as_tensor(rng.random(amplitude.shape[1]) >= config.missing)
@@ -178,13 +182,14 @@ def _degrade(
     return out, measured
 
 
-def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs) -> dict[str, np.ndarray]:
+def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_mins=None) -> dict[str, np.ndarray]:
     """The stored arrays of structures that share one cell, as the config says: ``input`` and ``target`` maps
     (B, X, Y, Z) float32 and, for Patterson inputs, the reflections behind them (the Friedel half to d_min):
     ``f_obs`` (B, M) float32, the degraded amplitudes the input was made from; ``measured`` (B, M) bool; and for
     density targets ``f_calc`` (B, M) complex64, the exact structure factors of the target.
 
-    ``rngs`` (one numpy generator per structure) draw the degradations.
+    ``rngs`` (one numpy generator per structure) draw the degradations. ``d_mins`` (B,) (peptide crystals: maps on
+    ``config.grid``, no reflections stored, as M differs per cell) cuts input and target at each one's resolution.
     """
     cell = Cell(*structures[0].cell)
     batch = AtomBatch.from_atoms(structures, cell, dtype=torch.float32)  # float32: maps are stored as float16
@@ -195,15 +200,18 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs) -> dict[
         amp, _ = _degrade(f_amp.reshape(len(structures), -1), keep, config, rngs)
         inp = (amp**2).reshape(f_amp.shape)
     else:
-        hkl = miller_indices(cell, config.d_min)
-        shape = grid_shape(cell, config.d_min, config.sample_rate)
+        hkl = miller_indices(cell, config.d_min if d_mins is None else min(d_mins))
+        shape = config.grid or grid_shape(cell, config.d_min, config.sample_rate)
         f = structure_factors(batch, hkl, form=config.form)  # (B, M)
         keep = torch.ones(len(hkl), dtype=torch.bool)
         if config.input_d_min is not None:
             keep = torch.as_tensor(cell.d_spacing(hkl) >= config.input_d_min * (1 - 1e-9))
+        if d_mins is not None:  # (B, M): each example's reflections to its own resolution, in input and target
+            keep = keep & torch.as_tensor(cell.d_spacing(hkl)[None] >= np.array(d_mins)[:, None] * (1 - 1e-9))
+            f = torch.where(keep, f, torch.zeros_like(f))
         amp, measured = _degrade(f.abs(), keep, config, rngs)
         inp = patterson_from_f(amp.to(f.dtype), hkl, cell, shape)
-        out |= {"f_obs": amp.numpy().astype(np.float32), "measured": measured.numpy()}
+        out |= {"f_obs": amp.numpy().astype(np.float32), "measured": measured.numpy()} if d_mins is None else {}
     if config.target == "gaussian":
         shape = tuple(inp.shape[-3:])
         tgt = gaussian_density(batch, shape, form="z", sigma=config.target_sigma)
@@ -211,7 +219,7 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs) -> dict[
         if config.input == "intensity":
             raise PattersonError("target 'density' needs input 'patterson'")
         tgt = density_from_f(f, hkl, cell, tuple(inp.shape[-3:]))
-        out["f_calc"] = f.numpy().astype(np.complex64)
+        out |= {"f_calc": f.numpy().astype(np.complex64)} if d_mins is None else {}
     return {"input": inp.numpy(), "target": tgt.numpy()} | out
 
 
@@ -227,21 +235,23 @@ def _make_chunk(task: tuple[str, int, int, int]) -> tuple[str, int, int]:
 def _chunk_arrays(state: _State, split: str, start: int, count: int) -> dict[str, np.ndarray]:
     """The stored arrays (FIELDS and, for Patterson inputs, REFLECTION_FIELDS) of examples start … start+count−1."""
     config = state.config
-    structures, labels, files = [], [], []
+    structures, labels, files, extras = [], [], [], []
     for i in range(start, start + count):
-        atoms, label, file = _example_atoms(state, split, i)
+        atoms, label, file, extra = _example_atoms(state, split, i)
         structures.append(atoms)
         labels.append(label)
         files.append(file)
+        extras.append(extra)
     rngs = [np.random.default_rng([config.seed, 17, SPLITS.index(split), i]) for i in range(start, start + count)]
     groups: dict[tuple, list[int]] = {}
     for j, s in enumerate(structures):
         groups.setdefault(tuple(np.round(s.cell, 6)), []).append(j)
     made: dict[str, np.ndarray] = {}
     for members in groups.values():
-        arrays = compute_maps([structures[j] for j in members], config, [rngs[j] for j in members])
+        d_mins = [extras[j]["d_min"] for j in members] if config.kind == "peptide" else None
+        arrays = compute_maps([structures[j] for j in members], config, [rngs[j] for j in members], d_mins)
         if not made:
-            if len(groups) > 1 and (arrays["input"].shape[1:] != (config.h_max,) * 3):
+            if len(groups) > 1 and (arrays["input"].shape[1:] not in ((config.h_max,) * 3, config.grid)):
                 raise PattersonError("examples with different cells need input='intensity' (one grid size)")
             dtypes = {"input": config.map_dtype, "target": config.map_dtype}
             made = {k: np.empty((count, *a.shape[1:]), dtype=dtypes.get(k, a.dtype)) for k, a in arrays.items()}
@@ -274,7 +284,7 @@ def _chunk_arrays(state: _State, split: str, start: int, count: int) -> dict[str
         cell=np.array([s.cell for s in structures], dtype=np.float64),
         label=enc(labels),
         source=enc(files),
-    ) | made  # the reflections behind the maps (Patterson inputs)
+    ) | made | example_fields(extras)  # the reflections behind the maps (Patterson inputs); peptides' fields
 
 
 def _map_stats(values: np.ndarray) -> dict[str, float]:
@@ -501,7 +511,8 @@ def _write_index(
             continue
         shards = [_shard_path(out, s, c) for c in range(math.ceil(n / config.chunk_size))]
         with h5py.File(shards[0], "r") as fh:
-            meta = {name: (fh[name].shape[1:], fh[name].dtype) for name in (*FIELDS, *REFLECTION_FIELDS) if name in fh}
+            names = (*FIELDS, *REFLECTION_FIELDS, *EXAMPLE_FIELDS)
+            meta = {name: (fh[name].shape[1:], fh[name].dtype) for name in names if name in fh}
         layouts[s] = {name: h5py.VirtualLayout((n, *shape), dtype) for name, (shape, dtype) in meta.items()}
         for c, path in enumerate(shards):
             with h5py.File(path, "r") as fh:

@@ -212,9 +212,10 @@ def _read_one(args: tuple[str, GenerateConfig]) -> tuple[Pool, Counter]:
     items = []
     name = Path(path).name
     try:
-        if config.kind == "fragment":
+        if config.kind in ("fragment", "peptide"):
             frag_counts: dict[str, int] = {}
-            for frag in extract_fragments(path, config.k, config.dialanine, frag_counts):
+            frags = extract_fragments(path, config.k, config.dialanine, frag_counts)
+            for frag in frags[:: config.k if config.kind == "peptide" else 1]:  # peptides: windows side by side
                 items.append((frag.atoms, frag.entry, frag.label, name, None))
             counts.update(frag_counts)
         elif name.startswith("aflow_prototypes.json"):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from patterson.cells import Cell, random_rotation
-from patterson.datasets.config import REFLECTION_FIELDS, SPLITS, GenerateConfig
+from patterson.datasets.config import EXAMPLE_FIELDS, REFLECTION_FIELDS, SPLITS, GenerateConfig
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f, patterson_from_f
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
@@ -169,6 +169,9 @@ def example_item(row: Mapping[str, np.ndarray], index: int, scale: Mapping[str, 
         out["f_calc"] = torch.from_numpy(row["f_calc"].astype(np.complex128))
     if "label" in row:
         out["label"] = bytes(row["label"]).decode()
+    if "spacegroup" in row:  # peptide crystals: the example's group, resolution and kind
+        out.update(spacegroup=bytes(row["spacegroup"]).decode(), d_min=float(row["d_min"]),
+                   beta_stack=bool(row["beta_stack"]))  # fmt: skip
     return out
 
 
@@ -181,8 +184,9 @@ class StoredDataset(torch.utils.data.Dataset):
     ``cell`` (6,) float64; ``index``; ``n_atoms``; ``xyz`` (max_atoms, 3) and ``z`` (max_atoms,) of the atoms;
     where the dataset stores them (:attr:`has_reflections`), the reflections behind the maps on the Friedel half to
     d_min: ``f_obs`` (M,) the degraded amplitudes the input was made from, ``measured`` (M,) bool and ``f_calc``
-    (M,) complex, the exact structure factors of the target. The HDF5 file is opened lazily in each process, so
-    DataLoader workers are safe.
+    (M,) complex, the exact structure factors of the target; for peptide crystals ``spacegroup`` (str), ``d_min``
+    (Å) and ``beta_stack`` (bool) of the example. The HDF5 file is opened lazily in each process, so DataLoader
+    workers are safe.
     """
 
     def __init__(self, path: str | Path, split: str = "train", normalise: bool | Mapping[str, float] = True) -> None:
@@ -223,7 +227,8 @@ class StoredDataset(torch.utils.data.Dataset):
             raise IndexError(index)
         index %= self._len
         g = self._group()
-        names = ("input", "target", "cell", "n_atoms", "xyz", "z", *(n for n in REFLECTION_FIELDS if n in g))
+        optional = (n for n in (*REFLECTION_FIELDS, *EXAMPLE_FIELDS) if n in g)
+        names = ("input", "target", "cell", "n_atoms", "xyz", "z", *optional)
         return example_item({name: g[name][index] for name in names}, index, self.scale)
 
     def labels(self) -> list[str]:
@@ -238,6 +243,9 @@ class StoredDataset(torch.utils.data.Dataset):
 
     def require_reflections(self) -> None:
         """Raise a one-line PattersonError unless the dataset stores the reflections behind its maps."""
+        if not self.has_reflections and self.config.kind == "peptide":
+            raise PattersonError(f"{self.path}: peptide crystals have cells of their own and store no reflections; "
+                                 "phasing methods need them")  # fmt: skip
         if not self.has_reflections:
             raise PattersonError(
                 f"{self.path}: made by an older patterson (dataset format 1), which did not store the amplitudes "

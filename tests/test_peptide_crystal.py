@@ -1,0 +1,174 @@
+"""The peptide-crystal preset (#30): segments of real chains packed by P2₁, P2₁2₁2₁, C2 and P1, half as β stacks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from patterson import __version__
+from patterson.cells import Cell
+from patterson.datasets import StoredDataset, build_pool, generate, make_config
+from patterson.datasets.peptides import contact_distance, peptide_example, residue_sizes
+from patterson.errors import PattersonError
+from patterson.physics import AtomBatch, miller_indices, structure_factors
+from patterson.structures import Atoms
+from patterson.symmetry import HklTable, SpaceGroup
+
+GROUPS = ("P 21", "P 21 21 21", "C 2", "P 1")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pc") / "pc"
+    # seed 15 draws P2₁ (a β stack), P2₁2₁2₁, C2 (a β stack) and P1 for its four examples
+    generate(make_config("peptide-crystal", n=4, splits=(0.5, 0.25, 0.25), seed=15), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pool():
+    config = make_config("peptide-crystal")
+    return build_pool(config, progress=False)[0]
+
+
+def examples(ds: Path) -> list[dict]:
+    """Every stored example with its atoms (the P1 cell), group, resolution and kind."""
+    out = []
+    with h5py.File(ds / "dataset.h5", "r") as fh:
+        for split in ("train", "val", "test"):
+            g = fh[split]
+            for i in range(len(g["n_atoms"])):
+                n = int(g["n_atoms"][i])
+                out.append(dict(split=split, cell=Cell(*g["cell"][i]), xyz=g["xyz"][i, :n].astype(np.float64),
+                                z=g["z"][i, :n], b=g["b_iso"][i, :n].astype(np.float64),
+                                group=g["spacegroup"][i].decode(),
+                                d_min=float(g["d_min"][i]), beta=bool(g["beta_stack"][i]),
+                                label=g["label"][i].decode()))  # fmt: skip
+    return out
+
+
+def closest_molecules(xyz: np.ndarray, cell: Cell, k: int) -> float:
+    """The shortest distance (Å) between atoms of different molecules of a P1 cell of k molecules (k·m, 3) over
+    every lattice translation that can matter (brute force, independent of the generator's search)."""
+    mols = xyz.reshape(k, -1, 3)
+    reach = np.ceil((np.ptp(xyz, axis=0).max() + 3.0) * np.linalg.norm(cell.frac, axis=1)).astype(int)
+    steps = np.array(list(itertools.product(*[range(-r, r + 1) for r in reach])))  # (T, 3)
+    shifts = steps @ cell.orth.T
+    best = np.inf
+    for i, j in itertools.product(range(k), repeat=2):
+        d = np.linalg.norm(mols[i][:, None, None] - mols[j][None, :, None] - shifts[None, None], axis=-1)
+        if i == j:
+            d[:, :, np.all(steps == 0, axis=1)] = np.inf  # an atom and its own molecule
+        best = min(best, float(d.min()))
+    return best
+
+
+def test_cells_are_dense_clash_free_and_carry_config_and_version(dataset):
+    config = make_config("peptide-crystal")
+    lo, hi = (config.pack_volume * (1 + s * config.pack_tolerance) for s in (-1, 1))
+    with h5py.File(dataset / "dataset.h5", "r") as fh:
+        assert fh.attrs["version"] == __version__ and json.loads(fh.attrs["config"])["preset"] == "peptide-crystal"
+        assert fh["train/input"].shape[1:] == (64, 64, 64) and "f_obs" not in fh["train"]
+    made = examples(dataset)
+    assert {ex["group"] for ex in made} == {SpaceGroup.of(g).name for g in GROUPS}
+    assert sorted(ex["beta"] for ex in made) == [False, False, True, True]
+    for ex in made:
+        k = len(SpaceGroup.of(ex["group"]).rot)
+        assert ex["group"] in [SpaceGroup.of(g).name for g in GROUPS] and len(ex["xyz"]) % k == 0
+        assert 4 * 4 <= len(ex["xyz"]) // k and np.all(ex["z"] > 1)  # ≥ 4 residues; heavy atoms only
+        assert lo <= ex["cell"].volume / len(ex["xyz"]) <= hi
+        assert closest_molecules(ex["xyz"], ex["cell"], k) >= config.clash_distance - 1e-6
+        assert 0.8 <= ex["d_min"] <= 2.0 and 1.0 < ex["b"].mean() < 20.0
+
+
+def test_the_expanded_cell_obeys_the_group(dataset):
+    """F(hR) = F(h)·exp(−2πi h·t) for every operator x → Rx + t, and the systematic absences are absent."""
+    for ex in examples(dataset):
+        group = SpaceGroup.of(ex["group"])
+        elements = np.array([gemmi_symbol(z) for z in ex["z"]])
+        atoms = Atoms(ex["xyz"], elements, ex["b"], np.ones(len(ex["z"])), ex["cell"].parameters, "P 1")
+        batch = AtomBatch.from_atoms([atoms], ex["cell"], dtype=torch.float64)
+        hkl = miller_indices(ex["cell"], 2.0)
+        f = structure_factors(batch, hkl)[0].numpy()
+        table = HklTable(hkl, f)
+        scale = np.abs(f).max()
+        for rot, tran in zip(group.rot, group.tran, strict=True):
+            mate, found = table(hkl @ rot)
+            assert found.all()
+            np.testing.assert_allclose(mate, f * np.exp(-2j * np.pi * hkl @ tran), atol=1e-6 * scale)
+        ops = group.gemmi.operations()
+        absent = np.array([ops.is_systematically_absent(list(map(int, h))) for h in hkl])
+        assert np.abs(f[absent]).max(initial=0) < 1e-6 * scale
+
+
+def test_beta_stacks_repeat_the_strand_along_a_short_axis(pool):
+    items = np.arange(len(pool))
+    for i, group in enumerate(GROUPS):
+        config = make_config("peptide-crystal", beta_fraction=1.0, space_groups=(group,))
+        atoms, label, _, extra = peptide_example(pool, items, config, "train", i)
+        cell, sg = Cell(*atoms.cell), SpaceGroup.of(group)
+        assert extra["beta_stack"] and extra["spacegroup"] == sg.name
+        short = int(np.argmin([cell.a, cell.b, cell.c]))
+        assert 4.7 <= (cell.a, cell.b, cell.c)[short] <= 4.9
+        if sg.gemmi.crystal_system_str() == "monoclinic":
+            assert short == 1  # b, the unique axis, as in 1YJP
+        mol = atoms.xyz[: len(atoms) // len(sg.rot)]  # the asymmetric unit: the identity's copy comes first
+        ca = mol[np.cumsum([0] + residue_sizes(label)[:-1]) + 1]  # (R, 3)
+        assert np.linalg.norm(ca[-1] - ca[0]) / (len(ca) - 1) > 3.2  # a straight strand
+        strand = (ca[-1] - ca[0]) / np.linalg.norm(ca[-1] - ca[0])
+        axis = cell.orth[:, short] / np.linalg.norm(cell.orth[:, short])
+        assert abs(strand @ axis) <= np.sin(np.radians(25)) + 1e-6  # roughly perpendicular
+        translate = mol + cell.orth[:, short]
+        nearest = np.linalg.norm(mol[:, None] - translate[None], axis=-1).min()
+        assert 2.8 - 1e-6 <= nearest < 4.5  # the next strand of the sheet touches it, no closer than 2.8 Å
+        assert contact_distance(mol, cell.orth, sg, 2.8) >= 2.8 - 1e-6
+
+
+def test_entries_are_split_disjointly(dataset):
+    with h5py.File(dataset / "dataset.h5", "r") as fh:
+        given = {s: set(json.loads(fh[s].attrs["entries"])) for s in ("train", "val", "test")}
+    used = {s: set() for s in given}
+    for ex in examples(dataset):
+        used[ex["split"]].add(ex["label"].split("/")[0])
+    for a, b in itertools.combinations(given, 2):
+        assert not given[a] & given[b]
+    assert all(used[s] <= given[s] for s in given)
+
+
+def test_items_name_group_resolution_and_kind_and_refuse_phasing(dataset):
+    ds = StoredDataset(dataset, "train", normalise=False)
+    item = ds[0]
+    assert item["input"].shape == (1, 64, 64, 64) and isinstance(item["spacegroup"], str)
+    assert 0.8 <= item["d_min"] <= 2.0 and isinstance(item["beta_stack"], bool)
+    assert not ds.has_reflections
+    with pytest.raises(PattersonError, match="peptide crystals"):
+        ds.require_reflections()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(cell=(10.0, 10.0, 10.0)), "leave cell unset"),
+        (dict(space_groups=("P 4",)), "triclinic, monoclinic"),
+        (dict(space_groups=("P 1 1 21",)), "b unique"),
+        (dict(grid=(63, 64, 64)), "grid"),
+        (dict(k_min=10), "k_min"),
+        (dict(d_min_range=(0.7, 2.0)), "d_min_range"),
+        (dict(space_groups=("Q 9",)), "unknown space group"),
+    ],
+)
+def test_bad_peptide_settings_are_one_line_errors(changes, message):
+    with pytest.raises(PattersonError, match=message):
+        make_config("peptide-crystal", **changes)
+
+
+def gemmi_symbol(z: int) -> str:
+    import gemmi
+
+    return gemmi.Element(int(z)).name
