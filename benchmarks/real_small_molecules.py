@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from _common import RESULTS, ROOT, TABLES, run_metadata, write_json, write_text
-from patterson.cells import Cell, frac_distances
+from patterson.cells import Cell, expand_to_p1, frac_distances
 from patterson.evaluation import align, apply_alignment_f, score_f
 from patterson.physics import AtomBatch, in_friedel_half, structure_factors
 from patterson.shelx import read_shelx
@@ -188,7 +188,7 @@ def published_path(folder: Path) -> Path:
 def model_f(path: Path, cell: Cell, hkl: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """The published model's structure factors at ``hkl`` (M,) complex, its atoms placed in the data's ``cell`` by
     their fractional coordinates; and facts about it (atoms in the cell, the largest cell-edge difference)."""
-    atoms = read_structure(path)
+    atoms = expand_to_p1(read_structure(path))  # a PDB/mmCIF model is its asymmetric unit; the others are whole
     own = Cell(*atoms.cell) if atoms.cell is not None else cell
     placed = atoms.replace(xyz=cell.to_cartesian(own.to_fractional(atoms.xyz)), cell=cell.parameters)
     f = structure_factors(AtomBatch.from_atoms([placed], cell), hkl)[0].numpy()
@@ -260,7 +260,7 @@ def ceiling(f_model: np.ndarray, amplitudes: np.ndarray) -> float:
 def non_h_frac(path: Path, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
     """Every non-hydrogen atom of the cell that ``path`` describes (expanded to P1 by read_structure): fractional
     xyz (N, 3) in its own cell (the data's ``cell`` when the file has none) and elements (N,) as gemmi spells them."""
-    atoms = read_structure(path)
+    atoms = expand_to_p1(read_structure(path))  # a PDB/mmCIF model is its asymmetric unit; the others are whole
     own = Cell(*atoms.cell) if atoms.cell is not None else cell
     elements = np.array([str(e).strip().capitalize() for e in atoms.elements])
     heavy = ~np.isin(elements, ("H", "D"))

@@ -287,8 +287,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Make a dataset of (input map, target map) examples from real structures, reproducibly.
 
     Settings come from the defaults, then --preset (paper-1a, paper-1b, paper-2, report-hkl10, report-hkl20,
-    dense-protein), then --config (TOML of ``key = value``), then --source/--n/--seed, then each ``--set
-    key=value``: the order ``train`` uses too. SOURCE is a folder of structure files or ``embedded``. Run again
+    dense-protein, peptide-crystal), then --config (TOML of ``key = value``), then --source/--n/--seed, then each
+    ``--set key=value``: the order ``train`` uses too. SOURCE is a folder of structure files or ``embedded``. Run again
     after an interruption to resume; see docs/datasets.md.
     """
     from patterson.datasets import describe_config, generate, load_config
@@ -403,7 +403,8 @@ def _add_solve(sub) -> None:
     p = sub.add_parser("solve", help=_first_line(cmd_solve.__doc__), description=cmd_solve.__doc__)
     p.add_argument("input", metavar="INPUT", help="reflection file: .mtz, .cif (SF-mmCIF) or SHELX .hkl")
     _add(p, "--checkpoint", f"{_SOLVE}.checkpoint", "pretrained, a shipped NAME or a PATH")
-    _add(p, "--refine", f"{_SOLVE}.phasing.refine", choices=("auto", "hybrid", "charge-flip", "hio", "none"))
+    _add(p, "--refine", f"{_SOLVE}.phasing.refine",
+         choices=("auto", "hybrid", "charge-flip", "hio", "dual-space", "none"))  # fmt: skip
     p.add_argument("--d-min", type=float, default=None, help="resolution cut-off in Å (default: all data)")
     p.add_argument("--columns", default=None, metavar="F,SIGF", help="amplitude or intensity column [, its sigma]")
     p.add_argument("--cell", type=float, nargs="+", metavar="X", help="a b c [alpha beta gamma] (overrides the file)")

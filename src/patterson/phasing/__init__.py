@@ -7,6 +7,7 @@ their scoring on the same footing as the networks.
 - :mod:`patterson.phasing.amplitudes` — the amplitudes imposed: checks, Wilson plot, E-values, F(000).
 - :mod:`patterson.phasing.starts` — the free set, the random starts, the best start by R-free, the result.
 - :mod:`patterson.phasing.flipping` — charge flipping and the positivity polish.
+- :mod:`patterson.phasing.dualspace` — dual-space direct methods (SHELXD-like) at atomic resolution.
 - :mod:`patterson.phasing.projections` — HIO, RAAR and RRR with a shrink-wrap support.
 - :mod:`patterson.phasing.methods` — the classical methods by name, the hybrid (:func:`refine_density`).
 - :mod:`patterson.phasing.learned` — the phasing loop with a real-space step inside: a trained
@@ -35,6 +36,7 @@ from patterson.phasing.compare import (
     split_maps,
 )
 from patterson.phasing.config import REFINE_CHOICES, PhasingConfig
+from patterson.phasing.dualspace import dual_space
 from patterson.phasing.evaluate import EVAL_METHODS, EvaluateConfig, evaluate, prediction_batches
 from patterson.phasing.flipping import charge_flip, positivity_polish
 from patterson.phasing.learned import (
@@ -50,6 +52,7 @@ from patterson.phasing.options import (
     METHOD_OPTIONS,
     METHODS,
     ClassicalOptions,
+    DualSpaceOptions,
     FlipOptions,
     LearnedOptions,
     PhasingOptions,
@@ -70,6 +73,7 @@ from patterson.phasing.validation import (
 __all__ = [
     "METHOD_OPTIONS",
     "ClassicalOptions",
+    "DualSpaceOptions",
     "FlipOptions",
     "LearnedOptions",
     "PhasingOptions",
@@ -102,6 +106,7 @@ __all__ = [
     "PhasingResult",
     "SplitMaps",
     "charge_flip",
+    "dual_space",
     "check_amplitudes",
     "compare_methods",
     "evaluate",

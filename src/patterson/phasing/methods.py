@@ -12,7 +12,9 @@ as one tensor batch on any device. Where each family lives:
 - :mod:`patterson.phasing.projections` — HIO, RAAR and RRR with a shrink-wrap support;
 - :mod:`patterson.phasing.learned` — the loop with a real-space step (a network, or the histogram control).
 
-New families (dual-space phasing, fragments, refinement) get a module of their own and an options class.
+- :mod:`patterson.phasing.dualspace` — dual-space direct methods (SHELXD-like) at atomic resolution.
+
+New families (fragments, refinement) get a module of their own and an options class.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.maps import f_from_density
+from patterson.phasing.dualspace import dual_space
 from patterson.phasing.flipping import charge_flip
 from patterson.phasing.options import METHODS, PhasingOptions, options_for
 from patterson.phasing.projections import hio, support_from
@@ -42,14 +45,17 @@ def phase(
     f000: torch.Tensor | float | None = None,
     **data,
 ) -> PhasingResult:
-    """Run a classical method by name (``"charge-flip"``, ``"hio"``, ``"raar"`` or ``"rrr"``) with its options
-    (None: its defaults, :data:`~patterson.phasing.options.METHOD_OPTIONS`). ``f000`` goes to the support methods
-    (charge flipping lets F(000) float); ``data`` (phi_start, observed, free, progress) to the method."""
+    """Run a classical method by name (``"charge-flip"``, ``"hio"``, ``"raar"``, ``"rrr"`` or ``"dual-space"``) with
+    its options (None: its defaults, :data:`~patterson.phasing.options.METHOD_OPTIONS`). ``f000`` goes to the support
+    methods and dual-space (charge flipping lets F(000) float); ``data`` (phi_start, observed, free, progress) to the
+    method."""
     if method not in METHODS:
         raise PattersonError(f"unknown phasing method {method!r} (choose from {', '.join(METHODS)})")
     options = options_for(method, options)
     if method == "charge-flip":
         return charge_flip(f_obs, hkl, cell, shape, options, **data)
+    if method == "dual-space":
+        return dual_space(f_obs, hkl, cell, shape, options, f000=f000, **data)
     return hio(f_obs, hkl, cell, shape, options, f000=f000, **data)
 
 
@@ -91,6 +97,8 @@ def refine_density(
     data = {"phi_start": phi, "observed": observed, "free": free, "progress": progress}
     if method == "charge-flip":
         return charge_flip(f_obs, hkl, cell, shape, options, **data)
+    if method == "dual-space":  # the start's phases seed one trial
+        return dual_space(f_obs, hkl, cell, shape, options, f000=f000, **data)
     support = support_from(rho_start, cell, support_sigma, support_threshold)
     return hio(f_obs, hkl, cell, shape, options, f000=f000, support_start=support, **data)
 

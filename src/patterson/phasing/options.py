@@ -4,8 +4,9 @@
   the free fraction and how the best start is chosen.
 - :class:`ClassicalOptions` — what the classical methods add: the amplitudes imposed (F, E, sharpened), centric
   phases, the final polish.
-- :class:`FlipOptions` (charge flipping), :class:`SupportOptions` (HIO, RAAR, RRR: the projections onto a support)
-  and :class:`LearnedOptions` (the loop with a real-space step) — each family's own.
+- :class:`FlipOptions` (charge flipping), :class:`SupportOptions` (HIO, RAAR, RRR: the projections onto a support),
+  :class:`LearnedOptions` (the loop with a real-space step) and :class:`DualSpaceOptions` (dual-space direct
+  methods) — each family's own.
 
 :data:`METHOD_OPTIONS` holds each method's defaults; the CLI help, the demo report and the benchmarks read them
 there. A bad value is a one-line :class:`~patterson.errors.PattersonError` when the options are made. The problem
@@ -22,7 +23,7 @@ from typing import Any
 from patterson.errors import PattersonError
 from patterson.phasing.validation import FREE_FRACTION, check_free_fraction
 
-METHODS = ("charge-flip", "hio", "raar", "rrr")  # the classical methods, by name
+METHODS = ("charge-flip", "hio", "raar", "rrr", "dual-space")  # the classical methods, by name
 SCHEMES = {"hio": 0.9, "raar": 0.85, "rrr": 0.5}  # the updates of the support methods and their default β
 LOOP_SCHEMES = ("relaxed", "rrr")  # the updates of the learned loop
 SELECT = ("r_free", "r_work", "all")  # how the best of several starts is chosen ("all": keep every start)
@@ -117,7 +118,7 @@ class FlipOptions(ClassicalOptions):
         1992: ρ(1 − exp(−ρ²/2ρc²)) with ρc = δ).
     restarts : split the ``n_iter`` budget in ``restarts + 1`` parts; a start not converged by the end of a part
         begins again from new random phases.
-    stop_early : stop when every start has converged (and run a few more cycles).
+    stop_early : stop once a start has converged (and has run a few more cycles).
     """
 
     n_iter: int = 300
@@ -206,6 +207,87 @@ class LearnedOptions(PhasingOptions):
         _need(self.n_finish >= 0, f"n_finish must be at least 0 (got {self.n_finish})")
 
 
+DS_WEIGHTS = ("sim", "none")  # the dual-space E-map's weights
+ATOM_WEIGHTS = ("mixed", "equal", "height")  # the dual-space point atoms' weights
+DS_SYMMETRY = ("alternate", "group", "p1")  # where the dual-space trials work
+
+
+@dataclass(frozen=True, kw_only=True)
+class DualSpaceOptions(PhasingOptions):
+    """Dual-space direct methods (:func:`~patterson.phasing.dual_space`, as SHELXD and SnB) for atomic-resolution
+    data (d_min ≲ 1.2 Å).
+
+    Attributes
+    ----------
+    n_iter : dual-space cycles per trial.
+    n_starts : trials run together as one batch.
+    n_trials : the most trials per structure.
+    max_seconds : time budget per structure in seconds: no batch starts that would end after it, judged by the
+        last batch (0: none; the result then depends on nothing but the data and the seed).
+    n_atoms : peaks taken from each E-map: the atoms expected in the cell (None: F(000) / 6.6 when F(000) is given,
+        else a Wilson estimate of the work set); in the space group, divided by its operators.
+    omit_fraction : share of the peaks left out at random each cycle (SHELXD's random omission).
+    e_min, max_strong : the E-map holds the work reflections with |E| ≥ ``e_min``, at most ``max_strong`` of them
+        (the strongest).
+    n_tangent, fixed_fraction : the tangent expansion: the phases of the ``fixed_fraction`` of the strong
+        reflections with the largest |E_calc| are kept, the others come from ``n_tangent`` cycles of the tangent
+        formula (0: none; the E-map then takes the phases of E_calc with ``weights``).
+    weights : without the tangent expansion, the E-map's weights: ``sim`` (Sim's, with σA from CC) or ``none``.
+    atom_weights : the point atoms' weights: ``equal``, ``height`` (the E-map peak's height relative to the median,
+        for heavy atoms) or ``mixed`` (every other trial by height).
+    symmetry : where the trials work, given the space group: ``alternate`` (batches in the group and in P1 by
+        turns), ``group`` or ``p1``.
+    patterson : in P1, seed half of each batch from a Patterson superposition on one of its strongest vectors.
+    n_extend : cycles that complete each batch's best trial (1.5× the peaks, weighted by height, none omitted).
+    stop_cc, stop_weak, stop_margin : stop once an extended trial reaches CC_all ``stop_cc`` and CC_weak
+        ``stop_weak``, its CC_weak above the median of every trial so far by ``stop_margin`` (after a batch in each
+        group); or once an extended trial reached ``stop_cc`` and ``stop_weak`` and ``patience`` batches since have
+        not bettered it (0: never).
+    n_polish : cycles of positivity on F that bring the best trial's phases back to F.
+    """
+
+    n_iter: int = 60
+    n_starts: int = 16
+    n_trials: int = 2000
+    max_seconds: float = 240.0
+    n_atoms: int | None = None
+    omit_fraction: float = 0.3
+    e_min: float = 1.2
+    max_strong: int = 6000
+    weights: str = "sim"
+    atom_weights: str = "mixed"
+    patterson: bool = True
+    stop_cc: float = 0.6
+    stop_weak: float = 0.25
+    stop_margin: float = 0.2
+    patience: int = 6
+    n_extend: int = 20
+    n_polish: int = 20
+    n_tangent: int = 3
+    fixed_fraction: float = 0.4
+    symmetry: str = "alternate"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _choice("E-map weights", self.weights, DS_WEIGHTS)
+        _choice("atom weights", self.atom_weights, ATOM_WEIGHTS)
+        _choice("symmetry", self.symmetry, DS_SYMMETRY)
+        _need(self.n_trials >= 1, f"n_trials must be at least 1 (got {self.n_trials})")
+        _need(self.max_seconds >= 0, f"max_seconds must be at least 0 (got {self.max_seconds})")
+        _need(self.n_atoms is None or self.n_atoms >= 2, f"n_atoms must be at least 2 (got {self.n_atoms})")
+        _need(0 <= self.omit_fraction < 1, f"omit_fraction must lie in [0, 1) (got {self.omit_fraction})")
+        _need(self.e_min >= 0 and self.max_strong >= 10,
+              f"e_min must be at least 0 and max_strong at least 10 (got {self.e_min}, {self.max_strong})")  # fmt: skip
+        _need(-1 <= self.stop_cc <= 1 and -1 <= self.stop_weak <= 1 and self.stop_margin >= 0, "stop_cc and "
+              f"stop_weak must lie in [-1, 1], stop_margin be at least 0 (got {self.stop_cc}, {self.stop_weak}, "
+              f"{self.stop_margin})")  # fmt: skip
+        _need(self.n_polish >= 1, f"n_polish must be at least 1 (got {self.n_polish})")
+        _need(self.n_extend >= 1, f"n_extend must be at least 1 (got {self.n_extend})")
+        _need(self.patience >= 0, f"patience must be at least 0 (got {self.patience})")
+        _need(self.n_tangent >= 0, f"n_tangent must be at least 0 (got {self.n_tangent})")
+        _need(0 < self.fixed_fraction <= 1, f"fixed_fraction must lie in (0, 1] (got {self.fixed_fraction})")
+
+
 # every method's defaults, by name: what the CLI help, the demo report and the benchmarks read
 METHOD_OPTIONS: dict[str, PhasingOptions] = {
     "charge-flip": FlipOptions(),
@@ -214,6 +296,7 @@ METHOD_OPTIONS: dict[str, PhasingOptions] = {
     "rrr": SupportOptions(scheme="rrr"),
     "learned": LearnedOptions(),
     "histogram": LearnedOptions(),
+    "dual-space": DualSpaceOptions(),
 }
 
 

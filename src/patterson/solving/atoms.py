@@ -25,10 +25,13 @@ import torch
 
 from patterson.cells import Cell, frac_distances
 from patterson.errors import PattersonError
+from patterson.evaluation.peaks import find_peaks
+from patterson.maps import density_from_f
 from patterson.minimize import lbfgs
-from patterson.physics import AtomBatch
+from patterson.physics import AtomBatch, grid_shape
 from patterson.physics import structure_factors as exact_structure_factors
 from patterson.solving.data import ObservedData
+from patterson.solving.symmetry import unique_peaks
 from patterson.structures import atomic_numbers
 from patterson.symmetry import SpaceGroup
 
@@ -243,6 +246,56 @@ def reassign_elements(
     return trial if len(trial) and trial.r1_work < model.r1_work else model
 
 
+BONDED = (1.1, 2.2)  # Å: a missing atom bonded to the model lies this far from its nearest atom (then C)
+SOLVENT_DISTANCE = 2.4  # Å: a peak at least this far from every atom (and image) may be a water (then O)
+SOLVENT_HEIGHT = 0.3  # a water's peak reaches at least this fraction of the model atoms' median peak
+SOLVENT_SHARE = 0.5  # at most this many waters per atom of the model
+COMPLETIONS = 3  # rounds of completion of atoms that are not solved, while R1 (work) falls
+
+
+def missing_peaks(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> tuple[np.ndarray, ...]:
+    """Candidate missing atoms: peaks of the 2Fo − Fc map with the model's phases (work reflections only: p1 =
+    (f_obs (M,), hkl (M, 3) P1 Friedel half, free (M,) bool)), one per orbit, at least :data:`SOLVENT_HEIGHT` of the
+    atoms' median peak, bonded to the model (C: :data:`BONDED`) or apart from it (water O:
+    :data:`SOLVENT_DISTANCE`); returns frac (P, 3), multiplicity (P,), elements (P,)."""
+    f_obs, hkl, free = p1
+    cell, group, _ = setting
+    fc = model_f(model, hkl, setting).numpy()
+    work = ~free
+    k = float((f_obs[work] * np.abs(fc[work])).sum() / max((np.abs(fc[work]) ** 2).sum(), 1e-30))
+    coeff = np.where(free, 0.0, 2 * f_obs - k * np.abs(fc)) * np.exp(1j * np.angle(fc))
+    rho = density_from_f(torch.as_tensor(coeff)[None], hkl, cell, grid_shape(cell, d_min))[0]
+    peaks = find_peaks(rho, cell, threshold=0.05, min_separation=1.0, max_peaks=4 * len(model) + 50)[0]
+    unique = unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=1.0)
+    images = _expand(torch.as_tensor(model.frac), group).numpy()  # (K·N, 3)
+    near = np.array([frac_distances(p[None], images, cell).min() for p in unique.frac])  # (P,) Å
+    reference = np.median(unique.height[near < 0.5]) if (near < 0.5).any() else unique.height.max()
+    placed = ((near >= BONDED[0]) & (near <= BONDED[1])) | (near >= SOLVENT_DISTANCE)
+    keep = np.flatnonzero(placed & (unique.height >= SOLVENT_HEIGHT * reference))
+    keep = keep[: int(SOLVENT_SHARE * len(model))]  # highest first
+    return unique.frac[keep], unique.multiplicity[keep], np.where(near[keep] <= BONDED[1], "C", "O")
+
+
+def complete_model(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_min: float) -> AtomModel:
+    """Atoms the first model lacks, and waters the cell contents do not name (peptide crystals hold them):
+    :func:`missing_peaks` become atoms, and one refinement of the whole model (which prunes an atom on no density)
+    is kept where R1 on the work set falls. ``data`` as for :func:`refine_atoms`, ``p1`` as for
+    :func:`missing_peaks`, ``setting`` = (cell, group, form)."""
+    cell, group, form = setting
+    frac, multiplicity, elements = missing_peaks(model, p1, setting, d_min)
+    if not len(frac):
+        return model
+    n, k = len(frac), len(group.rot)
+    trial = dataclasses.replace(
+        model, frac=np.concatenate([model.frac, frac]), elements=np.concatenate([model.elements, elements]),
+        b_iso=np.concatenate([model.b_iso, np.full(n, B_START)]), occ=np.concatenate([model.occ, multiplicity / k]),
+    )  # fmt: skip
+    trial = refine_atoms(trial, data, cell, group, rounds=2, steps=40, form=form)
+    log.info("%d missing atoms and waters tried: R1 (work) %.3f → %.3f with %d atoms", n, model.r1_work,
+             trial.r1_work, len(trial))  # fmt: skip
+    return trial if len(trial) and trial.r1_work < model.r1_work else model
+
+
 # --- in solve ----------------------------------------------------------------------------------------------------
 
 ATOM_RESOLUTION = 1.3  # Å: at or better than this, peaks are atoms and are refined as such
@@ -269,7 +322,13 @@ def solution_atoms(
     model = refine_atoms(start, observed, data.cell, group, form=form)
     if not len(model):
         return model
-    return reassign_elements(model, observed, (data.f, data.hkl, free), (data.cell, group, form), composition)
+    model = reassign_elements(model, observed, (data.f, data.hkl, free), (data.cell, group, form), composition)
+    for _ in range(0 if model.solved else COMPLETIONS):  # only a model that is not yet right is completed
+        done = complete_model(model, observed, (data.f, data.hkl, free), (data.cell, group, form), data.d_min)
+        model, grew = done, done is not model
+        if not grew:
+            break
+    return model
 
 
 def judge_atoms(summary: dict, model: AtomModel | None) -> None:

@@ -21,6 +21,8 @@ from patterson.maps import density_from_f, f_from_density
 from patterson.networks import TrainedNetwork, find_checkpoint, shipped_networks
 from patterson.phasing import PhasingResult, charge_flip, hio, positivity_polish, refine_density, wilson_estimate
 from patterson.phasing.config import PhasingConfig
+from patterson.phasing.dualspace import dual_space
+from patterson.phasing.options import method_options
 from patterson.phasing.validation import (
     MIN_FREE,
     MIN_MEASURED,
@@ -30,17 +32,18 @@ from patterson.phasing.validation import (
     free_set,
 )
 from patterson.physics import check_d_min, grid_shape, resolution_shells
-from patterson.solving.atoms import ATOM_RESOLUTION, AtomModel, judge_atoms, solution_atoms
+from patterson.solving.atoms import AtomModel, judge_atoms, solution_atoms
 from patterson.solving.data import ObservedData, prepare_data, unmeasured_hkl
 from patterson.solving.network import TRANSFERS, predict_density
 from patterson.solving.readers import read_reflections
 from patterson.solving.reflections import parse_composition, radiation_for
+from patterson.solving.routes import FLIP_SAMPLE_RATE, rank, routes
 from patterson.solving.symmetry import SymmetryFit, check_spacegroups, to_spacegroup, unique_peaks
 from patterson.symmetry import SpaceGroup
 
 log = logging.getLogger(__name__)
 
-REFINE_METHODS = ("auto", "hybrid", "charge-flip", "hio", "none")
+REFINE_METHODS = ("auto", "hybrid", "charge-flip", "hio", "dual-space", "none")
 
 
 SOLVE_PHASING = PhasingConfig(refine="auto", n_iter=400, n_starts=4)
@@ -226,6 +229,10 @@ def _runs(config: SolveConfig, refine: str, starts: list, f000s: list[float], pr
     ``f000s`` (the estimate first)."""
     f000 = f000s[0]
     f_all, hkl_all, cell, shape, opts = (problem[k] for k in ("f_all", "hkl_all", "cell", "shape", "opts"))
+    if refine == "dual-space":  # no network starts: trials from random atoms in the data's space group
+        run = lambda p: dual_space(f_all, hkl_all, cell, shape, _dual_space_options(config), f000=f000,  # noqa: E731
+                                   group=problem.get("group"), progress=p, **opts)  # fmt: skip
+        return [("dual-space", run, f000)]
     runs = []
     method = "charge-flip" if refine == "charge-flip" else "hio"
     options = config.phasing.options(method)
@@ -243,6 +250,14 @@ def _runs(config: SolveConfig, refine: str, starts: list, f000s: list[float], pr
                 run = lambda p, f0=f0: hio(f_all, hkl_all, cell, shape, options, f000=f0, progress=p, **opts)  # noqa: E731
                 runs.append((name, run, f0))
     return runs
+
+
+def _dual_space_options(config: SolveConfig):
+    """Dual-space's own defaults with the seed and free fraction, and --n-iter (cycles per trial) and --n-starts
+    (trials per batch) where they differ from solve's defaults."""
+    phasing, default = config.phasing, SOLVE_PHASING
+    changes = {k: getattr(phasing, k) for k in ("n_iter", "n_starts") if getattr(phasing, k) != getattr(default, k)}
+    return method_options("dual-space", seed=phasing.seed, free_fraction=phasing.free_fraction, **changes)
 
 
 def _explain(v: CrossValidation) -> str:
@@ -270,12 +285,12 @@ def solve(config: SolveConfig) -> Solution:
     t0 = time.perf_counter()
     ctx = _prepare(config)
     best, tried = None, []
-    for name, route in _routes(config, ctx):
+    for name, route in routes(config, ctx["composition"], ctx["data"].d_min):
         solution = _solve_route(route, ctx)
         s = solution.summary
         tried.append({"route": name, "verdict": s["verdict"], "r_free": s["r_free"],
                       "r1_free": (s["atoms"] or {}).get("r1_free"), "seconds": s["timings_s"]["route"]})  # fmt: skip
-        best = solution if best is None or _rank(solution) < _rank(best) else best
+        best = solution if best is None or rank(solution.summary) < rank(best.summary) else best
         if s["verdict"] == "solved":
             break
     best.summary["routes"] = tried
@@ -283,34 +298,6 @@ def solve(config: SolveConfig) -> Solution:
     for w in best.summary["warnings"]:
         log.warning(w)
     return best
-
-
-def _rank(solution: Solution) -> tuple:
-    """Order of routes: solved first, then refined atoms' R1-free, then the map's R-free."""
-    s = solution.summary
-    r1 = (s["atoms"] or {}).get("r1_free")
-    return (("solved", "uncertain", "not solved").index(s["verdict"]), r1 if r1 is not None else math.inf, s["r_free"])
-
-
-FLIP_STARTS = 2  # the first route's charge-flipping starts; it stops once one has converged (measured: 12/12)
-FLIP_SAMPLE_RATE = 2.0  # the first route flips on a grid of spacing d_min/2 (Nyquist); the map and peaks keep d_min/3
-
-
-def _routes(config: SolveConfig, ctx: dict) -> list[tuple[str, SolveConfig]]:
-    """The phasing routes to try in order: the one asked for, or for ``auto`` where atoms can be refined charge
-    flipping on E (no networks): quick (2 starts on a d_min/2 grid, stopping once converged), then with every start
-    and cycle on the full grid; then the hybrid."""
-    phasing = config.phasing
-    if phasing.refine != "auto":
-        return [(phasing.refine, config)]
-    hybrid = dataclasses.replace(config, phasing=dataclasses.replace(phasing, refine="hybrid"))
-    if not ctx["composition"] or ctx["data"].d_min > ATOM_RESOLUTION:
-        return [("hybrid", hybrid)]
-    quick = dataclasses.replace(phasing, refine="charge-flip", amplitudes="E", n_starts=FLIP_STARTS, stop_early=True)
-    full = dataclasses.replace(phasing, refine="charge-flip", amplitudes="E")
-    return [("charge flipping on E", dataclasses.replace(config, phasing=quick, checkpoint="none")),
-            ("charge flipping on E, all starts", dataclasses.replace(config, phasing=full, checkpoint="none")),
-            ("hybrid", hybrid)]  # fmt: skip
 
 
 def _prepare(config: SolveConfig) -> dict:
@@ -342,7 +329,8 @@ def _solve_route(config: SolveConfig, ctx: dict) -> Solution:
     data, free, composition, shape = (ctx[k] for k in ("data", "free", "composition", "shape"))
     warnings = list(ctx["warnings"])
     t0 = time.perf_counter()
-    starts = _network_starts(config, data, free, warnings) if config.checkpoint != "none" else []
+    use_networks = config.checkpoint != "none" and config.phasing.refine != "dual-space"
+    starts = _network_starts(config, data, free, warnings) if use_networks else []
     times["model"] = time.perf_counter() - t0
     refine = config.phasing.refine
     if refine == "none" and not starts:
@@ -351,7 +339,8 @@ def _solve_route(config: SolveConfig, ctx: dict) -> Solution:
     f000 = ctx["f000"]
     f000s = [f000] if composition else [f000 * k for k in sorted(F000_SCAN, key=lambda k: abs(k - 1))]
     phasing_shape = grid_shape(data.cell, data.d_min, FLIP_SAMPLE_RATE) if config.phasing.stop_early else shape
-    results, f000_of = _phase(config, refine, starts, ctx["f_all"], ctx["hkl_all"], free, f000s, data, phasing_shape)
+    results, f000_of = _phase(config, refine, starts, ctx["f_all"], ctx["hkl_all"], free, f000s, data, phasing_shape,
+                              group=ctx["refl"].group)  # fmt: skip
     best = min(results, key=lambda r: float(r.r_free[0]))  # chosen by R-free, never by R-work
     times["phasing"] = time.perf_counter() - t0 - times["model"]
     with runtime.torch_threads(_threads(config, shape)):
@@ -476,9 +465,11 @@ def _final_phases(
     return torch.angle(f[0, 1 : m + 1]).numpy()
 
 
-def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s, data: ObservedData, shape):
+def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s, data: ObservedData, shape,
+           group: SpaceGroup | None = None):  # fmt: skip
     """Every run's :class:`PhasingResult` on ``hkl_all`` (the M measured reflections first, results[:, :M] are
-    theirs, then the unmeasured ones of the sphere, which float, as does the free set), and {run: its F(000)}."""
+    theirs, then the unmeasured ones of the sphere, which float, as does the free set), and {run: its F(000)}.
+    ``group``: the data's space group, which dual-space phasing works in."""
     cell, hkl = data.cell, data.hkl
     m = len(hkl)
     f_obs = f_all[:, :m]
@@ -499,7 +490,7 @@ def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s
             results.append(PhasingResult(rho, torch.angle(fc), fc, ~work, check, name, 0))
         return results, {r.method: f000s[0] for r in results}
     problem = {"f_all": f_all, "hkl_all": hkl_all, "cell": cell, "shape": shape, "opts": opts}
-    problem["rho_starts"] = rho_starts
+    problem["rho_starts"], problem["group"] = rho_starts, group
     threads = _threads(config, shape)
     results, f000_of = [], {}
     for desc, run, f0 in _runs(config, refine, starts, f000s, problem):

@@ -1,0 +1,214 @@
+"""Phasing a peptide crystal from its sequence: molecular replacement with ideal fragments, then building out.
+
+:func:`phase_with_sequence` runs the whole route on amplitudes expanded to P1:
+
+1. for each window length L from the whole sequence down (``window_drop`` shorter, at least ``min_window``
+   residues), an ideal poly-alanine strand (or helix) of L residues is placed by
+   :func:`~patterson.phasing.placement.place_fragment` (windows of one length share a model unless their
+   glycines differ);
+2. each of the ``n_poses`` best placements is tried in every register (which residues of the sequence the window
+   covers): the window's side chains are built (:func:`~patterson.phasing.building.build_out` without extension)
+   and the best register by the work E² correlation is kept;
+3. those models are built out over the whole sequence, and the one with the highest work correlation wins;
+4. its atoms are refined with geometry restraints against the work amplitudes
+   (:func:`~patterson.phasing.building.restrained_refine`); their structure factors give the phases.
+
+The free reflections are never read by any step: ``work`` selects what every target holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from patterson.cells import Cell
+from patterson.errors import PattersonError
+from patterson.ideal import CONFORMATIONS, ideal_peptide, parse_sequence
+from patterson.phasing.building import (
+    BuildOptions,
+    PeptideModel,
+    build_window,
+    coordinates,
+    extend_model,
+    quick_registers,
+    restrained_refine,
+    start_model,
+)
+from patterson.phasing.placement import PlacementOptions, images, place_fragment, placed_frac, search_target
+from patterson.physics import AtomBatch, structure_factors
+from patterson.structures import atomic_numbers
+from patterson.symmetry import SpaceGroup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeptideOptions:
+    """How :func:`phase_with_sequence` runs.
+
+    Attributes
+    ----------
+    conformations : the ideal fragments tried (``strand``, ``helix``).
+    min_window, window_drop : window lengths from the sequence's length down by at most ``window_drop``, never
+        below ``min_window`` residues (or the whole sequence, when shorter).
+    n_poses : placements of each window built on.
+    refine_iter, restraint_weight : the restrained refinement of the final atoms.
+    placement, building : the options of the two steps.
+    """
+
+    conformations: tuple[str, ...] = ("strand",)
+    min_window: int = 4
+    window_drop: int = 2
+    n_poses: int = 2
+    refine_iter: int = 150
+    restraint_weight: float = 1.0
+    placement: PlacementOptions = field(default_factory=PlacementOptions)
+    building: BuildOptions = field(default_factory=BuildOptions)
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.conformations if c not in CONFORMATIONS]
+        if unknown or not self.conformations:
+            raise PattersonError(f"unknown conformation {unknown} (choose from {', '.join(CONFORMATIONS)})")
+        if self.min_window < 2 or self.window_drop < 0 or self.n_poses < 1:
+            raise PattersonError("min_window must be at least 2, window_drop at least 0 and n_poses at least 1")
+
+
+@dataclass
+class PeptideSolution:
+    """The built peptide: its atoms in the asymmetric unit (frac (N, 3), elements, names, residue labels, b_iso),
+    the work E² correlation of the built model, R on the work amplitudes after refinement, the phases (M,) and
+    structure factors (M,) at the reflections given, what was tried and how long each step took (s)."""
+
+    frac: np.ndarray
+    elements: np.ndarray
+    names: np.ndarray
+    labels: np.ndarray
+    b_iso: np.ndarray
+    cc_work: float
+    r_work: float
+    phi_rad: np.ndarray
+    f_calc: np.ndarray
+    tried: list[dict]
+    steps: list[str]
+    seconds: dict[str, float]
+
+
+def windows(sequence: str, options: PeptideOptions) -> list[tuple[int, int]]:
+    """(start, length) of every window searched, longest first."""
+    n = len(sequence)
+    shortest = min(n, max(options.min_window, n - options.window_drop))
+    return [(a, length) for length in range(n, shortest - 1, -1) for a in range(n - length + 1)]
+
+
+def _placements(seq: str, data: tuple, options: PeptideOptions) -> list[dict]:
+    """Every placement to build on: window, register, conformation, placed coordinates (Å) and its correlation."""
+    hkl, f, cell, group, work = data
+    out, searched = [], {}
+    for conformation in options.conformations:
+        for start, length in windows(seq, options):
+            window = seq[start : start + length]
+            key = (conformation, tuple(c == "G" for c in window))  # poly-alanine windows alike but for glycines
+            if key not in searched:
+                model = ideal_peptide(window, conformation).atoms
+                placement = place_fragment(model, hkl, f, cell, group, work, options.placement)
+                xyz = model.xyz - model.xyz.mean(axis=0)
+                poses = [(placement.cc, placement.rotation, placement.translation), *placement.others]
+                searched[key] = [(cc, cell.to_cartesian(placed_frac(torch.as_tensor(xyz), torch.as_tensor(rot)[None],
+                                                                    torch.as_tensor(tr)[None], cell)[0].numpy()))
+                                 for cc, rot, tr in poses[: options.n_poses]]  # fmt: skip
+            for pose, (cc, placed) in enumerate(searched[key]):
+                out.append({"conformation": conformation, "start": start, "length": length, "pose": pose,
+                            "placement_cc": cc, "placed": placed})  # fmt: skip
+    return out
+
+
+def _best_registers(seq: str, candidates: list[dict], target, options: PeptideOptions) -> list[tuple[dict, range]]:
+    """For each (conformation, length, pose) the register whose window side chains (χ1 only) fit best."""
+    best: dict[tuple, tuple[float, dict]] = {}
+    for c in candidates:
+        model = start_model(seq, c["start"], c["placed"], c["conformation"])
+        c["register_cc"] = quick_registers(model, target, range(c["start"], c["start"] + c["length"]),
+                                           options.building)  # fmt: skip
+        key = (c["conformation"], c["length"], c["pose"])
+        if key not in best or c["register_cc"] > best[key][0]:
+            best[key] = (c["register_cc"], c)
+    return [c for _, c in best.values()]
+
+
+def _phases(frac: np.ndarray, z: np.ndarray, b_iso: np.ndarray, hkl: np.ndarray, cell: Cell, group: SpaceGroup):
+    """(M,) complex structure factors of the asymmetric-unit atoms and their images."""
+    k = len(group.rot)
+    sites = images(torch.as_tensor(frac)[None], group)
+    batch = AtomBatch(sites, torch.as_tensor(np.tile(z, k))[None], torch.as_tensor(np.tile(b_iso, k))[None],
+                      torch.ones(sites.shape[:2], dtype=sites.dtype), cell)  # fmt: skip
+    with torch.no_grad():
+        return structure_factors(batch, hkl)[0].numpy()
+
+
+def _refined(model: PeptideModel, data: tuple, options: PeptideOptions) -> tuple[np.ndarray, np.ndarray, float]:
+    """The built atoms refined with restraints: fractional coordinates (N, 3), B (N,), R on the work set."""
+    hkl, f, cell, group, work = data
+    with torch.no_grad():
+        xyz = coordinates(model, model.params).numpy()[model.built]
+    z = atomic_numbers(np.array(model.top.elements)[model.built])
+    sel = np.ones(len(hkl), dtype=bool) if work is None else np.asarray(work, dtype=bool)
+    xyz, b_iso, r = restrained_refine(xyz, z, (hkl[sel], f[sel]), cell, group, options.refine_iter,
+                                      options.restraint_weight)  # fmt: skip
+    return cell.to_fractional(xyz), b_iso, r
+
+
+def phase_with_sequence(
+    sequence: str,
+    hkl: np.ndarray,
+    f: np.ndarray,
+    cell: Cell,
+    group: SpaceGroup,
+    work: np.ndarray | None = None,
+    options: PeptideOptions | None = None,
+) -> PeptideSolution:
+    """Phase a peptide crystal from its sequence (see the module's steps).
+
+    Parameters
+    ----------
+    sequence : one-letter residue codes of the peptide in the asymmetric unit.
+    hkl, f : (M, 3) reflections on the Friedel half of P1 and their amplitudes (M,).
+    cell, group : the crystal's cell and space group.
+    work : (M,) bool, the reflections every step may use (None: all); the others are never read.
+    options : :class:`PeptideOptions` (None: the defaults).
+    """
+    options = options or PeptideOptions()
+    seq = parse_sequence(sequence)
+    t0 = time.perf_counter()
+    data = (np.asarray(hkl), np.asarray(f, dtype=np.float64), cell, group, work)
+    target = search_target(data[0], data[1], cell, group, work, None)
+    candidates = _placements(seq, data, options)
+    t1 = time.perf_counter()
+    chosen = _best_registers(seq, candidates, target, options)
+    t2 = time.perf_counter()
+    best = None
+    for c in chosen:
+        model = start_model(seq, c["start"], c["placed"], c["conformation"])
+        window = range(c["start"], c["start"] + c["length"])
+        steps = build_window(model, target, window, options.building)
+        steps += extend_model(model, target, window, options.building)
+        c["built_cc"] = float(steps[-1].rsplit("CC ", 1)[1])
+        c["built_atoms"] = int(model.built.sum())
+        log.info("window %s of %d residues at %d, pose %d: built %d atoms, CC %.3f", c["conformation"], c["length"],
+                 c["start"] + 1, c["pose"], c["built_atoms"], c["built_cc"])  # fmt: skip
+        if best is None or c["built_cc"] > best[0]["built_cc"]:
+            best = (c, model, steps)
+    t3 = time.perf_counter()
+    c, model, steps = best
+    frac, b_iso, r_work = _refined(model, data, options)
+    elements = np.array(model.top.elements)[model.built]
+    f_calc = _phases(frac, atomic_numbers(elements), b_iso, data[0], cell, group)
+    t4 = time.perf_counter()
+    tried = [{k: v for k, v in t.items() if k != "placed"} for t in candidates]
+    seconds = {"placement": t1 - t0, "registers": t2 - t1, "building": t3 - t2, "refinement": t4 - t3, "total": t4 - t0}
+    return PeptideSolution(frac, elements, np.array(model.top.names)[model.built],
+                           np.array(model.top.labels)[model.built], b_iso, c["built_cc"], r_work, np.angle(f_calc),
+                           f_calc, tried, steps, {k: round(v, 2) for k, v in seconds.items()})  # fmt: skip
