@@ -7,10 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from patterson.cells import frac_distances
 from patterson.shelx import read_shelx
 from patterson.solving import prepare_data, read_reflections
-from patterson.solving.atoms import AtomModel, assign_elements, atoms_per_asu, r_factors, refine_atoms
+from patterson.solving.atoms import (
+    AtomModel,
+    _expand,
+    assign_elements,
+    atoms_per_asu,
+    complete_model,
+    r_factors,
+    refine_atoms,
+)
 from patterson.symmetry import SpaceGroup, images
 
 SMALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "small"
@@ -71,3 +81,22 @@ def test_an_empty_model_is_an_error():
     empty = AtomModel(np.zeros((0, 3)), np.array([], dtype=str), np.zeros(0), np.zeros(0))
     with pytest.raises(Exception, match="no atoms"):
         refine_atoms(empty, obs, data.cell, group)
+
+
+def test_completion_puts_back_atoms_left_out_and_never_reads_the_free_amplitudes():
+    data, group, (frac, elements, occ), (f, sigma, hkl, free) = _published("thpp")
+    _, inverse = np.unique(data.orbit, return_inverse=True)
+    free_p1 = free[inverse]  # the P1 reflections of each free orbit
+    left_out = np.array([2, 7, 11])
+    keep = ~np.isin(np.arange(len(frac)), left_out)
+    start = AtomModel(frac[keep], elements[keep], np.full(int(keep.sum()), 3.0), occ[keep])
+    start = refine_atoms(start, (f, sigma, hkl, free), data.cell, group, rounds=1, steps=20)
+    setting = (data.cell, group, "it92")
+    done = complete_model(start, (f, sigma, hkl, free), (data.f, data.hkl, free_p1), setting, data.d_min)
+    assert len(done) > len(start) and done.r1_work < start.r1_work and done.r1_free < start.r1_free
+    images = _expand(torch.as_tensor(done.frac), group).numpy()
+    assert all(frac_distances(frac[i][None], images, data.cell).min() < 0.5 for i in left_out)  # back where they were
+    scrambled = np.where(free_p1, data.f * 3.0 + 1.0, data.f)
+    again = complete_model(start, (np.where(free, f * 3.0 + 1.0, f), sigma, hkl, free),
+                           (scrambled, data.hkl, free_p1), setting, data.d_min)  # fmt: skip
+    assert np.array_equal(again.frac, done.frac) and np.array_equal(again.b_iso, done.b_iso)

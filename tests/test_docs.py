@@ -55,6 +55,7 @@ TABLES = {  # document: [(benchmark script, results file)]; the document quotes 
     "docs/tables/demo_table.md": [("demo", "demo.json")],
     "docs/demo.md": [("demo", "demo.json")],
     "docs/tables/real_data_table.md": [("real_small_molecules", "real_small_molecules.json")],
+    "docs/tables/peptides_table.md": [("peptides", "peptides.json")],
 }
 RENDER = """
 import importlib, json, platform, sys

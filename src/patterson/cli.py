@@ -351,9 +351,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
     INPUT is an MTZ, SF-mmCIF, SHELX .hkl (cell and symmetry from a .ins/.res beside it, or --cell and
     --spacegroup) or a small-molecule CIF carrying its reflections; gzipped or not. Amplitudes or intensities are
     chosen automatically when only one column fits, else --columns. --refine auto (the default) tries charge
-    flipping on E-values first where atoms can be refined (d_min ≤ 1.3 Å, cell contents known), then the networks
-    and HIO. Phases in P1, then moves the solution to the space group's origin and symmetrises it when it obeys the
-    group; the peaks become atoms refined against the work amplitudes, judged by R1 on the free reflections.
+    flipping on E-values first where atoms can be refined (d_min ≤ 1.3 Å, cell contents known), then dual-space
+    phasing (d_min ≤ 1.2 Å), then the networks and HIO. Phases in P1, then moves the solution to the space group's
+    origin and symmetrises it when it obeys the group; the peaks become atoms refined against the work amplitudes,
+    judged by R1 on the free reflections.
     Writes DIR/density.ccp4, DIR/phases.mtz (F PHI FWT PHWT FOM FREE), DIR/peaks.pdb, DIR/peaks.csv (the peaks
     in the asymmetric unit), DIR/solution.res (SHELX) and DIR/summary.json, all or nothing, in the space group.
     Without shipped weights, ``pretrained`` falls back to classical phasing.

@@ -251,6 +251,7 @@ SOLVENT_DISTANCE = 2.4  # Å: a peak at least this far from every atom (and imag
 SOLVENT_HEIGHT = 0.3  # a water's peak reaches at least this fraction of the model atoms' median peak
 SOLVENT_SHARE = 0.5  # at most this many waters per atom of the model
 COMPLETIONS = 3  # rounds of completion of atoms that are not solved, while R1 (work) falls
+COMPLETION_GAIN = 0.005  # a completion is kept where R1 (work) falls by more than this (more atoms always fit it)
 
 
 def missing_peaks(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> tuple[np.ndarray, ...]:
@@ -279,8 +280,8 @@ def missing_peaks(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> 
 def complete_model(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_min: float) -> AtomModel:
     """Atoms the first model lacks, and waters the cell contents do not name (peptide crystals hold them):
     :func:`missing_peaks` become atoms, and one refinement of the whole model (which prunes an atom on no density)
-    is kept where R1 on the work set falls. ``data`` as for :func:`refine_atoms`, ``p1`` as for
-    :func:`missing_peaks`, ``setting`` = (cell, group, form)."""
+    is kept where R1 on the work set falls by more than :data:`COMPLETION_GAIN`. ``data`` as for
+    :func:`refine_atoms`, ``p1`` as for :func:`missing_peaks`, ``setting`` = (cell, group, form)."""
     cell, group, form = setting
     frac, multiplicity, elements = missing_peaks(model, p1, setting, d_min)
     if not len(frac):
@@ -293,7 +294,7 @@ def complete_model(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_m
     trial = refine_atoms(trial, data, cell, group, rounds=2, steps=40, form=form)
     log.info("%d missing atoms and waters tried: R1 (work) %.3f → %.3f with %d atoms", n, model.r1_work,
              trial.r1_work, len(trial))  # fmt: skip
-    return trial if len(trial) and trial.r1_work < model.r1_work else model
+    return trial if len(trial) and trial.r1_work < model.r1_work - COMPLETION_GAIN else model
 
 
 # --- in solve ----------------------------------------------------------------------------------------------------

@@ -279,8 +279,9 @@ def solve(config: SolveConfig) -> Solution:
     """Read, prepare and phase a reflection file; no files are written (see :func:`solve_to_folder`).
 
     With ``refine = "auto"`` (the default) the cheap route goes first where it can finish the job: at atomic
-    resolution with known cell contents, charge flipping on E-values, its peaks refined as atoms; the networks and
-    HIO (the hybrid) run only when that is not ``solved``. The best route is kept (solved first, then the lowest
+    resolution with known cell contents, charge flipping on E-values, its peaks refined as atoms; dual-space
+    phasing, then the networks and HIO (the hybrid) run only when that is not ``solved`` (:mod:`.routes`). The best
+    route is kept (solved first, then the lowest
     R1-free of refined atoms, then the lowest R-free)."""
     t0 = time.perf_counter()
     ctx = _prepare(config)
