@@ -126,6 +126,11 @@ def _scale(f_obs: torch.Tensor, f_calc_abs: torch.Tensor) -> torch.Tensor:
     return (f_obs * f_calc_abs).sum() / (f_calc_abs**2).sum().clamp_min(1e-30)
 
 
+def _work_scale(f_obs: np.ndarray, f_calc_abs: np.ndarray, work: np.ndarray) -> float:
+    """k minimising Σ(|Fo| − k|Fc|)² over the work reflections."""
+    return float((f_obs[work] * f_calc_abs[work]).sum() / max((f_calc_abs[work] ** 2).sum(), 1e-30))
+
+
 def _refine_once(model: AtomModel, f_obs: np.ndarray, hkl: np.ndarray, work: np.ndarray, ctx: tuple, steps: int):
     """One L-BFGS run over coordinates and B; returns refined (frac, b_iso)."""
     lengths = torch.tensor(ctx[0].parameters[:3], dtype=torch.float64)  # steps in Å, not in cell fractions
@@ -153,7 +158,7 @@ def r_factors(model: AtomModel, f_obs: np.ndarray, sigma: np.ndarray | None, hkl
     and the scale, all from one exact structure-factor calculation."""
     fc = model_f(model, hkl, ctx).abs().numpy()
     work = ~free
-    k = float((f_obs[work] * fc[work]).sum() / max((fc[work] ** 2).sum(), 1e-30))
+    k = _work_scale(f_obs, fc, work)
 
     def r1(sel: np.ndarray) -> float:
         return float(np.abs(f_obs[sel] - k * fc[sel]).sum() / max(f_obs[sel].sum(), 1e-30)) if sel.any() else math.nan
@@ -262,8 +267,7 @@ def missing_peaks(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> 
     f_obs, hkl, free = p1
     cell, group, _ = setting
     fc = model_f(model, hkl, setting).numpy()
-    work = ~free
-    k = float((f_obs[work] * np.abs(fc[work])).sum() / max((np.abs(fc[work]) ** 2).sum(), 1e-30))
+    k = _work_scale(f_obs, np.abs(fc), ~free)
     coeff = np.where(free, 0.0, 2 * f_obs - k * np.abs(fc)) * np.exp(1j * np.angle(fc))
     rho = density_from_f(torch.as_tensor(coeff)[None], hkl, cell, grid_shape(cell, d_min))[0]
     peaks = find_peaks(rho, cell, threshold=0.05, min_separation=1.0, max_peaks=4 * len(model) + 50)[0]
@@ -323,12 +327,13 @@ def solution_atoms(
     model = refine_atoms(start, observed, data.cell, group, form=form)
     if not len(model):
         return model
-    model = reassign_elements(model, observed, (data.f, data.hkl, free), (data.cell, group, form), composition)
+    p1, setting = (data.f, data.hkl, free), (data.cell, group, form)
+    model = reassign_elements(model, observed, p1, setting, composition)
     for _ in range(0 if model.solved else COMPLETIONS):  # only a model that is not yet right is completed
-        done = complete_model(model, observed, (data.f, data.hkl, free), (data.cell, group, form), data.d_min)
-        model, grew = done, done is not model
-        if not grew:
+        done = complete_model(model, observed, p1, setting, data.d_min)
+        if done is model:  # nothing kept: a further round would find the same peaks
             break
+        model = done
     return model
 
 
