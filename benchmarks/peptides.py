@@ -9,9 +9,11 @@ P1 shift plus inversion, beside the observed amplitudes with random phases (5 se
 own phases). Solved: CC ≥ :data:`SOLVED_CC`. The verdict is patterson's own (``summary.json``).
 
 Pipelines: the default (``auto``), charge flipping on E, HIO from random starts, dual-space phasing (at atomic
-resolution only). The cell contents given to 6MW0 are the peptide's formula times Z (what a user knows: no
-solvent); 5E5Z and 1YJP get none (their files carry none). The sequence-aware fragment search is measured apart
-(benchmarks/peptide_fragments.py).
+resolution only), and where the peptide's residues are standard ones the fragments route alone (``--refine
+fragments --sequence``) and ``auto`` with the sequence (its routes, then fragments). The cell contents given to
+6MW0 are the peptide's formula times Z (what a user knows: no solvent); 5E5Z and 1YJP get none (their files carry
+none). The fragment search's parts are measured apart, with the ideal strand superposed on the deposited chain as
+an oracle (benchmarks/peptide_fragments.py).
 
     python benchmarks/peptides.py [--only NAME ...] [--pipelines NAME ...] [--out benchmarks/results/peptides.json]
         [--table docs/tables/peptides_table.md]
@@ -44,8 +46,19 @@ PIPELINES = {
     "charge flipping on E": ["--refine", "charge-flip", "--amplitudes", "E", "--checkpoint", "none"],
     "HIO": ["--refine", "hio", "--checkpoint", "none"],
     "dual-space": ["--refine", "dual-space"],  # at atomic resolution only (ATOMIC)
+    "fragments": ["--refine", "fragments"],  # with the sequence (SEQUENCES) only
+    "auto with the sequence": [],  # the default routes plus fragments, with the sequence (SEQUENCES) only
 }
 ATOMIC = {"6mw0"}  # d_min ≤ 1.2 Å: where dual-space phasing applies (5E5Z and 1YJP are at 1.66 and 1.8 Å)
+SEQUENCES = {"5e5z": "LVHSSN", "1yjp": "GNNQQNY"}  # 6MW0's residues (Mle, DPhe) are no standard ones
+WITH_SEQUENCE = ("fragments", "auto with the sequence")
+
+
+def applies(name: str, pipeline: str) -> bool:
+    """Whether a pipeline runs on a data set: dual-space at atomic resolution, the sequence ones with a sequence."""
+    if pipeline == "dual-space":
+        return name in ATOMIC
+    return name in SEQUENCES if pipeline in WITH_SEQUENCE else True
 
 
 def run_solve(reflections: Path, out: Path, options: list[str]) -> dict[str, Any]:
@@ -67,7 +80,9 @@ def run_one(name: str, pipeline: str, tmp: Path) -> dict[str, Any]:
     """One data set through one pipeline, judged; a crash is recorded, never raised."""
     reflections, model, extra = PEPTIDES[name]
     out = tmp / f"{name}_{pipeline.replace(' ', '_')}"
-    record: dict[str, Any] = {"name": name, "pipeline": pipeline, "options": [*extra, *PIPELINES[pipeline]]}
+    sequence = ["--sequence", SEQUENCES[name]] if pipeline in WITH_SEQUENCE else []
+    record: dict[str, Any] = {"name": name, "pipeline": pipeline,
+                              "options": [*extra, *PIPELINES[pipeline], *sequence]}  # fmt: skip
     try:
         record.update(run_solve(DATA / reflections, out, record["options"]))
         if "error" in record:
@@ -120,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only:
             for pipeline in args.pipelines:
-                if pipeline == "dual-space" and name not in ATOMIC:
+                if not applies(name, pipeline):
                     continue
                 rows.append(run_one(name, pipeline, Path(tmp)))
                 r = rows[-1]

@@ -19,7 +19,9 @@ from patterson.solving.atoms import (
     atoms_per_asu,
     complete_model,
     r_factors,
+    reassign_elements,
     refine_atoms,
+    scattering_power,
 )
 from patterson.symmetry import SpaceGroup, images
 
@@ -100,3 +102,19 @@ def test_completion_puts_back_atoms_left_out_and_never_reads_the_free_amplitudes
     again = complete_model(start, (np.where(free, f * 3.0 + 1.0, f), sigma, hkl, free),
                            (scrambled, data.hkl, free_p1), setting, data.d_min)  # fmt: skip
     assert np.array_equal(again.frac, done.frac) and np.array_equal(again.b_iso, done.b_iso)
+
+
+def test_refined_scattering_power_tells_c_n_and_f_apart():
+    data, group, (frac, elements, occ), obs = _published("thpp")
+    carbon = AtomModel(frac, np.full(len(frac), "C"), np.full(len(frac), 3.0), occ)
+    carbon = refine_atoms(carbon, obs, data.cell, group, rounds=1, steps=20)  # every atom called C, refined
+    electrons = scattering_power(carbon, obs, (data.cell, group, "it92"))
+    truth = elements[[int(np.argmin(frac_distances(x[None], frac, data.cell))) for x in carbon.frac]]
+    assert electrons[truth == "F"].min() > electrons[truth == "N"].max() > electrons[truth == "C"].mean()
+    composition = {"C": 40, "F": 8, "N": 16}
+    _, inverse = np.unique(data.orbit, return_inverse=True)
+    p1 = (data.f, data.hkl, obs[3][inverse])
+    again = reassign_elements(carbon, obs, p1, (data.cell, group, "it92"), composition)
+    right = np.mean(again.elements == elements[[int(np.argmin(frac_distances(x[None], frac, data.cell)))
+                                                for x in again.frac]])  # fmt: skip
+    assert right >= 0.85 and again.r1_work < carbon.r1_work

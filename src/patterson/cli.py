@@ -352,7 +352,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     --spacegroup) or a small-molecule CIF carrying its reflections; gzipped or not. Amplitudes or intensities are
     chosen automatically when only one column fits, else --columns. --refine auto (the default) tries charge
     flipping on E-values first where atoms can be refined (d_min ≤ 1.3 Å, cell contents known), then dual-space
-    phasing (d_min ≤ 1.2 Å), then the networks and HIO. Phases in P1, then moves the solution to the space group's
+    phasing (d_min ≤ 1.2 Å), then the networks and HIO; with --sequence last ideal fragments of the peptide
+    placed and built out. Phases in P1, then moves the solution to the space group's
     origin and symmetrises it when it obeys the group; the peaks become atoms refined against the work amplitudes,
     judged by R1 on the free reflections.
     Writes DIR/density.ccp4, DIR/phases.mtz (F PHI FWT PHWT FOM FREE), DIR/peaks.pdb, DIR/peaks.csv (the peaks
@@ -378,6 +379,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         free_column=args.free_column,
         check_symmetry=args.check_symmetry,
         radiation=args.radiation,
+        sequence=args.sequence,
     )
     solution, paths = solve_to_folder(config)
     s = solution.summary
@@ -405,12 +407,14 @@ def _add_solve(sub) -> None:
     p.add_argument("input", metavar="INPUT", help="reflection file: .mtz, .cif (SF-mmCIF) or SHELX .hkl")
     _add(p, "--checkpoint", f"{_SOLVE}.checkpoint", "pretrained, a shipped NAME or a PATH")
     _add(p, "--refine", f"{_SOLVE}.phasing.refine",
-         choices=("auto", "hybrid", "charge-flip", "hio", "dual-space", "none"))  # fmt: skip
+         choices=("auto", "hybrid", "charge-flip", "hio", "dual-space", "fragments", "none"))  # fmt: skip
     p.add_argument("--d-min", type=float, default=None, help="resolution cut-off in Å (default: all data)")
     p.add_argument("--columns", default=None, metavar="F,SIGF", help="amplitude or intensity column [, its sigma]")
     p.add_argument("--cell", type=float, nargs="+", metavar="X", help="a b c [alpha beta gamma] (overrides the file)")
     p.add_argument("--spacegroup", default=None, metavar="SG", help="e.g. 'P 21 21 21' or 19 (overrides the file)")
     p.add_argument("--composition", default=None, metavar="FORMULA", help="cell contents, e.g. 'C24 N8 O8'")
+    p.add_argument("--sequence", default=None, metavar="SEQ",
+                   help="a peptide's one-letter residue codes (asymmetric unit): adds the fragments route")  # fmt: skip
     _add(p, "--transfer", f"{_SOLVE}.transfer", "network on other cells (measured)", choices=("convolve", "resample"))
     _add(p, "--n-iter", f"{_SOLVE}.phasing.n_iter", "refinement iterations per run", type=int)
     _add(p, "--n-starts", f"{_SOLVE}.phasing.n_starts", "random starts of classical phasing", type=int)

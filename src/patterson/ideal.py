@@ -115,6 +115,25 @@ def parse_sequence(sequence: str) -> str:
     return seq
 
 
+DENSEST_A3 = 12.0  # Å³ per non-H atom: denser than any peptide crystal (5E5Z: about 18 with its waters)
+
+
+def heavy_atoms(sequence: str) -> int:
+    """Non-hydrogen atoms of a peptide (N, CA, C, O and the side chains, one OXT)."""
+    seq = parse_sequence(sequence)
+    return sum(4 + (c != "G") + len(SIDE_CHAIN_GEOMETRY[ONE_LETTER[c]]) for c in seq) + 1
+
+
+def check_fits(sequence: str, volume_asu: float) -> None:
+    """A one-line PattersonError where the peptide cannot fit in an asymmetric unit of ``volume_asu`` Å³: its
+    non-H atoms at :data:`DENSEST_A3` Å³ each would need more."""
+    n = heavy_atoms(sequence)
+    if n * DENSEST_A3 > volume_asu:
+        raise PattersonError(f"sequence {sequence}: {n} non-H atoms need at least {n * DENSEST_A3:.0f} Å³, but the "
+                             f"asymmetric unit of this cell holds {volume_asu:.0f} Å³; give the residues of one "
+                             "asymmetric unit")  # fmt: skip
+
+
 def place_atom(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bond: float, angle_deg: float,
                torsion_rad: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """(3,) the atom d with |cd| = ``bond``, angle b–c–d (degrees) and torsion a–b–c–d (radians, IUPAC sign) from

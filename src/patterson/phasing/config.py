@@ -9,7 +9,7 @@ from patterson.errors import PattersonError
 from patterson.phasing.options import AMPLITUDES, METHODS, ClassicalOptions, PhasingOptions, method_options
 from patterson.phasing.validation import FREE_FRACTION, check_free_fraction
 
-REFINE_CHOICES = (*METHODS, "auto", "hybrid", "none")  # auto, hybrid and none: solve only (see SolveConfig)
+REFINE_CHOICES = (*METHODS, "auto", "hybrid", "fragments", "none")  # the last four: solve only (see SolveConfig)
 
 
 @dataclass(frozen=True)

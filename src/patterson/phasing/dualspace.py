@@ -523,10 +523,17 @@ def dual_space(
                  ", a clear solution" if found.stood_out else "")  # fmt: skip
         models.append(e_calc[0].to(s.ctype))
         cycles += found.cycles
-    f = _on_f(s, torch.stack(models), f000, options.n_polish, shape)  # (B, 1 + M)
+    return model_result(s, torch.stack(models), (f000, options.n_polish, shape), options.select, ("dual-space", cycles))
+
+
+def model_result(s, e_calc: torch.Tensor, polish: tuple, select: str, run: tuple[str, int]) -> PhasingResult:
+    """The :class:`PhasingResult` of phases from a model of atoms: its E_calc (B, M) brought to F and polished
+    (``polish`` = (F(000) or None, cycles, grid shape); see :func:`_on_f`), the work amplitudes imposed, the map
+    made; ``run`` = (method, cycles)."""
+    f = _on_f(s, e_calc, *polish)  # (B, 1 + M)
     final = impose_amplitudes(s.fo, s.floating, f[:, 1:])
-    final = density_from_f(torch.cat([f[:, :1], final], dim=-1), with_000(hkl), cell, shape)
-    return s.result(final, f[:, 1:], options.select, "dual-space", cycles)
+    final = density_from_f(torch.cat([f[:, :1], final], dim=-1), with_000(s.hkl), s.cell, polish[2])
+    return s.result(final, f[:, 1:], select, *run)
 
 
 def free_correlation(s, b: int, e_calc: torch.Tensor) -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.ideal import CONFORMATIONS, ideal_peptide, parse_sequence
+from patterson.phasing.amplitudes import normalised_amplitudes
 from patterson.phasing.building import (
     BuildOptions,
     PeptideModel,
@@ -38,7 +40,10 @@ from patterson.phasing.building import (
     restrained_refine,
     start_model,
 )
+from patterson.phasing.dualspace import model_result
+from patterson.phasing.options import PhasingOptions
 from patterson.phasing.placement import PlacementOptions, images, place_fragment, placed_frac, search_target
+from patterson.phasing.starts import PhasingResult, prepare_starts
 from patterson.physics import AtomBatch, structure_factors
 from patterson.structures import atomic_numbers
 from patterson.symmetry import SpaceGroup
@@ -57,6 +62,9 @@ class PeptideOptions:
         below ``min_window`` residues (or the whole sequence, when shorter).
     n_poses : placements of each window built on.
     refine_iter, restraint_weight : the restrained refinement of the final atoms.
+    max_seconds : no further placement is built out once this many seconds have passed (the best one built so far
+        is kept; at least one is always built; 0: no limit).
+    n_polish : cycles of positivity on F that bring the built model's phases back to F (:func:`fragment_phasing`).
     placement, building : the options of the two steps.
     """
 
@@ -66,6 +74,8 @@ class PeptideOptions:
     n_poses: int = 2
     refine_iter: int = 150
     restraint_weight: float = 1.0
+    max_seconds: float = 180.0
+    n_polish: int = 20
     placement: PlacementOptions = field(default_factory=PlacementOptions)
     building: BuildOptions = field(default_factory=BuildOptions)
 
@@ -75,6 +85,8 @@ class PeptideOptions:
             raise PattersonError(f"unknown conformation {unknown} (choose from {', '.join(CONFORMATIONS)})")
         if self.min_window < 2 or self.window_drop < 0 or self.n_poses < 1:
             raise PattersonError("min_window must be at least 2, window_drop at least 0 and n_poses at least 1")
+        if self.max_seconds < 0 or self.n_polish < 0:
+            raise PattersonError("max_seconds and n_polish must not be negative")
 
 
 @dataclass
@@ -169,6 +181,7 @@ def phase_with_sequence(
     group: SpaceGroup,
     work: np.ndarray | None = None,
     options: PeptideOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PeptideSolution:
     """Phase a peptide crystal from its sequence (see the module's steps).
 
@@ -179,6 +192,7 @@ def phase_with_sequence(
     cell, group : the crystal's cell and space group.
     work : (M,) bool, the reflections every step may use (None: all); the others are never read.
     options : :class:`PeptideOptions` (None: the defaults).
+    progress : called with (placements built, placements to build) after each.
     """
     options = options or PeptideOptions()
     seq = parse_sequence(sequence)
@@ -190,7 +204,10 @@ def phase_with_sequence(
     chosen = _best_registers(seq, candidates, target, options)
     t2 = time.perf_counter()
     best = None
-    for c in chosen:
+    for i, c in enumerate(chosen):
+        if best is not None and 0 < options.max_seconds < time.perf_counter() - t0:
+            log.info("time budget of %.0f s spent: %d of %d placements built", options.max_seconds, i, len(chosen))
+            break
         model = start_model(seq, c["start"], c["placed"], c["conformation"])
         window = range(c["start"], c["start"] + c["length"])
         steps = build_window(model, target, window, options.building)
@@ -201,6 +218,8 @@ def phase_with_sequence(
                  c["start"] + 1, c["pose"], c["built_atoms"], c["built_cc"])  # fmt: skip
         if best is None or c["built_cc"] > best[0]["built_cc"]:
             best = (c, model, steps)
+        if progress is not None:
+            progress(i + 1, len(chosen))
     t3 = time.perf_counter()
     c, model, steps = best
     frac, b_iso, r_work = _refined(model, data, options)
@@ -212,3 +231,42 @@ def phase_with_sequence(
     return PeptideSolution(frac, elements, np.array(model.top.names)[model.built],
                            np.array(model.top.labels)[model.built], b_iso, c["built_cc"], r_work, np.angle(f_calc),
                            f_calc, tried, steps, {k: round(v, 2) for k, v in seconds.items()})  # fmt: skip
+
+
+def fragment_phasing(
+    f_obs: torch.Tensor,
+    hkl: np.ndarray,
+    cell: Cell,
+    shape: tuple[int, int, int],
+    sequence: str,
+    options: PeptideOptions | None = None,
+    *,
+    f000: torch.Tensor | float | None = None,
+    group: SpaceGroup | None = None,
+    observed: torch.Tensor | None = None,
+    free: torch.Tensor | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PhasingResult:
+    """Phasing from a sequence, as a phasing method: :func:`phase_with_sequence` on the work reflections of each
+    structure, the built model's phases brought to F and polished as dual-space's best trial is
+    (:func:`~patterson.phasing.dualspace.model_result`), cross-validated on the free set no step read.
+
+    Parameters
+    ----------
+    f_obs : (B, M) observed amplitudes on the P1 Friedel half ``hkl``; cell, shape: the cell and the map's grid.
+    sequence : one-letter residue codes of the peptide in the asymmetric unit.
+    options : :class:`PeptideOptions` (None: the defaults).
+    f000, group, observed, free, progress : as for :func:`~patterson.phasing.dualspace.dual_space`.
+    """
+    options = options or PeptideOptions()
+    s = prepare_starts(f_obs, hkl, cell, shape, PhasingOptions(n_starts=1), observed, free)
+    work = ~s.floating  # (B, M) the imposed reflections: neither free nor unmeasured
+    group = group or SpaceGroup.of("P 1")
+    models = []
+    for b in range(s.fo.shape[0]):
+        f_work = torch.where(work[b], s.fo[b], 0.0).numpy()  # the free amplitudes are not even passed on
+        built = phase_with_sequence(sequence, hkl, f_work, cell, group, work[b].numpy(), options, progress)
+        f_calc = torch.as_tensor(built.f_calc)[None]  # (1, M)
+        e = normalised_amplitudes(f_calc.abs(), hkl, cell, "E", mask=work[b : b + 1])  # shells of the work set
+        models.append(torch.polar(e[0], torch.angle(f_calc[0])).to(s.ctype))
+    return model_result(s, torch.stack(models), (f000, options.n_polish, shape), "r_free", ("fragments", 0))

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 B_START = 3.0  # Å²: small molecules at 100–300 K
 B_LIMITS = (0.5, 40.0)  # Å²: a B beyond the upper limit after refinement means an atom on no density
+POWER_LIMITS = (0.3, 3.0)  # the refined scattering factor of an atom, relative to its element's
+CONVERGED = 1e-6  # a refinement stops where a step lowers the residual by less than this fraction of it
 CLOSE = 0.9  # Å: two atoms closer than this are one
 SOLVED_R1_FREE = 0.25  # R1 on the free set at or below this: the atoms are right (see benchmarks/real_small_molecules)
 
@@ -131,8 +133,10 @@ def _work_scale(f_obs: np.ndarray, f_calc_abs: np.ndarray, work: np.ndarray) -> 
     return float((f_obs[work] * f_calc_abs[work]).sum() / max((f_calc_abs[work] ** 2).sum(), 1e-30))
 
 
-def _refine_once(model: AtomModel, f_obs: np.ndarray, hkl: np.ndarray, work: np.ndarray, ctx: tuple, steps: int):
-    """One L-BFGS run over coordinates and B; returns refined (frac, b_iso)."""
+def _refine_once(model: AtomModel, f_obs: np.ndarray, hkl: np.ndarray, work: np.ndarray, ctx: tuple, steps: int,
+                 power: bool = False):  # fmt: skip
+    """One L-BFGS run over coordinates and B (and with ``power`` a factor q on each atom's scattering, starting at
+    1); returns refined (frac, b_iso, q)."""
     lengths = torch.tensor(ctx[0].parameters[:3], dtype=torch.float64)  # steps in Å, not in cell fractions
     n = len(model)
     z = torch.as_tensor(atomic_numbers(model.elements))
@@ -140,16 +144,19 @@ def _refine_once(model: AtomModel, f_obs: np.ndarray, hkl: np.ndarray, work: np.
     fo = torch.as_tensor(f_obs[work], dtype=torch.float64)
     hkl_work = hkl[work]
 
-    def loss(x: torch.Tensor) -> torch.Tensor:  # x = (xyz in Å (N·3), B (N)); F in float32 (3× faster), sums in 64
-        xyz, b_iso = x[: 3 * n].reshape(n, 3), x[3 * n :]
-        fc = calculated_f((xyz / lengths).float(), z, b_iso.clamp(*B_LIMITS).float(), occ, hkl_work, ctx).abs()
+    def loss(x: torch.Tensor) -> torch.Tensor:  # x = (xyz in Å (N·3), B (N)[, q (N)]); F in float32 (3× faster)
+        xyz, b_iso = x[: 3 * n].reshape(n, 3), x[3 * n : 4 * n]
+        q = x[4 * n :].clamp(*POWER_LIMITS).float() if power else 1.0
+        fc = calculated_f((xyz / lengths).float(), z, b_iso.clamp(*B_LIMITS).float(), occ * q, hkl_work, ctx).abs()
         fc = fc.double()
         return ((fo - _scale(fo, fc).detach() * fc) ** 2).sum() / (fo**2).sum()
 
     x0 = torch.cat([torch.as_tensor(model.frac * ctx[0].parameters[:3]).flatten(),
-                    torch.as_tensor(np.clip(model.b_iso, *B_LIMITS))]).to(torch.float64)  # fmt: skip
-    x = lbfgs(loss, x0, steps)
-    return (x[: 3 * n].reshape(n, 3) / lengths).numpy() % 1.0, np.clip(x[3 * n :].numpy(), *B_LIMITS)
+                    torch.as_tensor(np.clip(model.b_iso, *B_LIMITS))]
+                   + ([torch.ones(n, dtype=torch.float64)] if power else [])).to(torch.float64)  # fmt: skip
+    x = lbfgs(loss, x0, steps, tolerance=CONVERGED)
+    q = np.clip(x[4 * n :].numpy(), *POWER_LIMITS) if power else np.ones(n)
+    return (x[: 3 * n].reshape(n, 3) / lengths).numpy() % 1.0, np.clip(x[3 * n : 4 * n].numpy(), *B_LIMITS), q
 
 
 def r_factors(model: AtomModel, f_obs: np.ndarray, sigma: np.ndarray | None, hkl: np.ndarray, free: np.ndarray,
@@ -199,7 +206,7 @@ def refine_atoms(
         raise PattersonError("no atoms to refine")
     ctx = (cell, group, form)
     for _ in range(rounds):
-        frac, b_iso = _refine_once(model, f_obs, hkl, ~free, ctx, steps)
+        frac, b_iso, _ = _refine_once(model, f_obs, hkl, ~free, ctx, steps)
         model = _prune(dataclasses.replace(model, frac=frac, b_iso=b_iso, cycles=model.cycles + steps), cell, group)
         if len(model) == 0:
             break
@@ -220,6 +227,16 @@ def atoms_from_peaks(
     )  # fmt: skip
 
 
+def scattering_power(model: AtomModel, data: tuple, setting: tuple, steps: int = 20) -> np.ndarray:
+    """(N,) electrons of each atom as the data see them: its element's Z times a factor q on its scattering,
+    refined with x, y, z and B against the work amplitudes (``data`` as for :func:`refine_atoms`, ``setting`` =
+    (cell, group, form)). At atomic resolution the fall-off of f(s) and that of B part, so q measures the atom's
+    scattering power where a map's peak height, which B lowers, blurs C, N and O (one electron apart)."""
+    f_obs, _, hkl, free = data
+    _, _, q = _refine_once(model, f_obs, hkl, ~free, setting, steps, power=True)
+    return q * atomic_numbers(model.elements)
+
+
 def _model_map_heights(model: AtomModel, p1: tuple[np.ndarray, np.ndarray, np.ndarray], ctx: tuple) -> np.ndarray:
     """(N,) the map of the observed work amplitudes with the model's phases at each atom (a direct sum over the P1
     reflections p1 = (f_obs (M,), hkl (M, 3) Friedel half, free (M,) bool), whose free ones are left out)."""
@@ -229,26 +246,28 @@ def _model_map_heights(model: AtomModel, p1: tuple[np.ndarray, np.ndarray, np.nd
 
 
 def reassign_elements(
-    model: AtomModel,
-    data: tuple,
-    p1: tuple[np.ndarray, np.ndarray, np.ndarray],
-    setting: tuple,
-    composition: dict[str, float],
+    model: AtomModel, data: tuple, p1: tuple, setting: tuple, composition: dict[str, float]
 ) -> AtomModel:
-    """Elements again, by the atoms' heights in the map phased by the refined atoms (a far better map than the
-    first), then one more refinement; kept where R1 on the work set falls. ``data`` as for :func:`refine_atoms`,
-    ``p1`` the P1 reflections (f_obs, hkl, free), ``setting`` = (cell, group, form)."""
+    """Elements again, from two measures of each atom's weight after refinement: its height in the map phased by
+    the refined atoms, and its refined scattering power (:func:`scattering_power`; hydrogens and B move the two
+    differently). Each ranking gives the heaviest elements of the cell contents to the heaviest atoms
+    (:func:`assign_elements`), the model is refined again, and of these and the model as it came the one with the
+    lowest R1 on the work set is kept. ``data`` as for :func:`refine_atoms`, ``p1`` the P1 reflections (f_obs, hkl,
+    free), ``setting`` = (cell, group, form)."""
     cell, group, form = setting
-    heights = _model_map_heights(model, p1, setting)
-    k = len(group.rot)
-    elements = assign_elements(heights, model.occ * k, composition, group)
-    if all(e == old for e, old in zip(elements, model.elements, strict=True)):
-        return model
-    keep = np.array([e is not None for e in elements])
-    trial = dataclasses.replace(model, frac=model.frac[keep], elements=elements[keep].astype(str),
-                                b_iso=model.b_iso[keep], occ=model.occ[keep])  # fmt: skip
-    trial = refine_atoms(trial, data, cell, group, rounds=1, steps=40, form=form)
-    return trial if len(trial) and trial.r1_work < model.r1_work else model
+    best, tried = model, [tuple(model.elements)]
+    for weight in (_model_map_heights(model, p1, setting), scattering_power(model, data, setting)):
+        elements = assign_elements(weight, model.occ * len(group.rot), composition, group)
+        if tuple(elements) in tried:
+            continue
+        tried.append(tuple(elements))
+        keep = np.array([e is not None for e in elements])
+        trial = dataclasses.replace(model, frac=model.frac[keep], elements=elements[keep].astype(str),
+                                    b_iso=model.b_iso[keep], occ=model.occ[keep])  # fmt: skip
+        trial = refine_atoms(trial, data, cell, group, rounds=1, steps=20, form=form)
+        log.info("elements again: R1 (work) %.4f → %.4f", model.r1_work, trial.r1_work)
+        best = trial if len(trial) and trial.r1_work < best.r1_work else best
+    return best
 
 
 BONDED = (1.1, 2.2)  # Å: a missing atom bonded to the model lies this far from its nearest atom (then C)

@@ -8,7 +8,9 @@ Where atoms can be refined (d_min ≤ :data:`~patterson.solving.atoms.ATOM_RESOL
    its own time budget): what solves the structures flipping does not, peptides and heavy-atom structures;
 4. the hybrid: the shipped networks' starts and HIO from random starts.
 
-Elsewhere the hybrid alone. ``solve`` stops at the first route whose verdict is ``solved``.
+Elsewhere the hybrid alone. With a sequence (``solve --sequence``) the fragments route comes last: ideal strands
+of the sequence placed, built out and refined (:func:`~patterson.phasing.peptide.fragment_phasing`), the most
+expensive. ``solve`` stops at the first route whose verdict is ``solved``.
 """
 
 from __future__ import annotations
@@ -30,19 +32,21 @@ def routes(config: Any, composition: dict[str, float] | None, d_min: float) -> l
     phasing = config.phasing
     if phasing.refine != "auto":
         return [(phasing.refine, config)]
-    hybrid = dataclasses.replace(config, phasing=dataclasses.replace(phasing, refine="hybrid"))
-    if not composition or d_min > ATOM_RESOLUTION:
-        return [("hybrid", hybrid)]
 
     def classical(**changes) -> Any:
         return dataclasses.replace(config, phasing=dataclasses.replace(phasing, **changes), checkpoint="none")
+
+    hybrid = dataclasses.replace(config, phasing=dataclasses.replace(phasing, refine="hybrid"))
+    last = [("fragments from the sequence", classical(refine="fragments"))] if config.sequence else []
+    if not composition or d_min > ATOM_RESOLUTION:
+        return [("hybrid", hybrid), *last]
 
     chosen = [("charge flipping on E", classical(refine="charge-flip", amplitudes="E", n_starts=FLIP_STARTS,
                                                   stop_early=True)),
               ("charge flipping on E, all starts", classical(refine="charge-flip", amplitudes="E"))]  # fmt: skip
     if d_min <= DUAL_SPACE_RESOLUTION:
         chosen.append(("dual-space", classical(refine="dual-space")))
-    return [*chosen, ("hybrid", hybrid)]
+    return [*chosen, ("hybrid", hybrid), *last]
 
 
 def rank(summary: dict) -> tuple:

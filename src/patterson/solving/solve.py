@@ -17,12 +17,14 @@ from patterson import runtime
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
+from patterson.ideal import check_fits, parse_sequence
 from patterson.maps import density_from_f, f_from_density
 from patterson.networks import TrainedNetwork, find_checkpoint, shipped_networks
 from patterson.phasing import PhasingResult, charge_flip, hio, positivity_polish, refine_density, wilson_estimate
 from patterson.phasing.config import PhasingConfig
 from patterson.phasing.dualspace import dual_space
 from patterson.phasing.options import method_options
+from patterson.phasing.peptide import fragment_phasing
 from patterson.phasing.validation import (
     MIN_FREE,
     MIN_MEASURED,
@@ -43,7 +45,7 @@ from patterson.symmetry import SpaceGroup
 
 log = logging.getLogger(__name__)
 
-REFINE_METHODS = ("auto", "hybrid", "charge-flip", "hio", "dual-space", "none")
+REFINE_METHODS = ("auto", "hybrid", "charge-flip", "hio", "dual-space", "fragments", "none")
 
 
 SOLVE_PHASING = PhasingConfig(refine="auto", n_iter=400, n_starts=4)
@@ -71,6 +73,7 @@ class SolveConfig:
     free_column: str | None = None
     check_symmetry: bool = False  # also for data in P1: which space groups the P1 solution is consistent with
     radiation: str = "auto"  # xray or electron (scattering factors of refined atoms); auto: from the wavelength
+    sequence: str | None = None  # the peptide in the asymmetric unit, one-letter codes: the fragments route
 
     def __post_init__(self) -> None:
         defaults = {"n_iter": SOLVE_PHASING.n_iter, "n_starts": SOLVE_PHASING.n_starts}
@@ -83,6 +86,10 @@ class SolveConfig:
             raise PattersonError(f"unknown transfer {self.transfer!r} (choose from {', '.join(TRANSFERS)})")
         if self.d_min is not None:
             check_d_min(self.d_min)
+        if self.sequence is not None:
+            object.__setattr__(self, "sequence", parse_sequence(self.sequence))
+        elif self.phasing.refine == "fragments":
+            raise PattersonError("--refine fragments needs --sequence (the peptide's one-letter residue codes)")
 
 
 @dataclass
@@ -233,6 +240,10 @@ def _runs(config: SolveConfig, refine: str, starts: list, f000s: list[float], pr
         run = lambda p: dual_space(f_all, hkl_all, cell, shape, _dual_space_options(config), f000=f000,  # noqa: E731
                                    group=problem.get("group"), progress=p, **opts)  # fmt: skip
         return [("dual-space", run, f000)]
+    if refine == "fragments":  # ideal fragments of the sequence placed, built out and refined
+        run = lambda p: fragment_phasing(f_all, hkl_all, cell, shape, config.sequence, f000=f000,  # noqa: E731
+                                         group=problem.get("group"), progress=p, **opts)  # fmt: skip
+        return [("fragments from the sequence", run, f000)]
     runs = []
     method = "charge-flip" if refine == "charge-flip" else "hio"
     options = config.phasing.options(method)
@@ -307,6 +318,8 @@ def _prepare(config: SolveConfig) -> dict:
     t0 = time.perf_counter()
     refl = read_reflections(config.input, config.columns, config.cell, config.spacegroup, config.free_column)
     data = prepare_data(refl, config.d_min)
+    if config.sequence:  # before any phasing: a peptide too large for the cell is an input error
+        check_fits(config.sequence, data.cell.volume / (len(refl.group.rot) if refl.group is not None else 1))
     warnings = list(data.warnings)
     free, free_info = _free_set(data, config)
     f_obs = torch.as_tensor(data.f, dtype=torch.float64)[None]  # (1, M)
@@ -330,7 +343,7 @@ def _solve_route(config: SolveConfig, ctx: dict) -> Solution:
     data, free, composition, shape = (ctx[k] for k in ("data", "free", "composition", "shape"))
     warnings = list(ctx["warnings"])
     t0 = time.perf_counter()
-    use_networks = config.checkpoint != "none" and config.phasing.refine != "dual-space"
+    use_networks = config.checkpoint != "none" and config.phasing.refine not in ("dual-space", "fragments")
     starts = _network_starts(config, data, free, warnings) if use_networks else []
     times["model"] = time.perf_counter() - t0
     refine = config.phasing.refine
