@@ -15,8 +15,8 @@ fragments --sequence``) and ``auto`` with the sequence (its routes, then fragmen
 none). The fragment search's parts are measured apart, with the ideal strand superposed on the deposited chain as
 an oracle (benchmarks/peptide_fragments.py).
 
-    python benchmarks/peptides.py [--only NAME ...] [--pipelines NAME ...] [--out benchmarks/results/peptides.json]
-        [--table docs/tables/peptides_table.md]
+    python benchmarks/peptides.py [--only NAME ...] [--pipelines NAME ...] [--merge]
+        [--out benchmarks/results/peptides.json] [--table docs/tables/peptides_table.md]
 """
 
 from __future__ import annotations
@@ -105,16 +105,18 @@ def render(results: dict) -> str:
              f"{run['platform']}, {run['cpu_count']} CPUs, torch {run['torch']}). Map CC against the deposited model "
              f"(whole cell) after the origin/hand search; chance: random phases (median, max of 5); solved: CC ≥ "
              f"{results['solved_cc']}.", "",
-             "| data | group, d_min | pipeline | CC | chance (median, max) | ceiling | solved | verdict | seconds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             "| data | group, d_min | pipeline | CC | chance (median, max) | ceiling | solved | verdict | seconds "
+             "| run |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in results["rows"]:
         if "error" in r:
-            lines.append(f"| {r['name']} | | {r['pipeline']} | error: {r['error'][:80]} | | | | | |")
+            error = r["error"][:80]
+            lines.append(f"| {r['name']} | | {r['pipeline']} | error: {error} | | | | | | {r.get('date', '')} |")
             continue
         lines.append(
             f"| {r['name']} | {r['spacegroup']}, {r['d_min']:.2f} Å | {r['pipeline']} | {r['cc']:.3f} | "
             f"{r['chance_cc_median']:.3f}, {r['chance_cc_max']:.3f} | {r['cc_ceiling']:.3f} | "
-            f"{'yes' if r['solved'] else 'no'} | {r['verdict']} | {r['seconds']:.0f} |"
+            f"{'yes' if r['solved'] else 'no'} | {r['verdict']} | {r['seconds']:.0f} | {r.get('date', run['date'])} |"
         )
     solved = sum(1 for r in results["rows"] if r.get("solved"))
     claimed = sum(1 for r in results["rows"] if r.get("verdict") == "solved")
@@ -130,6 +132,8 @@ def main() -> None:
     parser.add_argument("--pipelines", nargs="+", choices=list(PIPELINES), default=list(PIPELINES))
     parser.add_argument("--out", type=Path, default=RESULTS / "peptides.json")
     parser.add_argument("--table", type=Path, default=TABLES / "peptides_table.md")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of --out that this run does not redo (each row has its date)")  # fmt: skip
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,11 +141,18 @@ def main() -> None:
             for pipeline in args.pipelines:
                 if not applies(name, pipeline):
                     continue
-                rows.append(run_one(name, pipeline, Path(tmp)))
+                rows.append({**run_one(name, pipeline, Path(tmp)), "date": run_metadata()["date"]})
                 r = rows[-1]
                 print(f"{name:6s} {pipeline:22s} CC {r.get('cc', float('nan')):.3f} "
                       f"(chance max {r.get('chance_cc_max', float('nan')):.3f}) {r.get('verdict', r.get('error'))} "
                       f"{r['seconds']:.0f} s", flush=True)  # fmt: skip
+    if args.merge and args.out.is_file():  # the rows of an earlier run that this one did not redo
+        done = {(r["name"], r["pipeline"]) for r in rows}
+        earlier = json.loads(args.out.read_text())
+        rows = [{"date": earlier["run"]["date"], **r} for r in earlier["rows"]
+                if (r["name"], r["pipeline"]) not in done] + rows  # fmt: skip
+    order = {(name, pipeline): i for i, (name, pipeline) in enumerate((n, p) for n in PEPTIDES for p in PIPELINES)}
+    rows.sort(key=lambda r: order.get((r["name"], r["pipeline"]), len(order)))
     results = {"benchmark": "peptides", "run": run_metadata(), "data": str(DATA), "solved_cc": SOLVED_CC,
                "rows": rows}  # fmt: skip
     write_json(args.out, results)
