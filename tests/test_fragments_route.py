@@ -14,7 +14,7 @@ import torch
 from patterson.errors import PattersonError
 from patterson.evaluation import align
 from patterson.ideal import check_fits, heavy_atoms
-from patterson.phasing.peptide import PeptideOptions, fragment_phasing
+from patterson.phasing.peptide import PeptideOptions, fragment_phasing, read_fragment
 from patterson.phasing.placement import PlacementOptions
 from patterson.physics import AtomBatch, grid_shape, structure_factors
 from patterson.structures import Atoms
@@ -56,15 +56,36 @@ def test_a_sequence_too_large_for_the_cell_is_refused():
         check_fits("LVHSSN" * 3, 865.0)
 
 
+ATOMS = ("ATOM      1  CA  ALA A   1       1.000   1.000   1.000  1.00 20.00           C\n"
+         "ATOM      2  CB  ALA A   1       2.500   1.000   1.000  1.00 20.00           C\nEND\n")
+
+
+def test_a_fragment_file_in_another_cell_is_refused_and_one_without_a_cell_is_taken(tmp_path):
+    cell = CELL  # the test crystal's
+    other = tmp_path / "other.pdb"
+    other.write_text("CRYST1   10.000   10.000   10.000  90.00  90.00  90.00 P 1\n" + ATOMS)
+    with pytest.raises(PattersonError, match="is not the data's"):
+        read_fragment(str(other), cell)
+    same = tmp_path / "same.pdb"
+    same.write_text("CRYST1   14.000    4.800   15.000  90.00  97.00  90.00 P 1 21 1\n" + ATOMS)
+    bare = tmp_path / "bare.pdb"
+    bare.write_text(ATOMS)
+    assert len(read_fragment(str(same), cell).elements) == 2 == len(read_fragment(str(bare), cell).elements)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--sequence", "LVHSXN"], "'X' is not a standard residue"),
         (["--sequence", "LVHSSN" * 4], "non-H atoms need at least"),
         (["--refine", "fragments"], "needs --sequence"),
+        (["--fragment", "{other}"], "is not the data's"),
     ],
 )
-def test_bad_sequences_are_one_line_errors_and_nothing_is_written(tmp_path, args, message):
+def test_bad_sequences_and_fragments_are_one_line_errors_and_nothing_is_written(tmp_path, args, message):
+    other = tmp_path / "other.pdb"
+    other.write_text("CRYST1   10.000   10.000   10.000  90.00  90.00  90.00 P 1\n" + ATOMS)
+    args = [a.format(other=other) for a in args]
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "patterson", "solve", str(PEPTIDES / "5e5z" / "5e5z.mtz"), "--out", str(out), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

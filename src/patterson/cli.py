@@ -380,6 +380,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         check_symmetry=args.check_symmetry,
         radiation=args.radiation,
         sequence=args.sequence,
+        fragment=args.fragment,
     )
     solution, paths = solve_to_folder(config)
     s = solution.summary
@@ -415,6 +416,8 @@ def _add_solve(sub) -> None:
     p.add_argument("--composition", default=None, metavar="FORMULA", help="cell contents, e.g. 'C24 N8 O8'")
     p.add_argument("--sequence", default=None, metavar="SEQ",
                    help="a peptide's one-letter residue codes (asymmetric unit): adds the fragments route")  # fmt: skip
+    p.add_argument("--fragment", default=None, metavar="FILE",
+                   help="a search model (PDB/mmCIF) placed by the fragments route instead of the sequence's strands")
     _add(p, "--transfer", f"{_SOLVE}.transfer", "network on other cells (measured)", choices=("convolve", "resample"))
     _add(p, "--n-iter", f"{_SOLVE}.phasing.n_iter", "refinement iterations per run", type=int)
     _add(p, "--n-starts", f"{_SOLVE}.phasing.n_starts", "random starts of classical phasing", type=int)

@@ -45,7 +45,7 @@ from patterson.phasing.options import PhasingOptions
 from patterson.phasing.placement import PlacementOptions, images, place_fragment, placed_frac, search_target
 from patterson.phasing.starts import PhasingResult, prepare_starts
 from patterson.physics import AtomBatch, structure_factors
-from patterson.structures import atomic_numbers
+from patterson.structures import Atoms, atomic_numbers, read_structure
 from patterson.symmetry import SpaceGroup
 
 log = logging.getLogger(__name__)
@@ -233,12 +233,42 @@ def phase_with_sequence(
                            f_calc, tried, steps, {k: round(v, 2) for k, v in seconds.items()})  # fmt: skip
 
 
+CELL_TOLERANCE = (0.01, 1.0)  # a model file's cell is the data's within 1% on each edge and 1° on each angle
+
+
+def read_fragment(path: str, cell: Cell) -> Atoms:
+    """A search model from a PDB/mmCIF file (non-H atoms, first model): a one-line PattersonError where the file
+    carries a cell (CRYST1 or _cell) that is not the data's ``cell`` — coordinates in another crystal's frame are
+    not a model of this one. A file without a cell (or gemmi's 1 Å placeholder) is taken as it is."""
+    model = read_structure(path)
+    if model.elements.size == 0:
+        raise PattersonError(f"fragment file {path}: no atoms")
+    own = model.cell
+    if own is not None and min(own[:3]) > 1.0:
+        edges = np.abs(np.array(own[:3]) / np.array(cell.parameters[:3]) - 1.0)
+        angles = np.abs(np.array(own[3:]) - np.array(cell.parameters[3:]))
+        if edges.max() > CELL_TOLERANCE[0] or angles.max() > CELL_TOLERANCE[1]:
+            mine, theirs = (" ".join(f"{x:.2f}" for x in c) for c in (own, cell.parameters))
+            raise PattersonError(f"fragment file {path}: its cell ({mine}) is not the data's ({theirs}); give the "
+                                 "model in the data's cell, or without a cell")  # fmt: skip
+    return model.replace(b_iso=np.full(len(model.elements), 20.0), occ=np.ones(len(model.elements)))
+
+
+def _placed_model(model: Atoms, data: tuple, options: PeptideOptions) -> np.ndarray:
+    """(M,) structure factors of a search model placed by :func:`place_fragment` (``data`` = (hkl, f, cell, group,
+    work)), with its images."""
+    hkl, f, cell, group, work = data
+    placement = place_fragment(model, hkl, f, cell, group, work, options.placement)
+    log.info("fragment of %d atoms placed: E² correlation %.3f", len(model.elements), placement.cc)
+    return _phases(placement.frac, atomic_numbers(placement.elements), placement.b_iso, hkl, cell, group)
+
+
 def fragment_phasing(
     f_obs: torch.Tensor,
     hkl: np.ndarray,
     cell: Cell,
     shape: tuple[int, int, int],
-    sequence: str,
+    search: str | Atoms,
     options: PeptideOptions | None = None,
     *,
     f000: torch.Tensor | float | None = None,
@@ -247,14 +277,15 @@ def fragment_phasing(
     free: torch.Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PhasingResult:
-    """Phasing from a sequence, as a phasing method: :func:`phase_with_sequence` on the work reflections of each
-    structure, the built model's phases brought to F and polished as dual-space's best trial is
-    (:func:`~patterson.phasing.dualspace.model_result`), cross-validated on the free set no step read.
+    """Phasing from a sequence or a model, as a phasing method: :func:`phase_with_sequence` (or the model placed)
+    on the work reflections of each structure, the model's phases brought to F and polished as dual-space's best
+    trial is (:func:`~patterson.phasing.dualspace.model_result`), cross-validated on the free set no step read.
 
     Parameters
     ----------
     f_obs : (B, M) observed amplitudes on the P1 Friedel half ``hkl``; cell, shape: the cell and the map's grid.
-    sequence : one-letter residue codes of the peptide in the asymmetric unit.
+    search : one-letter residue codes of the peptide in the asymmetric unit (placed and built out), or a model's
+        atoms (:func:`read_fragment`; placed only).
     options : :class:`PeptideOptions` (None: the defaults).
     f000, group, observed, free, progress : as for :func:`~patterson.phasing.dualspace.dual_space`.
     """
@@ -265,8 +296,11 @@ def fragment_phasing(
     models = []
     for b in range(s.fo.shape[0]):
         f_work = torch.where(work[b], s.fo[b], 0.0).numpy()  # the free amplitudes are not even passed on
-        built = phase_with_sequence(sequence, hkl, f_work, cell, group, work[b].numpy(), options, progress)
-        f_calc = torch.as_tensor(built.f_calc)[None]  # (1, M)
+        if isinstance(search, str):
+            fc = phase_with_sequence(search, hkl, f_work, cell, group, work[b].numpy(), options, progress).f_calc
+        else:
+            fc = _placed_model(search, (hkl, f_work, cell, group, work[b].numpy()), options)
+        f_calc = torch.as_tensor(fc)[None]  # (1, M)
         e = normalised_amplitudes(f_calc.abs(), hkl, cell, "E", mask=work[b : b + 1])  # shells of the work set
         models.append(torch.polar(e[0], torch.angle(f_calc[0])).to(s.ctype))
     return model_result(s, torch.stack(models), (f000, options.n_polish, shape), "r_free", ("fragments", 0))

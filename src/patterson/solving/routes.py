@@ -10,7 +10,8 @@ Where atoms can be refined (d_min ≤ :data:`~patterson.solving.atoms.ATOM_RESOL
 
 Elsewhere the hybrid alone. With a sequence (``solve --sequence``) the fragments route comes last: ideal strands
 of the sequence placed, built out and refined (:func:`~patterson.phasing.peptide.fragment_phasing`), the most
-expensive. ``solve`` stops at the first route whose verdict is ``solved``.
+expensive; with a model file (``--fragment``) that model placed instead. ``solve`` stops at the first route whose
+verdict is ``solved``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def routes(config: Any, composition: dict[str, float] | None, d_min: float) -> l
         return dataclasses.replace(config, phasing=dataclasses.replace(phasing, **changes), checkpoint="none")
 
     hybrid = dataclasses.replace(config, phasing=dataclasses.replace(phasing, refine="hybrid"))
-    last = [("fragments from the sequence", classical(refine="fragments"))] if config.sequence else []
+    name = "fragment model placed" if config.fragment else "fragments from the sequence"
+    last = [(name, classical(refine="fragments"))] if config.sequence or config.fragment else []
     if not composition or d_min > ATOM_RESOLUTION:
         return [("hybrid", hybrid), *last]
 

@@ -24,7 +24,7 @@ from patterson.phasing import PhasingResult, charge_flip, hio, positivity_polish
 from patterson.phasing.config import PhasingConfig
 from patterson.phasing.dualspace import dual_space
 from patterson.phasing.options import method_options
-from patterson.phasing.peptide import fragment_phasing
+from patterson.phasing.peptide import fragment_phasing, read_fragment
 from patterson.phasing.validation import (
     MIN_FREE,
     MIN_MEASURED,
@@ -74,6 +74,7 @@ class SolveConfig:
     check_symmetry: bool = False  # also for data in P1: which space groups the P1 solution is consistent with
     radiation: str = "auto"  # xray or electron (scattering factors of refined atoms); auto: from the wavelength
     sequence: str | None = None  # the peptide in the asymmetric unit, one-letter codes: the fragments route
+    fragment: str | None = None  # a search model file (PDB/mmCIF) for the fragments route, placed only
 
     def __post_init__(self) -> None:
         defaults = {"n_iter": SOLVE_PHASING.n_iter, "n_starts": SOLVE_PHASING.n_starts}
@@ -88,8 +89,9 @@ class SolveConfig:
             check_d_min(self.d_min)
         if self.sequence is not None:
             object.__setattr__(self, "sequence", parse_sequence(self.sequence))
-        elif self.phasing.refine == "fragments":
-            raise PattersonError("--refine fragments needs --sequence (the peptide's one-letter residue codes)")
+        elif self.phasing.refine == "fragments" and self.fragment is None:
+            raise PattersonError("--refine fragments needs --sequence (the peptide's one-letter residue codes) or "
+                                 "--fragment FILE")  # fmt: skip
 
 
 @dataclass
@@ -241,9 +243,11 @@ def _runs(config: SolveConfig, refine: str, starts: list, f000s: list[float], pr
                                    group=problem.get("group"), progress=p, **opts)  # fmt: skip
         return [("dual-space", run, f000)]
     if refine == "fragments":  # ideal fragments of the sequence placed, built out and refined
-        run = lambda p: fragment_phasing(f_all, hkl_all, cell, shape, config.sequence, f000=f000,  # noqa: E731
+        search = problem["model"] if problem.get("model") is not None else config.sequence
+        run = lambda p: fragment_phasing(f_all, hkl_all, cell, shape, search, f000=f000,  # noqa: E731
                                          group=problem.get("group"), progress=p, **opts)  # fmt: skip
-        return [("fragments from the sequence", run, f000)]
+        return [("fragment model placed" if problem.get("model") is not None else "fragments from the sequence",
+                 run, f000)]  # fmt: skip
     runs = []
     method = "charge-flip" if refine == "charge-flip" else "hio"
     options = config.phasing.options(method)
@@ -320,6 +324,7 @@ def _prepare(config: SolveConfig) -> dict:
     data = prepare_data(refl, config.d_min)
     if config.sequence:  # before any phasing: a peptide too large for the cell is an input error
         check_fits(config.sequence, data.cell.volume / (len(refl.group.rot) if refl.group is not None else 1))
+    fragment = read_fragment(config.fragment, data.cell) if config.fragment else None  # so is a model of another cell
     warnings = list(data.warnings)
     free, free_info = _free_set(data, config)
     f_obs = torch.as_tensor(data.f, dtype=torch.float64)[None]  # (1, M)
@@ -334,7 +339,7 @@ def _prepare(config: SolveConfig) -> dict:
             "n_atoms": n_atoms, "b_wilson": b_wilson, "composition": composition, "scale": scale, "f000": f000,
             "shape": grid_shape(data.cell, data.d_min), "missing": missing, "f_all": f_all,
             "hkl_all": np.concatenate([data.hkl, missing]), "times": {"read": time.perf_counter() - t0},
-            "radiation": radiation}  # fmt: skip
+            "radiation": radiation, "fragment": fragment}  # fmt: skip
 
 
 def _solve_route(config: SolveConfig, ctx: dict) -> Solution:
@@ -354,7 +359,7 @@ def _solve_route(config: SolveConfig, ctx: dict) -> Solution:
     f000s = [f000] if composition else [f000 * k for k in sorted(F000_SCAN, key=lambda k: abs(k - 1))]
     phasing_shape = grid_shape(data.cell, data.d_min, FLIP_SAMPLE_RATE) if config.phasing.stop_early else shape
     results, f000_of = _phase(config, refine, starts, ctx["f_all"], ctx["hkl_all"], free, f000s, data, phasing_shape,
-                              group=ctx["refl"].group)  # fmt: skip
+                              group=ctx["refl"].group, model=ctx["fragment"])  # fmt: skip
     best = min(results, key=lambda r: float(r.r_free[0]))  # chosen by R-free, never by R-work
     times["phasing"] = time.perf_counter() - t0 - times["model"]
     with runtime.torch_threads(_threads(config, shape)):
@@ -480,10 +485,11 @@ def _final_phases(
 
 
 def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s, data: ObservedData, shape,
-           group: SpaceGroup | None = None):  # fmt: skip
+           group: SpaceGroup | None = None, model=None):  # fmt: skip
     """Every run's :class:`PhasingResult` on ``hkl_all`` (the M measured reflections first, results[:, :M] are
     theirs, then the unmeasured ones of the sphere, which float, as does the free set), and {run: its F(000)}.
-    ``group``: the data's space group, which dual-space phasing works in."""
+    ``group``: the data's space group, which dual-space phasing works in; ``model``: the fragments route's search
+    model (None: the sequence)."""
     cell, hkl = data.cell, data.hkl
     m = len(hkl)
     f_obs = f_all[:, :m]
@@ -504,7 +510,7 @@ def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s
             results.append(PhasingResult(rho, torch.angle(fc), fc, ~work, check, name, 0))
         return results, {r.method: f000s[0] for r in results}
     problem = {"f_all": f_all, "hkl_all": hkl_all, "cell": cell, "shape": shape, "opts": opts}
-    problem["rho_starts"], problem["group"] = rho_starts, group
+    problem["rho_starts"], problem["group"], problem["model"] = rho_starts, group, model
     threads = _threads(config, shape)
     results, f000_of = [], {}
     for desc, run, f0 in _runs(config, refine, starts, f000s, problem):
