@@ -680,16 +680,15 @@ def main() -> None:
     if args.cuts:
         results["cuts"] = {"resolutions": sorted(args.cuts), "datasets": []}
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="real_small_") as tmp:
-        for folder in folders:
-            records = [run_dataset(folder, Path(tmp) / folder.name, peer)]
-            results["datasets"].append(records[0])
-            for cut in sorted(args.cuts):
-                records.append(run_dataset(folder, Path(tmp) / f"{folder.name}_d{cut:g}", peer, cut))
-                results["cuts"]["datasets"].append(records[-1])
+    runs = [(folder, None) for folder in folders] + [(f, cut) for f in folders for cut in sorted(args.cuts)]
+    with tempfile.TemporaryDirectory(prefix="real_small_") as tmp:  # all data first: the timed comparison
+        for folder, cut in runs:
+            where = Path(tmp) / (folder.name if cut is None else f"{folder.name}_d{cut:g}")
+            record = run_dataset(folder, where, peer, cut)
+            (results["datasets"] if cut is None else results["cuts"]["datasets"]).append(record)
             results["total_seconds"] = time.perf_counter() - t0
             write_json(args.out, results, indent=1)
-            print("\n".join(_progress(r) for r in records), flush=True)
+            print(_progress(record), flush=True)
     write_text(args.table, render(results))
     print(f"wrote {args.out} and {args.table} in {results['total_seconds'] / 60:.1f} min")
 
