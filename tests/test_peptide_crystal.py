@@ -16,7 +16,8 @@ from patterson.cells import Cell
 from patterson.datasets import StoredDataset, build_pool, generate, make_config
 from patterson.datasets.peptides import contact_distance, peptide_example, residue_sizes
 from patterson.errors import PattersonError
-from patterson.physics import AtomBatch, miller_indices, structure_factors
+from patterson.maps import density_from_f, patterson_from_f
+from patterson.physics import AtomBatch, grid_shape, in_friedel_half, miller_indices, structure_factors
 from patterson.structures import Atoms
 from patterson.symmetry import HklTable, SpaceGroup
 
@@ -74,7 +75,7 @@ def test_cells_are_dense_clash_free_and_carry_config_and_version(dataset):
     lo, hi = (config.pack_volume * (1 + s * config.pack_tolerance) for s in (-1, 1))
     with h5py.File(dataset / "dataset.h5", "r") as fh:
         assert fh.attrs["version"] == __version__ and json.loads(fh.attrs["config"])["preset"] == "peptide-crystal"
-        assert fh["train/input"].shape[1:] == (64, 64, 64) and "f_obs" not in fh["train"]
+        assert fh["train/input"].shape[1:] == (64, 64, 64) and fh["train/f_obs"].shape[1:] == (125_023,)
     made = examples(dataset)
     assert {ex["group"] for ex in made} == {SpaceGroup.of(g).name for g in GROUPS}
     assert sorted(ex["beta"] for ex in made) == [False, False, True, True]
@@ -141,14 +142,67 @@ def test_entries_are_split_disjointly(dataset):
     assert all(used[s] <= given[s] for s in given)
 
 
-def test_items_name_group_resolution_and_kind_and_refuse_phasing(dataset):
+def test_items_name_group_resolution_and_kind(dataset):
     ds = StoredDataset(dataset, "train", normalise=False)
     item = ds[0]
     assert item["input"].shape == (1, 64, 64, 64) and isinstance(item["spacegroup"], str)
     assert 0.8 <= item["d_min"] <= 2.0 and isinstance(item["beta_stack"], bool)
-    assert not ds.has_reflections
-    with pytest.raises(PattersonError, match="peptide crystals"):
-        ds.require_reflections()
+    assert ds.has_reflections
+    ds.require_reflections()
+
+
+def test_stored_reflections_are_the_exact_structure_factors_of_the_atoms(dataset):
+    """Each example's own Friedel half to its own d_min: f_calc is F of its stored atoms (not read off a map), f_obs
+    its noisy amplitudes, the missing ones 0 and absent from the input Patterson map; padding after them is 0."""
+    config = make_config("peptide-crystal")
+    with h5py.File(dataset / "dataset.h5", "r") as fh:
+        for split in ("train", "val", "test"):
+            g = fh[split]
+            for i in range(len(g["n_atoms"])):
+                n, m = int(g["n_atoms"][i]), int(g["n_reflections"][i])
+                cell, d_min = Cell(*g["cell"][i]), float(g["d_min"][i])
+                hkl = miller_indices(cell, d_min)
+                assert m == len(hkl) and g["d_min"].dtype == np.float64 and in_friedel_half(hkl).all()
+                elements = np.array([gemmi_symbol(z) for z in g["z"][i, :n]])
+                atoms = Atoms(g["xyz"][i, :n].astype(np.float64), elements, g["b_iso"][i, :n].astype(np.float64),
+                              g["occ"][i, :n].astype(np.float64), cell.parameters, "P 1")  # fmt: skip
+                f = structure_factors(AtomBatch.from_atoms([atoms], cell, dtype=torch.float64), hkl)[0].numpy()
+                f_calc, f_obs, measured = g["f_calc"][i], g["f_obs"][i], g["measured"][i]
+                np.testing.assert_allclose(f_calc[:m], f, atol=1e-5 * np.abs(f).max())
+                assert not f_calc[m:].any() and not f_obs[m:].any() and not measured[m:].any()
+                assert np.all(f_obs[:m][~measured[:m]] == 0)  # missing: no amplitude at all
+                assert 0.02 < 1 - measured[:m].mean() < 0.09  # missing 0.05 of them
+                strong = measured[:m] & (np.abs(f) > 1e-3 * np.abs(f).max())  # not the systematic absences
+                ratio = f_obs[:m][strong] / np.abs(f[strong])
+                assert abs(np.std(ratio) - config.noise) < 0.01 and abs(np.mean(ratio) - 1) < 0.005  # noise 3%
+                amp = torch.as_tensor(f_obs[:m] * measured[:m], dtype=torch.complex128)[None]
+                pat = patterson_from_f(amp, hkl, cell, (64, 64, 64))[0].numpy()
+                scale = np.abs(pat).max()
+                np.testing.assert_allclose(g["input"][i].astype(np.float64), pat, atol=1e-3 * scale)
+                # the missing reflections are not in the input: with them the map would differ
+                full = patterson_from_f(torch.as_tensor(np.abs(f))[None].to(torch.complex128), hkl, cell,
+                                        (64, 64, 64))[0].numpy()  # fmt: skip
+                assert np.abs(full - pat).max() > 1e-2 * scale
+
+
+def test_a_phasing_method_evaluates_peptide_crystals_each_on_its_own_cell(dataset, tmp_path):
+    """``patterson evaluate --method charge-flip``: one example at a time, on a grid of its cell and resolution,
+    the stored amplitudes imposed; the map scored against the truth made from its exact structure factors."""
+    from patterson.phasing import PhasingConfig
+    from patterson.phasing.compare import split_maps
+    from patterson.phasing.evaluate import EvaluateConfig, evaluate
+
+    ds = StoredDataset(dataset, "train", normalise=False)
+    item = ds[0]
+    data = split_maps([item], 0.8, sample_rate=3.0)
+    assert data.d_min == pytest.approx(item["d_min"]) and len(data.hkl) == len(item["f_obs"])
+    assert data.shape == grid_shape(Cell(*item["cell"].tolist()), item["d_min"], 3.0)
+    truth = density_from_f(item["f_calc"][None], data.hkl, data.cell, data.shape)
+    torch.testing.assert_close(data.truth, truth)
+    phasing = PhasingConfig(n_iter=5, n_starts=1)
+    metrics = evaluate(EvaluateConfig(str(dataset), str(tmp_path / "ev"), "charge-flip", split="train",
+                                      phasing=phasing, plots=False))  # fmt: skip
+    assert metrics["n"] == 2 and (tmp_path / "ev" / "per_example.csv").is_file()
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ TARGETS = ("density", "gaussian")
 LABEL_LEN = 256  # bytes of the fixed-length provenance strings
 FIELDS = ("input", "target", "xyz", "z", "b_iso", "occ", "n_atoms", "cell", "label", "source")  # per example
 REFLECTION_FIELDS = ("f_obs", "measured", "f_calc")  # per example, on the Friedel half to d_min (Patterson inputs)
-EXAMPLE_FIELDS = ("spacegroup", "d_min", "beta_stack")  # per example, kind='peptide' only
+EXAMPLE_FIELDS = ("spacegroup", "d_min", "beta_stack", "n_reflections")  # per example, kind='peptide' only: the
+# reflection fields then hold each example's own Friedel half to its d_min, padded to the most the grid can hold
 FORMAT = "patterson-dataset-2"  # 2: the reflections behind the maps are stored (1: maps and atoms only)
 
 

@@ -22,7 +22,7 @@ import torch
 from patterson import __version__
 from patterson.cells import Cell, fits_in_cell, pack_cell, place_in_cell, set_b_factors
 from patterson.datasets.config import FIELDS, FORMAT, LABEL_LEN, REFLECTION_FIELDS, SPLITS, GenerateConfig
-from patterson.datasets.peptides import EXAMPLE_FIELDS, example_fields, peptide_example
+from patterson.datasets.peptides import EXAMPLE_FIELDS, example_fields, peptide_example, reflection_capacity
 from patterson.datasets.sources import Pool, assign_splits, build_pool, split_counts
 from patterson.datasets.store import damaged_shards, example_item
 from patterson.errors import PattersonError
@@ -182,14 +182,14 @@ def _degrade(
     return out, measured
 
 
-def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_mins=None) -> dict[str, np.ndarray]:
+def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_min=None) -> dict[str, np.ndarray]:
     """The stored arrays of structures that share one cell, as the config says: ``input`` and ``target`` maps
     (B, X, Y, Z) float32 and, for Patterson inputs, the reflections behind them (the Friedel half to d_min):
     ``f_obs`` (B, M) float32, the degraded amplitudes the input was made from; ``measured`` (B, M) bool; and for
     density targets ``f_calc`` (B, M) complex64, the exact structure factors of the target.
 
-    ``rngs`` (one numpy generator per structure) draw the degradations. ``d_mins`` (B,) (peptide crystals: maps on
-    ``config.grid``, no reflections stored, as M differs per cell) cuts input and target at each one's resolution.
+    ``rngs`` (one numpy generator per structure) draw the degradations. ``d_min`` (peptide crystals: maps on
+    ``config.grid``) replaces ``config.d_min``: input, target and reflections are cut at this resolution.
     """
     cell = Cell(*structures[0].cell)
     batch = AtomBatch.from_atoms(structures, cell, dtype=torch.float32)  # float32: maps are stored as float16
@@ -200,18 +200,15 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_mins=N
         amp, _ = _degrade(f_amp.reshape(len(structures), -1), keep, config, rngs)
         inp = (amp**2).reshape(f_amp.shape)
     else:
-        hkl = miller_indices(cell, config.d_min if d_mins is None else min(d_mins))
+        hkl = miller_indices(cell, config.d_min if d_min is None else d_min)
         shape = config.grid or grid_shape(cell, config.d_min, config.sample_rate)
         f = structure_factors(batch, hkl, form=config.form)  # (B, M)
         keep = torch.ones(len(hkl), dtype=torch.bool)
         if config.input_d_min is not None:
             keep = torch.as_tensor(cell.d_spacing(hkl) >= config.input_d_min * (1 - 1e-9))
-        if d_mins is not None:  # (B, M): each example's reflections to its own resolution, in input and target
-            keep = keep & torch.as_tensor(cell.d_spacing(hkl)[None] >= np.array(d_mins)[:, None] * (1 - 1e-9))
-            f = torch.where(keep, f, torch.zeros_like(f))
         amp, measured = _degrade(f.abs(), keep, config, rngs)
         inp = patterson_from_f(amp.to(f.dtype), hkl, cell, shape)
-        out |= {"f_obs": amp.numpy().astype(np.float32), "measured": measured.numpy()} if d_mins is None else {}
+        out |= {"f_obs": amp.numpy().astype(np.float32), "measured": measured.numpy()}
     if config.target == "gaussian":
         shape = tuple(inp.shape[-3:])
         tgt = gaussian_density(batch, shape, form="z", sigma=config.target_sigma)
@@ -219,7 +216,7 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_mins=N
         if config.input == "intensity":
             raise PattersonError("target 'density' needs input 'patterson'")
         tgt = density_from_f(f, hkl, cell, tuple(inp.shape[-3:]))
-        out |= {"f_calc": f.numpy().astype(np.complex64)} if d_mins is None else {}
+        out |= {"f_calc": f.numpy().astype(np.complex64)}
     return {"input": inp.numpy(), "target": tgt.numpy()} | out
 
 
@@ -243,21 +240,22 @@ def _chunk_arrays(state: _State, split: str, start: int, count: int) -> dict[str
         files.append(file)
         extras.append(extra)
     rngs = [np.random.default_rng([config.seed, 17, SPLITS.index(split), i]) for i in range(start, start + count)]
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple, list[int]] = {}  # one cell (peptide crystals: and one resolution) each
     for j, s in enumerate(structures):
-        groups.setdefault(tuple(np.round(s.cell, 6)), []).append(j)
+        groups.setdefault((tuple(np.round(s.cell, 6)), extras[j].get("d_min")), []).append(j)
     made: dict[str, np.ndarray] = {}
-    for members in groups.values():
-        d_mins = [extras[j]["d_min"] for j in members] if config.kind == "peptide" else None
-        arrays = compute_maps([structures[j] for j in members], config, [rngs[j] for j in members], d_mins)
+    for (_, d_min), members in groups.items():
+        arrays = compute_maps([structures[j] for j in members], config, [rngs[j] for j in members], d_min)
         if not made:
             if len(groups) > 1 and (arrays["input"].shape[1:] not in ((config.h_max,) * 3, config.grid)):
                 raise PattersonError("examples with different cells need input='intensity' (one grid size)")
             dtypes = {"input": config.map_dtype, "target": config.map_dtype}
-            made = {k: np.empty((count, *a.shape[1:]), dtype=dtypes.get(k, a.dtype)) for k, a in arrays.items()}
+            width = {k: (reflection_capacity(config.grid),) for k in REFLECTION_FIELDS if config.kind == "peptide"}
+            made = {k: np.zeros((count, *width.get(k, a.shape[1:])), dtype=dtypes.get(k, a.dtype))
+                    for k, a in arrays.items()}  # fmt: skip
         with np.errstate(over="ignore"):
-            for k, a in arrays.items():
-                made[k][members] = a
+            for k, a in arrays.items():  # peptide crystals: each one's own reflections first, zeros after
+                made[k][(members, *(slice(0, n) for n in a.shape[1:]))] = a
     inp, tgt = made.pop("input"), made.pop("target")
     if not (np.isfinite(inp).all() and np.isfinite(tgt).all()):
         raise PattersonError(f"map values exceed the range of {config.map_dtype}; use --set map_dtype=float32")

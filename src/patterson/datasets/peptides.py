@@ -21,7 +21,8 @@ electron-diffraction peptides in P1. One example:
 5. the asymmetric unit expanded by the group's operators into the P1 cell that the maps are made of.
 
 The group, resolution and kind of each example are stored beside its atoms (``spacegroup``, ``d_min``,
-``beta_stack``: :data:`~patterson.datasets.config.EXAMPLE_FIELDS`).
+``beta_stack``, ``n_reflections``: :data:`~patterson.datasets.config.EXAMPLE_FIELDS`), and so are the reflections
+behind its maps, on its own cell's Friedel half to its d_min (:func:`reflection_capacity`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from patterson.cells import Cell, expand_to_p1, random_rotation
 from patterson.datasets.config import EXAMPLE_FIELDS, SPLITS, GenerateConfig
 from patterson.datasets.sources import Pool
 from patterson.errors import PattersonError
+from patterson.physics import miller_indices
 from patterson.structures import BACKBONE, SIDE_CHAINS, Atoms
 from patterson.symmetry import SpaceGroup
 
@@ -502,14 +504,24 @@ def peptide_example(
     kind = "β-stack" if beta else "packed"
     log.debug("%s %d: %s %s in %s, %.0f Å³/atom, d %.2f Å", split, index, kind, label, cell.text,
               cell.volume / (len(group.rot) * len(mol)), d)  # fmt: skip
-    extra = {"spacegroup": group.name, "d_min": d, "beta_stack": beta}
+    m = len(miller_indices(Cell(*cell.parameters), d))  # the cell as stored: its reflections, and no other
+    extra = {"spacegroup": group.name, "d_min": d, "beta_stack": beta, "n_reflections": m}
     return expand_to_p1(asu).replace(residues=None), label, file, extra
+
+
+def reflection_capacity(grid: tuple[int, int, int]) -> int:
+    """The most reflections (the P1 Friedel half, no F(000)) an example on ``grid`` can have: every index of the
+    box |h_i| ≤ n_i/2 − 1 that :func:`grid_d_min` keeps its resolution to (125,023 for 64³); the width of the
+    stored reflection fields of peptide crystals, each example's own ``n_reflections`` first, zeros after."""
+    return (math.prod(n - 1 for n in grid) - 1) // 2
 
 
 def example_fields(extras: list[dict]) -> dict[str, np.ndarray]:
     """The stored EXAMPLE_FIELDS of peptide crystals from :func:`peptide_example`'s last values: ``spacegroup``
-    (B,) S16, ``d_min`` (B,) float32 in Å and ``beta_stack`` (B,) bool; nothing for other kinds (no values)."""
+    (B,) S16, ``d_min`` (B,) float64 in Å (exact: the reflections are those to it), ``beta_stack`` (B,) bool and
+    ``n_reflections`` (B,) int32, the length of the example's Friedel half ``miller_indices(cell, d_min)``; nothing
+    for other kinds (no values)."""
     if not extras or not extras[0]:
         return {}
-    types = {"spacegroup": "S16", "d_min": np.float32, "beta_stack": bool}
+    types = {"spacegroup": "S16", "d_min": np.float64, "beta_stack": bool, "n_reflections": np.int32}
     return {name: np.array([e[name] for e in extras], dtype=types[name]) for name in EXAMPLE_FIELDS}

@@ -162,14 +162,15 @@ def example_item(row: Mapping[str, np.ndarray], index: int, scale: Mapping[str, 
         xyz=torch.from_numpy(np.asarray(row["xyz"])),
         z=torch.from_numpy(row["z"].astype(np.int64)),
     )
+    m = int(row["n_reflections"]) if "n_reflections" in row else None  # peptide crystals: the rest is padding
     if "f_obs" in row:  # exact, never scaled: (M,) each
-        out["f_obs"] = torch.from_numpy(row["f_obs"].astype(np.float64))
-        out["measured"] = torch.from_numpy(row["measured"].astype(bool))
+        out["f_obs"] = torch.from_numpy(row["f_obs"][:m].astype(np.float64))
+        out["measured"] = torch.from_numpy(row["measured"][:m].astype(bool))
     if "f_calc" in row:
-        out["f_calc"] = torch.from_numpy(row["f_calc"].astype(np.complex128))
+        out["f_calc"] = torch.from_numpy(row["f_calc"][:m].astype(np.complex128))
     if "label" in row:
         out["label"] = bytes(row["label"]).decode()
-    if "spacegroup" in row:  # peptide crystals: the example's group, resolution and kind
+    if "spacegroup" in row:  # peptide crystals: the example's group, resolution (its reflections') and kind
         out.update(spacegroup=bytes(row["spacegroup"]).decode(), d_min=float(row["d_min"]),
                    beta_stack=bool(row["beta_stack"]))  # fmt: skip
     return out
@@ -185,7 +186,8 @@ class StoredDataset(torch.utils.data.Dataset):
     where the dataset stores them (:attr:`has_reflections`), the reflections behind the maps on the Friedel half to
     d_min: ``f_obs`` (M,) the degraded amplitudes the input was made from, ``measured`` (M,) bool and ``f_calc``
     (M,) complex, the exact structure factors of the target; for peptide crystals ``spacegroup`` (str), ``d_min``
-    (Å) and ``beta_stack`` (bool) of the example. The HDF5 file is opened lazily in each process, so DataLoader
+    (Å) and ``beta_stack`` (bool) of the example, whose reflections are then those of its own cell to its own
+    ``d_min`` (``miller_indices(cell, d_min)``). The HDF5 file is opened lazily in each process, so DataLoader
     workers are safe.
     """
 
@@ -244,8 +246,9 @@ class StoredDataset(torch.utils.data.Dataset):
     def require_reflections(self) -> None:
         """Raise a one-line PattersonError unless the dataset stores the reflections behind its maps."""
         if not self.has_reflections and self.config.kind == "peptide":
-            raise PattersonError(f"{self.path}: peptide crystals have cells of their own and store no reflections; "
-                                 "phasing methods need them")  # fmt: skip
+            raise PattersonError(f"{self.path}: peptide crystals made by an older patterson, which stored no "
+                                 "reflections; phasing methods need them: make the dataset again with `patterson "
+                                 "generate`")  # fmt: skip
         if not self.has_reflections:
             raise PattersonError(
                 f"{self.path}: made by an older patterson (dataset format 1), which did not store the amplitudes "

@@ -23,7 +23,7 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.evaluation import PairScores, finest_d_min, random_phase_maps, score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG, verdict_counts
-from patterson.maps import f_from_density, patterson_from_f
+from patterson.maps import density_from_f, f_from_density, patterson_from_f
 from patterson.phasing.config import PhasingConfig
 from patterson.phasing.learned import learned
 from patterson.phasing.methods import METHODS, phase, refine_density
@@ -37,7 +37,7 @@ from patterson.phasing.validation import (
     cross_validate,
     free_set,
 )
-from patterson.physics import miller_indices
+from patterson.physics import grid_shape, miller_indices
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,13 @@ def split_maps(
     seed: int = 0,
     split: str = "test",
     name: str = "the examples",
+    sample_rate: float | None = None,
 ) -> SplitMaps:
     """:class:`SplitMaps` of examples of one cell as a StoredDataset gives them, or as
     :func:`patterson.datasets.make_examples` makes them in memory (``scale``: the constants their maps were divided
-    by, None for physical units); ``dataset_d_min`` is the resolution of their stored reflections, ``d_min`` the
-    one to phase to (default the same). ``name`` says where they come from in errors."""
+    by, None for physical units); ``dataset_d_min`` is the resolution of their stored reflections (peptide crystals:
+    each item's own ``d_min``), ``d_min`` the one to phase to (default the same). ``name`` says where they come
+    from in errors; ``sample_rate``: see :func:`_split_maps`."""
     cells = {tuple(float(x) for x in it["cell"]) for it in items}
     if len(cells) != 1:
         raise PattersonError(f"{name}: the {split} split holds {len(cells)} different cells; phase one at a time")
@@ -138,7 +140,7 @@ def split_maps(
     ids = tuple(f"{split}-{int(it['index'])}" for it in items)
     d_min = float(dataset_d_min if d_min is None else d_min)
     scale = scale or {"input": 1.0, "target": 1.0}
-    return _split_maps(items, d_min, scale, device, ids, free_fraction, seed, float(dataset_d_min))
+    return _split_maps(items, d_min, scale, device, ids, free_fraction, seed, float(dataset_d_min), sample_rate)
 
 
 def _split_maps(
@@ -150,16 +152,25 @@ def _split_maps(
     free_fraction: float,
     seed: int,
     stored_d_min: float,
+    sample_rate: float | None = None,
 ) -> SplitMaps:
     """:class:`SplitMaps` of stored examples of one cell (the first item's), their maps divided by ``scale``
     before (the dataset's normalisation: ``StoredDataset.scale``), the stored amplitudes and measured mask (on
-    the dataset's reflections to ``stored_d_min``) cut to ``d_min``, itself made coarser if the grid cannot hold
-    it, a free set drawn per structure."""
+    the dataset's reflections to ``stored_d_min``, or to the items' own ``d_min`` where they carry one: peptide
+    crystals) cut to ``d_min``, itself made coarser if the grid cannot hold it, a free set drawn per structure.
+
+    ``sample_rate``: the maps are made afresh from the stored reflections (the truth from the exact ``f_calc``, the
+    Patterson map from the measured amplitudes) on the grid of this cell and d_min with spacing d_min /
+    ``sample_rate`` (:func:`~patterson.physics.grid_shape`), for cells whose stored grid is not their own (the
+    fixed fractional grid of peptide crystals); None keeps the stored maps."""
     cell = Cell(*[float(x) for x in items[0]["cell"]])
     pat = torch.stack([it["input"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["input"]
     truth = torch.stack([it["target"][0] for it in items]).to(device=device, dtype=torch.float64) * scale["target"]
     f000 = torch.tensor([float(it["z"][: it["n_atoms"]].sum()) for it in items], dtype=torch.float64, device=device)
-    stored_d_min = float(stored_d_min)
+    own = {float(it["d_min"]) for it in items if "d_min" in it}  # peptide crystals: each one's own resolution
+    if len(own) > 1:
+        raise PattersonError(f"{ids[0]}: examples of {len(own)} resolutions; phase one at a time")
+    stored_d_min = own.pop() if own else float(stored_d_min)
     d_min = max(d_min, stored_d_min, finest_d_min(cell, tuple(truth.shape[-3:])))
     hkl = miller_indices(cell, stored_d_min)  # the reflections the dataset stores, then those to d_min
     keep = cell.d_spacing(hkl) >= d_min * (1 - 1e-9)
@@ -168,6 +179,11 @@ def _split_maps(
     measured = torch.stack([it["measured"] for it in items]).to(device)[:, keep]
     if not measured.any(-1).all():
         raise PattersonError(f"{ids[0]}: no measured amplitudes to d_min {d_min:g} Å")
+    if sample_rate is not None:
+        shape = grid_shape(cell, d_min, sample_rate)
+        f_calc = torch.stack([it["f_calc"] for it in items]).to(device)[:, keep]  # exact
+        truth = density_from_f(f_calc, hkl, cell, shape)
+        pat = patterson_from_f((f_obs * measured).to(f_calc.dtype), hkl, cell, shape)
     free = free_set(hkl, cell, measured, check_free_fraction(free_fraction), seed).to(device)
     check_free(free, measured)
     return SplitMaps(cell, pat, truth, f000, d_min, hkl, f_obs, measured, free, ids)

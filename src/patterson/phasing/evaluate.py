@@ -110,7 +110,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         options=ReportOptions(n_shells=config.n_shells, region=config.region, seed=config.phasing.seed,
                               plots=config.plots),  # fmt: skip
         progress=True,
-        total=math.ceil(count / config.batch_size),
+        total=count if datasets[0].config.kind == "peptide" else math.ceil(count / config.batch_size),  # a cell each
     )
 
 
@@ -178,7 +178,8 @@ def prediction_batches(datasets: list, predict, batch_size: int = 16, limit: int
                     "prediction": predict(inputs),  # (B, X, Y, Z) e/Å³
                     "truth": truth,
                     "cell": cell,
-                    "d_min": max(float(ds.config.d_min), finest_d_min(cell, tuple(truth.shape[-3:]))),
+                    "d_min": max(float(items[run[0]].get("d_min", ds.config.d_min)),  # peptides: its own
+                                 finest_d_min(cell, tuple(truth.shape[-3:]))),
                     "inputs": inputs,
                     "ids": [f"{label}{'-' if label else ''}{int(items[i]['index'])}" for i in run],
                     "atoms_frac": [cell.to_fractional(items[i]["xyz"][: items[i]["n_atoms"]].double().numpy())
@@ -191,29 +192,39 @@ def prediction_batches(datasets: list, predict, batch_size: int = 16, limit: int
 
 
 def _same_cell_runs(items: list[dict]) -> list[list[int]]:
-    """Indices of ``items`` in runs of consecutive examples with the same cell."""
+    """Indices of ``items`` in runs of consecutive examples with the same cell (and resolution, where they carry
+    their own: peptide crystals)."""
     runs: list[list[int]] = [[0]]
     for i in range(1, len(items)):
-        if not torch.equal(items[i]["cell"], items[i - 1]["cell"]):
+        same = items[i].get("d_min") == items[i - 1].get("d_min")
+        if not (same and torch.equal(items[i]["cell"], items[i - 1]["cell"])):
             runs.append([])
         runs[-1].append(i)
     return runs
 
 
 def _phasing_batches(ds, network, config: EvaluateConfig, count: int, device):
+    """The batches of a phasing method, one cell each: peptide crystals (cells of their own) one example at a time,
+    on a grid of its cell and resolution at the dataset's ``sample_rate`` (their stored grid is fractional)."""
     ds.require_reflections()  # the amplitudes the maps were made from, never read back off a float map
+    own_cells = ds.config.kind == "peptide"
     for start in range(0, count, config.batch_size):
         items = [ds[i] for i in range(start, min(start + config.batch_size, count))]
-        yield _phase_batch(config, items, float(ds.config.d_min), network, device)
+        for run in _same_cell_runs(items):
+            batch = [items[i] for i in run]
+            yield _phase_batch(config, batch, float(ds.config.d_min), network, device,
+                               ds.config.sample_rate if own_cells else None)  # fmt: skip
 
 
-def _phase_batch(config: EvaluateConfig, items: list[dict], d_min: float, network, device) -> dict:
+def _phase_batch(config: EvaluateConfig, items: list[dict], d_min: float, network, device, sample_rate=None) -> dict:
     """Predictions (B, X, Y, Z) in physical units for one batch of raw (not normalised) stored examples of one cell;
-    ``network`` is the TrainedNetwork (model, hybrid) or the real-space step (learned) of the method."""
+    ``network`` is the TrainedNetwork (model, hybrid) or the real-space step (learned) of the method;
+    ``sample_rate``: maps made from the stored reflections on a grid of this spacing (see ``_split_maps``)."""
     ids = tuple(f"{config.split}-{int(it['index'])}" for it in items)
     run = config.phasing
     seed = run.seed + int(items[0]["index"])  # a free set of its own for each batch
-    data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, run.free_fraction, seed, d_min)
+    data = _split_maps(items, d_min, {"input": 1.0, "target": 1.0}, device, ids, run.free_fraction, seed, d_min,
+                       sample_rate)  # fmt: skip
     from tqdm import tqdm
 
     bar = tqdm(total=1, unit="it", desc=f"  {config.method}, {len(items)} structures", leave=False,

@@ -1,0 +1,297 @@
+"""Synthetic peptide crystals (issue #30): held-out ``peptide-crystal`` structures phased by every method at equal
+wall time.
+
+Data: the ``peptide-crystal`` preset (4–9-residue segments packed in P2₁, P2₁2₁2₁, C2 or P1 at 19.3–22.1 Å³ per
+atom, half of them β-sheet stacks; 3% amplitude noise, 5% of the reflections missing) made from the entries that the
+shipped density-modification network (the learned loop's step) held out as its test split (same seed and split
+fractions; checked against the entries it lists), at each resolution d: the preset with ``d_min_range`` [d, d] and
+its B at d (``b_range``, the preset's line from B 3 Å² at 0.8 Å to 15 Å² at 2.0 Å), so that the same crystals
+(same seed and index) appear at every resolution with the B the preset ties to it. A cell too long for the 64-point
+grid at d keeps the preset's coarser d (counted in ``coarser``).
+
+Each structure is phased from its stored amplitudes (the free set never imposed) on a grid of its own cell with
+spacing ``--spacing`` (0.5 Å, the voxel the learned step was trained on; at most d/2), its truth made from its exact
+structure factors (:func:`patterson.phasing.compare.split_maps`), by every method with the same wall-time budget
+(``--budget-s``, per resolution): dual-space (``max_seconds`` = the budget; the space group given), and charge
+flipping, HIO, the learned loop (the shipped density-modification network) and its non-learned control (the
+histogram step) in rounds of their default run with :data:`STARTS` new random starts, until the next round would end
+past the budget (judged by the last) or the best round by R-free says ``solved``; the best round by R-free is the
+answer.
+Chance: random phases with the true amplitudes. Solved: F-weighted phase error < 40° after the origin and hand
+search (:func:`patterson.evaluation.score_maps`); claimed: the method's verdict ``solved``; right: claimed and
+solved. One process per worker, one torch thread each.
+
+    python benchmarks/peptide_crystals.py [--source ../shared/data/pdb] [--n 48] [--budget-s 10 [6 3]]
+        [--methods ...] [--resolutions 1.0 1.5 2.0] [--spacing 0.5] [--workers 2]
+        [--out benchmarks/results/peptide_crystals.json] [--table docs/tables/peptide_crystals_table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import multiprocessing
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from _common import RESULTS, TABLES, run_metadata, write_json, write_text
+from patterson.datasets import PRESETS, StoredDataset, build_pool, generate, make_config
+from patterson.evaluation import score_maps
+from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
+from patterson.networks import open_network
+from patterson.phasing import PhasingConfig
+from patterson.phasing.compare import phase_maps, split_maps
+from patterson.phasing.learned import TASK, NetworkStep
+from patterson.phasing.methods import phase
+from patterson.phasing.options import method_options
+from patterson.symmetry import SpaceGroup
+
+PRESET = "peptide-crystal"
+RESOLUTIONS = (1.0, 1.5, 2.0)
+METHODS = ("dual-space", "charge-flip", "hio", "learned", "histogram", "chance")
+NAMES = {"dual-space": "dual-space", "charge-flip": "charge flipping", "hio": "HIO", "learned": "learned loop",
+         "histogram": "control (histogram step)", "chance": "chance (random phases)"}  # fmt: skip
+STARTS = 2  # random starts per round (charge flipping, HIO, learned, control): the fewest that give the verdict the
+# agreement of two starts
+SPACING = 0.5  # Å: the phasing grid's spacing (at most d / 2), the voxel the learned step was trained on
+
+_WORKER: dict[str, Any] = {}  # per worker process: the learned loop's step, the datasets opened
+
+
+def preset_b(d: float) -> float:
+    """The overall B (Å²) the preset gives a crystal at resolution ``d``: its ``b_range`` spread linearly over its
+    ``d_min_range`` (before the per-crystal factor 0.8–1.2 and the per-atom profile)."""
+    (lo, hi), (b_lo, b_hi) = PRESETS[PRESET]["d_min_range"], PRESETS[PRESET]["b_range"]
+    return b_lo + min(max((d - lo) / (hi - lo), 0.0), 1.0) * (b_hi - b_lo)
+
+
+def crystal_config(d: float, n: int, source: str, trained: dict, workers: int):
+    """The config of ``n`` test crystals at resolution ``d`` from the test entries of the data ``trained`` (a
+    network's training config): its seed and split fractions, only the test split made (float32 maps)."""
+    splits = tuple(trained["splits"])
+    b = preset_b(d)
+    return make_config(PRESET, source=source, n=math.ceil(n * sum(splits) / splits[2]), seed=trained["seed"],
+                       splits=splits, only_splits=["test"], map_dtype="float32", d_min=d, d_min_range=(d, d),
+                       b_range=(b, b), chunk_size=max(1, math.ceil(n / workers)))  # fmt: skip
+
+
+def make_crystals(args, trained: dict, folder: Path, log) -> tuple[dict[float, Path], dict[str, float]]:
+    """Generate the test crystals of every resolution into ``folder``; their folders and seconds per resolution."""
+    pool, folders, seconds = None, {}, {}
+    for d in args.resolutions:
+        config = crystal_config(d, args.n, args.source, trained, args.workers)
+        pool = pool or build_pool(config, progress=False)  # the same segments for every resolution
+        t = time.perf_counter()
+        generate(config, folder / f"d{d:g}", workers=args.workers, progress=False, pool=pool)
+        folders[d], seconds[f"{d:g}"] = folder / f"d{d:g}", time.perf_counter() - t
+        log(f"generated {args.n} crystals at {d:g} Å in {seconds[f'{d:g}']:.0f} s")
+    return folders, seconds
+
+
+# --- one structure -------------------------------------------------------------------------------------------------
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+    network = open_network("pretrained", dataclasses.asdict(make_config("dense-protein")), TASK)
+    _WORKER["step"] = NetworkStep(network.model)
+
+
+def budgeted_rounds(method: str, data, step, budget: float, seed: int) -> tuple[torch.Tensor, Any, int]:
+    """Rounds of ``method``'s default run with :data:`STARTS` new random starts until the next would end past
+    ``budget`` seconds (judged by the last round; one at least) or the best so far says ``solved``; (map,
+    validation, rounds) of the round with the lowest R-free."""
+    t0, rounds, best = time.perf_counter(), 0, None
+    while True:
+        t = time.perf_counter()
+        rho, check = phase_maps(method, data, step, PhasingConfig(seed=seed + 1000 * rounds, n_starts=STARTS))
+        rounds, last = rounds + 1, time.perf_counter() - t
+        if best is None or float(check.r_free[0]) < float(best[1].r_free[0]):
+            best = (rho, check)
+        if best[1].verdict[0] == "solved" or time.perf_counter() - t0 + last > budget:
+            return best[0], best[1], rounds
+
+
+def run_method(method: str, data, group: SpaceGroup, budget: float, seed: int) -> dict[str, Any]:
+    """One method on one structure (:class:`~patterson.phasing.compare.SplitMaps` of one example), timed and
+    scored; a crash is recorded, never raised."""
+    t = time.perf_counter()
+    rounds, check = 1, None
+    try:
+        if method == "chance":
+            rho, _ = phase_maps("chance", data, generator=torch.Generator().manual_seed(seed))
+        elif method == "dual-space":
+            options = method_options("dual-space", max_seconds=budget, seed=seed)
+            res = phase("dual-space", data.f_obs, data.hkl, data.cell, data.shape, options, f000=data.f000,
+                        group=group, observed=data.measured, free=data.free)  # fmt: skip
+            rho, check = res.rho, res.validation
+        else:
+            rho, check, rounds = budgeted_rounds(method, data, _WORKER["step"], budget, seed)
+    except Exception as exc:  # noqa: BLE001 - a crash is a result
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "seconds": time.perf_counter() - t}
+    seconds = time.perf_counter() - t
+    scores = score_maps(rho, data.truth, data.cell, data.d_min)
+    out = {"phase_error_weighted_deg": float(scores.phase_error_weighted_deg[0]),
+           "cc_aligned": float(scores.cc_aligned[0]), "seconds": 0.0 if method == "chance" else seconds}  # fmt: skip
+    out["solved"] = bool(np.nan_to_num(out["phase_error_weighted_deg"], nan=180.0) < SOLVED_THRESHOLD_DEG)
+    if check is not None:
+        out |= {"verdict": check.verdict[0], "r_work": float(check.r_work[0]), "r_free": float(check.r_free[0]),
+                "r_free_random": float(check.r_free_random[0]), "rounds": rounds}  # fmt: skip
+    return out
+
+
+def phase_structure(task: tuple[str, int, float, tuple[str, ...], float, float]) -> dict[str, Any]:
+    """Worker: every method on test example ``index`` of the dataset ``folder`` made at resolution ``d``, each with
+    ``budget`` seconds, on a grid of ``spacing`` Å (at most d / 2)."""
+    folder, index, d, methods, budget, spacing = task
+    if folder not in _WORKER:
+        ds = StoredDataset(folder, "test", normalise=False)
+        _WORKER[folder] = (ds, ds.labels())
+    ds, labels = _WORKER[folder]
+    item = ds[index]
+    data = split_maps([item], ds.config.d_min, sample_rate=max(2.0, d / spacing), seed=index)
+    record = {"d_min": d, "index": index, "label": labels[index],
+              "spacegroup": item["spacegroup"], "beta_stack": item["beta_stack"], "d_own": item["d_min"],
+              "cell": [round(float(x), 3) for x in item["cell"]], "n_atoms": item["n_atoms"],
+              "n_reflections": len(data.hkl), "grid": list(data.shape), "methods": {}}  # fmt: skip
+    group = SpaceGroup.of(item["spacegroup"])
+    for method in methods:
+        record["methods"][method] = run_method(method, data, group, budget, seed=index)
+    return record
+
+
+# --- the whole run -------------------------------------------------------------------------------------------------
+
+
+def summarise(records: list[dict], d: float, method: str) -> dict[str, Any]:
+    """One row of the table: solved, claimed and right counts of n, precision, median seconds and phase error."""
+    runs = [r["methods"][method] for r in records if r["d_min"] == d and method in r["methods"]]
+    ok = [v for v in runs if "error" not in v]
+    claimed = [v for v in ok if v.get("verdict") == "solved"]
+    right = sum(v["solved"] for v in claimed)
+    row = {"d_min": d, "method": method, "n": len(runs), "errors": len(runs) - len(ok),
+           "n_solved": sum(v["solved"] for v in ok), "n_claimed": len(claimed), "n_right": right,
+           "precision": right / len(claimed) if claimed else None,
+           "median_seconds": float(np.median([v["seconds"] for v in runs])) if runs else None,
+           "median_phase_error_weighted_deg": float(np.median([v["phase_error_weighted_deg"] for v in ok]))
+           if ok else None}  # fmt: skip
+    return row
+
+
+def run_benchmark(args, folders: dict[float, Path], log, skip: tuple[str, ...] = ()) -> list[dict]:
+    """Every method on every test crystal of every resolution (but those of the entries ``skip``), structures
+    spread over ``args.workers`` processes; the per-structure records in order."""
+    budgets = dict(zip(args.resolutions, budget_list(args), strict=True))
+    tasks = [(str(folders[d]), i, d, tuple(args.methods), budgets[d], args.spacing) for d in args.resolutions
+             for i, label in enumerate(StoredDataset(folders[d], "test").labels())
+             if label.split("/")[0] not in skip]  # fmt: skip
+    records = []
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init_worker) as ex:
+        for k, record in enumerate(ex.map(phase_structure, tasks)):
+            records.append(record)
+            done = "  ".join(f"{m} {'S' if v.get('solved') else '-'}{'C' if v.get('verdict') == 'solved' else ''}"
+                             f" {v['seconds']:.0f}s" for m, v in record["methods"].items())  # fmt: skip
+            log(f"[{k + 1}/{len(tasks)}] {record['d_min']:g} Å #{record['index']} {record['spacegroup']}: {done}")
+    return records
+
+
+def budget_list(args) -> list[float]:
+    """Seconds per structure and method at each of ``args.resolutions``: ``--budget-s`` gives one for all or one
+    each."""
+    budgets = list(args.budget_s) if isinstance(args.budget_s, list | tuple) else [float(args.budget_s)]
+    if len(budgets) == 1:
+        budgets *= len(args.resolutions)
+    if len(budgets) != len(args.resolutions) or min(budgets) <= 0:
+        raise SystemExit(f"--budget-s: one positive number, or one per resolution ({len(args.resolutions)})")
+    return budgets
+
+
+def held_out_check(folders: dict[float, Path], trained_entries: list[str] | None) -> dict[str, Any]:
+    """The source entries of the test crystals and how many of them the network trained on (must be 0)."""
+    used = sorted({label.split("/")[0] for f in folders.values() for label in StoredDataset(f, "test").labels()})
+    shared = sorted(set(used) & set(trained_entries or []))
+    return {"entries": used, "checked": trained_entries is not None, "shared_entries": len(shared),
+            "shared": shared}  # fmt: skip
+
+
+def render(results: dict) -> str:
+    """docs/tables/peptide_crystals_table.md from the results alone."""
+    run = results["run"]
+    lines = [f"Synthetic `peptide-crystal` structures, every method with the same wall-time budget per structure "
+             f"(benchmarks/peptide_crystals.py, {run['date']}, {run['platform']}, {run['cpu_count']} CPUs, "
+             f"{results['workers']} workers of one thread, torch {run['torch']}; maps on a {results['spacing']:g} Å "
+             f"grid, at most d/2). Solved: F-weighted phase error < {results['solved_threshold_deg']:g}° after the "
+             "origin/hand search; claimed: the method's verdict `solved`; right: claimed and solved.", "",
+             "| d_min (Å) | budget (s) | method | solved | claimed | right | precision | median s | "
+             "median phase error |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in results["rows"]:
+        dash = r["method"] == "chance"  # no verdict, no time
+        precision = "–" if dash or r["precision"] is None else f"{r['precision']:.2f}"
+        seconds = "–" if dash or r["median_seconds"] is None else f"{r['median_seconds']:.1f}"
+        error = "–" if r["median_phase_error_weighted_deg"] is None else f"{r['median_phase_error_weighted_deg']:.0f}°"
+        lines.append(f"| {r['d_min']:.1f} | {r['budget_s']:g} | {NAMES.get(r['method'], r['method'])} | "
+                     f"{r['n_solved']}/{r['n']} | "
+                     f"{'–' if dash else r['n_claimed']} | {'–' if dash else r['n_right']} | {precision} | "
+                     f"{seconds} | {error} |")  # fmt: skip
+    held = results["held_out"]
+    coarser = ", ".join(f"{d} Å: {c}" for d, c in results["coarser"].items())
+    lines += ["", f"{results['n_per_resolution']} test crystals per resolution (the same crystals at each, B as the "
+              f"preset ties it to d) from {len(held['entries'])} entries of `{results['source']}` held out by "
+              f"{Path(results['step']).name} ({held['shared_entries']} shared with its training entries); "
+              f"kept at a coarser d by the 64-point grid: {coarser}. Generation {results['generation_s_total']:.0f} s, "
+              f"phasing {results['phasing_s']:.0f} s wall."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="../shared/data/pdb", help="folder of PDB files")
+    parser.add_argument("--n", type=int, default=48, help="test crystals per resolution")
+    parser.add_argument("--budget-s", nargs="+", type=float, default=[10.0],
+                        help="wall seconds per structure and method: one for every resolution, or one each")
+    parser.add_argument("--spacing", type=float, default=SPACING, help="phasing grid spacing in Å (≤ d / 2)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--resolutions", nargs="+", type=float, default=list(RESOLUTIONS))
+    parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
+    parser.add_argument("--out", type=Path, default=RESULTS / "peptide_crystals.json")
+    parser.add_argument("--table", type=Path, default=TABLES / "peptide_crystals_table.md")
+    args = parser.parse_args()
+    results = run_all(args, lambda text: print(text, flush=True))
+    write_json(args.out, results, indent=1, one_line=("structures",))
+    write_text(args.table, render(results))
+
+
+def run_all(args, log) -> dict[str, Any]:
+    """Generate, phase and summarise: the whole results file."""
+    network = open_network("pretrained", dataclasses.asdict(make_config("dense-protein")), TASK)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folders, generation = make_crystals(args, network.trained_on, Path(tmp), log)
+        held = held_out_check(folders, network.entries)
+        configs = {f"{d:g}": json.loads(StoredDataset(f, "test").config.to_json()) for d, f in folders.items()}
+        t1 = time.perf_counter()
+        records = run_benchmark(args, folders, log, skip=tuple(held["shared"]))  # none, unless the check failed
+    budgets = dict(zip(args.resolutions, budget_list(args), strict=True))
+    rows = [summarise(records, d, m) | {"budget_s": budgets[d]} for d in args.resolutions for m in args.methods]
+    coarser = {f"{d:g}": sum(r["d_own"] > d + 1e-6 for r in records if r["d_min"] == d) for d in args.resolutions}
+    return {"benchmark": "synthetic peptide crystals, every method at equal wall time", "source": args.source,
+            "preset": PRESET, "n_per_resolution": args.n, "budget_s": {f"{d:g}": b for d, b in budgets.items()},
+            "spacing": args.spacing, "starts_per_round": STARTS, "workers": args.workers,
+            "solved_threshold_deg": SOLVED_THRESHOLD_DEG, "step": str(network.path), "held_out": held,
+            "configs": configs, "coarser": coarser, "generation_s": generation,
+            "generation_s_total": sum(generation.values()), "phasing_s": time.perf_counter() - t1,
+            "wall_s": time.perf_counter() - t0, "run": run_metadata(), "rows": rows,
+            "structures": records}  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Synthetic peptide crystals (issue #30): every phasing method at equal wall time on held-out `peptide-crystal`
+# structures at 1.0, 1.5 and 2.0 Å → benchmarks/results/peptide_crystals.json and
+# docs/tables/peptide_crystals_table.md (docs/phasing.md, "Peptide crystals at equal wall time").
+# Run from the repository root on an otherwise idle 2-core machine (two workers of one torch thread each).
+set -e
+
+# a first look at the times (16 crystals per resolution)
+python benchmarks/peptide_crystals.py --n 16 --budget-s 10 \
+    --out /tmp/peptide_crystals_n16.json --table /tmp/peptide_crystals_n16.md
+
+# the run the docs quote (the "command" under "run" in the results file): 32 crystals per resolution, the most that
+# fit in 40 minutes at 10 s per method (2,402 s wall: 127 s generating, 2,248 s phasing); --n 48 takes about an hour
+python benchmarks/peptide_crystals.py --n 32 --budget-s 10
+
+# the same 48 structures at 1.0 Å through `patterson evaluate` (one method; there the phasing grid is d / sample_rate)
+# patterson generate --preset peptide-crystal --source ../shared/data/pdb --n 1920 --seed 0 \
+#     --set 'splits=[0.95,0.025,0.025]' --set 'only_splits=["test"]' --set d_min=1.0 --set 'd_min_range=[1.0,1.0]' \
+#     --set 'b_range=[5.0,5.0]' --set map_dtype=float32 --set chunk_size=24 --out data/peptide-1.0 --workers 2
+# patterson evaluate --method charge-flip --data data/peptide-1.0 --out eval/peptide-cf
