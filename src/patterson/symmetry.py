@@ -129,6 +129,17 @@ def full_sphere(hkl: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 # --- sites -------------------------------------------------------------------------------------------------------
 
 
+def systematically_absent(group: SpaceGroup, hkl: np.ndarray) -> np.ndarray:
+    """(M,) bool: the reflections (M, 3) the group's centring and screw or glide translations extinguish: some
+    operator (R, t) leaves h unchanged (h R = h) while shifting its phase, h·t not an integer."""
+    hkl = np.asarray(hkl)
+    out = np.zeros(len(hkl), dtype=bool)
+    for rot, tran in zip(group.rot, group.tran, strict=True):
+        phase = hkl @ tran
+        out |= np.all(hkl @ rot == hkl, axis=1) & (np.abs(phase - np.round(phase)) > 1e-6)
+    return out
+
+
 def images(group: SpaceGroup, frac: np.ndarray) -> np.ndarray:
     """(K, 3): the point ``frac`` (3,) under every operator, wrapped to [0, 1)."""
     return (np.einsum("kij,j->ki", group.rot, frac) + group.tran) % 1.0

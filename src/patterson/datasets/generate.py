@@ -27,15 +27,11 @@ from patterson.datasets.sources import Pool, assign_splits, build_pool, split_co
 from patterson.datasets.store import damaged_shards, example_item
 from patterson.errors import PattersonError
 from patterson.files import atomic_write, check_writable_folder, folder_lock
-from patterson.maps import (
-    density_from_f,
-    gaussian_density,
-    intensity_grid,
-    patterson_from_f,
-)
+from patterson.maps import density_from_f, gaussian_density, intensity_grid, patterson_from_f
 from patterson.physics import AtomBatch, grid_shape, miller_indices, structure_factors
 from patterson.runtime import bar_options
 from patterson.structures import Atoms, random_atoms
+from patterson.symmetry import SpaceGroup, systematically_absent
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +178,15 @@ def _degrade(
     return out, measured
 
 
-def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_min=None) -> dict[str, np.ndarray]:
+def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_min=None, group=None) -> dict:
     """The stored arrays of structures that share one cell, as the config says: ``input`` and ``target`` maps
     (B, X, Y, Z) float32 and, for Patterson inputs, the reflections behind them (the Friedel half to d_min):
     ``f_obs`` (B, M) float32, the degraded amplitudes the input was made from; ``measured`` (B, M) bool; and for
     density targets ``f_calc`` (B, M) complex64, the exact structure factors of the target.
 
     ``rngs`` (one numpy generator per structure) draw the degradations. ``d_min`` (peptide crystals: maps on
-    ``config.grid``) replaces ``config.d_min``: input, target and reflections are cut at this resolution.
+    ``config.grid``) replaces ``config.d_min``: input, target and reflections are cut at this resolution; ``group``
+    (peptide crystals: their space group) makes its systematically absent reflections unmeasured, as in real data.
     """
     cell = Cell(*structures[0].cell)
     batch = AtomBatch.from_atoms(structures, cell, dtype=torch.float32)  # float32: maps are stored as float16
@@ -203,7 +200,8 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_min=No
         hkl = miller_indices(cell, config.d_min if d_min is None else d_min)
         shape = config.grid or grid_shape(cell, config.d_min, config.sample_rate)
         f = structure_factors(batch, hkl, form=config.form)  # (B, M)
-        keep = torch.ones(len(hkl), dtype=torch.bool)
+        keep = torch.ones(len(hkl), dtype=torch.bool) if group is None else ~torch.as_tensor(
+            systematically_absent(group, hkl))  # fmt: skip
         if config.input_d_min is not None:
             keep = torch.as_tensor(cell.d_spacing(hkl) >= config.input_d_min * (1 - 1e-9))
         amp, measured = _degrade(f.abs(), keep, config, rngs)
@@ -242,10 +240,12 @@ def _chunk_arrays(state: _State, split: str, start: int, count: int) -> dict[str
     rngs = [np.random.default_rng([config.seed, 17, SPLITS.index(split), i]) for i in range(start, start + count)]
     groups: dict[tuple, list[int]] = {}  # one cell (peptide crystals: and one resolution) each
     for j, s in enumerate(structures):
-        groups.setdefault((tuple(np.round(s.cell, 6)), extras[j].get("d_min")), []).append(j)
+        key = (tuple(np.round(s.cell, 6)), extras[j].get("d_min"), extras[j].get("spacegroup"))
+        groups.setdefault(key, []).append(j)
     made: dict[str, np.ndarray] = {}
-    for (_, d_min), members in groups.items():
-        arrays = compute_maps([structures[j] for j in members], config, [rngs[j] for j in members], d_min)
+    for (_, d_min, sg), members in groups.items():
+        arrays = compute_maps([structures[j] for j in members], config, [rngs[j] for j in members], d_min,
+                              SpaceGroup.of(sg) if sg else None)  # fmt: skip
         if not made:
             if len(groups) > 1 and (arrays["input"].shape[1:] not in ((config.h_max,) * 3, config.grid)):
                 raise PattersonError("examples with different cells need input='intensity' (one grid size)")
