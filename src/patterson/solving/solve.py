@@ -243,11 +243,10 @@ def _runs(config: SolveConfig, refine: str, starts: list, f000s: list[float], pr
                                    group=problem.get("group"), progress=p, **opts)  # fmt: skip
         return [("dual-space", run, f000)]
     if refine == "fragments":  # ideal fragments of the sequence placed, built out and refined
-        search = problem["model"] if problem.get("model") is not None else config.sequence
-        run = lambda p: fragment_phasing(f_all, hkl_all, cell, shape, search, f000=f000,  # noqa: E731
-                                         group=problem.get("group"), progress=p, **opts)  # fmt: skip
-        return [("fragment model placed" if problem.get("model") is not None else "fragments from the sequence",
-                 run, f000)]  # fmt: skip
+        model = problem.get("model")
+        run = lambda p: fragment_phasing(f_all, hkl_all, cell, shape, config.sequence if model is None else model,  # noqa: E731
+                                         f000=f000, group=problem.get("group"), progress=p, **opts)  # fmt: skip
+        return [("fragments from the sequence" if model is None else "fragment model placed", run, f000)]
     runs = []
     method = "charge-flip" if refine == "charge-flip" else "hio"
     options = config.phasing.options(method)
