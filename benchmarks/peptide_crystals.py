@@ -14,9 +14,9 @@ spacing ``--spacing`` (0.5 Å, the voxel the learned step was trained on; at mos
 structure factors (:func:`patterson.phasing.compare.split_maps`), by every method with the same wall-time budget
 (``--budget-s``, per resolution): dual-space (``max_seconds`` = the budget; the space group given), and charge
 flipping, HIO, the learned loop (the shipped density-modification network) and its non-learned control (the
-histogram step) in rounds of their default run with :data:`STARTS` new random starts, until the next round would end
-past the budget (judged by the last) or the best round by R-free says ``solved``; the best round by R-free is the
-answer.
+histogram step) in rounds of their default run with two new random starts, until the next round would end past the
+budget (judged by the last) or the best round by R-free says ``solved``; the best round by R-free is the answer
+(:func:`patterson.phasing.compare.phase_within`, which ``patterson demo`` uses too).
 Chance: random phases with the true amplitudes. Solved: F-weighted phase error < 40° after the origin and hand
 search (:func:`patterson.evaluation.score_maps`); claimed: the method's verdict ``solved``; right: claimed and
 solved. One process per worker, one torch thread each.
@@ -47,11 +47,8 @@ from patterson.datasets import PRESETS, StoredDataset, build_pool, generate, mak
 from patterson.evaluation import score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.networks import open_network
-from patterson.phasing import PhasingConfig
-from patterson.phasing.compare import phase_maps, split_maps
+from patterson.phasing.compare import BUDGET_STARTS, phase_within, split_maps
 from patterson.phasing.learned import TASK, NetworkStep
-from patterson.phasing.methods import phase
-from patterson.phasing.options import method_options
 from patterson.symmetry import SpaceGroup
 
 PRESET = "peptide-crystal"
@@ -59,8 +56,7 @@ RESOLUTIONS = (1.0, 1.5, 2.0)
 METHODS = ("dual-space", "charge-flip", "hio", "learned", "histogram", "chance")
 NAMES = {"dual-space": "dual-space", "charge-flip": "charge flipping", "hio": "HIO", "learned": "learned loop",
          "histogram": "control (histogram step)", "chance": "chance (random phases)"}  # fmt: skip
-STARTS = 2  # random starts per round (charge flipping, HIO, learned, control): the fewest that give the verdict the
-# agreement of two starts
+STARTS = BUDGET_STARTS  # random starts per round (charge flipping, HIO, learned, control)
 SPACING = 0.5  # Å: the phasing grid's spacing (at most d / 2), the voxel the learned step was trained on
 
 _WORKER: dict[str, Any] = {}  # per worker process: the learned loop's step, the datasets opened
@@ -105,36 +101,13 @@ def _init_worker() -> None:
     _WORKER["step"] = NetworkStep(network.model)
 
 
-def budgeted_rounds(method: str, data, step, budget: float, seed: int) -> tuple[torch.Tensor, Any, int]:
-    """Rounds of ``method``'s default run with :data:`STARTS` new random starts until the next would end past
-    ``budget`` seconds (judged by the last round; one at least) or the best so far says ``solved``; (map,
-    validation, rounds) of the round with the lowest R-free."""
-    t0, rounds, best = time.perf_counter(), 0, None
-    while True:
-        t = time.perf_counter()
-        rho, check = phase_maps(method, data, step, PhasingConfig(seed=seed + 1000 * rounds, n_starts=STARTS))
-        rounds, last = rounds + 1, time.perf_counter() - t
-        if best is None or float(check.r_free[0]) < float(best[1].r_free[0]):
-            best = (rho, check)
-        if best[1].verdict[0] == "solved" or time.perf_counter() - t0 + last > budget:
-            return best[0], best[1], rounds
-
-
 def run_method(method: str, data, group: SpaceGroup, budget: float, seed: int) -> dict[str, Any]:
-    """One method on one structure (:class:`~patterson.phasing.compare.SplitMaps` of one example), timed and
-    scored; a crash is recorded, never raised."""
+    """One method on one structure (:class:`~patterson.phasing.compare.SplitMaps` of one example) with ``budget``
+    seconds (:func:`~patterson.phasing.compare.phase_within`), timed and scored; a crash is recorded, never
+    raised."""
     t = time.perf_counter()
-    rounds, check = 1, None
     try:
-        if method == "chance":
-            rho, _ = phase_maps("chance", data, generator=torch.Generator().manual_seed(seed))
-        elif method == "dual-space":
-            options = method_options("dual-space", max_seconds=budget, seed=seed)
-            res = phase("dual-space", data.f_obs, data.hkl, data.cell, data.shape, options, f000=data.f000,
-                        group=group, observed=data.measured, free=data.free)  # fmt: skip
-            rho, check = res.rho, res.validation
-        else:
-            rho, check, rounds = budgeted_rounds(method, data, _WORKER["step"], budget, seed)
+        rho, check, rounds = phase_within(method, data, budget, seed, _WORKER.get("step"), group)
     except Exception as exc:  # noqa: BLE001 - a crash is a result
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "seconds": time.perf_counter() - t}
     seconds = time.perf_counter() - t

@@ -52,7 +52,8 @@ def _command(command: str, tmp_path: Path, fragment_pdb: Path) -> tuple[list[str
         generate(config, tmp_path / "ds", progress=False)
         argv = ["evaluate", "--method", "hio", "--n-iter", "100", "--data", str(tmp_path / "ds"), "--out"]
         return argv, EVALUATE_FILES, (0.5, 1.5, 2.5, 3.5)  # it runs about 4 s
-    argv = ["demo", "--n", "2", "--n-iter", "10", "--n-maps", "1", "--no-progress", "--out"]
+    argv = ["demo", "--n", "2", "--n-peptide", "1", "--peptide-budget", "0.2", "--n-iter", "10", "--n-maps", "1",
+            "--no-progress", "--out"]  # fmt: skip
     return argv, REPORT_FILES, (1.0, 3.0, 5.0, 7.0)  # start-up, the test sets, the methods, the report
 
 

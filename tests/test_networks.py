@@ -72,6 +72,7 @@ def test_no_network_file_is_read_twice_in_one_command(tmp_path, counted_loads, c
     shipped = [str(p.resolve()) for p in sorted(Path(find_checkpoint("paper-2")).parent.glob("*.pt"))]
     assert set(counted_loads) == set(shipped) and set(counted_loads.values()) == {1}, counted_loads
     counted_loads.clear()
-    argv = ["demo", "--n", "2", "--n-iter", "5", "--n-maps", "1", "--no-progress", "--no-plots"]
+    argv = ["demo", "--n", "2", "--n-peptide", "1", "--peptide-budget", "0.2", "--n-iter", "5", "--n-maps", "1",
+            "--no-progress", "--no-plots"]  # fmt: skip
     assert main([*argv, "--out", str(tmp_path / "demo")]) == 0
     assert counted_loads and max(counted_loads.values()) == 1, counted_loads

@@ -1,6 +1,7 @@
 """The main job, ``patterson demo``: real chains → two test sets → every phasing method → one report folder.
 
 - :mod:`patterson.demo.run` — :class:`DemoConfig` and :func:`run_demo`: the test sets, the methods, the folder.
+- :mod:`patterson.demo.crystals` — the peptide-crystal test set: each crystal alone, every method the same seconds.
 - :mod:`patterson.demo.report` — the headline table, ``report.md`` and the plots.
 """
 

@@ -1,10 +1,12 @@
 """The main job, ``patterson demo``: real chains → two test sets → every phasing method → one report folder.
 
 :func:`run_demo` takes real X-ray protein chains from a structure source (the embedded default: MDAnalysisTests'
-chains), makes a ``paper-2`` test set (one dipeptide in a mostly empty 12 Å cell, 1.5 Å) and a ``dense-protein``
-test set (dipeptides packed at 35 Å³ per atom, 2 Å), phases both with the shipped networks alone (``model``),
-the hybrid (network density refined by HIO), charge flipping and HIO, and scores every map as ``patterson
-evaluate`` does, next to the chance level (random phases with the true amplitudes). It writes::
+chains), makes a ``paper-2`` test set (one dipeptide in a mostly empty 12 Å cell, 1.5 Å), phased with the shipped
+network alone (``model``), the hybrid (network density refined by HIO), charge flipping and HIO, and a
+``peptide-crystal`` test set (short segments packed by a space group's symmetry, every cell its own, 1.0 Å),
+phased crystal by crystal with dual-space direct methods, charge flipping and HIO with the same wall time each
+(:mod:`patterson.demo.crystals`). Every map is scored as ``patterson evaluate`` does, next to the chance level
+(random phases with the true amplitudes). It writes::
 
     OUT/report.md          what was done, the headline table, plots, data provenance, networks, timings, warnings
     OUT/results.json       every number (``"kind": "patterson-demo"`` marks the folder as a demo report)
@@ -38,7 +40,8 @@ import torch
 from patterson import __version__, runtime
 from patterson.cells import Cell
 from patterson.datasets import GenerateConfig, config_for_test_split, generate, make_examples, source_entries
-from patterson.demo.report import DEMO_METHODS, LABELS, PLOTS, headline_table, report_markdown, write_plots
+from patterson.demo import crystals
+from patterson.demo.report import LABELS, PLOTS, headline_table, report_markdown, write_plots
 from patterson.errors import PattersonError
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.files import check_writable_folder, plain, publish_folder, write_json, write_text
@@ -57,11 +60,12 @@ from patterson.physics import grid_shape
 log = logging.getLogger(__name__)
 
 KIND = "patterson-demo"  # results.json marker: a folder holding it is a demo report, which a new run may replace
-DEMO_PRESETS = ("paper-2", "dense-protein")
+DEMO_PRESETS = ("paper-2", crystals.PRESET)
 REPORT_FILES = ("report.md", "results.json", "maps", "data")  # a complete report holds at least these (plots aside)
 NETWORK_METHODS = ("model", "hybrid")
-MAP_METHODS = ("model", "hybrid", "learned", "charge-flip", "hio")  # methods whose maps are written as CCP4 files
-CHECKPOINT_OPTIONS = {"paper-2": "--paper2-checkpoint", "dense-protein": "--dense-checkpoint"}
+ONE_CELL_METHODS = ("model", "hybrid", "learned", "charge-flip", "hio", "chance")  # on paper-2, in this order
+MAP_METHODS = ("model", "hybrid", "learned", "dual-space", "charge-flip", "hio")  # maps written as CCP4 files
+CHECKPOINT_OPTIONS = {"paper-2": "--paper2-checkpoint"}  # the test sets phased by a network of their own
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,15 @@ class DemoConfig:
     Attributes
     ----------
     out : the report folder (must be empty, absent or a previous demo report, which is replaced).
-    n : test structures per preset.
-    paper2_checkpoint, dense_checkpoint : the network for each test set: ``pretrained`` (the shipped weights
-        trained on that preset, if any), a shipped name, a checkpoint path, or None / ``none`` (no network).
+    n : test structures of ``paper-2``.
+    n_peptide : test crystals of ``peptide-crystal`` (few: each takes every method's budget).
+    peptide_budget_s : wall seconds per crystal given to every method on ``peptide-crystal``.
+    paper2_checkpoint : the network for ``paper-2``: ``pretrained`` (the shipped weights trained on that preset, if
+        any), a shipped name, a checkpoint path, or None / ``none`` (no network).
     source : structure source of the test sets (``embedded``, or a folder of PDB/mmCIF files).
-    phasing : iterations and random starts of the runs (None: each method's defaults) and the seed of the test
-        sets, the random starts and the chance level's phases (:class:`~patterson.phasing.PhasingConfig`).
+    phasing : iterations and random starts of the runs (None: each method's defaults; on ``peptide-crystal`` rounds
+        of two starts, :func:`~patterson.phasing.compare.phase_within`) and the seed of the test sets, the random
+        starts and the chance level's phases (:class:`~patterson.phasing.PhasingConfig`).
     n_maps : examples per preset whose maps are written as CCP4 files.
     plots : write PNG plots (skipped with a note when matplotlib is not installed).
     threads : torch CPU threads while phasing (None: unchanged; 1 is fastest for these small grids).
@@ -85,8 +92,9 @@ class DemoConfig:
 
     out: str = "patterson-demo"
     n: int = 16
+    n_peptide: int = 8
+    peptide_budget_s: float = 4.0
     paper2_checkpoint: str | None = "pretrained"
-    dense_checkpoint: str | None = "pretrained"
     source: str = "embedded"
     phasing: PhasingConfig = PhasingConfig(seed=7)
     n_maps: int = 2
@@ -95,12 +103,13 @@ class DemoConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("paper2_checkpoint", "dense_checkpoint"):
-            value = getattr(self, name)
-            if value is not None and str(value).strip().lower() in ("", "none"):
-                object.__setattr__(self, name, None)
+        value = self.paper2_checkpoint
+        if value is not None and str(value).strip().lower() in ("", "none"):
+            object.__setattr__(self, "paper2_checkpoint", None)
         checks = [
             (self.n >= 1, f"n must be at least 1 test structure per preset, got {self.n}"),
+            (self.n_peptide >= 1, f"n_peptide must be at least 1 test crystal, got {self.n_peptide}"),
+            (self.peptide_budget_s > 0, f"peptide_budget_s must be above 0 seconds, got {self.peptide_budget_s}"),
             (self.n_maps >= 0, f"n_maps must be 0 or more, got {self.n_maps}"),
             (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
         ]
@@ -109,8 +118,15 @@ class DemoConfig:
                 raise PattersonError(message)
 
     def checkpoint(self, preset: str) -> str | None:
-        """The network asked for on ``preset``'s test set."""
-        return {"paper-2": self.paper2_checkpoint, "dense-protein": self.dense_checkpoint}[preset]
+        """The network asked for on ``preset``'s test set (None for a test set phased without one)."""
+        return {"paper-2": self.paper2_checkpoint}.get(preset)
+
+    def test_set(self, preset: str) -> GenerateConfig:
+        """The config of ``preset``'s test set: ``n`` (``paper-2``) or ``n_peptide`` crystals (``peptide-crystal``,
+        :func:`~patterson.demo.crystals.peptide_config`) from ``source``, seed ``phasing.seed``."""
+        if preset == crystals.PRESET:
+            return crystals.peptide_config(self.source, self.n_peptide, self.phasing.seed)
+        return config_for_test_split(preset, self.source, self.n, self.phasing.seed)
 
 
 @dataclass(frozen=True)
@@ -222,14 +238,31 @@ def resolve_network(
     return network
 
 
-def _learned_step(preset: str, data: GenerateConfig, shipped: Shipped) -> NetworkStep | None:
+def _learned_network(preset: str, data: GenerateConfig, shipped: Shipped) -> TrainedNetwork | None:
     """The shipped density-modification network for the learned loop on ``preset``'s test set, or None (the row is
     skipped; results.json lists it under ``skipped``) when none was trained on that preset."""
     network = shipped.pick(dataclasses.asdict(data), task="density-modification")
     if network is None or network.trained_on.get("preset") != preset:
         log.info("%s: no shipped density-modification network was trained on %s: no learned row", preset, preset)
         return None
-    return NetworkStep(network.model)
+    return network
+
+
+def _network_info(preset: str, network: TrainedNetwork, entries: list[str], warnings: list[str]) -> dict[str, Any]:
+    """What results.json says of a network used on ``preset``'s test set: its description and whether the test
+    ``entries`` were held out from its training (a warning when that cannot be checked, or when they were not)."""
+    info = network.describe()
+    info["held_out"] = _held_out(network.entries, info["trained_on"].get("source"), entries)
+    if not info["held_out"]["checked"]:  # said, not silently skipped
+        warnings.append(f"{preset}: the held-out check of {network.path.name} could not run: "
+                        f"{info['held_out']['note']}")  # fmt: skip
+    overlap = info["held_out"].get("overlap")
+    if overlap:
+        warnings.append(
+            f"{preset}: {len(overlap)} of the {len(entries)} test entries are in {network.path.name}'s training "
+            f"source ({', '.join(overlap[:6])}{', ...' if len(overlap) > 6 else ''}): not a held-out test."
+        )
+    return info
 
 
 def _write_maps(folder: Path, data: SplitMaps, runs: dict[str, MethodRun], n_maps: int) -> list[dict]:
@@ -267,14 +300,15 @@ def _run_preset(
     config: DemoConfig,
     folder: Path,
     network: TrainedNetwork | None,
-    step: NetworkStep | None,
+    learner: TrainedNetwork | None,
     warnings: list[str],
 ) -> tuple[dict, dict]:
-    """Make, phase, score and map one test set; returns its results and the panels of its first example."""
+    """Make, phase, score and map one test set of one cell (``paper-2``) with the network ``network`` and the
+    learned loop's ``learner``; returns its results and the panels of its first example."""
     t0 = time.perf_counter()
     data_dir = folder / "data" / preset
     log.info("%s: making %d test structures from %s", preset, config.n, config.source)
-    test = config_for_test_split(preset, config.source, config.n, config.phasing.seed)
+    test = config.test_set(preset)
     generate(test, data_dir, progress=config.progress)  # the test set as a patterson dataset, part of the report
     items = make_examples(test)  # the same examples, in memory: nothing written is read back
     data = split_maps(items, test.d_min)
@@ -282,24 +316,14 @@ def _run_preset(
     counts = Counter(frag.split("/")[0] for label in labels for frag in label.split(";"))  # dipeptides per entry
     entries = sorted(counts)
     t1 = time.perf_counter()
-    skip = (() if network else NETWORK_METHODS) + (() if step else ("learned",))
-    methods = tuple(m for m in DEMO_METHODS if m not in skip)
+    skip = (() if network else NETWORK_METHODS) + (() if learner else ("learned",))
+    methods = tuple(m for m in ONE_CELL_METHODS if m not in skip)
     info = None
     if network is not None:
         if network.norm is None:
             network = network.with_norm({k: max(float(it[k].abs().max()) for it in items) for k in ("input", "target")})
             warnings.append(f"{preset}: {network.path.name} holds no normalisation constants; the test set's are used.")
-        info = network.describe()
-        info["held_out"] = _held_out(network.entries, info["trained_on"].get("source"), entries)
-        if not info["held_out"]["checked"]:  # said, not silently skipped
-            warnings.append(f"{preset}: the held-out check of {network.path.name} could not run: "
-                            f"{info['held_out']['note']}")  # fmt: skip
-        overlap = info["held_out"].get("overlap")
-        if overlap:
-            warnings.append(
-                f"{preset}: {len(overlap)} of the {len(entries)} test entries are in {network.path.name}'s training "
-                f"source ({', '.join(overlap[:6])}{', ...' if len(overlap) > 6 else ''}): not a held-out test."
-            )
+        info = _network_info(preset, network, entries, warnings)
     log.info("%s: phasing %d structures with %s", preset, len(data), ", ".join(methods))
     runs = compare_methods(
         data,
@@ -308,7 +332,7 @@ def _run_preset(
         phasing=config.phasing,
         progress=config.progress,
         desc=f"{preset} ",
-        step=step,
+        step=None if learner is None else NetworkStep(learner.model),
     )
     t2 = time.perf_counter()
     maps = _write_maps(folder / "maps" / preset, data, runs, config.n_maps)
@@ -335,11 +359,29 @@ def _run_preset(
             }
             for m, run in runs.items()
         },
-        "skipped": [m for m in DEMO_METHODS if m not in runs],
+        "skipped": [m for m in ONE_CELL_METHODS if m not in runs],
         "maps": maps,
         "seconds": {"data": t1 - t0, "phasing_and_scoring": t2 - t1, "maps": t3 - t2},
     }
     return result, _central_sections(data, runs)
+
+
+def _run_peptides(
+    config: DemoConfig, folder: Path, learner: TrainedNetwork | None, warnings: list[str]
+) -> tuple[dict, dict]:
+    """Make, phase, score and map the peptide-crystal test set (:func:`~patterson.demo.crystals.run_crystals`, each
+    crystal alone with ``config.peptide_budget_s`` seconds per method; the learned loop and its control with
+    ``learner`` only); returns its results and the panels of its first crystal."""
+    preset = crystals.PRESET
+    step = None if learner is None else NetworkStep(learner.model)
+    result, done = crystals.run_crystals(config.test_set(preset), folder / "data" / preset, config.peptide_budget_s,
+                                         step, config.phasing.n_iter, config.progress)  # fmt: skip
+    t = time.perf_counter()
+    maps = [_write_maps(folder / "maps" / preset, data, runs, 1)[0] for data, runs in done[: config.n_maps]]
+    result["maps"] = maps
+    result["network"] = None if learner is None else _network_info(preset, learner, list(result["entries"]), warnings)
+    result["seconds"]["maps"] = time.perf_counter() - t
+    return result, _central_sections(*done[0])
 
 
 def _command(config: DemoConfig) -> str:
@@ -348,8 +390,9 @@ def _command(config: DemoConfig) -> str:
     parts = ["patterson demo", f"--out {config.out}"]
     options = {
         "n": "--n",
+        "n_peptide": "--n-peptide",
+        "peptide_budget_s": "--peptide-budget",
         "paper2_checkpoint": "--paper2-checkpoint",
-        "dense_checkpoint": "--dense-checkpoint",
         "source": "--source",
         "phasing.seed": "--seed",
         "phasing.n_iter": "--n-iter",
@@ -367,6 +410,44 @@ def _command(config: DemoConfig) -> str:
 # --- the job -----------------------------------------------------------------------------------------------------
 
 
+def _plots_wanted(config: DemoConfig, warnings: list[str]) -> tuple[dict[str, str], str]:
+    """The plots to write ({title: file name}) and a note when there are none (a warning without matplotlib)."""
+    if not config.plots:
+        return {}, "Plots were not asked for."
+    if importlib.util.find_spec("matplotlib") is None:
+        note = "No plots: matplotlib is not installed (pip install matplotlib)."
+        warnings.append(note)
+        return {}, note
+    return dict(PLOTS), ""
+
+
+def _results(config: DemoConfig, presets: dict[str, dict], warnings: list[str]) -> dict[str, Any]:
+    """results.json of a run (its plots and timings filled in by :func:`run_demo`)."""
+    plots, plots_note = _plots_wanted(config, warnings)
+    results = {
+        "kind": KIND,
+        "version": __version__,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": _command(config),
+        "config": dataclasses.asdict(config),
+        "source": config.source,
+        "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
+        "presets": presets,
+        "warnings": warnings,
+        "plots": plots,
+        "plots_note": plots_note,
+        "environment": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": config.threads or torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+        },
+        "seconds": {"plots": 0.0, "total": 0.0},
+    }
+    return plain(results, finite=True)
+
+
 def run_demo(config: DemoConfig) -> DemoResult:
     """Run the demo and write its report folder ``config.out`` (whole, or nothing on failure); see the module doc."""
     t0 = time.perf_counter()
@@ -374,9 +455,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
     replacing = check_out(out)
     warnings: list[str] = []
     shipped = Shipped()  # every shipped file read once
-    tests = {p: config_for_test_split(p, config.source, config.n, config.phasing.seed) for p in DEMO_PRESETS}
-    networks = {p: resolve_network(p, config.checkpoint(p), tests[p], warnings, shipped) for p in DEMO_PRESETS}
-    steps = {p: _learned_step(p, tests[p], shipped) for p in DEMO_PRESETS}  # first: a bad one fails before any work
+    tests = {p: config.test_set(p) for p in DEMO_PRESETS}
+    networks = {p: resolve_network(p, config.checkpoint(p), tests[p], warnings, shipped) for p in CHECKPOINT_OPTIONS}
+    learners = {p: _learned_network(p, tests[p], shipped) for p in DEMO_PRESETS}  # a bad one fails before any work
     created = next((p for p in [*reversed(out.parents)] if not p.exists()), None)  # the first folder we create
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -386,42 +467,15 @@ def run_demo(config: DemoConfig) -> DemoResult:
             with runtime.torch_threads(config.threads):
                 for k, preset in enumerate(DEMO_PRESETS, 1):
                     log.info("[%d/%d] %s", k, len(DEMO_PRESETS), preset)
-                    net, step = networks[preset], steps[preset]
-                    presets[preset], panels = _run_preset(preset, config, tmp, net, step, warnings)
+                    if preset == crystals.PRESET:
+                        presets[preset], panels = _run_peptides(config, tmp, learners[preset], warnings)
+                    else:
+                        presets[preset], panels = _run_preset(preset, config, tmp, networks[preset],
+                                                              learners[preset], warnings)  # fmt: skip
                     sections.append((f"{preset} {presets[preset]['examples'][0]['id']}", panels))
             t_plots = time.perf_counter()
-            plots_note = ""
-            plots: dict[str, str] = {}
-            if not config.plots:
-                plots_note = "Plots were not asked for."
-            elif importlib.util.find_spec("matplotlib") is None:
-                plots_note = "No plots: matplotlib is not installed (pip install matplotlib)."
-                warnings.append(plots_note)
-            else:
-                plots = dict(PLOTS)
-            results = {
-                "kind": KIND,
-                "version": __version__,
-                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "command": _command(config),
-                "config": dataclasses.asdict(config),
-                "source": config.source,
-                "solved_threshold_deg": SOLVED_THRESHOLD_DEG,
-                "presets": presets,
-                "warnings": warnings,
-                "plots": plots,
-                "plots_note": plots_note,
-                "environment": {
-                    "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "torch": torch.__version__,
-                    "torch_threads": config.threads or torch.get_num_threads(),
-                    "cpu_count": os.cpu_count(),
-                },
-                "seconds": {"plots": 0.0, "total": 0.0},
-            }
-            results = plain(results, finite=True)
-            if plots:
+            results = _results(config, presets, warnings)
+            if results["plots"]:
                 log.info("plots")
                 write_plots(tmp, results, sections)
             results["seconds"] = {"plots": time.perf_counter() - t_plots, "total": time.perf_counter() - t0}

@@ -297,7 +297,7 @@ def plot_slices(examples: list[tuple[str, dict[str, np.ndarray]]], path: str | P
             fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
             ax.tick_params(labelsize=6)
             ax.set_xlabel("x (grid points)", fontsize=7)
-            if r == 0:
+            if all(examples[k][1][title] is None for k in range(r)):  # the column's first map
                 ax.set_title(title, fontsize=9)
             ax.set_ylabel(f"{label}\ny (grid points)" if c == 0 else "y", fontsize=7 if c else 8)
     fig.tight_layout()

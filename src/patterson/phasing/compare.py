@@ -6,6 +6,8 @@
 - :func:`phase_maps` — one method's maps of those structures and their cross-validation.
 - :func:`compare_methods` — the network alone, the hybrid, charge flipping, HIO and chance on the same structures,
   scored as ``patterson evaluate`` scores them (:class:`MethodRun`, :func:`method_summary`).
+- :func:`phase_within` — one method on one structure with a wall-time budget (every method given the same:
+  peptide crystals, one cell each).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from patterson.maps import density_from_f, f_from_density, patterson_from_f
 from patterson.phasing.config import PhasingConfig
 from patterson.phasing.learned import learned
 from patterson.phasing.methods import METHODS, phase, refine_density
-from patterson.phasing.options import SupportOptions
+from patterson.phasing.options import SupportOptions, method_options
 from patterson.phasing.projections import hio
 from patterson.phasing.validation import (
     FREE_FRACTION,
@@ -45,6 +47,8 @@ LOOP_METHODS = ("learned", "histogram")  # the loop with a real-space step: a tr
 DEFAULT_PHASING = PhasingConfig()
 WARM_UP = SupportOptions(n_iter=2, n_polish=0, n_starts=1)  # a short first run before the timings
 COMPARE_METHODS = ("model", "hybrid", "charge-flip", "hio", "chance")
+BUDGET_STARTS = 2  # random starts per round of :func:`phase_within`: the fewest that give the verdict the agreement
+# of two starts
 
 
 @dataclass(frozen=True)
@@ -369,3 +373,48 @@ def _run_method(method, data: SplitMaps, chunks, network, phasing: PhasingConfig
     aligned = torch.cat([al for _, al in scored])
     validation = None if method == "chance" else CrossValidation.concatenate(checks)
     return MethodRun(method, rho, aligned, scores, 0.0 if method == "chance" else seconds, validation)
+
+
+def phase_within(
+    method: str,
+    data: SplitMaps,
+    budget_s: float,
+    seed: int = 0,
+    step=None,
+    group=None,
+    n_iter: int | None = None,
+) -> tuple[torch.Tensor, CrossValidation | None, int]:
+    """One method's map of ``data`` (one structure, or a few of one cell) within ``budget_s`` wall seconds.
+
+    ``dual-space`` gets the budget as its ``max_seconds`` (``group``: the space group, a
+    :class:`~patterson.symmetry.SpaceGroup`, None for P1); ``chance`` takes no time (random phases from ``seed``);
+    every other method of :func:`phase_maps` (``step``: the learned loop's real-space step) runs in rounds of its
+    default run with :data:`BUDGET_STARTS` new random starts until the next round would end past the budget
+    (judged by the last round; one at least) or the best so far says ``solved``, and the round with the lowest
+    R-free (of the first structure) is the answer. ``n_iter``: iterations (dual-space: cycles per trial) of each
+    run, None for each method's defaults.
+
+    Returns
+    -------
+    (map (B, X, Y, Z), its cross-validation (None for chance), rounds run).
+    """
+    if method == "chance":
+        rho, _ = phase_maps("chance", data, generator=torch.Generator().manual_seed(seed))
+        return rho, None, 0
+    if method == "dual-space":
+        options = method_options(
+            "dual-space", max_seconds=budget_s, seed=seed, **({"n_iter": n_iter} if n_iter else {})
+        )
+        res = phase("dual-space", data.f_obs, data.hkl, data.cell, data.shape, options, f000=data.f000,
+                    group=group, observed=data.measured, free=data.free)  # fmt: skip
+        return res.rho, res.validation, 1
+    t0, rounds, best = time.perf_counter(), 0, None
+    while True:
+        t = time.perf_counter()
+        phasing = PhasingConfig(n_iter=n_iter, n_starts=BUDGET_STARTS, seed=seed + 1000 * rounds)
+        rho, check = phase_maps(method, data, step, phasing)
+        rounds, last = rounds + 1, time.perf_counter() - t
+        if best is None or float(check.r_free[0]) < float(best[1].r_free[0]):
+            best = (rho, check)
+        if best[1].verdict[0] == "solved" or time.perf_counter() - t0 + last > budget_s:
+            return best[0], best[1], rounds
