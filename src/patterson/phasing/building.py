@@ -30,7 +30,7 @@ import torch
 from patterson.cells import Cell
 from patterson.ideal import ONE_LETTER, SIDE_CHAIN_GEOMETRY, PeptideTopology, build_peptide, default_torsions, topology
 from patterson.minimize import lbfgs
-from patterson.phasing.placement import SearchTarget, _skew, e2_correlation
+from patterson.phasing.placement import SearchTarget, e2_correlation, skew
 from patterson.structures import atomic_numbers
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def coordinates(model: PeptideModel, p: torch.Tensor) -> torch.Tensor:
     xyz = build_peptide(model.top, p[6 : 6 + r], p[6 + r : 6 + 2 * r], p[6 + 2 * r :].reshape(r, 4))  # (N, 3)
     a = np.nonzero(model.top.residue == model.anchor)[0]
     n, ca, c = xyz[a[0]], xyz[a[1]], xyz[a[2]]
-    rot = torch.linalg.matrix_exp(_skew(p[:3] / model.radius)) @ model.frame[0]
+    rot = torch.linalg.matrix_exp(skew(p[:3] / model.radius)) @ model.frame[0]
     return (xyz - ca) @ (rot @ _frame(n, ca, c).T).T + model.frame[1] + p[3:6]
 
 

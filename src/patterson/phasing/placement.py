@@ -298,7 +298,8 @@ def e2_correlation(target: SearchTarget, frac: torch.Tensor, z: np.ndarray, b_is
     return (ec @ eo) / torch.sqrt((ec**2).sum(-1) * (eo**2).sum()).clamp_min(1e-30)
 
 
-def _skew(w: torch.Tensor) -> torch.Tensor:
+def skew(w: torch.Tensor) -> torch.Tensor:
+    """(3, 3) the cross-product matrix [w]× of a vector w (3,): [w]× v = w × v; differentiable."""
     zero = torch.zeros((), dtype=w.dtype)
     return torch.stack([torch.stack([zero, -w[2], w[1]]), torch.stack([w[2], zero, -w[0]]),
                         torch.stack([-w[1], w[0], zero])])  # fmt: skip
@@ -316,7 +317,7 @@ def rigid_refine(target: SearchTarget, xyz: np.ndarray, z: np.ndarray, pose: tup
     frac_m = torch.as_tensor(target.cell.frac)
 
     def pose_of(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.linalg.matrix_exp(_skew(p[:3] / radius)) @ r0, t0 + frac_m @ p[3:]
+        return torch.linalg.matrix_exp(skew(p[:3] / radius)) @ r0, t0 + frac_m @ p[3:]
 
     def loss(p: torch.Tensor) -> torch.Tensor:
         rot, tr = pose_of(p)
