@@ -44,6 +44,7 @@ import torch
 
 from _common import RESULTS, TABLES, run_metadata, write_json, write_text
 from patterson.datasets import PRESETS, StoredDataset, build_pool, generate, make_config
+from patterson.datasets.peptides import overall_b
 from patterson.evaluation import score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.networks import open_network
@@ -62,18 +63,11 @@ SPACING = 0.5  # Å: the phasing grid's spacing (at most d / 2), the voxel the l
 _WORKER: dict[str, Any] = {}  # per worker process: the learned loop's step, the datasets opened
 
 
-def preset_b(d: float) -> float:
-    """The overall B (Å²) the preset gives a crystal at resolution ``d``: its ``b_range`` spread linearly over its
-    ``d_min_range`` (before the per-crystal factor 0.8–1.2 and the per-atom profile)."""
-    (lo, hi), (b_lo, b_hi) = PRESETS[PRESET]["d_min_range"], PRESETS[PRESET]["b_range"]
-    return b_lo + min(max((d - lo) / (hi - lo), 0.0), 1.0) * (b_hi - b_lo)
-
-
 def crystal_config(d: float, n: int, source: str, trained: dict, workers: int):
     """The config of ``n`` test crystals at resolution ``d`` from the test entries of the data ``trained`` (a
     network's training config): its seed and split fractions, only the test split made (float32 maps)."""
     splits = tuple(trained["splits"])
-    b = preset_b(d)
+    b = overall_b(d, PRESETS[PRESET]["d_min_range"], PRESETS[PRESET]["b_range"])  # the preset's B at d
     return make_config(PRESET, source=source, n=math.ceil(n * sum(splits) / splits[2]), seed=trained["seed"],
                        splits=splits, only_splits=["test"], map_dtype="float32", d_min=d, d_min_range=(d, d),
                        b_range=(b, b), chunk_size=max(1, math.ceil(n / workers)))  # fmt: skip

@@ -444,13 +444,21 @@ def grid_d_min(cell: Cell, grid: tuple[int, int, int]) -> float:
     return max(length / (n // 2 - 1) for length, n in zip((cell.a, cell.b, cell.c), grid, strict=True)) * (1 + 1e-9)
 
 
+def overall_b(d: float, d_range: tuple[float, float], b_range: tuple[float, float]) -> float:
+    """The overall B (Å²) at resolution ``d`` for ``b_policy='resolution'``: ``b_range`` spread linearly over
+    ``d_range`` (clamped at its ends), before the per-example factor and the per-atom profile of
+    :func:`resolution_b`."""
+    lo, hi = d_range
+    t = min(max((d - lo) / (hi - lo), 0.0), 1.0) if hi > lo else 0.0
+    return b_range[0] + t * (b_range[1] - b_range[0])
+
+
 def resolution_b(mol: Atoms, d: float, config: GenerateConfig, rng: np.random.Generator) -> np.ndarray:
     """(N,) B-factors in Å² for ``b_policy='resolution'``: an overall B from ``b_range`` that grows linearly with
-    the example's resolution d across ``d_min_range`` (× a uniform 0.8–1.2), times the segment's deposited B
-    relative to its mean (clipped to 0.6–1.8; flat where the file has none)."""
-    lo, hi = config.d_min_range or (config.d_min, config.d_min)
-    t = min(max((d - lo) / (hi - lo), 0.0), 1.0) if hi > lo else 0.0
-    overall = (config.b_range[0] + t * (config.b_range[1] - config.b_range[0])) * rng.uniform(0.8, 1.2)
+    the example's resolution d across ``d_min_range`` (:func:`overall_b`, × a uniform 0.8–1.2), times the
+    segment's deposited B relative to its mean (clipped to 0.6–1.8; flat where the file has none)."""
+    d_range = config.d_min_range or (config.d_min, config.d_min)
+    overall = overall_b(d, d_range, config.b_range) * rng.uniform(0.8, 1.2)
     deposited = np.asarray(mol.b_iso, dtype=np.float64)
     mean = deposited.mean() if len(deposited) else 0.0
     profile = np.clip(deposited / mean, 0.6, 1.8) if mean > 0 else np.ones(len(deposited))

@@ -19,6 +19,7 @@ from typing import Any
 
 from patterson import runtime
 from patterson.datasets import PRESETS, GenerateConfig, build_pool, config_for_test_split, generate, make_examples
+from patterson.datasets.peptides import overall_b
 from patterson.evaluation import PairScores, score_maps
 from patterson.phasing import MethodRun, NetworkStep, SplitMaps, method_summary, split_maps
 from patterson.phasing.compare import WARM_UP, phase_within
@@ -35,17 +36,10 @@ METHODS = ("dual-space", "learned", "histogram", "charge-flip", "hio", "chance")
 # with a density-modification network trained on this preset
 
 
-def resolution_b(d: float, preset: str = PRESET) -> float:
-    """The overall B (Å²) ``preset`` gives a crystal at resolution ``d``: its ``b_range`` spread linearly over its
-    ``d_min_range`` (before the per-crystal factor and the per-atom profile)."""
-    (lo, hi), (b_lo, b_hi) = PRESETS[preset]["d_min_range"], PRESETS[preset]["b_range"]
-    return b_lo + min(max((d - lo) / (hi - lo), 0.0), 1.0) * (b_hi - b_lo)
-
-
 def peptide_config(source: str, n: int, seed: int) -> GenerateConfig:
     """The test set: ``n`` crystals of the preset at :data:`D_MIN` from ``source`` (a test split only, as the demo's
     other test sets), with the B the preset ties to that resolution."""
-    b = resolution_b(D_MIN)
+    b = overall_b(D_MIN, PRESETS[PRESET]["d_min_range"], PRESETS[PRESET]["b_range"])
     return config_for_test_split(PRESET, source, n, seed, d_min=D_MIN, d_min_range=(D_MIN, D_MIN), b_range=(b, b))
 
 
