@@ -15,9 +15,11 @@ from patterson.solving import prepare_data, read_reflections
 from patterson.solving.atoms import (
     AtomModel,
     _expand,
+    add_disorder,
     assign_elements,
     atoms_per_asu,
     complete_model,
+    disorder_candidates,
     r_factors,
     reassign_elements,
     refine_atoms,
@@ -39,10 +41,10 @@ def test_the_heaviest_elements_go_to_the_highest_peaks():
 
 
 def _published(name: str):
-    """thpp's data (P2₁/n, 0.70 Å) and its published non-H atoms."""
+    """A data set's data (thpp: P2₁/n, 0.70 Å) and its published non-H atoms (from published.ins or .res)."""
     refl = read_reflections(SMALL / name / f"{name}.hkl")
     data = prepare_data(refl)
-    path = SMALL / name / "published.ins"
+    path = next(SMALL / name / f"published{s}" for s in (".ins", ".res") if (SMALL / name / f"published{s}").is_file())
     atoms = [a for a in read_shelx(path.read_text(), str(path)).atoms if a[1] != "H"]
     frac, elements = np.array([a[2] for a in atoms]), np.array([a[1] for a in atoms])
     k = len(refl.group.rot)
@@ -50,6 +52,11 @@ def _published(name: str):
     _, rep = np.unique(data.orbit, return_index=True)  # one reflection per symmetry orbit
     free = np.random.default_rng(0).random(len(rep)) < 0.05
     return data, refl.group, (frac, elements, mult / k), (data.f[rep], None, data.hkl[rep], free)
+
+
+def _p1_free(data, free: np.ndarray) -> np.ndarray:
+    """The P1 reflections of each free orbit."""
+    return free[np.unique(data.orbit, return_inverse=True)[1]]
 
 
 def test_refinement_from_a_perturbed_model_lowers_r1_and_random_atoms_do_not_get_there():
@@ -118,3 +125,35 @@ def test_refined_scattering_power_tells_c_n_and_f_apart():
     right = np.mean(again.elements == elements[[int(np.argmin(frac_distances(x[None], frac, data.cell)))
                                                 for x in again.frac]])  # fmt: skip
     assert right >= 0.85 and again.r1_work < carbon.r1_work
+
+
+def test_a_minor_component_left_out_is_put_back_with_its_share_of_the_site():
+    data, group, (frac, elements, occ), (f, sigma, hkl, free) = _published("cod2240189")  # ClO4⁻ in two orientations
+    path = SMALL / "cod2240189" / "published.res"
+    atoms = [a for a in read_shelx(path.read_text(), str(path)).atoms if a[1] != "H"]
+    sof = {name: site for name, _, _, site, _ in atoms}
+    minor = np.array([name.endswith("'") for name, *_ in atoms])  # CL1' O2' O3' (occupancy 0.23)
+    whole = np.array([sof[name] + sof.get(name + "'", 0.0) for name, *_ in atoms])  # the major ones made whole
+    b_iso = np.array([8 * np.pi**2 * u for *_, u in atoms])
+    setting, p1 = (data.cell, group, "it92"), (data.f, data.hkl, _p1_free(data, free))
+    start = AtomModel(frac[~minor], elements[~minor], b_iso[~minor], whole[~minor])  # the authors' major atoms
+    start = r_factors(start, f, sigma, hkl, free, setting)
+    done = add_disorder(start, (f, sigma, hkl, free), p1, setting, data.d_min)
+    assert done.r1_work < start.r1_work - 0.01 and done.r1_free < start.r1_free
+    second, first = done.part == 2, done.part == 1
+    images = _expand(torch.as_tensor(done.frac[second]), group).numpy()
+    o3 = frac[[name == "O3'" for name, *_ in atoms]]  # the clearest of the minor sites (O2' leaves no Fo − Fc peak
+    assert frac_distances(o3, images, data.cell).min() < 0.3  # above 5 r.m.s. over the authors' major atoms)
+    minor_share, major_share = done.occ[second].sum(), done.occ[first].sum()  # one pair, general positions
+    assert 0.1 < minor_share / (minor_share + major_share) < 0.4 and np.isclose(minor_share + major_share, 1.0)
+    scrambled = np.where(p1[2], data.f * 3.0 + 1.0, data.f)
+    again = add_disorder(start, (np.where(free, f * 3.0 + 1.0, f), sigma, hkl, free), (scrambled, data.hkl, p1[2]),
+                         setting, data.d_min)  # fmt: skip
+    assert np.array_equal(again.frac, done.frac) and np.array_equal(again.occ, done.occ)  # free F never read
+
+
+def test_an_ordered_structure_gets_no_minor_components():
+    data, group, (frac, elements, occ), obs = _published("ntd51a")  # ordered; anisotropy leaves Fo − Fc peaks
+    start = refine_atoms(AtomModel(frac, elements, np.full(len(frac), 3.0), occ), obs, data.cell, group, rounds=1)
+    p1 = (data.f, data.hkl, _p1_free(data, obs[3]))
+    assert disorder_candidates(start, p1, (data.cell, group, "it92"), data.d_min) == []

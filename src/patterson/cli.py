@@ -394,7 +394,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
         caveat = "" if s["verdict"] == "solved" else "; the map is not solved, so this says nothing about the crystal"
         print(f"highest symmetry the P1 solution obeys: {top['spacegroup'] if top else 'none'} (summary.json){caveat}")
     atoms = s.get("atoms")
-    found = (f"{atoms['n']} atoms refined to R1 {atoms['r1_work']:.3f} (free {atoms['r1_free']:.3f})" if atoms
+    n_minor = atoms.get("minor_components") if atoms else 0
+    minor = f" ({n_minor} of them minor components)" if n_minor else ""
+    found = (f"{atoms['n']} atoms{minor} refined to R1 {atoms['r1_work']:.3f} (free {atoms['r1_free']:.3f})" if atoms
              else f"{s['n_peaks']} peaks")  # fmt: skip
     print(
         f"{s['verdict']}: {s['method']}, R-work {s['r_work']:.3f}, R-free {s['r_free']:.3f} "

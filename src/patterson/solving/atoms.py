@@ -20,10 +20,11 @@ import logging
 import math
 from dataclasses import dataclass
 
+import gemmi
 import numpy as np
 import torch
 
-from patterson.cells import Cell, frac_distances
+from patterson.cells import NEIGHBOUR_OFFSETS, Cell, frac_distances
 from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
 from patterson.maps import density_from_f
@@ -47,8 +48,10 @@ SOLVED_R1_FREE = 0.25  # R1 on the free set at or below this: the atoms are righ
 
 @dataclass(frozen=True)
 class AtomModel:
-    """Atoms of the asymmetric unit: frac (N, 3), elements (N,), b_iso (N,) Å², occ (N,) (multiplicity / K: an
-    atom on a special position has fewer distinct images), with R1 on the work and free reflections and wR2 (F²)."""
+    """Atoms of the asymmetric unit: frac (N, 3), elements (N,), b_iso (N,) Å², occ (N,) (chemical occupancy ×
+    multiplicity / K: an atom on a special position has fewer distinct images), with R1 on the work and free
+    reflections and wR2 (F²); part (N,) int or None: 0 ordered, 1 and 2 the major and minor components of
+    disordered sites (SHELX PART)."""
 
     frac: np.ndarray
     elements: np.ndarray
@@ -59,6 +62,7 @@ class AtomModel:
     wr2: float = math.nan
     scale: float = math.nan
     cycles: int = 0
+    part: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frac)
@@ -67,6 +71,12 @@ class AtomModel:
     def solved(self) -> bool:
         """Whether R1 on the never-fitted free reflections says the atoms are right."""
         return bool(self.r1_free <= SOLVED_R1_FREE)
+
+    def subset(self, keep: np.ndarray) -> AtomModel:
+        """The model with only the atoms ``keep`` (N,) bool or indices selects."""
+        part = None if self.part is None else self.part[keep]
+        return dataclasses.replace(self, frac=self.frac[keep], elements=self.elements[keep], b_iso=self.b_iso[keep],
+                                   occ=self.occ[keep], part=part)  # fmt: skip
 
 
 def atoms_per_asu(composition: dict[str, float], group: SpaceGroup) -> dict[str, float]:
@@ -133,30 +143,45 @@ def _work_scale(f_obs: np.ndarray, f_calc_abs: np.ndarray, work: np.ndarray) -> 
     return float((f_obs[work] * f_calc_abs[work]).sum() / max((f_calc_abs[work] ** 2).sum(), 1e-30))
 
 
+@dataclass(frozen=True)
+class Shares:
+    """Refined factors on the atoms' scattering: atom i scatters occ_i × (base_i + Σ_g weight_ig u_g), with u (G,)
+    refined from ``start`` within ``limits``: a factor per atom (its scattering power) or an occupancy shared by the
+    two components of a disordered site (u on the minor one, 1 − u on its major partner)."""
+
+    base: np.ndarray  # (N,)
+    weight: np.ndarray  # (N, G)
+    start: np.ndarray  # (G,)
+    limits: tuple[float, float]
+
+
 def _refine_once(model: AtomModel, f_obs: np.ndarray, hkl: np.ndarray, work: np.ndarray, ctx: tuple, steps: int,
-                 power: bool = False):  # fmt: skip
-    """One L-BFGS run over coordinates and B (and with ``power`` a factor q on each atom's scattering, starting at
-    1); returns refined (frac, b_iso, q)."""
+                 shares: Shares | None = None):  # fmt: skip
+    """One L-BFGS run over coordinates and B (and with ``shares`` their factors u); returns refined (frac, b_iso,
+    u) (u empty without shares)."""
     lengths = torch.tensor(ctx[0].parameters[:3], dtype=torch.float64)  # steps in Å, not in cell fractions
     n = len(model)
     z = torch.as_tensor(atomic_numbers(model.elements))
     occ = torch.as_tensor(model.occ, dtype=torch.float32)
     fo = torch.as_tensor(f_obs[work], dtype=torch.float64)
     hkl_work = hkl[work]
+    limits = shares.limits if shares is not None else (0.0, 1.0)
+    base = torch.as_tensor(shares.base if shares is not None else np.ones(n), dtype=torch.float64)
+    weight = torch.as_tensor(shares.weight if shares is not None else np.zeros((n, 0)), dtype=torch.float64)
 
-    def loss(x: torch.Tensor) -> torch.Tensor:  # x = (xyz in Å (N·3), B (N)[, q (N)]); F in float32 (3× faster)
+    def loss(x: torch.Tensor) -> torch.Tensor:  # x = (xyz in Å (N·3), B (N), u (G)); F in float32 (3× faster)
         xyz, b_iso = x[: 3 * n].reshape(n, 3), x[3 * n : 4 * n]
-        q = x[4 * n :].clamp(*POWER_LIMITS).float() if power else 1.0
-        fc = calculated_f((xyz / lengths).float(), z, b_iso.clamp(*B_LIMITS).float(), occ * q, hkl_work, ctx).abs()
-        fc = fc.double()
+        factor = (base + weight @ x[4 * n :].clamp(*limits)).float()
+        fc = calculated_f((xyz / lengths).float(), z, b_iso.clamp(*B_LIMITS).float(), occ * factor, hkl_work, ctx)
+        fc = fc.abs().double()
         return ((fo - _scale(fo, fc).detach() * fc) ** 2).sum() / (fo**2).sum()
 
-    x0 = torch.cat([torch.as_tensor(model.frac * ctx[0].parameters[:3]).flatten(),
-                    torch.as_tensor(np.clip(model.b_iso, *B_LIMITS))]
-                   + ([torch.ones(n, dtype=torch.float64)] if power else [])).to(torch.float64)  # fmt: skip
+    start = shares.start if shares is not None else np.zeros(0)
+    xyz0 = torch.as_tensor(model.frac * ctx[0].parameters[:3]).flatten()
+    x0 = torch.cat([xyz0, torch.as_tensor(np.clip(model.b_iso, *B_LIMITS)), torch.as_tensor(start)]).double()
     x = lbfgs(loss, x0, steps, tolerance=CONVERGED)
-    q = np.clip(x[4 * n :].numpy(), *POWER_LIMITS) if power else np.ones(n)
-    return (x[: 3 * n].reshape(n, 3) / lengths).numpy() % 1.0, np.clip(x[3 * n : 4 * n].numpy(), *B_LIMITS), q
+    u = np.clip(x[4 * n :].numpy(), *limits)
+    return (x[: 3 * n].reshape(n, 3) / lengths).numpy() % 1.0, np.clip(x[3 * n : 4 * n].numpy(), *B_LIMITS), u
 
 
 def r_factors(model: AtomModel, f_obs: np.ndarray, sigma: np.ndarray | None, hkl: np.ndarray, free: np.ndarray,
@@ -185,8 +210,7 @@ def _prune(model: AtomModel, cell: Cell, group: SpaceGroup) -> AtomModel:
         for j in range(i):
             if keep[i] and keep[j] and frac_distances(model.frac[i : i + 1], images[:, j], cell).min() < CLOSE:
                 keep[i if model.b_iso[i] > model.b_iso[j] else j] = False
-    return dataclasses.replace(model, frac=model.frac[keep], elements=model.elements[keep],
-                               b_iso=model.b_iso[keep], occ=model.occ[keep])  # fmt: skip
+    return model.subset(keep)
 
 
 def refine_atoms(
@@ -233,7 +257,9 @@ def scattering_power(model: AtomModel, data: tuple, setting: tuple, steps: int =
     (cell, group, form)). At atomic resolution the fall-off of f(s) and that of B part, so q measures the atom's
     scattering power where a map's peak height, which B lowers, blurs C, N and O (one electron apart)."""
     f_obs, _, hkl, free = data
-    _, _, q = _refine_once(model, f_obs, hkl, ~free, setting, steps, power=True)
+    n = len(model)
+    _, _, q = _refine_once(model, f_obs, hkl, ~free, setting, steps, Shares(np.zeros(n), np.eye(n), np.ones(n),
+                                                                              POWER_LIMITS))  # fmt: skip
     return q * atomic_numbers(model.elements)
 
 
@@ -262,8 +288,7 @@ def reassign_elements(
             continue
         tried.append(tuple(elements))
         keep = np.array([e is not None for e in elements])
-        trial = dataclasses.replace(model, frac=model.frac[keep], elements=elements[keep].astype(str),
-                                    b_iso=model.b_iso[keep], occ=model.occ[keep])  # fmt: skip
+        trial = dataclasses.replace(model.subset(keep), elements=elements[keep].astype(str))
         trial = refine_atoms(trial, data, cell, group, rounds=1, steps=20, form=form)
         log.info("elements again: R1 (work) %.4f → %.4f", model.r1_work, trial.r1_work)
         best = trial if len(trial) and trial.r1_work < best.r1_work else best
@@ -278,17 +303,25 @@ COMPLETIONS = 3  # rounds of completion of atoms that are not solved, while R1 (
 COMPLETION_GAIN = 0.005  # a completion is kept where R1 (work) falls by more than this (more atoms always fit it)
 
 
+def phased_map(model: AtomModel, p1: tuple, setting: tuple, d_min: float, difference: bool = False):
+    """The 2Fo − Fc map (X, Y, Z) (with ``difference`` the Fo − Fc map) phased by the model, of the work
+    reflections of p1 = (f_obs (M,), hkl (M, 3) P1 Friedel half, free (M,) bool), and its coefficients (M,)."""
+    f_obs, hkl, free = p1
+    cell = setting[0]
+    fc = model_f(model, hkl, setting).numpy()
+    k = _work_scale(f_obs, np.abs(fc), ~free)
+    amplitude = f_obs - k * np.abs(fc) if difference else 2 * f_obs - k * np.abs(fc)
+    coeff = np.where(free, 0.0, amplitude) * np.exp(1j * np.angle(fc))
+    return density_from_f(torch.as_tensor(coeff)[None], hkl, cell, grid_shape(cell, d_min))[0], coeff
+
+
 def missing_peaks(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> tuple[np.ndarray, ...]:
     """Candidate missing atoms: peaks of the 2Fo − Fc map with the model's phases (work reflections only: p1 =
     (f_obs (M,), hkl (M, 3) P1 Friedel half, free (M,) bool)), one per orbit, at least :data:`SOLVENT_HEIGHT` of the
     atoms' median peak, bonded to the model (C: :data:`BONDED`) or apart from it (water O:
     :data:`SOLVENT_DISTANCE`); returns frac (P, 3), multiplicity (P,), elements (P,)."""
-    f_obs, hkl, free = p1
     cell, group, _ = setting
-    fc = model_f(model, hkl, setting).numpy()
-    k = _work_scale(f_obs, np.abs(fc), ~free)
-    coeff = np.where(free, 0.0, 2 * f_obs - k * np.abs(fc)) * np.exp(1j * np.angle(fc))
-    rho = density_from_f(torch.as_tensor(coeff)[None], hkl, cell, grid_shape(cell, d_min))[0]
+    rho, _ = phased_map(model, p1, setting, d_min)
     peaks = find_peaks(rho, cell, threshold=0.05, min_separation=1.0, max_peaks=4 * len(model) + 50)[0]
     unique = unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=1.0)
     images = _expand(torch.as_tensor(model.frac), group).numpy()  # (K·N, 3)
@@ -320,9 +353,135 @@ def complete_model(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_m
     return trial if len(trial) and trial.r1_work < model.r1_work - COMPLETION_GAIN else model
 
 
+# --- disorder: a second component where the difference map shows one --------------------------------------------
+
+DISORDER_SIGMA = 5.0  # a minor component's peak in the Fo − Fc map reaches this many r.m.s. of the map
+SPLIT = (0.6, 1.15)  # Å from the atom it replaces: closer is anisotropy or a shift, farther an atom of its own
+BOND = (1.15, 1.8)  # Å: a minor atom of its own (taken as C) is bonded to the model this far from its nearest atom
+BOND_KEPT = 0.25  # Å: a minor component keeps a bond of the atom it replaces to within this
+NEIGHBOURS = 2.2  # Å: the atoms bonded to the one a minor component replaces lie closer than this
+MIRROR = 0.5  # a peak with one at least this high across its atom is that atom's anisotropy, not a second site
+MINOR_OCC = (0.05, 0.95)  # the refined occupancy of a minor component; below 0.08 it is dropped
+DISORDER_GAIN = 0.002  # the minor components are kept where R1 (work) falls by more than this
+
+
+def _pair_distances(model: AtomModel, points: np.ndarray, cell: Cell, group: SpaceGroup) -> np.ndarray:
+    """(P, N) the shortest distance in Å from each point (P, 3) to each atom of the model over its images."""
+    images = _expand(torch.as_tensor(model.frac), group).numpy()  # (K·N, 3), operator-major
+    d = frac_distances(points, images, cell)  # (P, K·N)
+    return d.reshape(len(points), len(group.rot), len(model)).min(1)
+
+
+def _across(point: np.ndarray, atom: int, model: AtomModel, cell: Cell, group: SpaceGroup) -> np.ndarray:
+    """The point reflected through the nearest image of atom ``atom``: where anisotropy puts a twin peak."""
+    images = _expand(torch.as_tensor(model.frac[atom : atom + 1]), group).numpy()  # (K, 3)
+    near = images[frac_distances(point[None], images, cell)[0].argmin()]
+    offsets = point - near - np.round(point - near) + np.array(NEIGHBOUR_OFFSETS)  # (27, 3)
+    step = offsets[np.linalg.norm(offsets @ cell.orth.T, axis=1).argmin()]
+    return point - 2 * step
+
+
+def _map_at(coeff: np.ndarray, hkl: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(P,) the map of the coefficients (M,) at fractional points (P, 3), summed directly."""
+    return (np.abs(coeff)[None] * np.cos(2 * np.pi * points @ hkl.T - np.angle(coeff)[None])).sum(1)
+
+
+def disorder_candidates(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> list[tuple]:
+    """Peaks of the Fo − Fc map (at least :data:`DISORDER_SIGMA` r.m.s.) shaped like the minor component of a
+    disordered site: :data:`SPLIT` from the atom it replaces, keeping one of that atom's bonds (:data:`BOND_KEPT`),
+    farther than :data:`SPLIT` from every other atom, and with no twin peak across the atom (:data:`MIRROR`); or an
+    atom of its own :data:`BOND` from the model (an H lies closer, a bond's density between two atoms). Returns
+    (frac (3,), multiplicity, element, the replaced atom or −1) for each, highest first."""
+    cell, group, _ = setting
+    rho, coeff = phased_map(model, p1, setting, d_min, difference=True)
+    rms, top = float(rho.std()), float(rho.max())
+    if top < DISORDER_SIGMA * rms:
+        return []
+    peaks = find_peaks(rho, cell, threshold=DISORDER_SIGMA * rms / top, min_separation=0.5, max_peaks=50)[0]
+    unique = unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=0.5)
+    if not len(unique.frac):
+        return []
+    to_atoms = _pair_distances(model, unique.frac, cell, group)  # (P, N)
+    bonds = _pair_distances(model, model.frac, cell, group)  # (N, N)
+    out = []
+    for point, mult, d in zip(unique.frac, unique.multiplicity, to_atoms, strict=True):
+        order = np.argsort(d)
+        atom, second = order[0], d[order[1]] if len(d) > 1 else np.inf
+        if BOND[0] <= d[atom] <= BOND[1]:
+            out.append((point, mult, "C", -1))
+        elif SPLIT[0] <= d[atom] < SPLIT[1] and second >= SPLIT[1]:
+            neighbours = np.flatnonzero((bonds[atom] > 0.5) & (bonds[atom] < NEIGHBOURS))
+            kept = (np.abs(d[neighbours] - bonds[atom, neighbours]) <= BOND_KEPT).any()
+            here, there = _map_at(coeff, p1[1], np.stack([point, _across(point, atom, model, cell, group)]))
+            if kept and there < MIRROR * here:
+                out.append((point, mult, str(model.elements[atom]), int(atom)))
+    return out[: max(2, len(model) // 4)]
+
+
+def _with_minor(model: AtomModel, candidates: list[tuple], k: int) -> tuple[AtomModel, Shares]:
+    """The model with the candidates appended as minor components (part 2; the atoms they replace part 1), and
+    the occupancy each pair shares: u on the minor atom, 1 − u on its partner (start 0.25)."""
+    n, g = len(model), len(candidates)
+    part = np.zeros(n + g, dtype=int) if model.part is None else np.concatenate([model.part, np.zeros(g, dtype=int)])
+    base, weight = np.ones(n + g), np.zeros((n + g, g))
+    for i, (_, _, _, partner) in enumerate(candidates):
+        base[n + i], weight[n + i, i], part[n + i] = 0.0, 1.0, 2
+        if partner >= 0:
+            weight[partner, i], part[partner] = -1.0, 1
+    b_minor = [model.b_iso[c[3]] if c[3] >= 0 else B_START for c in candidates]
+    trial = dataclasses.replace(
+        model, frac=np.concatenate([model.frac, np.array([c[0] for c in candidates])]),
+        elements=np.concatenate([model.elements, np.array([c[2] for c in candidates])]),
+        b_iso=np.concatenate([model.b_iso, b_minor]),
+        occ=np.concatenate([model.occ, np.array([c[1] for c in candidates], dtype=np.float64) / k]), part=part,
+    )  # fmt: skip
+    return trial, Shares(base, weight, np.full(g, 0.25), MINOR_OCC)
+
+
+def add_disorder(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_min: float) -> AtomModel:
+    """Minor components of disordered sites (:func:`disorder_candidates`), refined with their occupancies
+    (coordinates, B and the occupancy each pair shares) and kept where R1 on the work set falls by more than
+    :data:`DISORDER_GAIN`; components refined below 0.08 or to the B limit are dropped. ``data``, ``p1``,
+    ``setting`` as for :func:`complete_model`."""
+    candidates = disorder_candidates(model, p1, setting, d_min)
+    if not candidates:
+        return model
+    f_obs, sigma, hkl, free = data
+    trial, shares = _with_minor(model, candidates, len(setting[1].rot))
+    frac, b_iso, u = _refine_once(trial, f_obs, hkl, ~free, setting, 40, shares)
+    n = len(model)
+    kept = (u >= 0.08) & (b_iso[n:] < B_LIMITS[1] * 0.99)  # (G,)
+    factor = shares.base + shares.weight[:, kept] @ u[kept]  # dropped pairs: the partner whole again
+    trial = dataclasses.replace(trial, frac=frac, b_iso=b_iso, occ=trial.occ * factor, cycles=trial.cycles + 40)
+    keep = np.concatenate([np.ones(n, dtype=bool), kept])
+    trial = trial.subset(keep)
+    trial.part[:n][(trial.part[:n] == 1) & (np.abs(factor[:n] - 1.0) < 1e-9)] = 0  # partners of dropped pairs
+    trial = r_factors(trial, f_obs, sigma, hkl, free, setting)
+    log.info("%d minor components tried, %d kept: R1 (work) %.4f → %.4f", len(candidates), int(kept.sum()),
+             model.r1_work, trial.r1_work)  # fmt: skip
+    return trial if kept.any() and trial.r1_work < model.r1_work - DISORDER_GAIN else model
+
+
 # --- in solve ----------------------------------------------------------------------------------------------------
 
 ATOM_RESOLUTION = 1.3  # Å: at or better than this, peaks are atoms and are refined as such
+
+
+PEAK_THRESHOLD = 0.25  # peaks above this fraction of the highest, scaled by Z_lightest / Z_heaviest when known
+
+
+def asu_peaks(rho: torch.Tensor, cell: Cell, group: SpaceGroup, composition: dict[str, float] | None,
+              n_atoms: float):  # fmt: skip
+    """The map's (X, Y, Z) peaks, one per symmetry orbit in the asymmetric unit, at most 1.5× the atoms expected
+    (the contents, else ``n_atoms``), above :data:`PEAK_THRESHOLD` of the highest, scaled by Z_lightest / Z_heaviest
+    of the contents (heights scale about as Z, so a light atom beside a heavy one needs a lower threshold)."""
+    expected = sum(composition.values()) if composition else n_atoms
+    expected = expected if math.isfinite(expected) else 10.0  # a Wilson plot of degenerate data gives NaN
+    max_peaks = int(min(500, max(10, round(1.5 * expected))))
+    z = atomic_numbers(list(composition)) if composition else np.ones(1)
+    threshold = PEAK_THRESHOLD * float(z.min()) / float(z.max())
+    peaks = find_peaks(rho, cell, threshold=threshold, min_separation=1.0, max_peaks=max_peaks)[0]
+    return unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=1.0)
 
 
 def solution_atoms(
@@ -353,7 +512,26 @@ def solution_atoms(
         if done is model:  # nothing kept: a further round would find the same peaks
             break
         model = done
-    return model
+    return add_disorder(model, observed, p1, setting, data.d_min) if model.solved else model
+
+
+def cell_contents(z: np.ndarray) -> dict[str, float]:
+    """The cell contents {element: count} of atomic numbers z (padding zeros ignored), as a SHELX UNIT gives them."""
+    z = np.asarray(z)
+    values, counts = np.unique(z[z > 0], return_counts=True)
+    return {gemmi.Element(int(v)).name: float(c) for v, c in zip(values, counts, strict=True)}
+
+
+def atoms_of_split(rho: torch.Tensor, data, group: SpaceGroup, composition: dict[str, float]) -> AtomModel | None:
+    """``solve``'s atoms step on the map rho (X, Y, Z) of one synthetic crystal (``data``: a
+    :class:`~patterson.phasing.compare.SplitMaps` of one example, the map at the group's origin): its peaks become
+    atoms of ``composition``, refined against the measured work amplitudes in ``group`` and judged by R1-free (the
+    free reflections never read). None at lower resolution than :data:`ATOM_RESOLUTION`."""
+    measured = data.measured[0].numpy()
+    f = data.f_obs[0].numpy()[measured]
+    observed = ObservedData(data.hkl[measured], f, None, data.cell, data.d_min, math.inf, len(f), len(f), 1.0, [])
+    peaks = asu_peaks(rho, data.cell, group, composition, sum(composition.values()))
+    return solution_atoms(observed, data.free[0].numpy()[measured], group, peaks, composition, (None, "xray"))
 
 
 def judge_atoms(summary: dict, model: AtomModel | None) -> None:
@@ -368,6 +546,7 @@ def judge_atoms(summary: dict, model: AtomModel | None) -> None:
     summary["atoms"] = {
         "n": len(model), "elements": counts, "r1_work": model.r1_work, "r1_free": model.r1_free, "wr2": model.wr2,
         "solved": model.solved, "refinement": f"{model.cycles} L-BFGS steps on x, y, z and B_iso against the work F",
+        "minor_components": 0 if model.part is None else int((model.part == 2).sum()),
     }  # fmt: skip
     if model.solved and summary["verdict"] != "solved":
         summary["verdict"] = "solved"

@@ -51,10 +51,13 @@ def res_text(
     composition: dict[str, float],
     heights: np.ndarray | None = None,
     title: str = "patterson solution",
+    part: np.ndarray | None = None,
 ) -> str:
     """The .res file as text: TITL, CELL, ZERR, LATT, SYMM, SFAC, UNIT, the atoms (name, SFAC number, x y z, site
-    occupation 10 + multiplicity/K, U_iso Å²) in the order given, sites without an element as Q peaks (with their
-    height relative to the highest of ``heights``), HKLF 4, END."""
+    occupation 10 + multiplicity/K, U_iso Å²) in the order given, each of a disordered site's components in its
+    ``part`` (PART 1, PART 2, then PART 0), sites without an element as Q peaks (with their height relative to the
+    highest of ``heights``), HKLF 4, END. ``multiplicity`` (N,) is the occupancy × K (a minor component's share
+    included)."""
     k = len(group.rot)
     sfac = list(composition)
     latt, symm = latt_and_symm(group)
@@ -67,6 +70,7 @@ def res_text(
     counts: dict[str, int] = {}
     q_lines = []
     top = float(np.max(heights)) if heights is not None and len(heights) else 1.0
+    current = 0
     for i, (x, y, zz) in enumerate(np.asarray(frac).reshape(-1, 3)):
         sof, u, e = 10.0 + multiplicity[i] / k, float(u_iso[i]), elements[i]
         if e is None or e not in sfac:
@@ -75,6 +79,10 @@ def res_text(
             continue
         counts[e] = counts.get(e, 0) + 1
         name = f"{e}{counts[e]}"[:4]
+        wanted = int(part[i]) if part is not None else 0
+        if wanted != current:
+            lines.append(f"PART {wanted}")
+            current = wanted
         lines.append(f"{name:<4s} {sfac.index(e) + 1} {x:9.5f} {y:9.5f} {zz:9.5f} {sof:9.5f} {u:.5f}")
-    lines += q_lines + ["HKLF 4", "END", ""]
+    lines += (["PART 0"] if current else []) + q_lines + ["HKLF 4", "END", ""]
     return "\n".join(lines)

@@ -16,7 +16,6 @@ from tqdm import tqdm
 from patterson import runtime
 from patterson.cells import Cell
 from patterson.errors import PattersonError
-from patterson.evaluation.peaks import find_peaks
 from patterson.ideal import check_fits, parse_sequence
 from patterson.maps import density_from_f, f_from_density
 from patterson.networks import TrainedNetwork, find_checkpoint, shipped_networks
@@ -34,13 +33,13 @@ from patterson.phasing.validation import (
     free_set,
 )
 from patterson.physics import check_d_min, grid_shape, resolution_shells
-from patterson.solving.atoms import AtomModel, judge_atoms, solution_atoms
+from patterson.solving.atoms import AtomModel, asu_peaks, judge_atoms, solution_atoms
 from patterson.solving.data import ObservedData, prepare_data, unmeasured_hkl
 from patterson.solving.network import TRANSFERS, predict_density
 from patterson.solving.readers import read_reflections
 from patterson.solving.reflections import parse_composition, radiation_for
 from patterson.solving.routes import FLIP_SAMPLE_RATE, rank, routes
-from patterson.solving.symmetry import SymmetryFit, check_spacegroups, to_spacegroup, unique_peaks
+from patterson.solving.symmetry import SymmetryFit, check_spacegroups, to_spacegroup
 from patterson.symmetry import SpaceGroup
 
 log = logging.getLogger(__name__)
@@ -383,7 +382,7 @@ def _finish_route(config: SolveConfig, ctx: dict, phased: tuple, times: dict, wa
     phi = _final_phases(best, ctx["f_all"], ctx["hkl_all"], m, f000, cell, shape)  # every measured amplitude now
     phi, group, symmetry = _symmetry(config, refl.group, hkl, f_obs[0].numpy() * np.exp(1j * phi), data, warnings)
     rho = _map(f_obs, phi, f000, hkl, cell, shape)
-    unique = _peaks(rho, cell, group, composition, float(ctx["n_atoms"][0]))
+    unique = asu_peaks(rho, cell, group, composition, float(ctx["n_atoms"][0]))
     times["peaks"] = time.perf_counter() - t3
     with runtime.torch_threads(config.threads if config.threads is not None else 1):  # small sums: one thread
         model = solution_atoms(data, free, group, unique, composition, (refl.group, ctx["radiation"]))
@@ -407,26 +406,6 @@ def _map(f_obs: torch.Tensor, phi: np.ndarray, f000: float, hkl: np.ndarray, cel
     hkl0 = np.concatenate([np.zeros((1, 3), dtype=hkl.dtype), hkl])
     coeffs = torch.cat([torch.full((1, 1), f000, dtype=torch.complex128), coeffs], dim=-1)
     return density_from_f(coeffs, hkl0, cell, shape)[0]
-
-
-def _peaks(rho: torch.Tensor, cell: Cell, group: SpaceGroup, composition, n_atoms: float):
-    """The map's peaks, one per symmetry orbit in the asymmetric unit (at most 1.5× the atoms expected)."""
-    expected = sum(composition.values()) if composition else n_atoms
-    expected = expected if math.isfinite(expected) else 10.0  # a Wilson plot of degenerate data gives NaN
-    max_peaks = int(min(500, max(10, round(1.5 * expected))))
-    peaks = find_peaks(rho, cell, threshold=_peak_threshold(composition), min_separation=1.0, max_peaks=max_peaks)[0]
-    return unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=1.0)
-
-
-PEAK_THRESHOLD = 0.25  # peaks above this fraction of the highest, scaled by Z_lightest / Z_heaviest when known
-
-
-def _peak_threshold(composition: dict[str, float] | None) -> float:
-    """The peak search threshold: heights scale about as Z, so a light atom beside a heavy one needs a lower one."""
-    if not composition:
-        return PEAK_THRESHOLD
-    z = [gemmi.Element(e).atomic_number for e in composition]
-    return PEAK_THRESHOLD * min(z) / max(z)
 
 
 def _symmetry(config: SolveConfig, group: SpaceGroup | None, hkl, f: np.ndarray, data: ObservedData, warnings):
