@@ -10,7 +10,7 @@ python benchmarks/peptide_crystals.py --n 16 --budget-s 10 \
     --out /tmp/peptide_crystals_n16.json --table /tmp/peptide_crystals_n16.md
 
 # the run the docs quote (the "command" under "run" in the results file): 48 crystals per resolution at 10 s per
-# method (3,467 s wall: 106 s generating, 3,332 s phasing)
+# method (3,572 s wall: 97 s generating, 3,451 s phasing; dual-space's atoms step at 1.0 Å included)
 python benchmarks/peptide_crystals.py --n 48 --budget-s 10
 
 # the same 48 structures at 1.0 Å through `patterson evaluate` (one method; there the phasing grid is d / sample_rate)
