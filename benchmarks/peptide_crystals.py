@@ -19,7 +19,9 @@ budget (judged by the last) or the best round by R-free says ``solved``; the bes
 (:func:`patterson.phasing.compare.phase_within`, which ``patterson demo`` uses too).
 Chance: random phases with the true amplitudes. Solved: F-weighted phase error < 40° after the origin and hand
 search (:func:`patterson.evaluation.score_maps`); claimed: the method's verdict ``solved`` — for dual-space at
-atomic resolution (d ≤ 1.3 Å) also its refined atoms' (``solve``'s atoms step on its map:
+atomic resolution (d ≤ 1.3 Å) also its refined atoms' (``solve``'s atoms step on its map, when its R-free is
+below 0.75 of random phases' (:func:`patterson.solving.atoms.worth_atoms`; added after the quoted run, in which
+every map claimed through atoms was below 0.62):
 :func:`patterson.solving.atoms.atoms_of_split`; R1 on the free reflections ≤ 0.25, timed apart from the budget, as
 ``solve`` claims 6MW0); right: claimed and solved. One process per worker, one torch thread each.
 
@@ -52,7 +54,7 @@ from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.networks import open_network
 from patterson.phasing.compare import BUDGET_STARTS, phase_within, split_maps
 from patterson.phasing.learned import TASK, NetworkStep
-from patterson.solving.atoms import ATOM_RESOLUTION, atoms_of_split, cell_contents
+from patterson.solving.atoms import ATOM_RESOLUTION, atoms_of_split, cell_contents, worth_atoms
 from patterson.symmetry import SpaceGroup
 
 PRESET = "peptide-crystal"
@@ -118,7 +120,8 @@ def run_method(method: str, data, group: SpaceGroup, budget: float, seed: int,
         out |= {"verdict": check.verdict[0], "r_work": float(check.r_work[0]), "r_free": float(check.r_free[0]),
                 "r_free_random": float(check.r_free_random[0]), "rounds": rounds}  # fmt: skip
         out["claimed"] = out["verdict"] == "solved"
-    if method == "dual-space" and composition and data.d_min <= ATOM_RESOLUTION:
+    if method == "dual-space" and composition and data.d_min <= ATOM_RESOLUTION and worth_atoms(out["r_free"],
+                                                                                               out["r_free_random"]):
         out |= atoms_record(rho[0], data, group, composition)
         out["claimed"] = out["claimed"] or out["atoms_solved"]
     return out

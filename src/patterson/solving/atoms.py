@@ -522,6 +522,16 @@ def cell_contents(z: np.ndarray) -> dict[str, float]:
     return {gemmi.Element(int(v)).name: float(c) for v, c in zip(values, counts, strict=True)}
 
 
+ATOMS_WORTH = 0.75  # a map whose R-free is this fraction of random phases' or more goes to no atoms step (time only:
+# no map that the peptide-crystal benchmark claimed through atoms was above 0.62)
+
+
+def worth_atoms(r_free: float, r_free_random: float) -> bool:
+    """Whether a map's R-free is far enough below random phases' (:data:`ATOMS_WORTH`) to try its atoms: the atoms
+    step on a map little better than random costs most (its completion rounds) and claims nothing."""
+    return bool(r_free < ATOMS_WORTH * r_free_random)
+
+
 def atoms_of_split(rho: torch.Tensor, data, group: SpaceGroup, composition: dict[str, float]) -> AtomModel | None:
     """``solve``'s atoms step on the map rho (X, Y, Z) of one synthetic crystal (``data``: a
     :class:`~patterson.phasing.compare.SplitMaps` of one example, the map at the group's origin): its peaks become
