@@ -19,9 +19,9 @@ budget (judged by the last) or the best round by R-free says ``solved``; the bes
 (:func:`patterson.phasing.compare.phase_within`, which ``patterson demo`` uses too).
 Chance: random phases with the true amplitudes. Solved: F-weighted phase error < 40° after the origin and hand
 search (:func:`patterson.evaluation.score_maps`); claimed: the method's verdict ``solved`` — for dual-space at
-atomic resolution (d ≤ 1.3 Å) also its refined atoms' (``solve``'s atoms step on its map, when its R-free is
-below 0.75 of random phases' (:func:`patterson.solving.atoms.worth_atoms`; added after the quoted run, in which
-every map claimed through atoms was below 0.62):
+atomic resolution (d ≤ 1.3 Å) also its refined atoms' (``solve``'s atoms step on its map, moved to the group's
+origin first, when its R-free is below 0.75 of random phases' (:func:`patterson.solving.atoms.worth_atoms`); both
+added after the run docs/tables/peptide_crystals_table.md quotes; docs/phasing.md gives the rerun):
 :func:`patterson.solving.atoms.atoms_of_split`; R1 on the free reflections ≤ 0.25, timed apart from the budget, as
 ``solve`` claims 6MW0); right: claimed and solved. One process per worker, one torch thread each.
 

@@ -13,6 +13,11 @@ python benchmarks/peptide_crystals.py --n 16 --budget-s 10 \
 # method (3,572 s wall: 97 s generating, 3,451 s phasing; dual-space's atoms step at 1.0 Å included)
 python benchmarks/peptide_crystals.py --n 48 --budget-s 10
 
+# dual-space's claims through atoms after the origin step (atoms_of_split), dual-space and chance alone at 1.0 Å
+# (about 4 minutes) → benchmarks/results/peptide_crystals_atoms.json
+python benchmarks/peptide_crystals.py --methods dual-space chance --resolutions 1.0 \
+    --out benchmarks/results/peptide_crystals_atoms.json --table /tmp/peptide_crystals_atoms.md
+
 # the same 48 structures at 1.0 Å through `patterson evaluate` (one method; there the phasing grid is d / sample_rate)
 # patterson generate --preset peptide-crystal --source ../shared/data/pdb --n 1920 --seed 0 \
 #     --set 'splits=[0.95,0.025,0.025]' --set 'only_splits=["test"]' --set d_min=1.0 --set 'd_min_range=[1.0,1.0]' \

@@ -174,8 +174,12 @@ def test_the_atoms_step_claims_a_synthetic_peptide_crystal_from_its_true_map_and
     item = StoredDataset(tmp_path / "pc", "train", normalise=False)[0]
     data = split_maps([item], 1.0, sample_rate=2.0)
     group, composition = SpaceGroup.of(item["spacegroup"]), cell_contents(item["z"])
+    assert not group.is_p1  # P2₁: the origin matters
     right = atoms_of_split(data.truth[0], data, group, composition)
     assert right is not None and right.solved and right.r1_free < 0.2
+    elsewhere = torch.roll(data.truth[0], shifts=(3, 1, 5), dims=(0, 1, 2))  # an origin the group does not permit
+    moved = atoms_of_split(elsewhere, data, group, composition)  # back at the group's origin first, as in solve
+    assert moved is not None and moved.solved and moved.r1_free < 0.2
     phases = torch.rand(len(data.hkl), generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 * np.pi
     f = torch.polar(data.f_obs[0], phases)
     noise = density_from_f(f[None], data.hkl, data.cell, data.shape)[0]

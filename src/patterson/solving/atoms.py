@@ -27,12 +27,12 @@ import torch
 from patterson.cells import NEIGHBOUR_OFFSETS, Cell, frac_distances
 from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
-from patterson.maps import density_from_f
+from patterson.maps import density_from_f, f_from_density
 from patterson.minimize import lbfgs
 from patterson.physics import AtomBatch, grid_shape
 from patterson.physics import structure_factors as exact_structure_factors
 from patterson.solving.data import ObservedData
-from patterson.solving.symmetry import unique_peaks
+from patterson.solving.symmetry import to_spacegroup, unique_peaks
 from patterson.structures import atomic_numbers
 from patterson.symmetry import SpaceGroup
 
@@ -534,10 +534,17 @@ def worth_atoms(r_free: float, r_free_random: float) -> bool:
 
 def atoms_of_split(rho: torch.Tensor, data, group: SpaceGroup, composition: dict[str, float]) -> AtomModel | None:
     """``solve``'s atoms step on the map rho (X, Y, Z) of one synthetic crystal (``data``: a
-    :class:`~patterson.phasing.compare.SplitMaps` of one example, the map at the group's origin): its peaks become
-    atoms of ``composition``, refined against the measured work amplitudes in ``group`` and judged by R1-free (the
-    free reflections never read). None at lower resolution than :data:`ATOM_RESOLUTION`."""
+    :class:`~patterson.phasing.compare.SplitMaps` of one example): the map moved to the origin of ``group`` and
+    symmetrised as ``solve`` does (a map phased in P1, or by one of dual-space's P1 batches, sits at an origin of its
+    own), its peaks become atoms of ``composition``, refined against the measured work amplitudes in ``group`` and
+    judged by R1-free (the free reflections never read). None at lower resolution than :data:`ATOM_RESOLUTION`."""
     measured = data.measured[0].numpy()
+    if not group.is_p1:
+        f_map = f_from_density(rho[None], data.hkl, data.cell)[0].numpy()
+        f_sg, fit = to_spacegroup(data.hkl, f_map, data.cell, group, data.d_min)
+        if fit.consistent:
+            coeff = np.where(measured, data.f_obs[0].numpy(), 0.0) * np.exp(1j * np.angle(f_sg))
+            rho = density_from_f(torch.as_tensor(coeff)[None], data.hkl, data.cell, data.shape)[0]
     f = data.f_obs[0].numpy()[measured]
     observed = ObservedData(data.hkl[measured], f, None, data.cell, data.d_min, math.inf, len(f), len(f), 1.0, [])
     peaks = asu_peaks(rho, data.cell, group, composition, sum(composition.values()))
