@@ -112,6 +112,18 @@ def _expand(frac: torch.Tensor, group: SpaceGroup) -> torch.Tensor:
     return (torch.einsum("kij,nj->kni", rot, frac) + tran[:, None, :]).reshape(-1, 3)
 
 
+def _pair_distances(model: AtomModel, points: np.ndarray, cell: Cell, group: SpaceGroup) -> np.ndarray:
+    """(P, N) the shortest distance in Å from each point (P, 3) to each atom of the model over its images."""
+    images = _expand(torch.as_tensor(model.frac), group).numpy()  # (K·N, 3), operator-major
+    d = frac_distances(points, images, cell)  # (P, K·N)
+    return d.reshape(len(points), len(group.rot), len(model)).min(1)
+
+
+def _map_at(coeff: np.ndarray, hkl: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(P,) the map of the coefficients (M,) at fractional points (P, 3), summed directly."""
+    return (np.abs(coeff)[None] * np.cos(2 * np.pi * points @ hkl.T - np.angle(coeff)[None])).sum(1)
+
+
 def calculated_f(
     frac: torch.Tensor, z: torch.Tensor, b_iso: torch.Tensor, occ: torch.Tensor, hkl: np.ndarray, ctx: tuple
 ) -> torch.Tensor:
@@ -267,8 +279,8 @@ def _model_map_heights(model: AtomModel, p1: tuple[np.ndarray, np.ndarray, np.nd
     """(N,) the map of the observed work amplitudes with the model's phases at each atom (a direct sum over the P1
     reflections p1 = (f_obs (M,), hkl (M, 3) Friedel half, free (M,) bool), whose free ones are left out)."""
     f_obs, hkl, free = p1
-    phase = 2 * np.pi * (model.frac @ hkl.T) - np.angle(model_f(model, hkl, ctx).numpy())[None]  # (N, M)
-    return (np.where(free, 0.0, f_obs)[None] * np.cos(phase)).sum(1)
+    return _map_at(np.where(free, 0.0, f_obs) * np.exp(1j * np.angle(model_f(model, hkl, ctx).numpy())), hkl,
+                   model.frac)  # fmt: skip
 
 
 def reassign_elements(
@@ -324,8 +336,7 @@ def missing_peaks(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> 
     rho, _ = phased_map(model, p1, setting, d_min)
     peaks = find_peaks(rho, cell, threshold=0.05, min_separation=1.0, max_peaks=4 * len(model) + 50)[0]
     unique = unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=1.0)
-    images = _expand(torch.as_tensor(model.frac), group).numpy()  # (K·N, 3)
-    near = np.array([frac_distances(p[None], images, cell).min() for p in unique.frac])  # (P,) Å
+    near = _pair_distances(model, unique.frac, cell, group).min(1)  # (P,) Å
     reference = np.median(unique.height[near < 0.5]) if (near < 0.5).any() else unique.height.max()
     placed = ((near >= BONDED[0]) & (near <= BONDED[1])) | (near >= SOLVENT_DISTANCE)
     keep = np.flatnonzero(placed & (unique.height >= SOLVENT_HEIGHT * reference))
@@ -365,13 +376,6 @@ MINOR_OCC = (0.05, 0.95)  # the refined occupancy of a minor component; below 0.
 DISORDER_GAIN = 0.002  # the minor components are kept where R1 (work) falls by more than this
 
 
-def _pair_distances(model: AtomModel, points: np.ndarray, cell: Cell, group: SpaceGroup) -> np.ndarray:
-    """(P, N) the shortest distance in Å from each point (P, 3) to each atom of the model over its images."""
-    images = _expand(torch.as_tensor(model.frac), group).numpy()  # (K·N, 3), operator-major
-    d = frac_distances(points, images, cell)  # (P, K·N)
-    return d.reshape(len(points), len(group.rot), len(model)).min(1)
-
-
 def _across(point: np.ndarray, atom: int, model: AtomModel, cell: Cell, group: SpaceGroup) -> np.ndarray:
     """The point reflected through the nearest image of atom ``atom``: where anisotropy puts a twin peak."""
     images = _expand(torch.as_tensor(model.frac[atom : atom + 1]), group).numpy()  # (K, 3)
@@ -379,11 +383,6 @@ def _across(point: np.ndarray, atom: int, model: AtomModel, cell: Cell, group: S
     offsets = point - near - np.round(point - near) + np.array(NEIGHBOUR_OFFSETS)  # (27, 3)
     step = offsets[np.linalg.norm(offsets @ cell.orth.T, axis=1).argmin()]
     return point - 2 * step
-
-
-def _map_at(coeff: np.ndarray, hkl: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(P,) the map of the coefficients (M,) at fractional points (P, 3), summed directly."""
-    return (np.abs(coeff)[None] * np.cos(2 * np.pi * points @ hkl.T - np.angle(coeff)[None])).sum(1)
 
 
 def disorder_candidates(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> list[tuple]:
@@ -453,9 +452,8 @@ def add_disorder(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_min
     kept = (u >= 0.08) & (b_iso[n:] < B_LIMITS[1] * 0.99)  # (G,)
     factor = shares.base + shares.weight[:, kept] @ u[kept]  # dropped pairs: the partner whole again
     trial = dataclasses.replace(trial, frac=frac, b_iso=b_iso, occ=trial.occ * factor, cycles=trial.cycles + 40)
-    keep = np.concatenate([np.ones(n, dtype=bool), kept])
-    trial = trial.subset(keep)
-    trial.part[:n][(trial.part[:n] == 1) & (np.abs(factor[:n] - 1.0) < 1e-9)] = 0  # partners of dropped pairs
+    part = np.where((trial.part == 1) & (np.abs(factor - 1.0) < 1e-9), 0, trial.part)  # partners of dropped pairs
+    trial = dataclasses.replace(trial, part=part).subset(np.concatenate([np.ones(n, dtype=bool), kept]))
     trial = r_factors(trial, f_obs, sigma, hkl, free, setting)
     log.info("%d minor components tried, %d kept: R1 (work) %.4f → %.4f", len(candidates), int(kept.sum()),
              model.r1_work, trial.r1_work)  # fmt: skip
