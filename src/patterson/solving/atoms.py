@@ -374,6 +374,7 @@ NEIGHBOURS = 2.2  # Å: the atoms bonded to the one a minor component replaces l
 MIRROR = 0.5  # a peak with one at least this high across its atom is that atom's anisotropy, not a second site
 MINOR_OCC = (0.05, 0.95)  # the refined occupancy of a minor component; below 0.08 it is dropped
 DISORDER_GAIN = 0.002  # the minor components are kept where R1 (work) falls by more than this
+DISORDER_MAX_R1 = 0.20  # R1 (work) above this: what Fo − Fc shows is missing atoms (6MW0's waters), not disorder
 
 
 def _across(point: np.ndarray, atom: int, model: AtomModel, cell: Cell, group: SpaceGroup) -> np.ndarray:
@@ -510,7 +511,9 @@ def solution_atoms(
         if done is model:  # nothing kept: a further round would find the same peaks
             break
         model = done
-    return add_disorder(model, observed, p1, setting, data.d_min) if model.solved else model
+    if model.solved and model.r1_work <= DISORDER_MAX_R1:  # disorder last, on a model that explains the data
+        return add_disorder(model, observed, p1, setting, data.d_min)
+    return model
 
 
 def cell_contents(z: np.ndarray) -> dict[str, float]:
