@@ -6,8 +6,9 @@ atom, half of them β-sheet stacks; 3% amplitude noise, 5% of the reflections mi
 shipped density-modification network (the learned loop's step) held out as its test split (same seed and split
 fractions; checked against the entries it lists), at each resolution d: the preset with ``d_min_range`` [d, d] and
 its B at d (``b_range``, the preset's line from B 3 Å² at 0.8 Å to 15 Å² at 2.0 Å), so that the same crystals
-(same seed and index) appear at every resolution with the B the preset ties to it. A cell too long for the 64-point
-grid at d keeps the preset's coarser d (counted in ``coarser``).
+(same seed and index) appear at every resolution with the B the preset ties to it. The stored maps lie on a
+``GRID``-point grid (the preset's 64 points would hold cells only up to 31 Å long at 1.0 Å: 8 of 48 were kept at
+1.1–1.4 Å); a cell too long for it at d keeps a coarser d (counted in ``coarser``).
 
 Each structure is phased from its stored amplitudes (the free set never imposed) on a grid of its own cell with
 spacing ``--spacing`` (0.5 Å, the voxel the learned step was trained on; at most d/2), its truth made from its exact
@@ -20,9 +21,9 @@ budget (judged by the last) or the best round by R-free says ``solved``; the bes
 Chance: random phases with the true amplitudes. Solved: F-weighted phase error < 40° after the origin and hand
 search (:func:`patterson.evaluation.score_maps`); claimed: the method's verdict ``solved`` — for dual-space at
 atomic resolution (d ≤ 1.3 Å) also its refined atoms' (``solve``'s atoms step on its map, moved to the group's
-origin first, when its R-free is below 0.75 of random phases' (:func:`patterson.solving.atoms.worth_atoms`); both
+origin first, when its R-free is below 0.75 of random phases' (:func:`patterson.solving.structure.worth_atoms`); both
 added after the run docs/tables/peptide_crystals_table.md quotes; docs/phasing.md gives the rerun):
-:func:`patterson.solving.atoms.atoms_of_split`; R1 on the free reflections ≤ 0.25, timed apart from the budget, as
+:func:`patterson.solving.structure.atoms_of_split`; R1 on the free reflections ≤ 0.25, timed apart from the budget, as
 ``solve`` claims 6MW0); right: claimed and solved. One process per worker, one torch thread each.
 
     python benchmarks/peptide_crystals.py [--source ../shared/data/pdb] [--n 48] [--budget-s 10 [6 3]]
@@ -54,7 +55,7 @@ from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
 from patterson.networks import open_network
 from patterson.phasing.compare import BUDGET_STARTS, phase_within, split_maps
 from patterson.phasing.learned import TASK, NetworkStep
-from patterson.solving.atoms import ATOM_RESOLUTION, atoms_of_split, cell_contents, worth_atoms
+from patterson.solving.structure import ATOM_RESOLUTION, atoms_of_split, cell_contents, worth_atoms
 from patterson.symmetry import SpaceGroup
 
 PRESET = "peptide-crystal"
@@ -64,6 +65,7 @@ NAMES = {"dual-space": "dual-space", "charge-flip": "charge flipping", "hio": "H
          "histogram": "control (histogram step)", "chance": "chance (random phases)"}  # fmt: skip
 STARTS = BUDGET_STARTS  # random starts per round (charge flipping, HIO, learned, control)
 SPACING = 0.5  # Å: the phasing grid's spacing (at most d / 2), the voxel the learned step was trained on
+GRID = (96, 96, 96)  # the stored maps' grid: every cell of the preset to 1.0 Å (edges up to 47 Å)
 
 _WORKER: dict[str, Any] = {}  # per worker process: the learned loop's step, the datasets opened
 
@@ -75,7 +77,7 @@ def crystal_config(d: float, n: int, source: str, trained: dict, workers: int):
     b = overall_b(d, PRESETS[PRESET]["d_min_range"], PRESETS[PRESET]["b_range"])  # the preset's B at d
     return make_config(PRESET, source=source, n=math.ceil(n * sum(splits) / splits[2]), seed=trained["seed"],
                        splits=splits, only_splits=["test"], map_dtype="float32", d_min=d, d_min_range=(d, d),
-                       b_range=(b, b), chunk_size=max(1, math.ceil(n / workers)))  # fmt: skip
+                       b_range=(b, b), grid=GRID, chunk_size=max(1, math.ceil(n / workers)))  # fmt: skip
 
 
 def make_crystals(args, trained: dict, folder: Path, log) -> tuple[dict[float, Path], dict[str, float]]:
@@ -105,7 +107,7 @@ def run_method(method: str, data, group: SpaceGroup, budget: float, seed: int,
     """One method on one structure (:class:`~patterson.phasing.compare.SplitMaps` of one example) with ``budget``
     seconds (:func:`~patterson.phasing.compare.phase_within`), timed and scored; a crash is recorded, never
     raised. Dual-space maps (in the space group, at its origin) at atomic resolution also go through ``solve``'s
-    atoms step with the cell ``composition`` (:func:`~patterson.solving.atoms.atoms_of_split`, timed apart)."""
+    atoms step with the cell ``composition`` (:func:`~patterson.solving.structure.atoms_of_split`, timed apart)."""
     t = time.perf_counter()
     try:
         rho, check, rounds = phase_within(method, data, budget, seed, _WORKER.get("step"), group)
@@ -242,11 +244,12 @@ def render(results: dict) -> str:
                      f"{seconds} | {error} | {_atoms_cell(r)} |")  # fmt: skip
     held = results["held_out"]
     coarser = ", ".join(f"{d} Å: {c}" for d, c in results["coarser"].items())
+    grid = results.get("grid", [64])[0]  # runs before the grid was recorded used the preset's
     lines += ["", f"{results['n_per_resolution']} test crystals per resolution (the same crystals at each, B as the "
               f"preset ties it to d) from {len(held['entries'])} entries of `{results['source']}` held out by "
               f"{Path(results['step']).name} ({held['shared_entries']} shared with its training entries); "
-              f"kept at a coarser d by the 64-point grid: {coarser}. Generation {results['generation_s_total']:.0f} s, "
-              f"phasing {results['phasing_s']:.0f} s wall."]  # fmt: skip
+              f"kept at a coarser d by the {grid}-point grid: {coarser}. "
+              f"Generation {results['generation_s_total']:.0f} s, phasing {results['phasing_s']:.0f} s wall."]
     return "\n".join(lines) + "\n"
 
 
@@ -292,7 +295,7 @@ def run_all(args, log) -> dict[str, Any]:
             "preset": PRESET, "n_per_resolution": args.n, "budget_s": {f"{d:g}": b for d, b in budgets.items()},
             "spacing": args.spacing, "starts_per_round": STARTS, "workers": args.workers,
             "solved_threshold_deg": SOLVED_THRESHOLD_DEG, "step": str(network.path), "held_out": held,
-            "configs": configs, "coarser": coarser, "generation_s": generation,
+            "configs": configs, "grid": list(GRID), "coarser": coarser, "generation_s": generation,
             "generation_s_total": sum(generation.values()), "phasing_s": time.perf_counter() - t1,
             "wall_s": time.perf_counter() - t0, "run": run_metadata(), "rows": rows,
             "structures": records}  # fmt: skip

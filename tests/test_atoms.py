@@ -16,18 +16,16 @@ from patterson.solving import prepare_data, read_reflections
 from patterson.solving.atoms import (
     AtomModel,
     _expand,
-    add_disorder,
     assign_elements,
-    atoms_of_split,
     atoms_per_asu,
-    cell_contents,
     complete_model,
-    disorder_candidates,
     r_factors,
     reassign_elements,
     refine_atoms,
     scattering_power,
 )
+from patterson.solving.disorder import add_disorder, disorder_candidates
+from patterson.solving.structure import atoms_of_split, cell_contents
 from patterson.symmetry import SpaceGroup, images
 
 SMALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "small"

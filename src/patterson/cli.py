@@ -396,6 +396,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     atoms = s.get("atoms")
     n_minor = atoms.get("minor_components") if atoms else 0
     minor = f" ({n_minor} minor component{'s' if n_minor != 1 else ''})" if n_minor else ""
+    n_h = atoms.get("riding_hydrogens", 0) if atoms else 0
+    minor += f" and {n_h} riding H" if n_h else ""
     found = (f"{atoms['n']} atoms{minor} refined to R1 {atoms['r1_work']:.3f} (free {atoms['r1_free']:.3f})" if atoms
              else f"{s['n_peaks']} peaks")  # fmt: skip
     print(

@@ -26,7 +26,7 @@ from patterson.phasing import MethodRun, NetworkStep, SplitMaps, method_summary,
 from patterson.phasing.compare import WARM_UP, phase_within
 from patterson.phasing.projections import hio
 from patterson.phasing.validation import CrossValidation
-from patterson.solving.atoms import atoms_of_split, cell_contents, worth_atoms
+from patterson.solving.structure import atoms_of_split, cell_contents, worth_atoms
 from patterson.symmetry import SpaceGroup
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def phase_crystal(
     """Every method on one crystal with ``budget_s`` seconds each, scored: {method: MethodRun} and the rounds each
     ran (dual-space: 1, chance: 0). Dual-space's map (in the space group) then goes through ``solve``'s atoms step
     with the cell ``composition`` (:func:`claim_by_atoms`; its seconds are the method's too) unless its R-free is
-    little better than random phases' (:func:`~patterson.solving.atoms.worth_atoms`)."""
+    little better than random phases' (:func:`~patterson.solving.structure.worth_atoms`)."""
     runs, rounds = {}, {}
     for method in methods:
         t = time.perf_counter()
@@ -85,7 +85,7 @@ def phase_crystal(
 def claim_by_atoms(rho, data: SplitMaps, group: SpaceGroup, composition: dict[str, float],
                    check: CrossValidation) -> CrossValidation:  # fmt: skip
     """The verdict as ``solve`` gives it: the map's peaks as atoms of ``composition`` refined against the work
-    amplitudes (:func:`~patterson.solving.atoms.atoms_of_split`); where their R1 on the free reflections says
+    amplitudes (:func:`~patterson.solving.structure.atoms_of_split`); where their R1 on the free reflections says
     solved, so does the verdict (else the map's own stands)."""
     model = atoms_of_split(rho[0], data, group, composition)
     if model is None or not len(model) or not model.solved:

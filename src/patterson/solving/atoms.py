@@ -20,19 +20,17 @@ import logging
 import math
 from dataclasses import dataclass
 
-import gemmi
 import numpy as np
 import torch
 
-from patterson.cells import NEIGHBOUR_OFFSETS, Cell, frac_distances
+from patterson.cells import Cell, frac_distances
 from patterson.errors import PattersonError
 from patterson.evaluation.peaks import find_peaks
-from patterson.maps import density_from_f, f_from_density
+from patterson.maps import density_from_f
 from patterson.minimize import lbfgs
 from patterson.physics import AtomBatch, grid_shape
 from patterson.physics import structure_factors as exact_structure_factors
-from patterson.solving.data import ObservedData
-from patterson.solving.symmetry import to_spacegroup, unique_peaks
+from patterson.solving.symmetry import unique_peaks
 from patterson.structures import atomic_numbers
 from patterson.symmetry import SpaceGroup
 
@@ -51,7 +49,8 @@ class AtomModel:
     """Atoms of the asymmetric unit: frac (N, 3), elements (N,), b_iso (N,) Å², occ (N,) (chemical occupancy ×
     multiplicity / K: an atom on a special position has fewer distinct images), with R1 on the work and free
     reflections and wR2 (F²); part (N,) int or None: 0 ordered, 1 and 2 the major and minor components of
-    disordered sites (SHELX PART)."""
+    disordered sites (SHELX PART); hydrogens: riding H atoms (:class:`Riding`, placed by
+    :mod:`patterson.solving.hydrogens`) or None. ``len`` counts the non-H atoms, the ones refined."""
 
     frac: np.ndarray
     elements: np.ndarray
@@ -63,6 +62,7 @@ class AtomModel:
     scale: float = math.nan
     cycles: int = 0
     part: np.ndarray | None = None
+    hydrogens: Riding | None = None
 
     def __len__(self) -> int:
         return len(self.frac)
@@ -73,10 +73,29 @@ class AtomModel:
         return bool(self.r1_free <= SOLVED_R1_FREE)
 
     def subset(self, keep: np.ndarray) -> AtomModel:
-        """The model with only the atoms ``keep`` (N,) bool or indices selects."""
+        """The model with only the atoms ``keep`` (N,) bool or indices selects, without riding hydrogens (their
+        parents may be gone: place them again)."""
         part = None if self.part is None else self.part[keep]
         return dataclasses.replace(self, frac=self.frac[keep], elements=self.elements[keep], b_iso=self.b_iso[keep],
-                                   occ=self.occ[keep], part=part)  # fmt: skip
+                                   occ=self.occ[keep], part=part, hydrogens=None)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Riding:
+    """Hydrogen atoms riding on their parents (SHELX AFIX): frac (H, 3), parent (H,) the index of the atom each
+    rides on, afix (H,) the SHELX AFIX code of its group (43 aromatic or sp2 CH, 13 tertiary CH, 23 CH2, 137 CH3),
+    b_iso (H,) Å², occ (H,) (as :class:`AtomModel`'s), part (H,) its parent's. Never refined: a fixed contribution
+    to F_calc while their parents are, and placed again after."""
+
+    frac: np.ndarray
+    parent: np.ndarray
+    afix: np.ndarray
+    b_iso: np.ndarray
+    occ: np.ndarray
+    part: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frac)
 
 
 def atoms_per_asu(composition: dict[str, float], group: SpaceGroup) -> dict[str, float]:
@@ -138,12 +157,23 @@ def calculated_f(
 
 
 def model_f(model: AtomModel, hkl: np.ndarray, ctx: tuple) -> torch.Tensor:
-    """(M,) complex structure factors of a model's atoms at P1 hkl (no gradients); ctx = (cell, group, form)."""
+    """(M,) complex structure factors of a model's atoms (its riding hydrogens included) at P1 hkl (no gradients);
+    ctx = (cell, group, form)."""
     with torch.no_grad():
-        return calculated_f(
+        f = calculated_f(
             torch.as_tensor(model.frac), torch.as_tensor(atomic_numbers(model.elements)),
             torch.as_tensor(model.b_iso), torch.as_tensor(model.occ), hkl, ctx,
         )  # fmt: skip
+        return f + hydrogen_f(model.hydrogens, hkl, ctx)
+
+
+def hydrogen_f(riding: Riding | None, hkl: np.ndarray, ctx: tuple) -> torch.Tensor | float:
+    """(M,) complex structure factors of riding hydrogens at P1 hkl (0.0 without any)."""
+    if riding is None or not len(riding):
+        return 0.0
+    with torch.no_grad():
+        return calculated_f(torch.as_tensor(riding.frac), torch.ones(len(riding), dtype=torch.long),
+                            torch.as_tensor(riding.b_iso), torch.as_tensor(riding.occ), hkl, ctx)  # fmt: skip
 
 
 def _scale(f_obs: torch.Tensor, f_calc_abs: torch.Tensor) -> torch.Tensor:
@@ -180,12 +210,14 @@ def _refine_once(model: AtomModel, f_obs: np.ndarray, hkl: np.ndarray, work: np.
     limits = shares.limits if shares is not None else (0.0, 1.0)
     base = torch.as_tensor(shares.base if shares is not None else np.ones(n), dtype=torch.float64)
     weight = torch.as_tensor(shares.weight if shares is not None else np.zeros((n, 0)), dtype=torch.float64)
+    riding = hydrogen_f(model.hydrogens, hkl_work, ctx)  # fixed while their parents move
+    riding = riding.to(torch.complex64) if torch.is_tensor(riding) else riding
 
     def loss(x: torch.Tensor) -> torch.Tensor:  # x = (xyz in Å (N·3), B (N), u (G)); F in float32 (3× faster)
         xyz, b_iso = x[: 3 * n].reshape(n, 3), x[3 * n : 4 * n]
         factor = (base + weight @ x[4 * n :].clamp(*limits)).float()
         fc = calculated_f((xyz / lengths).float(), z, b_iso.clamp(*B_LIMITS).float(), occ * factor, hkl_work, ctx)
-        fc = fc.abs().double()
+        fc = (fc + riding).abs().double()
         return ((fo - _scale(fo, fc).detach() * fc) ** 2).sum() / (fo**2).sum()
 
     start = shares.start if shares is not None else np.zeros(0)
@@ -363,212 +395,3 @@ def complete_model(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_m
              trial.r1_work, len(trial))  # fmt: skip
     return trial if len(trial) and trial.r1_work < model.r1_work - COMPLETION_GAIN else model
 
-
-# --- disorder: a second component where the difference map shows one --------------------------------------------
-
-DISORDER_SIGMA = 5.0  # a minor component's peak in the Fo − Fc map reaches this many r.m.s. of the map
-SPLIT = (0.6, 1.15)  # Å from the atom it replaces: closer is anisotropy or a shift, farther an atom of its own
-BOND = (1.15, 1.8)  # Å: a minor atom of its own (taken as C) is bonded to the model this far from its nearest atom
-BOND_KEPT = 0.25  # Å: a minor component keeps a bond of the atom it replaces to within this
-NEIGHBOURS = 2.2  # Å: the atoms bonded to the one a minor component replaces lie closer than this
-MIRROR = 0.5  # a peak with one at least this high across its atom is that atom's anisotropy, not a second site
-MINOR_OCC = (0.05, 0.95)  # the refined occupancy of a minor component; below 0.08 it is dropped
-DISORDER_GAIN = 0.002  # the minor components are kept where R1 (work) falls by more than this
-DISORDER_MAX_R1 = 0.20  # R1 (work) above this: what Fo − Fc shows is missing atoms (6MW0's waters), not disorder
-
-
-def _across(point: np.ndarray, atom: int, model: AtomModel, cell: Cell, group: SpaceGroup) -> np.ndarray:
-    """The point reflected through the nearest image of atom ``atom``: where anisotropy puts a twin peak."""
-    images = _expand(torch.as_tensor(model.frac[atom : atom + 1]), group).numpy()  # (K, 3)
-    near = images[frac_distances(point[None], images, cell)[0].argmin()]
-    offsets = point - near - np.round(point - near) + np.array(NEIGHBOUR_OFFSETS)  # (27, 3)
-    step = offsets[np.linalg.norm(offsets @ cell.orth.T, axis=1).argmin()]
-    return point - 2 * step
-
-
-def disorder_candidates(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> list[tuple]:
-    """Peaks of the Fo − Fc map (at least :data:`DISORDER_SIGMA` r.m.s.) shaped like the minor component of a
-    disordered site: :data:`SPLIT` from the atom it replaces, keeping one of that atom's bonds (:data:`BOND_KEPT`),
-    farther than :data:`SPLIT` from every other atom, and with no twin peak across the atom (:data:`MIRROR`); or an
-    atom of its own :data:`BOND` from the model (an H lies closer, a bond's density between two atoms). Returns
-    (frac (3,), multiplicity, element, the replaced atom or −1) for each, highest first."""
-    cell, group, _ = setting
-    rho, coeff = phased_map(model, p1, setting, d_min, difference=True)
-    rms, top = float(rho.std()), float(rho.max())
-    if top < DISORDER_SIGMA * rms:
-        return []
-    peaks = find_peaks(rho, cell, threshold=DISORDER_SIGMA * rms / top, min_separation=0.5, max_peaks=50)[0]
-    unique = unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=0.5)
-    if not len(unique.frac):
-        return []
-    to_atoms = _pair_distances(model, unique.frac, cell, group)  # (P, N)
-    bonds = _pair_distances(model, model.frac, cell, group)  # (N, N)
-    out = []
-    for point, mult, d in zip(unique.frac, unique.multiplicity, to_atoms, strict=True):
-        order = np.argsort(d)
-        atom, second = order[0], d[order[1]] if len(d) > 1 else np.inf
-        if BOND[0] <= d[atom] <= BOND[1]:
-            out.append((point, mult, "C", -1))
-        elif SPLIT[0] <= d[atom] < SPLIT[1] and second >= SPLIT[1]:
-            neighbours = np.flatnonzero((bonds[atom] > 0.5) & (bonds[atom] < NEIGHBOURS))
-            kept = (np.abs(d[neighbours] - bonds[atom, neighbours]) <= BOND_KEPT).any()
-            here, there = _map_at(coeff, p1[1], np.stack([point, _across(point, atom, model, cell, group)]))
-            if kept and there < MIRROR * here:
-                out.append((point, mult, str(model.elements[atom]), int(atom)))
-    return out[: max(2, len(model) // 4)]
-
-
-def _with_minor(model: AtomModel, candidates: list[tuple], k: int) -> tuple[AtomModel, Shares]:
-    """The model with the candidates appended as minor components (part 2; the atoms they replace part 1), and
-    the occupancy each pair shares: u on the minor atom, 1 − u on its partner (start 0.25)."""
-    n, g = len(model), len(candidates)
-    part = np.zeros(n + g, dtype=int) if model.part is None else np.concatenate([model.part, np.zeros(g, dtype=int)])
-    base, weight = np.ones(n + g), np.zeros((n + g, g))
-    for i, (_, _, _, partner) in enumerate(candidates):
-        base[n + i], weight[n + i, i], part[n + i] = 0.0, 1.0, 2
-        if partner >= 0:
-            weight[partner, i], part[partner] = -1.0, 1
-    b_minor = [model.b_iso[c[3]] if c[3] >= 0 else B_START for c in candidates]
-    trial = dataclasses.replace(
-        model, frac=np.concatenate([model.frac, np.array([c[0] for c in candidates])]),
-        elements=np.concatenate([model.elements, np.array([c[2] for c in candidates])]),
-        b_iso=np.concatenate([model.b_iso, b_minor]),
-        occ=np.concatenate([model.occ, np.array([c[1] for c in candidates], dtype=np.float64) / k]), part=part,
-    )  # fmt: skip
-    return trial, Shares(base, weight, np.full(g, 0.25), MINOR_OCC)
-
-
-def add_disorder(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_min: float) -> AtomModel:
-    """Minor components of disordered sites (:func:`disorder_candidates`), refined with their occupancies
-    (coordinates, B and the occupancy each pair shares) and kept where R1 on the work set falls by more than
-    :data:`DISORDER_GAIN`; components refined below 0.08 or to the B limit are dropped. ``data``, ``p1``,
-    ``setting`` as for :func:`complete_model`."""
-    candidates = disorder_candidates(model, p1, setting, d_min)
-    if not candidates:
-        return model
-    f_obs, sigma, hkl, free = data
-    trial, shares = _with_minor(model, candidates, len(setting[1].rot))
-    frac, b_iso, u = _refine_once(trial, f_obs, hkl, ~free, setting, 40, shares)
-    n = len(model)
-    kept = (u >= 0.08) & (b_iso[n:] < B_LIMITS[1] * 0.99)  # (G,)
-    factor = shares.base + shares.weight[:, kept] @ u[kept]  # dropped pairs: the partner whole again
-    trial = dataclasses.replace(trial, frac=frac, b_iso=b_iso, occ=trial.occ * factor, cycles=trial.cycles + 40)
-    part = np.where((trial.part == 1) & (np.abs(factor - 1.0) < 1e-9), 0, trial.part)  # partners of dropped pairs
-    trial = dataclasses.replace(trial, part=part).subset(np.concatenate([np.ones(n, dtype=bool), kept]))
-    trial = r_factors(trial, f_obs, sigma, hkl, free, setting)
-    log.info("%d minor components tried, %d kept: R1 (work) %.4f → %.4f", len(candidates), int(kept.sum()),
-             model.r1_work, trial.r1_work)  # fmt: skip
-    return trial if kept.any() and trial.r1_work < model.r1_work - DISORDER_GAIN else model
-
-
-# --- in solve ----------------------------------------------------------------------------------------------------
-
-ATOM_RESOLUTION = 1.3  # Å: at or better than this, peaks are atoms and are refined as such
-
-
-PEAK_THRESHOLD = 0.25  # peaks above this fraction of the highest, scaled by Z_lightest / Z_heaviest when known
-
-
-def asu_peaks(rho: torch.Tensor, cell: Cell, group: SpaceGroup, composition: dict[str, float] | None,
-              n_atoms: float):  # fmt: skip
-    """The map's (X, Y, Z) peaks, one per symmetry orbit in the asymmetric unit, at most 1.5× the atoms expected
-    (the contents, else ``n_atoms``), above :data:`PEAK_THRESHOLD` of the highest, scaled by Z_lightest / Z_heaviest
-    of the contents (heights scale about as Z, so a light atom beside a heavy one needs a lower threshold)."""
-    expected = sum(composition.values()) if composition else n_atoms
-    expected = expected if math.isfinite(expected) else 10.0  # a Wilson plot of degenerate data gives NaN
-    max_peaks = int(min(500, max(10, round(1.5 * expected))))
-    z = atomic_numbers(list(composition)) if composition else np.ones(1)
-    threshold = PEAK_THRESHOLD * float(z.min()) / float(z.max())
-    peaks = find_peaks(rho, cell, threshold=threshold, min_separation=1.0, max_peaks=max_peaks)[0]
-    return unique_peaks(peaks.frac, peaks.height, cell, group, min_separation=1.0)
-
-
-def solution_atoms(
-    data: ObservedData, free: np.ndarray, group: SpaceGroup, peaks, composition, about
-) -> AtomModel | None:
-    """The peaks as atoms of the cell contents, refined against the work amplitudes in ``group`` (the one the
-    outputs are written in); ``about`` = (the data's group, the radiation). None without a composition or at lower
-    resolution than :data:`ATOM_RESOLUTION`."""
-    data_group, radiation = about
-    if not composition or data.d_min > ATOM_RESOLUTION or not len(peaks.height):
-        return None
-    start = atoms_from_peaks(peaks.frac, peaks.height, peaks.multiplicity, composition, group)
-    if len(start) == 0:
-        return None
-    same = data_group is not None and data.orbit is not None and data_group.name == group.name
-    rep = np.unique(data.orbit, return_index=True)[1] if same else np.arange(len(data.hkl))  # one per orbit
-    sigf = data.sigf[rep] if data.sigf is not None else None
-    log.info("refining %d atoms against %d reflections", len(start), len(rep))
-    form = "electron" if radiation == "electron" else "it92"
-    observed = (data.f[rep], sigf, data.hkl[rep], free[rep])
-    model = refine_atoms(start, observed, data.cell, group, form=form)
-    if not len(model):
-        return model
-    p1, setting = (data.f, data.hkl, free), (data.cell, group, form)
-    model = reassign_elements(model, observed, p1, setting, composition)
-    for _ in range(0 if model.solved else COMPLETIONS):  # only a model that is not yet right is completed
-        done = complete_model(model, observed, p1, setting, data.d_min)
-        if done is model:  # nothing kept: a further round would find the same peaks
-            break
-        model = done
-    if model.solved and model.r1_work <= DISORDER_MAX_R1:  # disorder last, on a model that explains the data
-        return add_disorder(model, observed, p1, setting, data.d_min)
-    return model
-
-
-def cell_contents(z: np.ndarray) -> dict[str, float]:
-    """The cell contents {element: count} of atomic numbers z (padding zeros ignored), as a SHELX UNIT gives them."""
-    z = np.asarray(z)
-    values, counts = np.unique(z[z > 0], return_counts=True)
-    return {gemmi.Element(int(v)).name: float(c) for v, c in zip(values, counts, strict=True)}
-
-
-ATOMS_WORTH = 0.75  # a map whose R-free is this fraction of random phases' or more goes to no atoms step (time only:
-# no map that the peptide-crystal benchmark claimed through atoms was above 0.62)
-
-
-def worth_atoms(r_free: float, r_free_random: float) -> bool:
-    """Whether a map's R-free is far enough below random phases' (:data:`ATOMS_WORTH`) to try its atoms: the atoms
-    step on a map little better than random costs most (its completion rounds) and claims nothing."""
-    return bool(r_free < ATOMS_WORTH * r_free_random)
-
-
-def atoms_of_split(rho: torch.Tensor, data, group: SpaceGroup, composition: dict[str, float]) -> AtomModel | None:
-    """``solve``'s atoms step on the map rho (X, Y, Z) of one synthetic crystal (``data``: a
-    :class:`~patterson.phasing.compare.SplitMaps` of one example): the map moved to the origin of ``group`` and
-    symmetrised as ``solve`` does (a map phased in P1, or by one of dual-space's P1 batches, sits at an origin of its
-    own), its peaks become atoms of ``composition``, refined against the measured work amplitudes in ``group`` and
-    judged by R1-free (the free reflections never read). None at lower resolution than :data:`ATOM_RESOLUTION`."""
-    measured = data.measured[0].numpy()
-    if not group.is_p1:
-        f_map = f_from_density(rho[None], data.hkl, data.cell)[0].numpy()
-        f_sg, fit = to_spacegroup(data.hkl, f_map, data.cell, group, data.d_min)
-        if fit.consistent:
-            coeff = np.where(measured, data.f_obs[0].numpy(), 0.0) * np.exp(1j * np.angle(f_sg))
-            rho = density_from_f(torch.as_tensor(coeff)[None], data.hkl, data.cell, data.shape)[0]
-    f = data.f_obs[0].numpy()[measured]
-    observed = ObservedData(data.hkl[measured], f, None, data.cell, data.d_min, math.inf, len(f), len(f), 1.0, [])
-    peaks = asu_peaks(rho, data.cell, group, composition, sum(composition.values()))
-    return solution_atoms(observed, data.free[0].numpy()[measured], group, peaks, composition, (None, "xray"))
-
-
-def judge_atoms(summary: dict, model: AtomModel | None) -> None:
-    """summary.json's ``atoms`` block; refined atoms whose R1 on the never-fitted free reflections is at most
-    :data:`~patterson.solving.atoms.SOLVED_R1_FREE` make the verdict ``solved`` (the map's own verdict is kept as
-    ``map_verdict``)."""
-    summary["map_verdict"] = summary["verdict"]
-    if model is None:
-        summary["atoms"] = None
-        return
-    counts = {str(e): int(n) for e, n in zip(*np.unique(model.elements, return_counts=True), strict=True)}
-    summary["atoms"] = {
-        "n": len(model), "elements": counts, "r1_work": model.r1_work, "r1_free": model.r1_free, "wr2": model.wr2,
-        "solved": model.solved, "refinement": f"{model.cycles} L-BFGS steps on x, y, z and B_iso against the work F",
-        "minor_components": 0 if model.part is None else int((model.part == 2).sum()),
-    }  # fmt: skip
-    if model.solved and summary["verdict"] != "solved":
-        summary["verdict"] = "solved"
-        summary["verdict_explanation"] = (
-            f"solved: {len(model)} refined atoms give R1 {model.r1_free:.3f} on the free reflections, which neither "
-            f"the phasing nor the refinement ever used (right atoms give 0.05–0.25, wrong ones about 0.5 or more)."
-        )

@@ -105,7 +105,7 @@ def _res(solution: Solution, mult: np.ndarray) -> str:
     if atoms is not None and len(atoms):
         u = atoms.b_iso / (8 * math.pi**2)
         return res_text(solution.cell, group, atoms.frac, atoms.elements, atoms.occ * k, u, composition, None, title,
-                        atoms.part)
+                        atoms.part, atoms.hydrogens)
     order = np.argsort(-solution.peaks_height)
     elements = assign_elements(solution.peaks_height[order], mult[order], composition, group)
     u = np.full(len(order), B_START / (8 * math.pi**2))

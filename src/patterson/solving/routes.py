@@ -1,6 +1,6 @@
 """The routes ``solve --refine auto`` tries, cheapest first, and how their outcomes rank.
 
-Where atoms can be refined (d_min ≤ :data:`~patterson.solving.atoms.ATOM_RESOLUTION` and the cell contents known):
+Where atoms can be refined (d_min ≤ :data:`~patterson.solving.structure.ATOM_RESOLUTION` and the cell contents known):
 
 1. charge flipping on E, quick: :data:`FLIP_STARTS` starts on a d_min/2 grid, stopping once one has converged;
 2. charge flipping on E with every start and cycle on the d_min/3 grid;
@@ -20,7 +20,7 @@ import dataclasses
 import math
 from typing import Any
 
-from patterson.solving.atoms import ATOM_RESOLUTION
+from patterson.solving.structure import ATOM_RESOLUTION
 
 FLIP_STARTS = 2  # the first route's charge-flipping starts; it stops once one has converged (measured: 12/12)
 FLIP_SAMPLE_RATE = 2.0  # the first route flips on a grid of spacing d_min/2 (Nyquist); the map and peaks keep d_min/3

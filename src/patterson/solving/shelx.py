@@ -52,12 +52,14 @@ def res_text(
     heights: np.ndarray | None = None,
     title: str = "patterson solution",
     part: np.ndarray | None = None,
+    riding=None,
 ) -> str:
     """The .res file as text: TITL, CELL, ZERR, LATT, SYMM, SFAC, UNIT, the atoms (name, SFAC number, x y z, site
     occupation 10 + multiplicity/K, U_iso Å²) in the order given, each of a disordered site's components in its
     ``part`` (PART 1, PART 2, then PART 0), sites without an element as Q peaks (with their height relative to the
     highest of ``heights``), HKLF 4, END. ``multiplicity`` (N,) is the occupancy × K (a minor component's share
-    included)."""
+    included). ``riding``: a :class:`~patterson.solving.atoms.Riding` whose hydrogens follow their parents in
+    AFIX groups (U as −1.2 or −1.5 × the parent's, as SHELXL's HFIX writes them), where the SFAC names H."""
     k = len(group.rot)
     sfac = list(composition)
     latt, symm = latt_and_symm(group)
@@ -84,5 +86,23 @@ def res_text(
             lines.append(f"PART {wanted}")
             current = wanted
         lines.append(f"{name:<4s} {sfac.index(e) + 1} {x:9.5f} {y:9.5f} {zz:9.5f} {sof:9.5f} {u:.5f}")
+        if riding is not None and "H" in sfac:
+            lines += _afix_lines(riding, i, name[len(e):], sfac.index("H") + 1)
     lines += (["PART 0"] if current else []) + q_lines + ["HKLF 4", "END", ""]
     return "\n".join(lines)
+
+
+def _afix_lines(riding, parent: int, suffix: str, number: int) -> list[str]:
+    """The AFIX group of the hydrogens riding on atom ``parent`` (named H + the parent's number, A, B, C when
+    several), or no lines."""
+    rows = np.flatnonzero(riding.parent == parent)
+    if not len(rows):
+        return []
+    code = int(riding.afix[rows[0]])
+    ratio = 1.5 if code == 137 else 1.2
+    lines = [f"AFIX {code}"]
+    for n, j in enumerate(rows):
+        name = f"H{suffix}{'ABC'[n] if len(rows) > 1 else ''}"[:4]
+        x, y, zz = riding.frac[j]
+        lines.append(f"{name:<4s} {number} {x:9.5f} {y:9.5f} {zz:9.5f} {10.0 + riding.occ[j]:9.5f} {-ratio:.5f}")
+    return lines + ["AFIX 0"]

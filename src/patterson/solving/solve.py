@@ -33,12 +33,13 @@ from patterson.phasing.validation import (
     free_set,
 )
 from patterson.physics import check_d_min, grid_shape, resolution_shells
-from patterson.solving.atoms import AtomModel, asu_peaks, judge_atoms, solution_atoms
+from patterson.solving.atoms import AtomModel
 from patterson.solving.data import ObservedData, prepare_data, unmeasured_hkl
 from patterson.solving.network import TRANSFERS, predict_density
 from patterson.solving.readers import read_reflections
 from patterson.solving.reflections import parse_composition, radiation_for
 from patterson.solving.routes import FLIP_SAMPLE_RATE, rank, routes
+from patterson.solving.structure import asu_peaks, judge_atoms, solution_atoms
 from patterson.solving.symmetry import SymmetryFit, check_spacegroups, to_spacegroup
 from patterson.symmetry import SpaceGroup
 
