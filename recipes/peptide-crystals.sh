@@ -10,13 +10,16 @@ python benchmarks/peptide_crystals.py --n 16 --budget-s 10 \
     --out /tmp/peptide_crystals_n16.json --table /tmp/peptide_crystals_n16.md
 
 # the run the docs quote (the "command" under "run" in the results file): 48 crystals per resolution at 10 s per
-# method (3,572 s wall: 97 s generating, 3,451 s phasing; dual-space's atoms step at 1.0 Å included)
+# method, maps stored on a 96-point grid so every 1.0 Å crystal is at 1.0 Å (3,500 s wall: 107 s generating,
+# 3,367 s phasing; dual-space's atoms step at 1.0 Å included)
 python benchmarks/peptide_crystals.py --n 48 --budget-s 10
 
-# dual-space's claims through atoms after the origin step (atoms_of_split), dual-space and chance alone at 1.0 Å
-# (about 4 minutes) → benchmarks/results/peptide_crystals_atoms.json
-python benchmarks/peptide_crystals.py --methods dual-space chance --resolutions 1.0 \
-    --out benchmarks/results/peptide_crystals_atoms.json --table /tmp/peptide_crystals_atoms.md
+# dual-space with three and six times the budget, dual-space and chance alone at 1.0 Å (6 and ~10 minutes)
+# → benchmarks/results/peptide_crystals_dual30.json, peptide_crystals_dual60.json
+python benchmarks/peptide_crystals.py --methods dual-space chance --resolutions 1.0 --budget-s 30 \
+    --out benchmarks/results/peptide_crystals_dual30.json --table /tmp/peptide_crystals_dual30.md
+python benchmarks/peptide_crystals.py --methods dual-space chance --resolutions 1.0 --budget-s 60 \
+    --out benchmarks/results/peptide_crystals_dual60.json --table /tmp/peptide_crystals_dual60.md
 
 # the same 48 structures at 1.0 Å through `patterson evaluate` (one method; there the phasing grid is d / sample_rate)
 # patterson generate --preset peptide-crystal --source ../shared/data/pdb --n 1920 --seed 0 \
