@@ -395,10 +395,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         print(f"highest symmetry the P1 solution obeys: {top['spacegroup'] if top else 'none'} (summary.json){caveat}")
     atoms = s.get("atoms")
     n_minor = atoms.get("minor_components") if atoms else 0
-    minor = f" ({n_minor} minor component{'s' if n_minor != 1 else ''})" if n_minor else ""
     n_h = atoms.get("riding_hydrogens", 0) if atoms else 0
-    minor += f" and {n_h} riding H" if n_h else ""
-    found = (f"{atoms['n']} atoms{minor} refined to R1 {atoms['r1_work']:.3f} (free {atoms['r1_free']:.3f})" if atoms
+    besides = f" ({n_minor} minor component{'s' if n_minor != 1 else ''})" if n_minor else ""
+    besides += f" and {n_h} riding H" if n_h else ""
+    found = (f"{atoms['n']} atoms{besides} refined to R1 {atoms['r1_work']:.3f} (free {atoms['r1_free']:.3f})" if atoms
              else f"{s['n_peaks']} peaks")  # fmt: skip
     print(
         f"{s['verdict']}: {s['method']}, R-work {s['r_work']:.3f}, R-free {s['r_free']:.3f} "

@@ -2,8 +2,9 @@
 against the work amplitudes in the space group, and judged by R1 on the free reflections they were never fitted to.
 
 Peaks are one per symmetry orbit in the asymmetric unit (:func:`patterson.solving.symmetry.unique_peaks`). The
-highest take the heaviest elements, in the numbers the cell contents give per asymmetric unit (hydrogens are not
-placed: at this stage they are too weak to find). Refinement moves every atom and its isotropic B to minimise
+highest take the heaviest elements, in the numbers the cell contents give per asymmetric unit (hydrogens are too
+weak to find as peaks: :mod:`patterson.solving.hydrogens` places them from the refined atoms). Refinement moves
+every atom and its isotropic B to minimise
 
     Σ_work (|F_obs| − k |F_calc|)²,        F_calc(h) = Σ_atoms Σ_g occ f(s) exp(−B s²/4) exp(2πi h·(R_g x + t_g))
 
@@ -347,16 +348,21 @@ COMPLETIONS = 3  # rounds of completion of atoms that are not solved, while R1 (
 COMPLETION_GAIN = 0.005  # a completion is kept where R1 (work) falls by more than this (more atoms always fit it)
 
 
-def phased_map(model: AtomModel, p1: tuple, setting: tuple, d_min: float, difference: bool = False):
-    """The 2Fo − Fc map (X, Y, Z) (with ``difference`` the Fo − Fc map) phased by the model, of the work
-    reflections of p1 = (f_obs (M,), hkl (M, 3) P1 Friedel half, free (M,) bool), and its coefficients (M,)."""
+def map_coefficients(model: AtomModel, p1: tuple, setting: tuple, difference: bool = False) -> np.ndarray:
+    """(M,) the 2Fo − Fc (with ``difference`` Fo − Fc) coefficients phased by the model, of the work reflections of
+    p1 = (f_obs (M,), hkl (M, 3) P1 Friedel half, free (M,) bool); zero on the free ones."""
     f_obs, hkl, free = p1
-    cell = setting[0]
     fc = model_f(model, hkl, setting).numpy()
     k = _work_scale(f_obs, np.abs(fc), ~free)
     amplitude = f_obs - k * np.abs(fc) if difference else 2 * f_obs - k * np.abs(fc)
-    coeff = np.where(free, 0.0, amplitude) * np.exp(1j * np.angle(fc))
-    return density_from_f(torch.as_tensor(coeff)[None], hkl, cell, grid_shape(cell, d_min))[0], coeff
+    return np.where(free, 0.0, amplitude) * np.exp(1j * np.angle(fc))
+
+
+def phased_map(model: AtomModel, p1: tuple, setting: tuple, d_min: float, difference: bool = False):
+    """The map (X, Y, Z) of :func:`map_coefficients` on a grid fine enough for ``d_min``, and the coefficients."""
+    coeff = map_coefficients(model, p1, setting, difference)
+    cell = setting[0]
+    return density_from_f(torch.as_tensor(coeff)[None], p1[1], cell, grid_shape(cell, d_min))[0], coeff
 
 
 def missing_peaks(model: AtomModel, p1: tuple, setting: tuple, d_min: float) -> tuple[np.ndarray, ...]:

@@ -3,7 +3,7 @@
 The minor component of a disordered site lies 0.6–1.15 Å from the atom it replaces and keeps one of its bonds; an
 atom of its own (a minor group's atom with no major partner) lies a bond from the model. Each candidate shares its
 site's occupancy with its partner (u and 1 − u, :class:`~patterson.solving.atoms.Shares`), refined with x, y, z and B;
-the components are kept where R1 on the work set falls (docs/solving.md, "Disorder").
+the components are kept where R1 on the work set falls (docs/solving.md, "Atoms").
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ def add_disorder(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_min
     frac, b_iso, u = _refine_once(trial, f_obs, hkl, ~free, setting, 40, shares)
     n = len(model)
     kept = (u >= 0.08) & (b_iso[n:] < B_LIMITS[1] * 0.99)  # (G,)
+    if not kept.any():
+        return model
     factor = shares.base + shares.weight[:, kept] @ u[kept]  # dropped pairs: the partner whole again
     trial = dataclasses.replace(trial, frac=frac, b_iso=b_iso, occ=trial.occ * factor, cycles=trial.cycles + 40)
     part = np.where((trial.part == 1) & (np.abs(factor - 1.0) < 1e-9), 0, trial.part)  # partners of dropped pairs
@@ -131,6 +133,6 @@ def add_disorder(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_min
         trial = r_factors(trial, f_obs, sigma, hkl, free, setting)
     log.info("%d minor components tried, %d kept: R1 (work) %.4f → %.4f", len(candidates), int(kept.sum()),
              model.r1_work, trial.r1_work)  # fmt: skip
-    return trial if kept.any() and trial.r1_work < model.r1_work * (1 - DISORDER_GAIN) else model
+    return trial if trial.r1_work < model.r1_work * (1 - DISORDER_GAIN) else model
 
 

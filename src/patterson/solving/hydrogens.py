@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from patterson.cells import Cell
-from patterson.solving.atoms import AtomModel, Riding, _expand, _map_at, phased_map, r_factors
+from patterson.solving.atoms import AtomModel, Riding, _expand, _map_at, map_coefficients, r_factors
 from patterson.symmetry import SpaceGroup
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def place_hydrogens(model: AtomModel, data: tuple, p1: tuple, setting: tuple, d_
     R factors again; ``data``, ``p1``, ``setting`` as for :func:`patterson.solving.atoms.complete_model`."""
     cell, group, _ = setting
     heavy = dataclasses.replace(model, hydrogens=None)
-    _, coeff = phased_map(heavy, p1, setting, d_min, difference=True)
+    coeff = map_coefficients(heavy, p1, setting, difference=True)  # read at the methyls' H only: no grid map
     riding = riding_hydrogens(heavy, cell, group, lambda frac: _map_at(coeff, p1[1], frac))
     f_obs, sigma, hkl, free = data
     return r_factors(dataclasses.replace(heavy, hydrogens=riding), f_obs, sigma, hkl, free, setting)

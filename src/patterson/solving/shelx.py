@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 
 from patterson.cells import Cell
+from patterson.solving.hydrogens import U_RATIO
 from patterson.symmetry import SpaceGroup
 
 _LATT_NUMBER = {"P": 1, "I": 2, "R": 3, "F": 4, "A": 5, "B": 6, "C": 7}
@@ -99,7 +100,7 @@ def _afix_lines(riding, parent: int, suffix: str, number: int) -> list[str]:
     if not len(rows):
         return []
     code = int(riding.afix[rows[0]])
-    ratio = 1.5 if code == 137 else 1.2
+    ratio = U_RATIO[code]
     lines = [f"AFIX {code}"]
     for n, j in enumerate(rows):
         name = f"H{suffix}{'ABC'[n] if len(rows) > 1 else ''}"[:4]
