@@ -12,6 +12,8 @@ For each: its LLG and work E² correlation as placed, then after :func:`refine_l
 LLG on the work set, short distances restrained) its LLG, map CC against the deposited model and distance from the
 truth; and a cross-validated LLG: refined against a random half of the work reflections, scored on the other half.
 
+How far the refinement reaches: the nearest window superposed on the truth, turned and moved by ``REACH``, refined.
+
 Then the whole route on 5-residue windows: the rotation/translation search with a search model, its ``N_LLG``
 best poses by LLG refined, the best refined LLG kept — with the ideal strand and with the library's most typical
 5-residue strand (the window with most neighbours within 0.5 Å distance r.m.s.).
@@ -37,6 +39,7 @@ from patterson.phasing.placement import (
     placed_frac,
     search_poses,
     search_target,
+    skew,
 )
 from patterson.solving import prepare_data, read_reflections
 from patterson.structures import Atoms, atomic_numbers
@@ -46,6 +49,7 @@ from peptide_fragments import DATA, SETS, fragment_f, map_cc, model_f
 N_NEAREST = 5
 RIGHT_A = 1.0
 N_LLG = 30
+REACH = ((0.0, 0.0), (5.0, 0.5), (10.0, 1.0), (15.0, 1.5))  # (degrees, Å) a right placement is moved by
 ROUTE = PlacementOptions(angle_step=10.0, d_search=1.0, d_refine=None, n_rescore=400, max_clashes=0.2)
 
 
@@ -162,10 +166,33 @@ def route(judge: Judge, model_xyz: np.ndarray, label: str) -> dict:
         found.append((gain, judge.cell.to_fractional(refined), judge.distance(frac[i], n_res)))
     found.sort(key=lambda t: -t[0])
     near = [k for k, (_, _, d) in enumerate(found) if d < RIGHT_A]
+    within = sum(judge.distance(x, n_res) < RIGHT_A for x in frac)
     return {"model": label, "seconds": round(time.perf_counter() - t0, 1), "poses_searched": len(poses),
-            "right_start_ranks": near,
+            "poses_within_right_A": int(within), "right_start_ranks": near,
             "best": [{"refined_llg": round(g, 1), "refined_distance_A": round(judge.distance(fr, n_res), 2),
                       "refined_map_cc": judge.map_cc(fr, el)} for g, fr, _ in found[:3]]}  # fmt: skip
+
+
+def reach(judge: Judge, windows: np.ndarray) -> list[dict]:
+    """How far the refinement reaches: the nearest library window superposed on the truth, turned by an angle about
+    a random axis through its centre and moved by a distance, then refined (three random draws of each)."""
+    n_res, real = len(judge.sequence), judge.real
+    main4, el = np.tile([True, True, True, True, False], n_res), judge.elements(n_res, real)
+    best, _ = nearest(windows[:, main4], judge.truth[main4], 1)
+    on_truth = superpose(windows[best[0]][main4], judge.truth[main4], windows[best[0]])[real]
+    lik, rng, rows = likelihood_target(judge.target, atomic_numbers(el)), np.random.default_rng(0), []
+    for angle, shift in REACH:
+        for _ in range(3):
+            axis, step = rng.normal(size=3), rng.normal(size=3)
+            turn = torch.linalg.matrix_exp(skew(torch.as_tensor(axis / np.linalg.norm(axis) * np.radians(angle))))
+            centre = on_truth.mean(0)
+            start = (on_truth - centre) @ turn.numpy().T + centre + step / np.linalg.norm(step) * shift
+            refined, gain = refine_likelihood(lik, start)
+            rows.append({"angle_deg": angle, "shift_A": shift,
+                         "distance_A": round(judge.distance(judge.cell.to_fractional(start), n_res), 2),
+                         "refined_distance_A": round(judge.distance(judge.cell.to_fractional(refined), n_res), 2),
+                         "refined_llg": round(gain, 1)})  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -178,7 +205,8 @@ def main() -> None:
         typical = typical_strand(strand_windows(5))
         routes = [route(judge, ideal_main(5), "ideal strand, 5 residues"),
                   route(judge, typical, "library's typical strand, 5 residues")]  # fmt: skip
-        results["sets"][name] = {"sequence": judge.sequence, "placements": rows, "routes": routes}
+        results["sets"][name] = {"sequence": judge.sequence, "placements": rows, "routes": routes,
+                                 "reach": reach(judge, windows)}
         for kind in ("right", "wrong"):
             sel = [r for r in rows if r["kind"].startswith(kind)]
             print(f"{name} {kind} ({len(sel)}): refined LLG {min(r['refined_llg'] for r in sel):.0f}–"

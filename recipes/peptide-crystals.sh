@@ -26,3 +26,8 @@ python benchmarks/peptide_crystals.py --methods dual-space chance --resolutions 
 #     --set 'splits=[0.95,0.025,0.025]' --set 'only_splits=["test"]' --set d_min=1.0 --set 'd_min_range=[1.0,1.0]' \
 #     --set 'b_range=[5.0,5.0]' --set map_dtype=float32 --set chunk_size=24 --out data/peptide-1.0 --workers 2
 # patterson evaluate --method charge-flip --data data/peptide-1.0 --out eval/peptide-cf
+
+# the real peptides' fragment placements judged by the likelihood (#30): right and wrong placements of 5E5Z's and
+# 1YJP's main chain refined against the LLG, how far the refinement reaches, and the 5-residue route (~7 minutes)
+# → benchmarks/results/peptide_likelihood.json (docs/solving.md)
+python benchmarks/peptide_likelihood.py
