@@ -14,11 +14,13 @@ truth; and a cross-validated LLG: refined against a random half of the work refl
 
 How far the refinement reaches: the nearest window superposed on the truth, turned and moved by ``REACH``, refined.
 
+How close a search model must be: the route with library 5-residue windows 0.3–0.7 Å from the truth.
+
 Then the whole route on 5-residue windows: the rotation/translation search with a search model, its ``N_LLG``
 best poses by LLG refined, the best refined LLG kept — with the ideal strand and with the library's most typical
 5-residue strand (the window with most neighbours within 0.5 Å distance r.m.s.).
 
-    python benchmarks/peptide_likelihood.py    (about 5 minutes on 2 CPU cores)
+    python benchmarks/peptide_likelihood.py    (about 12 minutes on 2 CPU cores)
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from peptide_fragments import DATA, SETS, fragment_f, map_cc, model_f
 N_NEAREST = 5
 RIGHT_A = 1.0
 N_LLG = 30
+ACCURACY = (0.3, 0.4, 0.5, 0.6, 0.7)  # Å r.m.s. from the truth of the search models whose route is measured
 REACH = ((0.0, 0.0), (5.0, 0.5), (10.0, 1.0), (15.0, 1.5))  # (degrees, Å) a right placement is moved by
 ROUTE = PlacementOptions(angle_step=10.0, d_search=1.0, d_refine=None, n_rescore=400, max_clashes=0.2)
 
@@ -195,6 +198,21 @@ def reach(judge: Judge, windows: np.ndarray) -> list[dict]:
     return rows
 
 
+def accuracy(judge: Judge, windows5: np.ndarray) -> list[dict]:
+    """How close to the truth a search model must be: the route with library 5-residue windows at ``ACCURACY`` Å
+    r.m.s. from the deposited residues they cover best (two of each), its best refined pose right or not."""
+    truth, rows = judge.truth, []
+    spans = range(len(judge.sequence) - 4)
+    rms = {s: nearest(windows5, truth[5 * s : 5 * (s + 5)], 1)[1] for s in spans}
+    span = max(spans, key=lambda s: int((rms[s] < 0.5).sum()))  # the residues the library covers best
+    for target in ACCURACY:
+        for i in np.nonzero(np.abs(rms[span] - target) < 0.03)[0][:2]:
+            found = route(judge, windows5[i], f"library window {rms[span][i]:.2f} Å")
+            rows.append({"rms_A": round(float(rms[span][i]), 2), "residues": [span + 1, span + 5],
+                         "placed_right": found["best"][0]["refined_distance_A"] < RIGHT_A} | found)  # fmt: skip
+    return rows
+
+
 def main() -> None:
     torch.set_num_threads(2)
     results = {"run": run_metadata(), "right_A": RIGHT_A, "sets": {}}
@@ -202,11 +220,14 @@ def main() -> None:
         judge = Judge(name)
         windows = strand_windows(len(judge.sequence))
         rows = placements(judge, windows)
-        typical = typical_strand(strand_windows(5))
+        windows5 = strand_windows(5)
+        typical = typical_strand(windows5)
         routes = [route(judge, ideal_main(5), "ideal strand, 5 residues"),
                   route(judge, typical, "library's typical strand, 5 residues")]  # fmt: skip
         results["sets"][name] = {"sequence": judge.sequence, "placements": rows, "routes": routes,
-                                 "reach": reach(judge, windows)}
+                                 "reach": reach(judge, windows), "accuracy": accuracy(judge, windows5)}
+        right = [r["rms_A"] for r in results["sets"][name]["accuracy"] if r["placed_right"]]
+        print(f"{name}: placed right with search models at {right} Å r.m.s.", flush=True)
         for kind in ("right", "wrong"):
             sel = [r for r in rows if r["kind"].startswith(kind)]
             print(f"{name} {kind} ({len(sel)}): refined LLG {min(r['refined_llg'] for r in sel):.0f}–"
