@@ -17,7 +17,10 @@ structure factors (:func:`patterson.phasing.compare.split_maps`), by every metho
 flipping, HIO, the learned loop (the shipped density-modification network) and its non-learned control (the
 histogram step) in rounds of their default run with two new random starts, until the next round would end past the
 budget (judged by the last) or the best round by R-free says ``solved``; the best round by R-free is the answer
-(:func:`patterson.phasing.compare.phase_within`, which ``patterson demo`` uses too).
+(:func:`patterson.phasing.compare.phase_within`, which ``patterson demo`` uses too). ``fragments`` (not in the
+default run; the issue's "no extension" row): ``solve --sequence``'s route with the crystal's own sequence
+(:func:`patterson.phasing.peptide.fragment_phasing`, ``max_seconds`` = the budget, which bounds the building, not
+the placements before it), its model's phases polished on F and nothing after.
 Chance: random phases with the true amplitudes. Solved: F-weighted phase error < 40° after the origin and hand
 search (:func:`patterson.evaluation.score_maps`); claimed: the method's verdict ``solved`` — for dual-space at
 atomic resolution (d ≤ 1.3 Å) also its refined atoms' (``solve``'s atoms step on its map, moved to the group's
@@ -53,19 +56,23 @@ from patterson.datasets import PRESETS, StoredDataset, build_pool, generate, mak
 from patterson.datasets.peptides import overall_b
 from patterson.evaluation import score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
+from patterson.ideal import ONE_LETTER
 from patterson.maps import density_from_f
 from patterson.networks import open_network
 from patterson.phasing.compare import BUDGET_STARTS, phase_within, split_maps
 from patterson.phasing.learned import TASK, NetworkStep
+from patterson.phasing.peptide import PeptideOptions, fragment_phasing
 from patterson.solving.atoms import model_f
 from patterson.solving.structure import ATOM_RESOLUTION, atoms_of_split, cell_contents, worth_atoms
 from patterson.symmetry import SpaceGroup
 
 PRESET = "peptide-crystal"
 RESOLUTIONS = (1.0, 1.5, 2.0)
-METHODS = ("dual-space", "charge-flip", "hio", "learned", "histogram", "chance")
+METHODS = ("dual-space", "charge-flip", "hio", "learned", "histogram", "fragments", "chance")
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "fragments")  # the fragments route takes about a minute each
 NAMES = {"dual-space": "dual-space", "charge-flip": "charge flipping", "hio": "HIO", "learned": "learned loop",
-         "histogram": "control (histogram step)", "chance": "chance (random phases)"}  # fmt: skip
+         "histogram": "control (histogram step)", "fragments": "fragments from the sequence, no extension",
+         "chance": "chance (random phases)"}  # fmt: skip
 STARTS = BUDGET_STARTS  # random starts per round (charge flipping, HIO, learned, control)
 SPACING = 0.5  # Å: the phasing grid's spacing (at most d / 2), the voxel the learned step was trained on
 GRID = (96, 96, 96)  # the stored maps' grid: every cell of the preset to 1.0 Å (edges up to 47 Å)
@@ -106,14 +113,20 @@ def _init_worker() -> None:
 
 
 def run_method(method: str, data, group: SpaceGroup, budget: float, seed: int,
-               composition: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+               composition: dict[str, float] | None = None, sequence: str = "") -> dict[str, Any]:  # fmt: skip
     """One method on one structure (:class:`~patterson.phasing.compare.SplitMaps` of one example) with ``budget``
     seconds (:func:`~patterson.phasing.compare.phase_within`), timed and scored; a crash is recorded, never
     raised. Dual-space maps (in the space group, at its origin) at atomic resolution also go through ``solve``'s
     atoms step with the cell ``composition`` (:func:`~patterson.solving.structure.atoms_of_split`, timed apart)."""
     t = time.perf_counter()
     try:
-        rho, check, rounds = phase_within(method, data, budget, seed, _WORKER.get("step"), group)
+        if method == "fragments":  # the sequence's ideal strands placed and built, no density modification after
+            res = fragment_phasing(data.f_obs, data.hkl, data.cell, data.shape, sequence,
+                                   PeptideOptions(max_seconds=budget), f000=data.f000, group=group,
+                                   observed=data.measured, free=data.free)  # fmt: skip
+            rho, check, rounds = res.rho, res.validation, 1
+        else:
+            rho, check, rounds = phase_within(method, data, budget, seed, _WORKER.get("step"), group)
     except Exception as exc:  # noqa: BLE001 - a crash is a result
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "seconds": time.perf_counter() - t}
     seconds = time.perf_counter() - t
@@ -168,8 +181,15 @@ def phase_structure(task: tuple[str, int, float, tuple[str, ...], float, float])
               "n_reflections": len(data.hkl), "grid": list(data.shape), "methods": {}}  # fmt: skip
     group = SpaceGroup.of(item["spacegroup"])
     for method in methods:
-        record["methods"][method] = run_method(method, data, group, budget, index, cell_contents(item["z"]))
+        record["methods"][method] = run_method(method, data, group, budget, index, cell_contents(item["z"]),
+                                               sequence_of(labels[index]))  # fmt: skip
     return record
+
+
+def sequence_of(label: str) -> str:
+    """The one-letter sequence of a crystal's segment from its label ``entry/chain/seqid:RES,...``."""
+    one = {three: code for code, three in ONE_LETTER.items()}
+    return "".join(one[r.rsplit(":", 1)[-1]] for r in label.rsplit("/", 1)[-1].split(","))
 
 
 # --- the whole run -------------------------------------------------------------------------------------------------
@@ -280,7 +300,7 @@ def main() -> None:
     parser.add_argument("--budget-s", nargs="+", type=float, default=[10.0],
                         help="wall seconds per structure and method: one for every resolution, or one each")
     parser.add_argument("--spacing", type=float, default=SPACING, help="phasing grid spacing in Å (≤ d / 2)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     parser.add_argument("--resolutions", nargs="+", type=float, default=list(RESOLUTIONS))
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     parser.add_argument("--out", type=Path, default=RESULTS / "peptide_crystals.json")

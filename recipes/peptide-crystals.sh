@@ -31,3 +31,9 @@ python benchmarks/peptide_crystals.py --methods dual-space chance --resolutions 
 # 1YJP's main chain refined against the LLG, how far the refinement reaches, and the 5-residue route (~7 minutes)
 # → benchmarks/results/peptide_likelihood.json (docs/solving.md)
 python benchmarks/peptide_likelihood.py
+
+# the "no extension" row: solve --sequence's fragments route (ideal strands of each crystal's own sequence placed,
+# built out, phases polished on F, no density modification) at 1.5 and 2.0 Å, 60 s per crystal (~40 minutes)
+# → benchmarks/results/peptide_crystals_fragments60.json (docs/phasing.md)
+python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --budget-s 60 \
+    --out benchmarks/results/peptide_crystals_fragments60.json --table /tmp/peptide_crystals_fragments60.md
