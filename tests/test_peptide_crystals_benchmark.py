@@ -27,14 +27,14 @@ def load_benchmark(monkeypatch):
 def test_peptide_crystals_benchmark_core(monkeypatch, budget):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as `python benchmarks/peptide_crystals.py` has it
     bench = load_benchmark(monkeypatch)
-    args = argparse.Namespace(source="embedded", n=2, budget_s=[budget], methods=list(bench.METHODS), resolutions=[1.0],
-                              spacing=bench.SPACING, workers=2)  # fmt: skip
+    args = argparse.Namespace(source="embedded", n=2, budget_s=[budget], methods=list(bench.DEFAULT_METHODS),
+                              resolutions=[1.0], spacing=bench.SPACING, workers=2)  # fmt: skip
     messages: list[str] = []
     results = bench.run_all(args, messages.append)
     json.loads(json.dumps(results))  # JSON-serialisable as written
     assert results["held_out"]["checked"] and results["held_out"]["shared_entries"] == 0
     assert results["configs"]["1"]["preset"] == "peptide-crystal" and results["configs"]["1"]["d_min_range"] == [1, 1]
-    assert [(r["d_min"], r["method"]) for r in results["rows"]] == [(1.0, m) for m in bench.METHODS]
+    assert [(r["d_min"], r["method"]) for r in results["rows"]] == [(1.0, m) for m in bench.DEFAULT_METHODS]
     for row in results["rows"]:
         assert row["n"] == 2 and row["errors"] == 0 and 0 <= row["n_right"] <= row["n_claimed"] <= row["n"]
         assert 0 <= row["n_solved"] <= 2 and 0 <= row["median_phase_error_weighted_deg"] <= 180
@@ -47,4 +47,5 @@ def test_peptide_crystals_benchmark_core(monkeypatch, budget):
             assert v["verdict"] in ("solved", "uncertain", "not solved") and v["seconds"] > 0 and v["rounds"] >= 1
     assert len(messages) == 1 + 2
     table = bench.render(results)
-    assert table.count("\n| 1.0 |") == len(bench.METHODS) and "2 test crystals per resolution" in table
+    assert table.count("\n| 1.0 |") == len(bench.DEFAULT_METHODS) and "2 test crystals per resolution" in table
+    assert bench.sequence_of("4pbo/A/181:ASN,182:ARG,183:VAL,184:LYS") == "NRVK"  # the fragments method's sequence
