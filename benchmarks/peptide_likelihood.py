@@ -163,13 +163,14 @@ def route(judge: Judge, model_xyz: np.ndarray, label: str) -> dict:
                        torch.as_tensor(np.stack([p[2] for p in poses])), judge.cell).numpy()  # fmt: skip
     order = [i for i in np.argsort(-llg(lik, frac))
              if image_clashes(frac[i], judge.group, judge.cell, 1.8) <= 0.2 * len(xyz)][:N_LLG]  # fmt: skip
+    start = [judge.distance(x, n_res) for x in frac]  # (P,) each searched pose's distance from the truth
     found = []
     for i in order:
         refined, gain = refine_likelihood(lik, judge.cell.to_cartesian(frac[i]))
-        found.append((gain, judge.cell.to_fractional(refined), judge.distance(frac[i], n_res)))
+        found.append((gain, judge.cell.to_fractional(refined), start[i]))
     found.sort(key=lambda t: -t[0])
     near = [k for k, (_, _, d) in enumerate(found) if d < RIGHT_A]
-    within = sum(judge.distance(x, n_res) < RIGHT_A for x in frac)
+    within = sum(d < RIGHT_A for d in start)
     return {"model": label, "seconds": round(time.perf_counter() - t0, 1), "poses_searched": len(poses),
             "poses_within_right_A": int(within), "right_start_ranks": near,
             "best": [{"refined_llg": round(g, 1), "refined_distance_A": round(judge.distance(fr, n_res), 2),

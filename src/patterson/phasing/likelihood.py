@@ -30,8 +30,7 @@ import torch
 
 from patterson.minimize import lbfgs
 from patterson.phasing.building import restraint_pairs
-from patterson.phasing.placement import SearchTarget, images
-from patterson.physics import AtomBatch, structure_factors
+from patterson.phasing.placement import SearchTarget, intensities, per_shell
 
 VOLUME_PER_ATOM = 16.0  # Å³ per non-hydrogen atom in a peptide crystal's asymmetric unit, waters included
 MEAN_Z2 = 6.7**2  # the mean squared atomic number of C, N and O atoms
@@ -74,16 +73,7 @@ def likelihood_target(target: SearchTarget, z: np.ndarray, error_a: float = 0.5,
 def llg_terms(lik: Likelihood, frac: torch.Tensor, b_iso: float = 20.0) -> torch.Tensor:
     """(C, M) the log-likelihood gain of each reflection for C placements frac (C, N, 3) of the model (one copy;
     the images are added here); differentiable in frac."""
-    target, k = lik.target, len(lik.target.group.rot)
-    sites = images(frac, target.group)  # (C, K·N, 3)
-    zz = torch.as_tensor(np.tile(lik.z, k)).expand(sites.shape[0], -1)
-    ones = torch.ones(sites.shape[:2], dtype=sites.dtype)
-    i_calc = structure_factors(AtomBatch(sites, zz, ones * b_iso, ones, target.cell), target.hkl).abs() ** 2
-    shell = torch.as_tensor(target.shell)
-    n_shells = int(shell.max()) + 1
-    sums = torch.zeros(i_calc.shape[0], n_shells, dtype=i_calc.dtype).index_add_(1, shell, i_calc)
-    mean = sums / torch.bincount(shell, minlength=n_shells).to(i_calc.dtype)
-    e_calc = torch.sqrt(i_calc / mean[:, shell].clamp_min(1e-30) + 1e-12)  # (C, M)
+    e_calc = torch.sqrt(per_shell(lik.target, intensities(lik.target, frac, lik.z, b_iso)) + 1e-12)  # (C, M)
     sa, eo = lik.sigma_a, lik.e_obs
     v = 1 - sa**2
     both = (eo**2 + sa**2 * e_calc**2) / v

@@ -276,24 +276,33 @@ def placed_frac(xyz: torch.Tensor, rotation: torch.Tensor, translation: torch.Te
     return torch.einsum("ij,cjk,nk->cni", frac_m, rotation, xyz) + translation[:, None, :]
 
 
-def e2_correlation(target: SearchTarget, frac: torch.Tensor, z: np.ndarray, b_iso: float,
-                   occ: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
-    """(C,) the correlation of E_obs² and E_calc² over the target's reflections for C placements of the model,
-    frac (C, N, 3) (one copy; the images are added here), atomic numbers z (N,), occupancies occ (N,) (None: 1);
-    differentiable in frac."""
+def intensities(target: SearchTarget, frac: torch.Tensor, z: np.ndarray, b_iso: float,
+                occ: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
+    """(C, M) |F_calc|² at the target's reflections of C placements of the model, frac (C, N, 3) (one copy; the
+    images are added here), atomic numbers z (N,), one B, occupancies occ (N,) (None: 1); differentiable in frac."""
     sites = images(frac, target.group)  # (C, K·N, 3)
     k = len(target.group.rot)
     zz = torch.as_tensor(np.tile(z, k)).expand(sites.shape[0], -1)
     ones = torch.ones(sites.shape[:2], dtype=sites.dtype)
     weights = ones if occ is None else torch.as_tensor(np.tile(occ, k), dtype=sites.dtype).expand_as(ones)
-    batch = AtomBatch(sites, zz, ones * b_iso, weights, target.cell)
-    i_calc = structure_factors(batch, target.hkl).abs() ** 2  # (C, M)
+    return structure_factors(AtomBatch(sites, zz, ones * b_iso, weights, target.cell), target.hkl).abs() ** 2
+
+
+def per_shell(target: SearchTarget, i_calc: torch.Tensor) -> torch.Tensor:
+    """(C, M) intensities i_calc (C, M) over their mean in each of the target's resolution shells: E_calc²."""
     shell = torch.as_tensor(target.shell)
     n_shells = int(shell.max()) + 1
     sums = torch.zeros(i_calc.shape[0], n_shells, dtype=i_calc.dtype).index_add_(1, shell, i_calc)
     counts = torch.bincount(shell, minlength=n_shells).to(i_calc.dtype)
-    e2c = i_calc / (sums / counts)[:, shell]  # (C, M)
-    eo = torch.as_tensor(target.e2 - target.e2.mean(), dtype=i_calc.dtype)
+    return i_calc / (sums / counts)[:, shell]
+
+
+def e2_correlation(target: SearchTarget, frac: torch.Tensor, z: np.ndarray, b_iso: float,
+                   occ: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
+    """(C,) the correlation of E_obs² and E_calc² over the target's reflections for C placements of the model
+    (arguments as :func:`intensities`); differentiable in frac."""
+    e2c = per_shell(target, intensities(target, frac, z, b_iso, occ))  # (C, M)
+    eo = torch.as_tensor(target.e2 - target.e2.mean(), dtype=e2c.dtype)
     ec = e2c - e2c.mean(-1, keepdim=True)
     return (ec @ eo) / torch.sqrt((ec**2).sum(-1) * (eo**2).sum()).clamp_min(1e-30)
 
@@ -412,12 +421,8 @@ def distinct(target: SearchTarget, xyz: np.ndarray, z: np.ndarray, poses: list[t
     x = torch.as_tensor(xyz)
     rot = torch.as_tensor(np.stack([p[0] for p in poses]))
     tr = torch.as_tensor(np.stack([p[1] for p in poses]))
-    frac = placed_frac(x, rot, tr, target.cell)  # (C, N, 3)
     with torch.no_grad():
-        sites = images(frac, target.group)
-        zz = torch.as_tensor(np.tile(z, len(target.group.rot))).expand(sites.shape[0], -1)
-        ones = torch.ones(sites.shape[:2], dtype=sites.dtype)
-        i_calc = structure_factors(AtomBatch(sites, zz, ones * 20.0, ones, target.cell), target.hkl).abs() ** 2
+        i_calc = intensities(target, placed_frac(x, rot, tr, target.cell), z, 20.0)  # (C, M)
     centred = i_calc - i_calc.mean(-1, keepdim=True)
     centred = centred / torch.linalg.vector_norm(centred, dim=-1, keepdim=True).clamp_min(1e-30)
     similar = (centred @ centred.T).numpy()  # (C, C)
