@@ -33,6 +33,7 @@ import torch
 from _common import RESULTS, ROOT, run_metadata, write_json
 from patterson.cells import Cell
 from patterson.phasing.placement import PlacementOptions, e2_correlation, place_fragment, placed_frac, search_target
+from patterson.phasing.sheets import superposed as superpose
 from patterson.solving import prepare_data, read_reflections
 from patterson.structures import Atoms, atomic_numbers
 from patterson.symmetry import SpaceGroup
@@ -73,14 +74,6 @@ def strand_windows(length: int, folder: Path = CHAINS) -> np.ndarray:
                 continue
             windows.append(w.reshape(-1, 3))
     return np.array(windows)
-
-
-def superpose(x: np.ndarray, y: np.ndarray, moved: np.ndarray) -> np.ndarray:
-    """(K, 3) ``moved`` by the proper rotation and shift that take x (N, 3) onto y (N, 3) in least squares."""
-    xm, ym = x.mean(0), y.mean(0)
-    u, _, vt = np.linalg.svd((x - xm).T @ (y - ym))
-    rot = vt.T @ np.diag([1, 1, np.sign(np.linalg.det(vt.T @ u.T))]) @ u.T
-    return (moved - xm) @ rot.T + ym
 
 
 def nearest(windows: np.ndarray, truth: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

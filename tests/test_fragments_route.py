@@ -21,7 +21,7 @@ from patterson.structures import Atoms
 from test_placement import CELL, GROUP, _crystal
 
 PEPTIDES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-FAST = PeptideOptions(n_poses=1, refine_iter=20, max_seconds=0,
+FAST = PeptideOptions(n_poses=1, refine_iter=20, max_seconds=0, sheets=None,  # the ideal windows' search
                       placement=PlacementOptions(angle_step=15.0, d_search=2.5, n_rescore=8, n_refine=1,
                                                  refine_iter=20))  # fmt: skip
 

@@ -112,13 +112,16 @@ def coordinates(model: PeptideModel, p: torch.Tensor) -> torch.Tensor:
     return (xyz - ca) @ (rot @ _frame(n, ca, c).T).T + model.frame[1] + p[3:6]
 
 
-def start_model(sequence: str, window_start: int, placed_xyz: np.ndarray, conformation: str = "strand") -> PeptideModel:
+def start_model(sequence: str, window_start: int, placed_xyz: np.ndarray, conformation: str = "strand",
+                torsions: tuple[np.ndarray, np.ndarray] | None = None) -> PeptideModel:  # fmt: skip
     """The model of the whole ``sequence`` (with side chains) whose residue ``window_start`` sits on the placed
     window: placed_xyz (≥ 3, 3) Å holds the placed N, CA, C of that residue first (the atom order of
     :func:`patterson.ideal.ideal_peptide`). The window's residues are taken to run on to its end of the
-    placement; built: nothing yet."""
+    placement, at the conformation's (φ, ψ) or at ``torsions`` (φ (R,), ψ (R,) in radians); built: nothing yet."""
     top = topology(sequence, side_chains=True)
     phi, psi, chi = default_torsions(top, conformation)
+    if torsions is not None:
+        phi, psi = (torch.as_tensor(np.asarray(t, dtype=np.float64)) for t in torsions)
     placed = torch.as_tensor(np.asarray(placed_xyz[:3], dtype=np.float64))
     p = torch.cat([torch.zeros(6, dtype=torch.float64), phi, psi, chi.reshape(-1)])
     frame = (_frame(placed[0], placed[1], placed[2]), placed[1])

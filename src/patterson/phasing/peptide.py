@@ -41,8 +41,17 @@ from patterson.phasing.building import (
     start_model,
 )
 from patterson.phasing.dualspace import model_result
+from patterson.phasing.likelihood import likelihood_target, refine_likelihood
 from patterson.phasing.options import PhasingOptions
-from patterson.phasing.placement import PlacementOptions, images, place_fragment, placed_frac, search_target
+from patterson.phasing.placement import (
+    PlacementOptions,
+    SearchTarget,
+    images,
+    place_fragment,
+    placed_frac,
+    search_target,
+)
+from patterson.phasing.sheets import SheetOptions, chain_model, place_strands
 from patterson.phasing.starts import PhasingResult, prepare_starts
 from patterson.physics import AtomBatch, structure_factors
 from patterson.structures import Atoms, atomic_numbers, read_structure
@@ -65,6 +74,9 @@ class PeptideOptions:
     max_seconds : no further placement is built out once this many seconds have passed (the best one built so far
         is kept; at least one is always built; 0: no limit).
     n_polish : cycles of positivity on F that bring the built model's phases back to F (:func:`fragment_phasing`).
+    sheets : where the cell has a stacking axis (a strand every 4.8 Å), the β-sheet search of
+        :mod:`~patterson.phasing.sheets` places the whole main chain instead of step 1–2's ideal windows (None: the
+        ideal windows everywhere).
     placement, building : the options of the two steps.
     """
 
@@ -76,6 +88,7 @@ class PeptideOptions:
     restraint_weight: float = 1.0
     max_seconds: float = 180.0
     n_polish: int = 20
+    sheets: SheetOptions | None = field(default_factory=SheetOptions)
     placement: PlacementOptions = field(default_factory=PlacementOptions)
     building: BuildOptions = field(default_factory=BuildOptions)
 
@@ -161,12 +174,18 @@ def _phases(frac: np.ndarray, z: np.ndarray, b_iso: np.ndarray, hkl: np.ndarray,
         return structure_factors(batch, hkl)[0].numpy()
 
 
-def _refined(model: PeptideModel, data: tuple, options: PeptideOptions) -> tuple[np.ndarray, np.ndarray, float]:
-    """The built atoms refined with restraints: fractional coordinates (N, 3), B (N,), R on the work set."""
-    hkl, f, cell, group, work = data
+def _built(model: PeptideModel, target: SearchTarget) -> tuple[np.ndarray, float]:
+    """The built atoms (N, 3) Å refined to the largest LLG on the target, and that LLG."""
     with torch.no_grad():
         xyz = coordinates(model, model.params).numpy()[model.built]
     z = atomic_numbers(np.array(model.top.elements)[model.built])
+    return refine_likelihood(likelihood_target(target, z), xyz)
+
+
+def _refined(xyz: np.ndarray, z: np.ndarray, data: tuple,
+             options: PeptideOptions) -> tuple[np.ndarray, np.ndarray, float]:  # fmt: skip
+    """Atoms xyz (N, 3) Å refined with restraints: fractional coordinates (N, 3), B (N,), R on the work set."""
+    hkl, f, cell, group, work = data
     sel = np.ones(len(hkl), dtype=bool) if work is None else np.asarray(work, dtype=bool)
     xyz, b_iso, r = restrained_refine(xyz, z, (hkl[sel], f[sel]), cell, group, options.refine_iter,
                                       options.restraint_weight)  # fmt: skip
@@ -199,34 +218,43 @@ def phase_with_sequence(
     t0 = time.perf_counter()
     data = (np.asarray(hkl), np.asarray(f, dtype=np.float64), cell, group, work)
     target = search_target(data[0], data[1], cell, group, work, None)
-    candidates = _placements(seq, data, options)
+    chains = place_strands(seq, target, options.sheets, progress) if options.sheets is not None else []
+    if chains:  # whole main chains in sheets, each in its own register
+        candidates = [{"conformation": "sheet", "start": 0, "length": len(seq), "pose": i, "conformer": c.conformer,
+                       "register": c.start, "llg": round(c.llg, 2), "chain": c}
+                      for i, c in enumerate(chains)]  # fmt: skip
+    else:
+        candidates = _placements(seq, data, options)
     t1 = time.perf_counter()
-    chosen = _best_registers(seq, candidates, target, options)
+    chosen = candidates if chains else _best_registers(seq, candidates, target, options)
     t2 = time.perf_counter()
     best = None
     for i, c in enumerate(chosen):
         if best is not None and 0 < options.max_seconds < time.perf_counter() - t0:
             log.info("time budget of %.0f s spent: %d of %d placements built", options.max_seconds, i, len(chosen))
             break
-        model = start_model(seq, c["start"], c["placed"], c["conformation"])
+        model = chain_model(seq, c["chain"]) if "chain" in c else start_model(seq, c["start"], c["placed"],
+                                                                              c["conformation"])  # fmt: skip
         window = range(c["start"], c["start"] + c["length"])
         steps = build_window(model, target, window, options.building)
         steps += extend_model(model, target, window, options.building)
         c["built_cc"] = float(steps[-1].rsplit("CC ", 1)[1])
         c["built_atoms"] = int(model.built.sum())
-        log.info("window %s of %d residues at %d, pose %d: built %d atoms, CC %.3f", c["conformation"], c["length"],
-                 c["start"] + 1, c["pose"], c["built_atoms"], c["built_cc"])  # fmt: skip
-        if best is None or c["built_cc"] > best[0]["built_cc"]:
-            best = (c, model, steps)
+        xyz, gain = _built(model, target)
+        c["built_llg"] = round(gain, 2)
+        log.info("window %s of %d residues at %d, pose %d: built %d atoms, CC %.3f, LLG %.1f", c["conformation"],
+                 c["length"], c["start"] + 1, c["pose"], c["built_atoms"], c["built_cc"], gain)  # fmt: skip
+        if best is None or gain > best[0]["built_llg"]:
+            best = (c, model, steps, xyz)
         if progress is not None:
             progress(i + 1, len(chosen))
     t3 = time.perf_counter()
-    c, model, steps = best
-    frac, b_iso, r_work = _refined(model, data, options)
+    c, model, steps, xyz = best
     elements = np.array(model.top.elements)[model.built]
+    frac, b_iso, r_work = _refined(xyz, atomic_numbers(elements), data, options)
     f_calc = _phases(frac, atomic_numbers(elements), b_iso, data[0], cell, group)
     t4 = time.perf_counter()
-    tried = [{k: v for k, v in t.items() if k != "placed"} for t in candidates]
+    tried = [{k: v for k, v in t.items() if k not in ("placed", "chain")} for t in candidates]
     seconds = {"placement": t1 - t0, "registers": t2 - t1, "building": t3 - t2, "refinement": t4 - t3, "total": t4 - t0}
     return PeptideSolution(frac, elements, np.array(model.top.names)[model.built],
                            np.array(model.top.labels)[model.built], b_iso, c["built_cc"], r_work, np.angle(f_calc),

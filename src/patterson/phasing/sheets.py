@@ -1,0 +1,344 @@
+"""Placing β-strands in crystals of stacked peptides (amyloid-like steric zippers), where one strand repeats every
+4.8 Å along a cell axis.
+
+In such a crystal the strands are H-bonded into sheets along a lattice vector of about 4.8 Å (parallel strands,
+a pure translation) or 9.6 Å (two strands per repeat, e.g. antiparallel by a 2₁ screw): each strand's H-bond
+direction lies along that vector and its axis across it. That leaves one rotation angle free instead of three, so
+the search can afford what imprecise search models need:
+
+1. real strand shapes, not one ideal strand: the leaders of the largest clusters of 5-residue β-strand windows in
+   real chains (``weights/strands.json``, written by ``benchmarks/strand_conformers.py``);
+2. for each, rotations about every stacking axis (``angle_step``) with small tilts, a translation function
+   (:func:`~patterson.phasing.placement.translation_search`), and only the poses whose N atoms find O atoms of
+   other copies at H-bond distance (the sheet) kept;
+3. those ranked by the log-likelihood gain for a model of large error (``search_error_a``), the best refined
+   flexibly to the largest LLG (:func:`~patterson.phasing.likelihood.refine_likelihood`);
+4. each refined 5-residue strand grown to the whole sequence's main chain and Cβ in every register that keeps at
+   least ``min_overlap`` of its residues on the sequence (its own torsions, the ideal strand's beyond), refined
+   again; the whole chains are ranked by their LLG.
+
+Only the target's reflections (the work set) are read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from patterson.cells import Cell
+from patterson.errors import PattersonError
+from patterson.ideal import build_peptide, default_torsions, dihedral, parse_sequence, topology
+from patterson.phasing.building import PeptideModel, start_model
+from patterson.phasing.likelihood import likelihood_target, llg, refine_likelihood
+from patterson.phasing.placement import (
+    LATTICE_SHIFTS,
+    PlacementOptions,
+    SearchTarget,
+    image_clashes,
+    placed_frac,
+    translation_search,
+)
+from patterson.structures import atomic_numbers
+from patterson.symmetry import SpaceGroup
+
+log = logging.getLogger(__name__)
+
+STACKING_A = ((4.5, 5.1), (9.0, 10.2))  # Å: lattice vectors along which strands stack (one or two per repeat)
+STRANDS = Path(__file__).resolve().parents[1] / "weights" / "strands.json"
+H_BOND_A = (2.5, 3.6)  # N···O distances taken as a sheet's H-bond (lenient: search poses are a few tenths off)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SheetOptions:
+    """How :func:`place_strands` searches.
+
+    Attributes
+    ----------
+    n_conformers : how many of the shipped strand shapes are searched, most common first.
+    angle_step : spacing (degrees) of the rotation about a stacking axis; ``tilt_deg``: the strand's tilts tried
+        either way about the two axes across it.
+    n_peaks, grid_step : translation-function peaks per rotation and its grid (Å).
+    search_error_a : the coordinate error (Å) the poses are ranked for before refinement.
+    n_refine : poses of each conformer refined; ``n_chains``: whole chains returned.
+    min_overlap : residues of a grown strand that must lie on the sequence.
+    """
+
+    n_conformers: int = 8
+    angle_step: float = 3.0
+    tilt_deg: float = 6.0
+    n_peaks: int = 8
+    grid_step: float = 0.5
+    search_error_a: float = 1.0
+    n_refine: int = 5
+    n_chains: int = 3
+    min_overlap: int = 4
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.n_conformers and 0.5 <= self.angle_step <= 20 and 0 <= self.tilt_deg <= 20):
+            raise PattersonError("n_conformers must be at least 1, angle_step lie in 0.5–20° and tilt_deg in 0–20°")
+        if min(self.n_peaks, self.n_refine, self.n_chains, self.min_overlap) < 1:
+            raise PattersonError("n_peaks, n_refine, n_chains and min_overlap must be at least 1")
+
+
+@dataclass(frozen=True)
+class StrandChain:
+    """A placed main chain (and Cβ) of the whole sequence: xyz (N, 3) Å in the order of
+    :func:`patterson.ideal.topology` (no OXT), its elements (N,), its refined LLG, the conformer it grew from and
+    which residue of the sequence that conformer's first residue sits on (``start``, may be negative)."""
+
+    xyz: np.ndarray
+    elements: np.ndarray
+    llg: float
+    conformer: int
+    start: int
+
+
+# --- geometry of a stacked strand -----------------------------------------------------------------------------
+
+
+def stacking_axes(cell: Cell) -> list[np.ndarray]:
+    """Unit vectors (3,) of the lattice vectors whose length lies in :data:`STACKING_A`, one per direction."""
+    out: list[np.ndarray] = []
+    ticks = range(-2, 3)
+    for n in (np.array([i, j, k], dtype=float) for i in ticks for j in ticks for k in ticks):
+        v = cell.to_cartesian(n)
+        length = float(np.linalg.norm(v))
+        if any(lo <= length <= hi for lo, hi in STACKING_A):
+            u = v / length
+            if all(abs(float(u @ w)) < 0.999 for w in out):
+                out.append(u)
+    return out
+
+
+@cache
+def strand_conformers() -> np.ndarray:
+    """(K, 25, 3) the shipped 5-residue strand shapes (N, CA, C, O, CB per residue, centred), most common first."""
+    return np.array(json.loads(STRANDS.read_text())["xyz"], dtype=np.float64)
+
+
+def strand_frame(xyz: np.ndarray) -> np.ndarray:
+    """(3, 3) rows: a strand's axis (first CA to last), its H-bond direction (the alternating C=O bonds, across the
+    axis) and their cross product, for xyz (5·L, 3) of N, CA, C, O, CB per residue."""
+    res = xyz.reshape(-1, 5, 3)
+    ca, co = res[:, 1], res[:, 3] - res[:, 2]
+    axis = np.linalg.svd(ca - ca.mean(0))[2][0]
+    axis = axis if axis @ (ca[-1] - ca[0]) > 0 else -axis
+    sign = np.where(np.arange(len(co)) % 2 == 0, 1.0, -1.0)[:, None]
+    hb = (co / np.linalg.norm(co, axis=1, keepdims=True) * sign).sum(0)
+    hb = hb - (hb @ axis) * axis
+    hb /= np.linalg.norm(hb)
+    return np.stack([axis, hb, np.cross(axis, hb)])
+
+
+def _turn(axis: np.ndarray, angle_rad: float) -> np.ndarray:
+    """(3, 3) the rotation by an angle about a unit axis (Rodrigues)."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(angle_rad) * k + (1 - math.cos(angle_rad)) * k @ k
+
+
+def sheet_rotations(frame: np.ndarray, axes: list[np.ndarray], step_deg: float, tilt_deg: float) -> np.ndarray:
+    """(R, 3, 3) the rotations that put a strand of ``frame`` (:func:`strand_frame`) with its H-bond direction along
+    ±each stacking axis and its axis across it, every ``step_deg`` about the stacking axis, tilted by 0 and
+    ±``tilt_deg`` about the two axes across it."""
+    tilts = np.radians([0.0, -tilt_deg, tilt_deg] if tilt_deg > 0 else [0.0])
+    out = []
+    for u in axes:
+        p = np.cross(u, [1.0, 0, 0] if abs(u[0]) < 0.9 else [0, 1.0, 0])
+        p /= np.linalg.norm(p)
+        q = np.cross(u, p)
+        for theta in np.radians(np.arange(0.0, 360.0, step_deg)):
+            v = math.cos(theta) * p + math.sin(theta) * q
+            w = np.cross(v, u)
+            for flip in (1.0, -1.0):
+                base = np.stack([v, flip * u, flip * w]).T @ frame  # frame's rows onto v, ±u, ±w
+                out += [_turn(v, a) @ _turn(w, b) @ base for a in tilts for b in tilts]
+    return np.array(out)
+
+
+def sheet_hbonds(frac: np.ndarray, group: SpaceGroup, cell: Cell, chunk: int = 2048) -> np.ndarray:
+    """(P,) for P placements frac (P, 5·L, 3) of a strand (N, CA, C, O, CB per residue): how many of its N atoms
+    have an O atom of another copy (any operator, lattice neighbours) within :data:`H_BOND_A`."""
+    orth = torch.as_tensor(cell.orth, dtype=torch.float32)
+    shifts = torch.as_tensor(LATTICE_SHIFTS, dtype=torch.float32)  # (27, 3); (0, 0, 0) is index 13
+    out = []
+    for start in range(0, len(frac), chunk):
+        x = torch.as_tensor(frac[start : start + chunk], dtype=torch.float32)
+        n_at, o_at = x[:, 0::5], x[:, 3::5]  # (P, L, 3)
+        hit = torch.zeros(n_at.shape[:2], dtype=torch.bool)
+        for rot, tran in zip(group.rot, group.tran, strict=True):
+            itself = np.array_equal(rot, np.eye(3)) and not np.any(np.abs(tran) > 1e-9)
+            o_img = o_at @ torch.as_tensor(rot, dtype=torch.float32).T + torch.as_tensor(tran, dtype=torch.float32)
+            d = n_at[:, :, None, :] - o_img[:, None, :, :]
+            d = (d - torch.round(d))[:, :, :, None, :] + shifts  # (P, L, L, 27, 3)
+            r = torch.linalg.vector_norm(d @ orth.T, dim=-1)
+            bonded = (r > H_BOND_A[0]) & (r < H_BOND_A[1])
+            if itself:
+                bonded[..., 13] = False
+            hit |= bonded.flatten(2).any(-1)
+        out.append(hit.sum(-1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+# --- the search ------------------------------------------------------------------------------------------------
+
+STRAND_ELEMENTS = np.array(["N", "C", "C", "O", "C"] * 5)  # a conformer's atoms: N, CA, C, O, CB per residue
+
+
+def _distinct_peaks(heights: np.ndarray) -> np.ndarray:
+    """(R, P) bool: the translation-function peaks of each rotation that are not the copy of a higher one (origin
+    shifts the group allows give peaks of the same height)."""
+    keep = np.ones(heights.shape, dtype=bool)
+    for k in range(1, heights.shape[1]):
+        for m in range(k):
+            keep[:, k] &= ~np.isclose(heights[:, k], heights[:, m], rtol=1e-5, atol=1e-6)
+    return keep
+
+
+def search_conformer(target: SearchTarget, model: np.ndarray, options: SheetOptions) -> list[tuple[float, np.ndarray]]:
+    """The ``n_refine`` best placements of one strand (N, CA, C, O, CB per residue; (5·L, 3) Å) in sheet
+    orientations, each refined to the largest LLG: [(LLG, xyz (5·L, 3) Å)], best first."""
+    cell, group = target.cell, target.group
+    xyz = model - model.mean(axis=0)
+    z = atomic_numbers(np.resize(STRAND_ELEMENTS, len(xyz)))
+    rotations = sheet_rotations(strand_frame(xyz), stacking_axes(cell), options.angle_step, options.tilt_deg)
+    heights, trans = translation_search(target, xyz, z, rotations, PlacementOptions(grid_step=options.grid_step),
+                                        options.n_peaks)  # fmt: skip
+    keep = _distinct_peaks(heights).ravel()
+    rot = torch.as_tensor(np.repeat(rotations, options.n_peaks, axis=0)[keep])
+    frac = placed_frac(torch.as_tensor(xyz), rot, torch.as_tensor(trans.reshape(-1, 3)[keep]), cell).numpy()
+    frac = frac[sheet_hbonds(frac, group, cell) >= len(xyz) // 5 - 2]  # (P, 5·L, 3) poses in a sheet
+    coarse, fine = likelihood_target(target, z, options.search_error_a), likelihood_target(target, z)
+    gain = np.concatenate([llg(coarse, frac[a : a + 1024]) for a in range(0, len(frac), 1024)] or [np.zeros(0)])
+    out: list[tuple[float, np.ndarray]] = []
+    for i in np.argsort(-gain):
+        if image_clashes(frac[i], group, cell, 1.8) > 0.2 * len(xyz):
+            continue
+        refined, value = refine_likelihood(fine, cell.to_cartesian(frac[i]))
+        out.append((value, refined))
+        if len(out) == options.n_refine:
+            break
+    log.debug("strand search: %d rotations, %d sheet poses, best refined LLG %.1f", len(rotations), len(frac),
+              max((v for v, _ in out), default=float("nan")))  # fmt: skip
+    return sorted(out, key=lambda t: -t[0])
+
+
+def strand_torsions(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """φ (L,) and ψ (L,) in radians of a strand (N, CA, C, O, CB per residue): the first φ is the ideal strand's,
+    the last ψ is read from its C=O (ψ = N–CA–C–O + 180°)."""
+    r = xyz.reshape(-1, 5, 3)
+    phi = [math.radians(-120.0)] + [math.radians(dihedral(r[i - 1, 2], r[i, 0], r[i, 1], r[i, 2]))
+                                    for i in range(1, len(r))]  # fmt: skip
+    psi = [math.radians(dihedral(r[i, 0], r[i, 1], r[i, 2], r[i + 1, 0])) for i in range(len(r) - 1)]
+    psi.append(math.radians(dihedral(r[-1, 0], r[-1, 1], r[-1, 2], r[-1, 3]) + 180.0))
+    return np.array(phi), np.array(psi)
+
+
+def superposed(x: np.ndarray, y: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """(K, 3) ``moved`` by the proper rotation and shift that take x (N, 3) onto y (N, 3) in least squares."""
+    xm, ym = x.mean(0), y.mean(0)
+    u, _, vt = np.linalg.svd((x - xm).T @ (y - ym))
+    rot = vt.T @ np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))]) @ u.T
+    return (moved - xm) @ rot.T + ym
+
+
+def grow(sequence: str, strand: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole sequence's main chain and Cβ (xyz (N, 3) Å, elements (N,); :func:`patterson.ideal.topology` order
+    without OXT) with the placed strand's residue k on residue ``start`` + k: the strand's torsions there, the
+    ideal strand's elsewhere, superposed on the strand's N, CA, C, O where they overlap."""
+    top = topology(sequence)
+    phi, psi, chi = default_torsions(top)
+    s_phi, s_psi = strand_torsions(strand)
+    on = [k for k in range(len(s_phi)) if 0 <= start + k < len(sequence)]
+    for k in on:
+        if k > 0:
+            phi[start + k] = float(s_phi[k])
+        psi[start + k] = float(s_psi[k])
+    with torch.no_grad():
+        xyz = build_peptide(top, phi, psi, chi).numpy()
+    names, residue = np.array(top.names), top.residue
+    main = np.isin(names, ("N", "CA", "C", "O"))
+    mine = np.concatenate([strand.reshape(-1, 5, 3)[k, :4] for k in on])  # (4·overlap, 3)
+    theirs = np.concatenate([xyz[main & (residue == start + k)] for k in on])
+    keep = names != "OXT"
+    return superposed(theirs, mine, xyz[keep]), np.array(top.elements)[keep]
+
+
+def _same_chain(a: StrandChain, b: StrandChain, cell: Cell, within_a: float = 1.0) -> bool:
+    """Whether two chains lie on each other (mean distance of their atoms below ``within_a``, lattice wrapped)."""
+    d = cell.to_fractional(a.xyz) - cell.to_fractional(b.xyz)
+    d -= np.round(d - d.mean(axis=0))
+    return bool(np.linalg.norm(cell.to_cartesian(d - np.round(d.mean(axis=0))), axis=1).mean() < within_a)
+
+
+def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | None = None,
+                  progress: Callable[[int, int], None] | None = None,
+                  n_grow: int = 12) -> list[StrandChain]:  # fmt: skip
+    """The sequence's main chain placed as a strand of a sheet (see the module's steps): up to ``n_chains``
+    different whole chains, best LLG first; none where the cell has no stacking axis.
+
+    Parameters
+    ----------
+    sequence : one-letter residue codes of the peptide in the asymmetric unit.
+    target : the work reflections (:func:`~patterson.phasing.placement.search_target`).
+    options : :class:`SheetOptions` (None: the defaults).
+    progress : called with (conformers searched, conformers) after each.
+    n_grow : the refined strands (of all conformers, best LLG first) grown to the whole sequence.
+    """
+    options = options or SheetOptions()
+    seq = parse_sequence(sequence)
+    if not stacking_axes(target.cell):
+        return []
+    conformers = strand_conformers()[: options.n_conformers]
+    strands: list[tuple[float, np.ndarray, int]] = []
+    for k, model in enumerate(conformers):
+        strands += [(value, xyz, k) for value, xyz in search_conformer(target, model, options)]
+        if progress is not None:
+            progress(k + 1, len(conformers))
+    strands.sort(key=lambda t: -t[0])
+    least = min(options.min_overlap, len(seq))
+    chains: list[StrandChain] = []
+    lik = None
+    for _, strand, k in strands[:n_grow]:
+        width = len(strand) // 5
+        for start in range(least - width, len(seq) - least + 1):
+            xyz, elements = grow(seq, strand, start)
+            lik = lik or likelihood_target(target, atomic_numbers(elements))
+            refined, value = refine_likelihood(lik, xyz)
+            chains.append(StrandChain(refined, elements, value, k, start))
+    chains.sort(key=lambda c: -c.llg)
+    kept: list[StrandChain] = []
+    for c in chains:
+        if all(abs(c.llg - other.llg) > 1e-3 and not _same_chain(c, other, target.cell) for other in kept):
+            kept.append(c)
+        if len(kept) == options.n_chains:
+            break
+    log.info("sheet search: %d strands grown, best chain LLG %s", min(n_grow, len(strands)),
+             f"{kept[0].llg:.1f}" if kept else "-")  # fmt: skip
+    return kept
+
+
+def chain_model(sequence: str, chain: StrandChain) -> PeptideModel:
+    """The building's model of the whole sequence (side chains not yet built) on a placed chain: its own φ, ψ (the
+    first φ the ideal strand's; the last ψ from its C=O), anchored on the middle residue's N, CA, C."""
+    top = topology(sequence)
+    names, residue = np.array(top.names)[np.array(top.names) != "OXT"], top.residue[np.array(top.names) != "OXT"]
+
+    def atom(name: str, i: int) -> np.ndarray:
+        return chain.xyz[np.nonzero((names == name) & (residue == i))[0][0]]
+
+    n = len(sequence)
+    phi = [math.radians(-120.0)] + [math.radians(dihedral(atom("C", i - 1), atom("N", i), atom("CA", i), atom("C", i)))
+                                    for i in range(1, n)]  # fmt: skip
+    psi = [math.radians(dihedral(atom("N", i), atom("CA", i), atom("C", i), atom("N", i + 1))) for i in range(n - 1)]
+    psi.append(math.radians(dihedral(atom("N", n - 1), atom("CA", n - 1), atom("C", n - 1), atom("O", n - 1)) + 180))
+    anchor = n // 2
+    placed = np.stack([atom(a, anchor) for a in ("N", "CA", "C")])
+    return start_model(sequence, anchor, placed, "strand", (np.array(phi), np.array(psi)))
