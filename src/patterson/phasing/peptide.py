@@ -87,7 +87,7 @@ class PeptideOptions:
     refine_iter: int = 150
     restraint_weight: float = 1.0
     max_seconds: float = 180.0
-    n_polish: int = 20
+    n_polish: int = 0
     sheets: SheetOptions | None = field(default_factory=SheetOptions)
     placement: PlacementOptions = field(default_factory=PlacementOptions)
     building: BuildOptions = field(default_factory=BuildOptions)
