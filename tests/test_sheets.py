@@ -116,3 +116,12 @@ def test_solve_route_phases_a_sheet_crystal_from_its_sequence():
     res = fragment_phasing(f, hkl, CELL, grid_shape(CELL, 2.0), "AAAAA", options, group=GROUP, free=free)
     assert res.verdict[0] == "solved"
     assert float(align(f_true, torch.polar(f, res.phi_rad), hkl, CELL).score[0]) > 0.9
+
+
+def test_the_shipped_conformers_are_extended_strands():
+    conformers = strand_conformers()  # weights/strands.json, from benchmarks/strand_conformers.py
+    assert conformers.shape == (16, 25, 3) and np.abs(conformers.mean(1)).max() < 1e-3
+    residues = conformers.reshape(16, 5, 5, 3)
+    n_ca = np.linalg.norm(residues[:, :, 1] - residues[:, :, 0], axis=-1)
+    assert np.all((n_ca > 1.40) & (n_ca < 1.52))
+    assert np.all(np.linalg.norm(residues[:, 2:, 1] - residues[:, :-2, 1], axis=-1) >= 6.0 - 1e-3)  # extended

@@ -67,7 +67,8 @@ class SheetOptions:
         either way about the two axes across it.
     n_peaks, grid_step : translation-function peaks per rotation and its grid (Å).
     search_error_a : the coordinate error (Å) the poses are ranked for before refinement.
-    n_refine : poses of each conformer refined; ``n_chains``: whole chains returned.
+    n_refine : poses of each conformer refined; ``n_chains``: different placements returned (each in every
+        register).
     min_overlap : residues of a grown strand that must lie on the sequence.
     """
 
@@ -78,7 +79,7 @@ class SheetOptions:
     grid_step: float = 0.5
     search_error_a: float = 1.0
     n_refine: int = 5
-    n_chains: int = 3
+    n_chains: int = 2
     min_overlap: int = 4
 
     def __post_init__(self) -> None:
@@ -281,8 +282,9 @@ def _same_chain(a: StrandChain, b: StrandChain, cell: Cell, within_a: float = 1.
 def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   n_grow: int = 12) -> list[StrandChain]:  # fmt: skip
-    """The sequence's main chain placed as a strand of a sheet (see the module's steps): up to ``n_chains``
-    different whole chains, best LLG first; none where the cell has no stacking axis.
+    """The sequence's main chain placed as a strand of a sheet (see the module's steps): the ``n_chains`` best
+    different placements, each in every register (which residues the strand covers: the side chains built on them
+    tell), best LLG first; none where the cell has no stacking axis.
 
     Parameters
     ----------
@@ -304,25 +306,27 @@ def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | N
             progress(k + 1, len(conformers))
     strands.sort(key=lambda t: -t[0])
     least = min(options.min_overlap, len(seq))
-    chains: list[StrandChain] = []
+    grown: list[list[StrandChain]] = []  # per strand, its chain in every register
     lik = None
     for _, strand, k in strands[:n_grow]:
-        width = len(strand) // 5
+        width, chains = len(strand) // 5, []
         for start in range(least - width, len(seq) - least + 1):
             xyz, elements = grow(seq, strand, start)
             lik = lik or likelihood_target(target, atomic_numbers(elements))
             refined, value = refine_likelihood(lik, xyz)
             chains.append(StrandChain(refined, elements, value, k, start))
-    chains.sort(key=lambda c: -c.llg)
-    kept: list[StrandChain] = []
-    for c in chains:
-        if all(abs(c.llg - other.llg) > 1e-3 and not _same_chain(c, other, target.cell) for other in kept):
-            kept.append(c)
+        grown.append(sorted(chains, key=lambda c: -c.llg))
+    grown.sort(key=lambda chains: -chains[0].llg)
+    kept: list[list[StrandChain]] = []
+    for chains in grown:
+        best = chains[0]
+        if all(abs(best.llg - o[0].llg) > 1e-3 and not _same_chain(best, o[0], target.cell) for o in kept):
+            kept.append(chains)
         if len(kept) == options.n_chains:
             break
     log.info("sheet search: %d strands grown, best chain LLG %s", min(n_grow, len(strands)),
-             f"{kept[0].llg:.1f}" if kept else "-")  # fmt: skip
-    return kept
+             f"{kept[0][0].llg:.1f}" if kept else "-")  # fmt: skip
+    return sorted((c for chains in kept for c in chains), key=lambda c: -c.llg)
 
 
 def chain_model(sequence: str, chain: StrandChain) -> PeptideModel:
