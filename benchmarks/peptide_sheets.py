@@ -7,10 +7,12 @@ the chains :func:`~patterson.phasing.sheets.place_strands` returns with the defa
 scored against the deposited model: mean distance of corresponding main-chain and Cβ atoms after the origin shifts
 and operators of P2₁ (any register of the deposited chain), map CC of their phases (after the origin and hand
 search, as ``benchmarks/peptide_fragments.py`` scores) beside random phases; ``right``: within ``RIGHT_A`` Å in the
-sequence's own register. Then :func:`~patterson.phasing.peptide.phase_with_sequence` (the default options: the
-sheet search, side chains built on each chain, the best refined LLG kept) and the map CC of its phases.
+sequence's own register; ``ca_distance_any_register``: the CA atoms' mean distance in the best register shift and
+that shift (a right placement labelled one residue off shows as a small distance at shift ±1). Then
+:func:`~patterson.phasing.peptide.phase_with_sequence` (the default options: the sheet search, side chains built
+on each chain, the best refined LLG kept) and the map CC of its phases.
 
-    python benchmarks/peptide_sheets.py    (about 4 minutes on 2 CPU cores)
+    python benchmarks/peptide_sheets.py    (about 6 minutes on 2 CPU cores)
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import time
 import numpy as np
 
 from _common import RESULTS, run_metadata, write_json
+from patterson.ideal import topology
 from patterson.phasing.peptide import phase_with_sequence
 from patterson.phasing.sheets import SheetOptions, place_strands
+from peptide_conformers import pose_distance
 from peptide_fragments import map_cc
 from peptide_likelihood import Judge
 
@@ -35,6 +39,25 @@ def register_distance(judge: Judge, xyz: np.ndarray) -> float:
     return judge.distance(frac, len(judge.sequence))
 
 
+def shifted_distance(judge: Judge, chain) -> tuple[float, int]:
+    """The chain's CA atoms against the deposited ones in every register shift (at least 4 residues in common):
+    the smallest mean distance (Å) and its shift — a right placement whose residues are labelled one off."""
+    names = np.array(["N", "CA", "C", "O", "CB"] * len(judge.sequence))[judge.real]
+    truth_ca = judge.cell.to_fractional(judge.truth[judge.real][names == "CA"])
+    mine = judge.cell.to_fractional(chain.xyz)[_ca_index(judge.sequence)]
+    n, out = len(judge.sequence), (np.inf, 0)
+    for shift in range(-(n - 4), n - 3):
+        i = np.arange(max(0, -shift), min(n, n - shift))
+        out = min(out, (pose_distance(mine[i], truth_ca[i + shift], judge.cell, judge.group), shift))
+    return round(out[0], 2), out[1]
+
+
+def _ca_index(sequence: str) -> np.ndarray:
+    """The CA atoms' rows in a chain of :func:`patterson.ideal.topology` order without OXT."""
+    names = [n for n in topology(sequence).names if n != "OXT"]
+    return np.array([k for k, n in enumerate(names) if n == "CA"])
+
+
 def run_set(name: str) -> dict:
     judge = Judge(name)
     options = SheetOptions()
@@ -43,6 +66,7 @@ def run_set(name: str) -> dict:
     t1 = time.perf_counter()
     rows = [{"llg": round(c.llg, 1), "conformer": c.conformer, "register": c.start,
              "distance_A": round(register_distance(judge, c.xyz), 2),
+             "ca_distance_any_register": shifted_distance(judge, c),
              "map_cc": judge.map_cc(judge.cell.to_fractional(c.xyz), c.elements)} for c in chains]  # fmt: skip
     solution = phase_with_sequence(judge.sequence, judge.hkl, judge.f_work, judge.cell, judge.group, judge.work)
     t2 = time.perf_counter()

@@ -7,7 +7,7 @@ below ``RADIUS_A``, windows in a fixed random order); the leaders of the ``N_KEE
 first, are written to ``src/patterson/weights/strands.json`` (coordinates in Å, N, CA, C, O, CB per residue) and
 the cluster sizes to ``benchmarks/results/strand_conformers.json``.
 
-    python benchmarks/strand_conformers.py    (about 5 minutes on 2 CPU cores)
+    python benchmarks/strand_conformers.py    (about 1 minute on 2 CPU cores)
 """
 
 from __future__ import annotations

@@ -32,8 +32,15 @@ python benchmarks/peptide_crystals.py --methods dual-space chance --resolutions 
 # → benchmarks/results/peptide_likelihood.json (docs/solving.md)
 python benchmarks/peptide_likelihood.py
 
-# the "no extension" row: solve --sequence's fragments route (ideal strands of each crystal's own sequence placed,
-# built out, phases polished on F, no density modification) at 1.5 and 2.0 Å, 60 s per crystal (~40 minutes)
+# the strand shapes the β-sheet search ships (~1 minute) → src/patterson/weights/strands.json,
+# benchmarks/results/strand_conformers.json; then the sheet search on 5E5Z and 1YJP (~4 minutes)
+# → benchmarks/results/peptide_sheets.json (docs/solving.md)
+python benchmarks/strand_conformers.py
+python benchmarks/peptide_sheets.py
+
+# the "no extension" row: solve --sequence's fragments route (in cells with a 4.8/9.6 Å axis the β-sheet search,
+# elsewhere ideal strands of windows of each crystal's own sequence; built out, no density modification) at 1.5
+# and 2.0 Å, 60 s per crystal (~40 minutes)
 # → benchmarks/results/peptide_crystals_fragments60.json (docs/phasing.md)
 python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --budget-s 60 \
     --out benchmarks/results/peptide_crystals_fragments60.json --table /tmp/peptide_crystals_fragments60.md
