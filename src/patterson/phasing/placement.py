@@ -250,7 +250,7 @@ def _local_maxima(t_map: torch.Tensor, n_peaks: int) -> tuple[torch.Tensor, torc
         if t_map.shape[axis] > 1:
             peak &= (t_map >= t_map.roll(1, axis)) & (t_map >= t_map.roll(-1, axis))
     flat = t_map.reshape(len(t_map), -1)
-    z = (flat - flat.mean(-1, keepdim=True)) / flat.std(-1, keepdim=True).clamp_min(1e-12)
+    z = (flat - flat.mean(-1, keepdim=True)) / flat.std(-1, correction=0, keepdim=True).clamp_min(1e-12)
     masked = torch.where(peak.reshape(len(t_map), -1), z, torch.full_like(z, -torch.inf))
     height, index = masked.topk(min(n_peaks, flat.shape[1]), dim=-1)
     fallback = index[:, :1].expand_as(index)

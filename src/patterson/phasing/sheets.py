@@ -199,7 +199,7 @@ def _distinct_peaks(heights: np.ndarray) -> np.ndarray:
     keep = np.ones(heights.shape, dtype=bool)
     for k in range(1, heights.shape[1]):
         for m in range(k):
-            keep[:, k] &= ~np.isclose(heights[:, k], heights[:, m], rtol=1e-5, atol=1e-6)
+            keep[:, k] &= ~np.isclose(heights[:, k], heights[:, m], rtol=1e-5, atol=1e-6, equal_nan=True)
     return keep
 
 
@@ -219,9 +219,13 @@ def search_conformer(target: SearchTarget, model: np.ndarray, options: SheetOpti
     coarse, fine = likelihood_target(target, z, options.search_error_a), likelihood_target(target, z)
     gain = np.concatenate([llg(coarse, frac[a : a + 1024]) for a in range(0, len(frac), 1024)] or [np.zeros(0)])
     out: list[tuple[float, np.ndarray]] = []
+    seen: list[float] = []  # a pose equivalent to one refined already (an origin shift) has the same LLG
     for i in np.argsort(-gain):
+        if any(abs(gain[i] - g) < 1e-6 * max(1.0, abs(g)) for g in seen):
+            continue
         if image_clashes(frac[i], group, cell, 1.8) > 0.2 * len(xyz):
             continue
+        seen.append(float(gain[i]))
         refined, value = refine_likelihood(fine, cell.to_cartesian(frac[i]))
         out.append((value, refined))
         if len(out) == options.n_refine:
