@@ -73,7 +73,8 @@ class PeptideOptions:
     refine_iter, restraint_weight : the restrained refinement of the final atoms.
     max_seconds : no further placement is built out once this many seconds have passed (the best one built so far
         is kept; at least one is always built; 0: no limit).
-    n_polish : cycles of positivity on F that bring the built model's phases back to F (:func:`fragment_phasing`).
+    n_polish : cycles of positivity on F after the built model's phases are put on F (:func:`fragment_phasing`;
+        none by default: on a right model they made the phases worse).
     sheets : where the cell has a stacking axis (a strand every 4.8 Å), the β-sheet search of
         :mod:`~patterson.phasing.sheets` places the whole main chain instead of step 1–2's ideal windows (None: the
         ideal windows everywhere).
@@ -306,8 +307,9 @@ def fragment_phasing(
     progress: Callable[[int, int], None] | None = None,
 ) -> PhasingResult:
     """Phasing from a sequence or a model, as a phasing method: :func:`phase_with_sequence` (or the model placed)
-    on the work reflections of each structure, the model's phases brought to F and polished as dual-space's best
-    trial is (:func:`~patterson.phasing.dualspace.model_result`), cross-validated on the free set no step read.
+    on the work reflections of each structure, the model's phases put on F (and polished ``n_polish`` cycles) as
+    dual-space's best trial is (:func:`~patterson.phasing.dualspace.model_result`), cross-validated on the free set
+    no step read.
 
     Parameters
     ----------

@@ -67,8 +67,8 @@ class SheetOptions:
         either way about the two axes across it.
     n_peaks, grid_step : translation-function peaks per rotation and its grid (Å).
     search_error_a : the coordinate error (Å) the poses are ranked for before refinement.
-    n_refine : poses of each conformer refined; ``n_chains``: different placements returned (each in every
-        register).
+    n_refine : poses of each conformer refined; ``n_grow``: the refined strands (of all conformers, best LLG
+        first) grown to the whole sequence; ``n_chains``: different placements returned (each in every register).
     min_overlap : residues of a grown strand that must lie on the sequence.
     """
 
@@ -79,14 +79,15 @@ class SheetOptions:
     grid_step: float = 0.5
     search_error_a: float = 1.0
     n_refine: int = 5
+    n_grow: int = 12
     n_chains: int = 2
     min_overlap: int = 4
 
     def __post_init__(self) -> None:
         if not (1 <= self.n_conformers and 0.5 <= self.angle_step <= 20 and 0 <= self.tilt_deg <= 20):
             raise PattersonError("n_conformers must be at least 1, angle_step lie in 0.5–20° and tilt_deg in 0–20°")
-        if min(self.n_peaks, self.n_refine, self.n_chains, self.min_overlap) < 1:
-            raise PattersonError("n_peaks, n_refine, n_chains and min_overlap must be at least 1")
+        if min(self.n_peaks, self.n_refine, self.n_grow, self.n_chains, self.min_overlap) < 1:
+            raise PattersonError("n_peaks, n_refine, n_grow, n_chains and min_overlap must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -279,13 +280,13 @@ def grow(sequence: str, strand: np.ndarray, start: int) -> tuple[np.ndarray, np.
 def _same_chain(a: StrandChain, b: StrandChain, cell: Cell, within_a: float = 1.0) -> bool:
     """Whether two chains lie on each other (mean distance of their atoms below ``within_a``, lattice wrapped)."""
     d = cell.to_fractional(a.xyz) - cell.to_fractional(b.xyz)
-    d -= np.round(d - d.mean(axis=0))
-    return bool(np.linalg.norm(cell.to_cartesian(d - np.round(d.mean(axis=0))), axis=1).mean() < within_a)
+    d -= np.round(d.mean(axis=0))  # the whole chain by a lattice vector
+    d -= np.round(d - d.mean(axis=0))  # then each atom to its nearest image
+    return bool(np.linalg.norm(cell.to_cartesian(d), axis=1).mean() < within_a)
 
 
 def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | None = None,
-                  progress: Callable[[int, int], None] | None = None,
-                  n_grow: int = 12) -> list[StrandChain]:  # fmt: skip
+                  progress: Callable[[int, int], None] | None = None) -> list[StrandChain]:  # fmt: skip
     """The sequence's main chain placed as a strand of a sheet (see the module's steps): the ``n_chains`` best
     different placements, each in every register (which residues the strand covers: the side chains built on them
     tell), best LLG first; none where the cell has no stacking axis.
@@ -296,7 +297,6 @@ def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | N
     target : the work reflections (:func:`~patterson.phasing.placement.search_target`).
     options : :class:`SheetOptions` (None: the defaults).
     progress : called with (conformers searched, conformers) after each.
-    n_grow : the refined strands (of all conformers, best LLG first) grown to the whole sequence.
     """
     options = options or SheetOptions()
     seq = parse_sequence(sequence)
@@ -312,7 +312,7 @@ def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | N
     least = min(options.min_overlap, len(seq))
     grown: list[list[StrandChain]] = []  # per strand, its chain in every register
     lik = None
-    for _, strand, k in strands[:n_grow]:
+    for _, strand, k in strands[: options.n_grow]:
         width, chains = len(strand) // 5, []
         for start in range(least - width, len(seq) - least + 1):
             xyz, elements = grow(seq, strand, start)
@@ -328,7 +328,7 @@ def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | N
             kept.append(chains)
         if len(kept) == options.n_chains:
             break
-    log.info("sheet search: %d strands grown, best chain LLG %s", min(n_grow, len(strands)),
+    log.info("sheet search: %d strands grown, best chain LLG %s", min(options.n_grow, len(strands)),
              f"{kept[0][0].llg:.1f}" if kept else "-")  # fmt: skip
     return sorted((c for chains in kept for c in chains), key=lambda c: -c.llg)
 
