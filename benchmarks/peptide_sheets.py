@@ -22,9 +22,8 @@ import time
 import numpy as np
 
 from _common import RESULTS, run_metadata, write_json
-from patterson.ideal import topology
 from patterson.phasing.peptide import phase_with_sequence
-from patterson.phasing.sheets import SheetOptions, place_strands
+from patterson.phasing.sheets import SheetOptions, chain_atoms, place_strands
 from peptide_conformers import pose_distance
 from peptide_fragments import map_cc
 from peptide_likelihood import Judge
@@ -53,9 +52,8 @@ def shifted_distance(judge: Judge, chain) -> tuple[float, int]:
 
 
 def _ca_index(sequence: str) -> np.ndarray:
-    """The CA atoms' rows in a chain of :func:`patterson.ideal.topology` order without OXT."""
-    names = [n for n in topology(sequence).names if n != "OXT"]
-    return np.array([k for k, n in enumerate(names) if n == "CA"])
+    """The CA atoms' rows in a chain (:func:`patterson.phasing.sheets.chain_atoms` order)."""
+    return np.nonzero(chain_atoms(sequence)[0] == "CA")[0]
 
 
 def run_set(name: str) -> dict:

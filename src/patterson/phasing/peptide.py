@@ -252,8 +252,9 @@ def phase_with_sequence(
     t3 = time.perf_counter()
     c, model, steps, xyz = best
     elements = np.array(model.top.elements)[model.built]
-    frac, b_iso, r_work = _refined(xyz, atomic_numbers(elements), data, options)
-    f_calc = _phases(frac, atomic_numbers(elements), b_iso, data[0], cell, group)
+    z = atomic_numbers(elements)
+    frac, b_iso, r_work = _refined(xyz, z, data, options)
+    f_calc = _phases(frac, z, b_iso, data[0], cell, group)
     t4 = time.perf_counter()
     tried = [{k: v for k, v in t.items() if k not in ("placed", "chain")} for t in candidates]
     seconds = {"placement": t1 - t0, "registers": t2 - t1, "building": t3 - t2, "refinement": t4 - t3, "total": t4 - t0}

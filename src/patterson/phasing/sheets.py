@@ -236,14 +236,20 @@ def search_conformer(target: SearchTarget, model: np.ndarray, options: SheetOpti
     return sorted(out, key=lambda t: -t[0])
 
 
-def strand_torsions(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """φ (L,) and ψ (L,) in radians of a strand (N, CA, C, O, CB per residue): the first φ is the ideal strand's,
-    the last ψ is read from its C=O (ψ = N–CA–C–O + 180°)."""
-    r = xyz.reshape(-1, 5, 3)
-    phi = [math.radians(-120.0)] + [math.radians(dihedral(r[i - 1, 2], r[i, 0], r[i, 1], r[i, 2]))
-                                    for i in range(1, len(r))]  # fmt: skip
-    psi = [math.radians(dihedral(r[i, 0], r[i, 1], r[i, 2], r[i + 1, 0])) for i in range(len(r) - 1)]
-    psi.append(math.radians(dihedral(r[-1, 0], r[-1, 1], r[-1, 2], r[-1, 3]) + 180.0))
+def chain_atoms(sequence: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Names (N,), residue indices (N,) and elements (N,) of a chain's main chain and Cβ: the atoms of
+    :func:`patterson.ideal.topology` without OXT, in its order (the order of :class:`StrandChain` ``xyz``)."""
+    top = topology(sequence)
+    keep = np.array(top.names) != "OXT"
+    return np.array(top.names)[keep], top.residue[keep], np.array(top.elements)[keep]
+
+
+def main_chain_torsions(n: np.ndarray, ca: np.ndarray, c: np.ndarray, o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """φ (L,) and ψ (L,) in radians of a chain from its N, CA, C, O (L, 3) each: the first φ is the ideal
+    strand's, the last ψ is read from its C=O (ψ = N–CA–C–O + 180°)."""
+    phi = [math.radians(-120.0)] + [math.radians(dihedral(c[i - 1], n[i], ca[i], c[i])) for i in range(1, len(n))]
+    psi = [math.radians(dihedral(n[i], ca[i], c[i], n[i + 1])) for i in range(len(n) - 1)]
+    psi.append(math.radians(dihedral(n[-1], ca[-1], c[-1], o[-1]) + 180.0))
     return np.array(phi), np.array(psi)
 
 
@@ -261,20 +267,19 @@ def grow(sequence: str, strand: np.ndarray, start: int) -> tuple[np.ndarray, np.
     ideal strand's elsewhere, superposed on the strand's N, CA, C, O where they overlap."""
     top = topology(sequence)
     phi, psi, chi = default_torsions(top)
-    s_phi, s_psi = strand_torsions(strand)
+    s_phi, s_psi = main_chain_torsions(*strand.reshape(-1, 5, 3)[:, :4].transpose(1, 0, 2))
     on = [k for k in range(len(s_phi)) if 0 <= start + k < len(sequence)]
     for k in on:
         if k > 0:
             phi[start + k] = float(s_phi[k])
         psi[start + k] = float(s_psi[k])
     with torch.no_grad():
-        xyz = build_peptide(top, phi, psi, chi).numpy()
-    names, residue = np.array(top.names), top.residue
+        xyz = build_peptide(top, phi, psi, chi).numpy()[np.array(top.names) != "OXT"]
+    names, residue, elements = chain_atoms(sequence)
     main = np.isin(names, ("N", "CA", "C", "O"))
     mine = np.concatenate([strand.reshape(-1, 5, 3)[k, :4] for k in on])  # (4·overlap, 3)
     theirs = np.concatenate([xyz[main & (residue == start + k)] for k in on])
-    keep = names != "OXT"
-    return superposed(theirs, mine, xyz[keep]), np.array(top.elements)[keep]
+    return superposed(theirs, mine, xyz), elements
 
 
 def _same_chain(a: StrandChain, b: StrandChain, cell: Cell, within_a: float = 1.0) -> bool:
@@ -311,12 +316,11 @@ def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | N
     strands.sort(key=lambda t: -t[0])
     least = min(options.min_overlap, len(seq))
     grown: list[list[StrandChain]] = []  # per strand, its chain in every register
-    lik = None
+    lik = likelihood_target(target, atomic_numbers(chain_atoms(seq)[2]))
     for _, strand, k in strands[: options.n_grow]:
         width, chains = len(strand) // 5, []
         for start in range(least - width, len(seq) - least + 1):
             xyz, elements = grow(seq, strand, start)
-            lik = lik or likelihood_target(target, atomic_numbers(elements))
             refined, value = refine_likelihood(lik, xyz)
             chains.append(StrandChain(refined, elements, value, k, start))
         grown.append(sorted(chains, key=lambda c: -c.llg))
@@ -336,17 +340,8 @@ def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | N
 def chain_model(sequence: str, chain: StrandChain) -> PeptideModel:
     """The building's model of the whole sequence (side chains not yet built) on a placed chain: its own φ, ψ (the
     first φ the ideal strand's; the last ψ from its C=O), anchored on the middle residue's N, CA, C."""
-    top = topology(sequence)
-    names, residue = np.array(top.names)[np.array(top.names) != "OXT"], top.residue[np.array(top.names) != "OXT"]
-
-    def atom(name: str, i: int) -> np.ndarray:
-        return chain.xyz[np.nonzero((names == name) & (residue == i))[0][0]]
-
-    n = len(sequence)
-    phi = [math.radians(-120.0)] + [math.radians(dihedral(atom("C", i - 1), atom("N", i), atom("CA", i), atom("C", i)))
-                                    for i in range(1, n)]  # fmt: skip
-    psi = [math.radians(dihedral(atom("N", i), atom("CA", i), atom("C", i), atom("N", i + 1))) for i in range(n - 1)]
-    psi.append(math.radians(dihedral(atom("N", n - 1), atom("CA", n - 1), atom("C", n - 1), atom("O", n - 1)) + 180))
-    anchor = n // 2
-    placed = np.stack([atom(a, anchor) for a in ("N", "CA", "C")])
-    return start_model(sequence, anchor, placed, "strand", (np.array(phi), np.array(psi)))
+    names = chain_atoms(sequence)[0]
+    n_at, ca, c, o = (chain.xyz[names == a] for a in ("N", "CA", "C", "O"))  # (L, 3) each, residue order
+    anchor = len(sequence) // 2
+    placed = np.stack([n_at[anchor], ca[anchor], c[anchor]])
+    return start_model(sequence, anchor, placed, "strand", main_chain_torsions(n_at, ca, c, o))
