@@ -53,6 +53,7 @@ import torch
 
 from _common import RESULTS, TABLES, run_metadata, write_json, write_text
 from patterson.datasets import PRESETS, StoredDataset, build_pool, generate, make_config
+from patterson.datasets.config import SPLITS
 from patterson.datasets.peptides import overall_b
 from patterson.evaluation import score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
@@ -80,21 +81,24 @@ GRID = (96, 96, 96)  # the stored maps' grid: every cell of the preset to 1.0 Å
 _WORKER: dict[str, Any] = {}  # per worker process: the learned loop's step, the datasets opened
 
 
-def crystal_config(d: float, n: int, source: str, trained: dict, workers: int):
-    """The config of ``n`` test crystals at resolution ``d`` from the test entries of the data ``trained`` (a
-    network's training config): its seed and split fractions, only the test split made (float32 maps)."""
+def crystal_config(d: float, n: int, source: str, trained: dict, workers: int, split: str = "test"):
+    """The config of ``n`` crystals at resolution ``d`` from the ``split`` entries of the data ``trained`` (a
+    network's training config): its seed and split fractions, only that split made (float32 maps)."""
     splits = tuple(trained["splits"])
     b = overall_b(d, PRESETS[PRESET]["d_min_range"], PRESETS[PRESET]["b_range"])  # the preset's B at d
-    return make_config(PRESET, source=source, n=math.ceil(n * sum(splits) / splits[2]), seed=trained["seed"],
-                       splits=splits, only_splits=["test"], map_dtype="float32", d_min=d, d_min_range=(d, d),
+    share = splits[SPLITS.index(split)]
+    return make_config(PRESET, source=source, n=math.ceil(n * sum(splits) / share), seed=trained["seed"],
+                       splits=splits, only_splits=[split], map_dtype="float32", d_min=d, d_min_range=(d, d),
                        b_range=(b, b), grid=GRID, chunk_size=max(1, math.ceil(n / workers)))  # fmt: skip
 
 
-def make_crystals(args, trained: dict, folder: Path, log) -> tuple[dict[float, Path], dict[str, float]]:
-    """Generate the test crystals of every resolution into ``folder``; their folders and seconds per resolution."""
+def make_crystals(args, trained: dict, folder: Path, log,
+                  split: str = "test") -> tuple[dict[float, Path], dict[str, float]]:  # fmt: skip
+    """Generate the ``split`` crystals of every resolution into ``folder``; their folders and seconds per
+    resolution."""
     pool, folders, seconds = None, {}, {}
     for d in args.resolutions:
-        config = crystal_config(d, args.n, args.source, trained, args.workers)
+        config = crystal_config(d, args.n, args.source, trained, args.workers, split)
         pool = pool or build_pool(config, progress=False)  # the same segments for every resolution
         t = time.perf_counter()
         generate(config, folder / f"d{d:g}", workers=args.workers, progress=False, pool=pool)

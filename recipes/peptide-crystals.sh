@@ -44,3 +44,15 @@ python benchmarks/peptide_sheets.py
 # → benchmarks/results/peptide_crystals_fragments60.json (docs/phasing.md)
 python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --budget-s 60 \
     --out benchmarks/results/peptide_crystals_fragments60.json --table /tmp/peptide_crystals_fragments60.md
+
+# the verdict for refined models (#30): every model the fragments route builds on 12 val crystals per resolution
+# (1.5 and 2.0 Å), its q = R-free / R-free(random) beside its truth; the thresholds MODEL_SOLVED_RATIO and
+# MODEL_UNSOLVED_RATIO in phasing/validation.py come from it (~30 minutes)
+# → benchmarks/results/model_verdict.json (docs/evaluation.md)
+python benchmarks/model_verdict.py --n 12
+
+# the fragments route as it ships (the β-sheet search, building, likelihood rebuilding; 180 s of building budget,
+# the route's default) on 12 test crystals per resolution, its claims judged by the model verdict (~35 minutes)
+# → benchmarks/results/peptide_crystals_fragments.json (docs/phasing.md)
+python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --n 12 --budget-s 180 \
+    --out benchmarks/results/peptide_crystals_fragments.json --table /tmp/peptide_crystals_fragments.md

@@ -30,7 +30,15 @@ from patterson.phasing import (
     phase_maps,
     refine_density,
 )
-from patterson.phasing.validation import MIN_FREE, n_free_for, start_agreement
+from patterson.phasing.validation import (
+    MIN_FREE,
+    MODEL_SOLVED_RATIO,
+    MODEL_UNSOLVED_RATIO,
+    SOLVED_RATIO,
+    n_free_for,
+    start_agreement,
+    verdict,
+)
 from patterson.physics import (
     AtomBatch,
     electron_count,
@@ -166,6 +174,25 @@ def test_verdict_solved_for_a_solution_and_not_for_failures_or_random_amplitudes
     for method in ("hio", "charge-flip"):
         res = phase(method, random_amp, hkl, CELL, shape, method_options(method, n_iter=150, n_starts=2))
         assert res.verdict != ("solved",), method
+
+
+def test_a_models_phases_are_judged_by_the_thresholds_calibrated_for_models():
+    random = torch.ones(4, dtype=torch.float64)
+    q = torch.tensor([MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO, MODEL_UNSOLVED_RATIO + 0.01, SOLVED_RATIO],
+                     dtype=torch.float64)
+    assert verdict(q, random, kind="model")[:3] == ("solved", "uncertain" if MODEL_UNSOLVED_RATIO > MODEL_SOLVED_RATIO
+                                                    else "solved", "not solved")  # fmt: skip
+    assert verdict(q[3:], random[3:]) == ("solved",)  # a map at the map's threshold
+    agree = torch.zeros(1, dtype=torch.float64)  # several starts that disagree weigh on a map, not on a model
+    assert verdict(q[:1], random[:1], agree, kind="model") == ("solved",)
+    with pytest.raises(PattersonError, match="kind of phases"):
+        verdict(q, random, kind="atoms")
+
+
+def test_the_model_thresholds_are_the_ones_the_calibration_wrote():
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "model_verdict.json"
+    calibrated = json.loads(results.read_text())["thresholds"]  # benchmarks/model_verdict.py
+    assert (MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO) == (calibrated["solved"], calibrated["unsolved"])
 
 
 def test_start_agreement_sees_the_same_map_at_another_origin_and_hand(problem):

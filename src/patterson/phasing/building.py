@@ -174,7 +174,7 @@ def _grid(model: PeptideModel, target: SearchTarget, options: BuildOptions, posi
     return [p for _, p in trials[: options.keep_best]]
 
 
-def _chi_values(residue: str) -> list[tuple[float, ...]]:
+def chi_values(residue: str) -> list[tuple[float, ...]]:
     """The χ grid of a residue: staggered sp³ torsions, 30° steps for the torsion of a planar end group."""
     geometry = SIDE_CHAIN_GEOMETRY[residue]
     n_chi = 1 + max((a[5] for a in geometry if a[5] is not None), default=-1)
@@ -211,7 +211,7 @@ def _side_chain(model: PeptideModel, target: SearchTarget, i: int, options: Buil
         return False
     positions = [model.index("chi", i, k) for k in range(n_chi)]
     adding = model.atoms_of(i) & ~np.isin(np.array(model.top.names), MAIN)
-    return _try(model, target, options, (positions, _chi_values(residue)), adding, positions)
+    return _try(model, target, options, (positions, chi_values(residue)), adding, positions)
 
 
 def _extend(model: PeptideModel, target: SearchTarget, i: int, options: BuildOptions) -> bool:

@@ -526,14 +526,16 @@ def dual_space(
     return model_result(s, torch.stack(models), (f000, options.n_polish, shape), options.select, ("dual-space", cycles))
 
 
-def model_result(s, e_calc: torch.Tensor, polish: tuple, select: str, run: tuple[str, int]) -> PhasingResult:
+def model_result(s, e_calc: torch.Tensor, polish: tuple, select: str, run: tuple[str, int],
+                 kind: str = "map") -> PhasingResult:  # fmt: skip
     """The :class:`PhasingResult` of phases from a model of atoms: its E_calc (B, M) brought to F and polished
     (``polish`` = (F(000) or None, cycles, grid shape); see :func:`_on_f`), the work amplitudes imposed, the map
-    made; ``run`` = (method, cycles)."""
+    made; ``run`` = (method, cycles); ``kind`` the verdict's (dual-space's trials are judged as maps, a refined
+    model as a model: :func:`~patterson.phasing.validation.verdict`)."""
     f = _on_f(s, e_calc, *polish)  # (B, 1 + M)
     final = impose_amplitudes(s.fo, s.floating, f[:, 1:])
     final = density_from_f(torch.cat([f[:, :1], final], dim=-1), with_000(s.hkl), s.cell, polish[2])
-    return s.result(final, f[:, 1:], select, *run)
+    return s.result(final, f[:, 1:], select, *run, kind)
 
 
 def free_correlation(s, b: int, e_calc: torch.Tensor) -> float:

@@ -2,15 +2,17 @@
 
 :func:`phase_with_sequence` runs the whole route on amplitudes expanded to P1:
 
-1. for each window length L from the whole sequence down (``window_drop`` shorter, at least ``min_window``
-   residues), an ideal poly-alanine strand (or helix) of L residues is placed by
-   :func:`~patterson.phasing.placement.place_fragment` (windows of one length share a model unless their
-   glycines differ);
-2. each of the ``n_poses`` best placements is tried in every register (which residues of the sequence the window
-   covers): the window's side chains are built (:func:`~patterson.phasing.building.build_out` without extension)
-   and the best register by the work E² correlation is kept;
-3. those models are built out over the whole sequence, and the one with the highest work correlation wins;
-4. its atoms are refined with geometry restraints against the work amplitudes
+1. where the cell has a stacking axis (a strand every 4.8 Å), the β-sheet search of :mod:`~patterson.phasing.sheets`
+   places whole main chains, two in every register; elsewhere, for each window length L from the whole sequence
+   down (``window_drop`` shorter, at least ``min_window`` residues), an ideal poly-alanine strand (or helix) of L
+   residues is placed by :func:`~patterson.phasing.placement.place_fragment` (windows of one length share a model
+   unless their glycines differ), and each of the ``n_poses`` best placements is tried in every register (the
+   window's side chains built, :func:`~patterson.phasing.building.build_out` without extension), the best register
+   by the work E² correlation kept;
+2. those models are built out over the whole sequence (:mod:`~patterson.phasing.building`), their side chains and
+   chain ends revisited by the likelihood of the whole model (:mod:`~patterson.phasing.rebuilding`), and each is
+   refined to its largest log-likelihood gain; the one with the largest wins;
+3. its atoms are refined with geometry restraints against the work amplitudes
    (:func:`~patterson.phasing.building.restrained_refine`); their structure factors give the phases.
 
 The free reflections are never read by any step: ``work`` selects what every target holds.
@@ -38,6 +40,7 @@ from patterson.phasing.building import (
     extend_model,
     quick_registers,
     restrained_refine,
+    score,
     start_model,
 )
 from patterson.phasing.dualspace import model_result
@@ -51,8 +54,9 @@ from patterson.phasing.placement import (
     placed_frac,
     search_target,
 )
+from patterson.phasing.rebuilding import RebuildOptions, rebuild
 from patterson.phasing.sheets import SheetOptions, chain_model, place_strands
-from patterson.phasing.starts import PhasingResult, prepare_starts
+from patterson.phasing.starts import PhasingResult, Starts, prepare_starts
 from patterson.physics import AtomBatch, structure_factors
 from patterson.structures import Atoms, atomic_numbers, read_structure
 from patterson.symmetry import SpaceGroup
@@ -79,6 +83,8 @@ class PeptideOptions:
         :mod:`~patterson.phasing.sheets` places the whole main chain instead of step 1–2's ideal windows (None: the
         ideal windows everywhere).
     placement, building : the options of the two steps.
+    rebuild : how each built model's side chains and chain ends are revisited by the likelihood of the whole model
+        (:mod:`~patterson.phasing.rebuilding`; None: not at all).
     """
 
     conformations: tuple[str, ...] = ("strand",)
@@ -92,6 +98,7 @@ class PeptideOptions:
     sheets: SheetOptions | None = field(default_factory=SheetOptions)
     placement: PlacementOptions = field(default_factory=PlacementOptions)
     building: BuildOptions = field(default_factory=BuildOptions)
+    rebuild: RebuildOptions | None = field(default_factory=RebuildOptions)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.conformations if c not in CONFORMATIONS]
@@ -107,7 +114,9 @@ class PeptideOptions:
 class PeptideSolution:
     """The built peptide: its atoms in the asymmetric unit (frac (N, 3), elements, names, residue labels, b_iso),
     the work E² correlation of the built model, R on the work amplitudes after refinement, the phases (M,) and
-    structure factors (M,) at the reflections given, what was tried and how long each step took (s)."""
+    structure factors (M,) at the reflections given, what was tried, the building's log, how long each step took
+    (s), and every model built: its atoms (N, 3) Å refined to their largest LLG, their elements and that LLG (the
+    chosen model's is the largest; :func:`refined_model` finishes any of them as it was)."""
 
     frac: np.ndarray
     elements: np.ndarray
@@ -121,6 +130,7 @@ class PeptideSolution:
     tried: list[dict]
     steps: list[str]
     seconds: dict[str, float]
+    built: list[tuple[np.ndarray, np.ndarray, float]]
 
 
 def windows(sequence: str, options: PeptideOptions) -> list[tuple[int, int]]:
@@ -140,7 +150,12 @@ def _placements(seq: str, data: tuple, options: PeptideOptions) -> list[dict]:
             key = (conformation, tuple(c == "G" for c in window))  # poly-alanine windows alike but for glycines
             if key not in searched:
                 model = ideal_peptide(window, conformation).atoms
-                placement = place_fragment(model, hkl, f, cell, group, work, options.placement)
+                try:
+                    placement = place_fragment(model, hkl, f, cell, group, work, options.placement)
+                except PattersonError as exc:  # too long for this cell: every pose overlaps its images
+                    log.info("window %d-%d (%s): %s", start + 1, start + length, conformation, exc)
+                    searched[key] = []
+                    continue
                 xyz = model.xyz - model.xyz.mean(axis=0)
                 poses = [(placement.cc, placement.rotation, placement.translation), *placement.others]
                 searched[key] = [(cc, cell.to_cartesian(placed_frac(torch.as_tensor(xyz), torch.as_tensor(rot)[None],
@@ -149,6 +164,9 @@ def _placements(seq: str, data: tuple, options: PeptideOptions) -> list[dict]:
             for pose, (cc, placed) in enumerate(searched[key]):
                 out.append({"conformation": conformation, "start": start, "length": length, "pose": pose,
                             "placement_cc": cc, "placed": placed})  # fmt: skip
+    if not out:
+        raise PattersonError(f"no window of the sequence ({len(seq)} residues down to {options.min_window}) can be "
+                             "placed without overlapping its symmetry images: is the cell right?")  # fmt: skip
     return out
 
 
@@ -183,14 +201,18 @@ def _built(model: PeptideModel, target: SearchTarget) -> tuple[np.ndarray, float
     return refine_likelihood(likelihood_target(target, z), xyz)
 
 
-def _refined(xyz: np.ndarray, z: np.ndarray, data: tuple,
-             options: PeptideOptions) -> tuple[np.ndarray, np.ndarray, float]:  # fmt: skip
-    """Atoms xyz (N, 3) Å refined with restraints: fractional coordinates (N, 3), B (N,), R on the work set."""
+def refined_model(xyz: np.ndarray, elements: np.ndarray, data: tuple,
+                  options: PeptideOptions) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:  # fmt: skip
+    """The route's last step on a built model (atoms xyz (N, 3) Å of ``elements``): refined with restraints
+    against the work amplitudes of ``data`` = (hkl, f, cell, group, work). Returns fractional coordinates (N, 3),
+    B (N,), R on the work set and the structure factors (M,) of the atoms and their images."""
     hkl, f, cell, group, work = data
+    z = atomic_numbers(elements)
     sel = np.ones(len(hkl), dtype=bool) if work is None else np.asarray(work, dtype=bool)
     xyz, b_iso, r = restrained_refine(xyz, z, (hkl[sel], f[sel]), cell, group, options.refine_iter,
                                       options.restraint_weight)  # fmt: skip
-    return cell.to_fractional(xyz), b_iso, r
+    frac = cell.to_fractional(xyz)
+    return frac, b_iso, r, _phases(frac, z, b_iso, hkl, cell, group)
 
 
 def phase_with_sequence(
@@ -229,7 +251,7 @@ def phase_with_sequence(
     t1 = time.perf_counter()
     chosen = candidates if chains else _best_registers(seq, candidates, target, options)
     t2 = time.perf_counter()
-    best = None
+    best, built = None, []
     for i, c in enumerate(chosen):
         if best is not None and 0 < options.max_seconds < time.perf_counter() - t0:
             log.info("time budget of %.0f s spent: %d of %d placements built", options.max_seconds, i, len(chosen))
@@ -239,10 +261,13 @@ def phase_with_sequence(
         window = range(c["start"], c["start"] + c["length"])
         steps = build_window(model, target, window, options.building)
         steps += extend_model(model, target, window, options.building)
-        c["built_cc"] = float(steps[-1].rsplit("CC ", 1)[1])
+        if options.rebuild is not None:
+            steps += rebuild(model, target, options.rebuild)
+        c["built_cc"] = score(model, target, options.building)
         c["built_atoms"] = int(model.built.sum())
         xyz, gain = _built(model, target)
         c["built_llg"] = round(gain, 2)
+        built.append((xyz, np.array(model.top.elements)[model.built], gain))
         log.info("window %s of %d residues at %d, pose %d: built %d atoms, CC %.3f, LLG %.1f", c["conformation"],
                  c["length"], c["start"] + 1, c["pose"], c["built_atoms"], c["built_cc"], gain)  # fmt: skip
         if best is None or gain > best[0]["built_llg"]:
@@ -252,15 +277,13 @@ def phase_with_sequence(
     t3 = time.perf_counter()
     c, model, steps, xyz = best
     elements = np.array(model.top.elements)[model.built]
-    z = atomic_numbers(elements)
-    frac, b_iso, r_work = _refined(xyz, z, data, options)
-    f_calc = _phases(frac, z, b_iso, data[0], cell, group)
+    frac, b_iso, r_work, f_calc = refined_model(xyz, elements, data, options)
     t4 = time.perf_counter()
     tried = [{k: v for k, v in t.items() if k not in ("placed", "chain")} for t in candidates]
     seconds = {"placement": t1 - t0, "registers": t2 - t1, "building": t3 - t2, "refinement": t4 - t3, "total": t4 - t0}
     return PeptideSolution(frac, elements, np.array(model.top.names)[model.built],
                            np.array(model.top.labels)[model.built], b_iso, c["built_cc"], r_work, np.angle(f_calc),
-                           f_calc, tried, steps, {k: round(v, 2) for k, v in seconds.items()})  # fmt: skip
+                           f_calc, tried, steps, {k: round(v, 2) for k, v in seconds.items()}, built)  # fmt: skip
 
 
 CELL_TOLERANCE = (0.01, 1.0)  # a model file's cell is the data's within 1% on each edge and 1° on each angle
@@ -331,7 +354,17 @@ def fragment_phasing(
             fc = phase_with_sequence(search, hkl, f_work, cell, group, work[b].numpy(), options, progress).f_calc
         else:
             fc = _placed_model(search, (hkl, f_work, cell, group, work[b].numpy()), options)
-        f_calc = torch.as_tensor(fc)[None]  # (1, M)
-        e = normalised_amplitudes(f_calc.abs(), hkl, cell, "E", mask=work[b : b + 1])  # shells of the work set
-        models.append(torch.polar(e[0], torch.angle(f_calc[0])).to(s.ctype))
-    return model_result(s, torch.stack(models), (f000, options.n_polish, shape), "r_free", ("fragments", 0))
+        models.append(torch.as_tensor(fc))
+    return models_result(s, torch.stack(models), f000, shape, options)
+
+
+def models_result(s: Starts, f_calc: torch.Tensor, f000, shape: tuple[int, int, int],
+                  options: PeptideOptions) -> PhasingResult:  # fmt: skip
+    """The :class:`PhasingResult` of models' structure factors f_calc (B, M), one per structure of ``s``: their
+    E (in shells of the work set) put on F as dual-space's best trial is
+    (:func:`~patterson.phasing.dualspace.model_result`), cross-validated on the free set and judged by the
+    verdict for atomic models (``kind="model"``, :func:`~patterson.phasing.validation.verdict`)."""
+    work = ~s.floating
+    e = normalised_amplitudes(f_calc.abs(), s.hkl, s.cell, "E", mask=work)  # (B, M)
+    e_calc = torch.polar(e, torch.angle(f_calc)).to(s.ctype)
+    return model_result(s, e_calc, (f000, options.n_polish, shape), "r_free", ("fragments", 0), kind="model")

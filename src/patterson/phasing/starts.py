@@ -124,14 +124,16 @@ def best_of_starts(
 
 
 def phasing_result(
-    rho, f_calc, fo, work, free, hkl, cell, n_starts: int, select: str, method: str, iterations: int, t0: float
+    rho, f_calc, fo, work, free, hkl, cell, n_starts: int, select: str, run: tuple[str, int, float], kind: str = "map"
 ) -> PhasingResult:
     """The :class:`PhasingResult` of each structure's best start (inputs (B·S, ...) as in :func:`best_of_starts`),
-    cross-validated."""
+    cross-validated (``kind``: what made the phases, for the verdict); run = (method, iterations, the time the
+    phasing began)."""
+    method, iterations, t0 = run
     pick = best_of_starts(f_calc, fo, work, free, n_starts, select)
     agreement = start_agreement(f_calc, hkl, cell, n_starts)[pick]
     rho, f_calc, fo, work, free = rho[pick], f_calc[pick], fo[pick], work[pick], free[pick]
-    validation = cross_validate(fo, f_calc, rho, work, free, hkl, cell, agreement)
+    validation = cross_validate(fo, f_calc, rho, work, free, hkl, cell, agreement, kind)
     log.debug("%s: R-work %s, R-free %s", method, validation.r_work.tolist(), validation.r_free.tolist())
     return PhasingResult(
         rho=rho,
@@ -177,13 +179,14 @@ class Starts:
         return torch.complex128 if self.f_obs.dtype == torch.float64 else torch.complex64
 
     def result(
-        self, rho: torch.Tensor, f_calc: torch.Tensor, select: str, method: str, iterations: int
+        self, rho: torch.Tensor, f_calc: torch.Tensor, select: str, method: str, iterations: int, kind: str = "map"
     ) -> PhasingResult:
         """The :class:`PhasingResult` of each structure's best start from every start's final map ``rho``
-        (B·S, X, Y, Z) and its structure factors ``f_calc`` (B·S, M), cross-validated."""
+        (B·S, X, Y, Z) and its structure factors ``f_calc`` (B·S, M), cross-validated (``kind``: a map's or a
+        model's phases, for the verdict)."""
         free = self.free.repeat_interleave(self.n_starts, 0)
         return phasing_result(rho, f_calc, self.fo, ~self.floating, free, self.hkl, self.cell, self.n_starts, select,
-                              method, iterations, self.t0)  # fmt: skip
+                              (method, iterations, self.t0), kind)  # fmt: skip
 
 
 def prepare_starts(

@@ -40,6 +40,13 @@ SOLVED_RATIO = 0.335  # q alone (one start: the hybrid, the network)
 UNSOLVED_RATIO = 0.389
 SOLVED_SCORE = 0.408  # q·(2 − agreement)
 UNSOLVED_SCORE = 0.705
+# Phases from a refined atomic model (the fragments route: a peptide placed, built and refined) are judged by the
+# same q against their own thresholds: a model lacks the solvent and waters of a real crystal, so even a right one
+# keeps a higher R-free than a map that imposes every work amplitude. Calibrated by benchmarks/model_verdict.py on
+# every model the route built for held-out peptide crystals (benchmarks/results/model_verdict.json).
+MODEL_SOLVED_RATIO = 0.463
+MODEL_UNSOLVED_RATIO = 0.682
+KINDS = ("map", "model")  # what made the phases: a map's density (the default), or a refined model of atoms
 BLOCK = 8  # free reflections per block of resolution neighbours in the random-phase reference
 
 
@@ -250,20 +257,29 @@ def verdict(
     r_free: torch.Tensor,
     r_free_random: torch.Tensor,
     agreement: torch.Tensor | None = None,
+    kind: str = "map",
 ) -> tuple[str, ...]:
     """``solved``, ``uncertain`` or ``not solved`` per structure.
 
     The score is q = R-free / R-free(random); where several starts ran (``agreement`` finite) it is q·(2 −
     agreement), so a map that no other start reproduces needs a lower R-free. ``solved`` at most
     :data:`SOLVED_SCORE` (q alone: :data:`SOLVED_RATIO`), ``not solved`` above :data:`UNSOLVED_SCORE`
-    (:data:`UNSOLVED_RATIO`), ``uncertain`` between (calibrated by benchmarks/verdict.py).
+    (:data:`UNSOLVED_RATIO`), ``uncertain`` between (calibrated by benchmarks/verdict.py). Phases of a refined
+    atomic model (``kind="model"``) are judged by q against :data:`MODEL_SOLVED_RATIO` and
+    :data:`MODEL_UNSOLVED_RATIO` (calibrated by benchmarks/model_verdict.py).
     """
+    if kind not in KINDS:
+        raise PattersonError(f"unknown kind of phases {kind!r} (choose from {', '.join(KINDS)})")
+    if kind == "model":
+        agreement = None
     q = (r_free / r_free_random.clamp_min(1e-30)).double().cpu()
     agree = torch.full_like(q, float("nan")) if agreement is None else agreement.double().cpu()
     out = []
     for qi, ai in zip(q.tolist(), agree.tolist(), strict=True):
         if math.isfinite(ai):
             x, lo, hi = qi * (2.0 - ai), SOLVED_SCORE, UNSOLVED_SCORE
+        elif kind == "model":
+            x, lo, hi = qi, MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO
         else:
             x, lo, hi = qi, SOLVED_RATIO, UNSOLVED_RATIO
         out.append("solved" if x <= lo else "not solved" if x > hi or not math.isfinite(x) else "uncertain")
@@ -279,6 +295,7 @@ def cross_validate(
     hkl: np.ndarray,
     cell: Cell,
     agreement: torch.Tensor | None = None,
+    kind: str = "map",
 ) -> CrossValidation:
     """All figures of merit of B phased structures.
 
@@ -288,9 +305,10 @@ def cross_validate(
         density (the one whose free amplitudes were never imposed). rho : (B, X, Y, Z) the final map.
     work, free : (B, M) bool, the imposed and the held-out measured reflections.
     agreement : (B,) :func:`start_agreement` of each structure's chosen start (None: one start).
+    kind : what made the phases, ``map`` or ``model`` (the thresholds of :func:`verdict`).
     """
     r_work, r_free = r_work_free(f_obs, f_calc, work, free)
     ref = random_r_free(f_obs, f_calc, work, free, hkl, cell)
     cc = free_correlation(f_obs, f_calc, work, free, hkl, cell)
     agree = torch.full_like(r_free, float("nan")) if agreement is None else agreement.to(r_free)
-    return CrossValidation(r_work, r_free, ref, agree, cc, skewness(rho), verdict(r_free, ref, agree))
+    return CrossValidation(r_work, r_free, ref, agree, cc, skewness(rho), verdict(r_free, ref, agree, kind))

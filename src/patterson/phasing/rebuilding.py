@@ -1,0 +1,141 @@
+"""Rebuilding a built peptide against the likelihood of the whole model.
+
+The building (:mod:`~patterson.phasing.building`) chooses each side chain and each new residue greedily, by the
+E² correlation of what was built so far: a side chain is fixed before its neighbours exist, and the residue at a
+chain end hangs on torsions grown into an incomplete map. Once the whole model stands, :func:`rebuild` revisits
+those choices with the model's log-likelihood gain (:mod:`~patterson.phasing.likelihood`), which weighs each
+reflection by what a model of this size and error can know of it:
+
+1. every built side chain: its χ grid (:func:`~patterson.phasing.building.chi_values`) with the rest of the model
+   present, the best ``keep_best`` refined (its χ), kept when the LLG rises by ``accept``;
+2. each chain end away from the anchor: the two torsions that place the end residue on a ``step`` grid, the best
+   refined with its remaining torsions and side chain, kept likewise;
+
+``cycles`` times. The torsion-space model keeps ideal bonds and angles throughout. Only the target's reflections
+take part: built from a :class:`~patterson.phasing.placement.SearchTarget`, they are the work set alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from patterson.errors import PattersonError
+from patterson.ideal import ONE_LETTER
+from patterson.minimize import lbfgs
+from patterson.phasing.building import MAIN, PeptideModel, chi_values, coordinates
+from patterson.phasing.likelihood import Likelihood, likelihood_target, llg_terms
+from patterson.phasing.placement import SearchTarget
+from patterson.structures import atomic_numbers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RebuildOptions:
+    """How :func:`rebuild` revisits a built model.
+
+    Attributes
+    ----------
+    cycles : passes over the side chains and the chain ends.
+    error_a : the coordinate error (Å) the likelihood assumes of the model.
+    keep_best : grid points refined at each step.
+    accept : the rise of the LLG that keeps a change.
+    step : grid step (degrees) of the torsions that place an end residue.
+    refine_iter : L-BFGS iterations of each local refinement.
+    restraint : weight of Σ (Δφ² + Δψ²) (radians²) to the grid point a refinement starts from.
+    """
+
+    cycles: int = 2
+    error_a: float = 0.5
+    keep_best: int = 3
+    accept: float = 0.5
+    step: float = 30.0
+    refine_iter: int = 30
+    restraint: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.cycles < 0 or self.keep_best < 1 or self.refine_iter < 0 or not 0.0 < self.step <= 180.0:
+            raise PattersonError("rebuild: cycles and refine_iter must not be negative, keep_best at least 1 and "
+                                 "step within (0, 180] degrees")  # fmt: skip
+
+
+def model_llg(model: PeptideModel, lik: Likelihood, p: torch.Tensor) -> torch.Tensor:
+    """The LLG of the model's built atoms for parameters p; differentiable."""
+    frac = coordinates(model, p)[model.built] @ torch.as_tensor(lik.target.cell.frac).T  # (N, 3)
+    return llg_terms(lik, frac[None]).sum()
+
+
+def _refine(model: PeptideModel, lik: Likelihood, p0: torch.Tensor, free: list[int],
+            options: RebuildOptions) -> tuple[torch.Tensor, float]:  # fmt: skip
+    """Parameters p0 refined at positions ``free`` to the largest LLG, φ and ψ restrained to where they start."""
+    idx, r = torch.as_tensor(free, dtype=torch.long), model.n_res
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        p = p0.index_put((idx,), x)
+        return -model_llg(model, lik, p) + options.restraint * ((p - p0)[6 : 6 + 2 * r] ** 2).sum()
+
+    p = p0.index_put((idx,), lbfgs(loss, p0[idx], options.refine_iter)).detach()
+    with torch.no_grad():
+        return p, float(model_llg(model, lik, p))
+
+
+def _try(model: PeptideModel, lik: Likelihood, move: tuple[list[int], list], free: list[int],
+         options: RebuildOptions) -> float | None:  # fmt: skip
+    """Grid the parameters move = (positions, values in degrees), refine the best few over ``free``; the model
+    takes the best when it raises the LLG by ``accept``. Returns the new LLG, or None when nothing was kept."""
+    positions, values = move
+    grid = model.params.repeat(len(values), 1)  # (G, P)
+    grid[:, positions] = torch.as_tensor(np.radians(np.asarray(values, dtype=np.float64)))
+    frac_m = torch.as_tensor(lik.target.cell.frac)
+    with torch.no_grad():
+        before = float(model_llg(model, lik, model.params))
+        frac = torch.stack([coordinates(model, p)[model.built] for p in grid]) @ frac_m.T  # (G, N, 3)
+        gains = torch.cat([llg_terms(lik, chunk).sum(-1) for chunk in torch.split(frac, 32)])
+    top = torch.topk(gains, min(options.keep_best, len(gains))).indices.tolist()
+    best = max((_refine(model, lik, grid[i], free, options) for i in top), key=lambda t: t[1])
+    if best[1] < before + options.accept:
+        return None
+    model.params = best[0]
+    return best[1]
+
+
+def _ends(model: PeptideModel) -> list[tuple[int, list[int], list[int]]]:
+    """(residue, gridded positions, other free positions) of each chain end away from the anchor."""
+    n, out = model.n_res, []
+    if n >= 2 and model.anchor != n - 1:
+        out.append((n - 1, [model.index("psi", n - 2), model.index("phi", n - 1)], [model.index("psi", n - 1)]))
+    if n >= 2 and model.anchor != 0:
+        out.append((0, [model.index("phi", 1), model.index("psi", 0)], [model.index("phi", 0)]))
+    return out
+
+
+def rebuild(model: PeptideModel, target: SearchTarget, options: RebuildOptions | None = None) -> list[str]:
+    """Revisit the built model's side chains and chain ends by the LLG of the whole model (see the module's steps);
+    the model takes every change kept. Returns a log of the changes."""
+    options = options or RebuildOptions()
+    lik = likelihood_target(target, atomic_numbers(np.array(model.top.elements)[model.built]), options.error_a)
+    names, steps = np.array(model.top.names), []
+    grid = np.arange(-180.0, 180.0, options.step)
+    for cycle in range(options.cycles):
+        for i in range(model.n_res):
+            chi = [model.index("chi", i, k) for k in range(model.top.n_chi[i])]
+            if chi and model.built[model.atoms_of(i) & ~np.isin(names, MAIN)].any():
+                gain = _try(model, lik, (chi, chi_values(ONE_LETTER[model.top.sequence[i]])), chi, options)
+                if gain is not None:
+                    steps.append(f"cycle {cycle + 1}, side chain {i + 1}: LLG {gain:.1f}")
+        for i, positions, others in _ends(model):
+            if not model.built[model.atoms_of(i, ("CA",))].any():
+                continue
+            chi = [model.index("chi", i, k) for k in range(model.top.n_chi[i])]
+            move = (positions, list(itertools.product(grid, grid)))
+            gain = _try(model, lik, move, [*positions, *others, *chi], options)
+            if gain is not None:
+                steps.append(f"cycle {cycle + 1}, end residue {i + 1}: LLG {gain:.1f}")
+    for s in steps:
+        log.debug("rebuilding: %s", s)
+    return steps
