@@ -3,6 +3,7 @@ method and as ``solve --sequence``; its bad inputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from patterson.errors import PattersonError
 from patterson.evaluation import align
 from patterson.ideal import check_fits, heavy_atoms
-from patterson.phasing.peptide import PeptideOptions, fragment_phasing, read_fragment
+from patterson.phasing.peptide import PeptideOptions, fragment_phasing, phase_with_sequence, read_fragment
 from patterson.phasing.placement import PlacementOptions
 from patterson.physics import AtomBatch, grid_shape, structure_factors
 from patterson.structures import Atoms
@@ -47,6 +48,15 @@ def test_fragments_phase_an_ideal_strand_crystal_and_never_read_the_free_amplitu
     scrambled = torch.where(free, f * 3.0 + 1.0, f)
     again = fragment_phasing(scrambled, hkl, CELL, shape, "AAAA", FAST, group=GROUP, free=free)
     assert torch.equal(res.phi_rad[~free], again.phi_rad[~free])  # bit for bit: the free set was never read
+
+
+def test_windows_too_long_for_the_cell_are_skipped_and_none_at_all_is_one_error():
+    hkl, f_true = _true_f()
+    f = f_true.abs()[0].numpy()  # a 7-residue strand overlaps its own lattice copies in this cell in every pose
+    solution = phase_with_sequence("AAAAAAA", hkl, f, CELL, GROUP, None, FAST)
+    assert {t["length"] for t in solution.tried} == {6, 5} and len(solution.built) >= 1
+    with pytest.raises(PattersonError, match="no window of the sequence"):
+        phase_with_sequence("AAAAAAA", hkl, f, CELL, GROUP, None, dataclasses.replace(FAST, window_drop=0))
 
 
 def test_a_sequence_too_large_for_the_cell_is_refused():
