@@ -92,6 +92,14 @@ class PeptideModel:
         mask = self.top.residue == residue
         return mask if names is None else mask & np.isin(np.array(self.top.names), names)
 
+    def side_chain_of(self, residue: int) -> np.ndarray:
+        """(N,) bool: a residue's side-chain atoms beyond Cβ."""
+        return self.atoms_of(residue) & ~np.isin(np.array(self.top.names), MAIN)
+
+    def chi_positions(self, residue: int) -> list[int]:
+        """The positions in ``params`` of a residue's χ torsions."""
+        return [self.index("chi", residue, k) for k in range(self.top.n_chi[residue])]
+
 
 def _frame(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """(3, 3) the orthonormal frame (columns) of a residue's N, CA, C."""
@@ -205,13 +213,11 @@ def _try(model: PeptideModel, target: SearchTarget, options: BuildOptions, move:
 
 def _side_chain(model: PeptideModel, target: SearchTarget, i: int, options: BuildOptions) -> bool:
     """Build the side chain of residue i beyond Cβ (a χ grid, the best few refined); whether it was kept."""
-    residue = ONE_LETTER[model.top.sequence[i]]
-    n_chi = model.top.n_chi[i]
-    if n_chi == 0:
+    positions = model.chi_positions(i)
+    if not positions:
         return False
-    positions = [model.index("chi", i, k) for k in range(n_chi)]
-    adding = model.atoms_of(i) & ~np.isin(np.array(model.top.names), MAIN)
-    return _try(model, target, options, (positions, chi_values(residue)), adding, positions)
+    residue = ONE_LETTER[model.top.sequence[i]]
+    return _try(model, target, options, (positions, chi_values(residue)), model.side_chain_of(i), positions)
 
 
 def _extend(model: PeptideModel, target: SearchTarget, i: int, options: BuildOptions) -> bool:
@@ -236,8 +242,7 @@ def _all_free(model: PeptideModel) -> list[int]:
     for i in range(model.n_res):
         if model.atoms_of(i, ("N", "CA", "C")).any() and model.built[model.atoms_of(i, ("CA",))].any():
             free += [model.index("phi", i), model.index("psi", i)]
-        free += [model.index("chi", i, k) for k in range(model.top.n_chi[i])
-                 if model.built[model.atoms_of(i) & ~np.isin(np.array(model.top.names), MAIN)].any()]  # fmt: skip
+        free += model.chi_positions(i) if model.built[model.side_chain_of(i)].any() else []
     return free
 
 
@@ -262,7 +267,7 @@ def quick_registers(model: PeptideModel, target: SearchTarget, window: range, op
     for i in window:
         if model.top.n_chi[i] == 0:
             continue
-        built = model.built | (model.atoms_of(i) & ~np.isin(names, MAIN))
+        built = model.built | model.side_chain_of(i)
         for p in _grid(model, target, options, [model.index("chi", i, 0)], [(v,) for v in SP3_GRID], built)[:1]:
             with torch.no_grad():
                 cc = float(_score(model, p, target, options, built))

@@ -27,7 +27,7 @@ import torch
 from patterson.errors import PattersonError
 from patterson.ideal import ONE_LETTER
 from patterson.minimize import lbfgs
-from patterson.phasing.building import MAIN, PeptideModel, chi_values, coordinates
+from patterson.phasing.building import PeptideModel, chi_values, coordinates
 from patterson.phasing.likelihood import Likelihood, likelihood_target, llg_terms
 from patterson.phasing.placement import SearchTarget
 from patterson.structures import atomic_numbers
@@ -119,19 +119,19 @@ def rebuild(model: PeptideModel, target: SearchTarget, options: RebuildOptions |
     the model takes every change kept. Returns a log of the changes."""
     options = options or RebuildOptions()
     lik = likelihood_target(target, atomic_numbers(np.array(model.top.elements)[model.built]), options.error_a)
-    names, steps = np.array(model.top.names), []
+    steps = []
     grid = np.arange(-180.0, 180.0, options.step)
     for cycle in range(options.cycles):
         for i in range(model.n_res):
-            chi = [model.index("chi", i, k) for k in range(model.top.n_chi[i])]
-            if chi and model.built[model.atoms_of(i) & ~np.isin(names, MAIN)].any():
+            chi = model.chi_positions(i)
+            if chi and model.built[model.side_chain_of(i)].any():
                 gain = _try(model, lik, (chi, chi_values(ONE_LETTER[model.top.sequence[i]])), chi, options)
                 if gain is not None:
                     steps.append(f"cycle {cycle + 1}, side chain {i + 1}: LLG {gain:.1f}")
         for i, positions, others in _ends(model):
             if not model.built[model.atoms_of(i, ("CA",))].any():
                 continue
-            chi = [model.index("chi", i, k) for k in range(model.top.n_chi[i])]
+            chi = model.chi_positions(i)
             move = (positions, list(itertools.product(grid, grid)))
             gain = _try(model, lik, move, [*positions, *others, *chi], options)
             if gain is not None:

@@ -270,18 +270,15 @@ def verdict(
     """
     if kind not in KINDS:
         raise PattersonError(f"unknown kind of phases {kind!r} (choose from {', '.join(KINDS)})")
-    if kind == "model":
-        agreement = None
+    ratios = (MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO) if kind == "model" else (SOLVED_RATIO, UNSOLVED_RATIO)
     q = (r_free / r_free_random.clamp_min(1e-30)).double().cpu()
-    agree = torch.full_like(q, float("nan")) if agreement is None else agreement.double().cpu()
+    agree = torch.full_like(q, float("nan")) if agreement is None or kind == "model" else agreement.double().cpu()
     out = []
     for qi, ai in zip(q.tolist(), agree.tolist(), strict=True):
         if math.isfinite(ai):
             x, lo, hi = qi * (2.0 - ai), SOLVED_SCORE, UNSOLVED_SCORE
-        elif kind == "model":
-            x, lo, hi = qi, MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO
         else:
-            x, lo, hi = qi, SOLVED_RATIO, UNSOLVED_RATIO
+            x, (lo, hi) = qi, ratios
         out.append("solved" if x <= lo else "not solved" if x > hi or not math.isfinite(x) else "uncertain")
     return tuple(out)
 
