@@ -56,6 +56,18 @@ def test_rebuild_turns_wrong_rotamers_and_a_wrong_chain_end_back_to_the_truth():
     assert any("side chain 1" in s for s in steps) and any("end residue 4" in s for s in steps)
 
 
+def test_rebuild_adds_a_side_chain_the_building_left_out():
+    model, true_xyz, target = _model_and_target()
+    left_out = model.side_chain_of(2)  # Thr 3's OG1 and CG2: one atom too light for the E² correlation's step
+    model.built = model.built & ~left_out
+    model.params[model.index("chi", 2, 0)] += np.radians(120.0)  # and its χ anywhere
+    steps = rebuild(model, target, RebuildOptions(cycles=1))
+    assert model.built.all() and "cycle 1, side chain 3 added" in " ".join(steps)
+    with torch.no_grad():
+        error = np.linalg.norm(coordinates(model, model.params).numpy() - true_xyz, axis=1)
+    assert error[left_out].max() < 0.2, error.round(2)
+
+
 def test_rebuild_keeps_a_right_model_where_it_is():
     model, true_xyz, target = _model_and_target()
     steps = rebuild(model, target, RebuildOptions(cycles=1))

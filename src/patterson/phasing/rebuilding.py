@@ -6,8 +6,9 @@ chain end hangs on torsions grown into an incomplete map. Once the whole model s
 those choices with the model's log-likelihood gain (:mod:`~patterson.phasing.likelihood`), which weighs each
 reflection by what a model of this size and error can know of it:
 
-1. every built side chain: its χ grid (:func:`~patterson.phasing.building.chi_values`) with the rest of the model
-   present, the best ``keep_best`` refined (its χ), kept when the LLG rises by ``accept``;
+1. every side chain: its χ grid (:func:`~patterson.phasing.building.chi_values`) with the rest of the model
+   present, the best ``keep_best`` refined (its χ), kept when the LLG rises by ``accept`` — a side chain the
+   building left out is added so, the gain counted from the LLG of the model without it;
 2. each chain end away from the anchor: the two torsions that place the end residue on a ``step`` grid, the best
    refined with its remaining torsions and side chain, kept likewise;
 
@@ -17,6 +18,7 @@ take part: built from a :class:`~patterson.phasing.placement.SearchTarget`, they
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from dataclasses import dataclass
@@ -85,15 +87,16 @@ def _refine(model: PeptideModel, lik: Likelihood, p0: torch.Tensor, free: list[i
 
 
 def _try(model: PeptideModel, lik: Likelihood, move: tuple[list[int], list], free: list[int],
-         options: RebuildOptions) -> float | None:  # fmt: skip
+         options: RebuildOptions, before: float | None = None) -> float | None:  # fmt: skip
     """Grid the parameters move = (positions, values in degrees), refine the best few over ``free``; the model
-    takes the best when it raises the LLG by ``accept``. Returns the new LLG, or None when nothing was kept."""
+    takes the best when it raises the LLG by ``accept`` over ``before`` (None: the model's LLG as it stands).
+    Returns the new LLG, or None when nothing was kept."""
     positions, values = move
     grid = model.params.repeat(len(values), 1)  # (G, P)
     grid[:, positions] = torch.as_tensor(np.radians(np.asarray(values, dtype=np.float64)))
     frac_m = torch.as_tensor(lik.target.cell.frac)
     with torch.no_grad():
-        before = float(model_llg(model, lik, model.params))
+        before = float(model_llg(model, lik, model.params)) if before is None else before
         frac = torch.stack([coordinates(model, p)[model.built] for p in grid]) @ frac_m.T  # (G, N, 3)
         gains = torch.cat([llg_terms(lik, chunk).sum(-1) for chunk in torch.split(frac, 32)])
     top = torch.topk(gains, min(options.keep_best, len(gains))).indices.tolist()
@@ -102,6 +105,27 @@ def _try(model: PeptideModel, lik: Likelihood, move: tuple[list[int], list], fre
         return None
     model.params = best[0]
     return best[1]
+
+
+def _likelihood(model: PeptideModel, target: SearchTarget, options: RebuildOptions) -> Likelihood:
+    """The likelihood of the model's built atoms against the target."""
+    return likelihood_target(target, atomic_numbers(np.array(model.top.elements)[model.built]), options.error_a)
+
+
+def _side_chain(model: PeptideModel, lik: Likelihood, i: int, options: RebuildOptions) -> float | None:
+    """Residue i's side chain gridded and refined by the LLG of the whole model: re-tried where it is built, added
+    where it is not (the gain then counted from the model without it). Returns the new LLG, or None."""
+    chi = model.chi_positions(i)
+    move = (chi, chi_values(ONE_LETTER[model.top.sequence[i]]))
+    if model.built[model.side_chain_of(i)].any():
+        return _try(model, lik, move, chi, options)
+    with torch.no_grad():
+        before = float(model_llg(model, lik, model.params))
+    trial = dataclasses.replace(model, built=model.built | model.side_chain_of(i))
+    gain = _try(trial, _likelihood(trial, lik.target, options), move, chi, options, before)
+    if gain is not None:
+        model.params, model.built = trial.params, trial.built
+    return gain
 
 
 def _ends(model: PeptideModel) -> list[tuple[int, list[int], list[int]]]:
@@ -118,16 +142,18 @@ def rebuild(model: PeptideModel, target: SearchTarget, options: RebuildOptions |
     """Revisit the built model's side chains and chain ends by the LLG of the whole model (see the module's steps);
     the model takes every change kept. Returns a log of the changes."""
     options = options or RebuildOptions()
-    lik = likelihood_target(target, atomic_numbers(np.array(model.top.elements)[model.built]), options.error_a)
+    lik = _likelihood(model, target, options)
     steps = []
     grid = np.arange(-180.0, 180.0, options.step)
     for cycle in range(options.cycles):
         for i in range(model.n_res):
-            chi = model.chi_positions(i)
-            if chi and model.built[model.side_chain_of(i)].any():
-                gain = _try(model, lik, (chi, chi_values(ONE_LETTER[model.top.sequence[i]])), chi, options)
-                if gain is not None:
-                    steps.append(f"cycle {cycle + 1}, side chain {i + 1}: LLG {gain:.1f}")
+            if not model.chi_positions(i) or not model.built[model.atoms_of(i, ("CB",))].any():
+                continue
+            added = not model.built[model.side_chain_of(i)].any()
+            gain = _side_chain(model, lik, i, options)
+            if gain is not None:
+                steps.append(f"cycle {cycle + 1}, side chain {i + 1}{' added' if added else ''}: LLG {gain:.1f}")
+                lik = _likelihood(model, target, options) if added else lik
         for i, positions, others in _ends(model):
             if not model.built[model.atoms_of(i, ("CA",))].any():
                 continue
