@@ -45,11 +45,12 @@ python benchmarks/peptide_sheets.py
 python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --budget-s 60 \
     --out benchmarks/results/peptide_crystals_fragments60.json --table /tmp/peptide_crystals_fragments60.md
 
-# the verdict for refined models (#30): every model the fragments route builds on 12 val crystals per resolution
+# the verdict for refined models (#30): every model the fragments route builds on 24 val crystals per resolution
 # (1.5 and 2.0 Å), its q = R-free / R-free(random) beside its truth; the thresholds MODEL_SOLVED_RATIO and
-# MODEL_UNSOLVED_RATIO in phasing/validation.py come from it (~30 minutes)
+# MODEL_UNSOLVED_RATIO in phasing/validation.py come from it (~66 minutes on 2 workers); rerun it after any
+# change to the route's final model, then set the constants (tests/test_validation.py ties them to the JSON)
 # → benchmarks/results/model_verdict.json (docs/evaluation.md)
-python benchmarks/model_verdict.py --n 12
+python benchmarks/model_verdict.py --n 24
 
 # the fragments route as it ships (the β-sheet search, building, likelihood rebuilding; 180 s of building budget,
 # the route's default) on 12 test crystals per resolution, its claims judged by the model verdict (~35 minutes)
