@@ -81,8 +81,9 @@ def judge_models(task: tuple[str, int, float]) -> dict[str, Any]:
     seconds = time.perf_counter() - t
     chosen = int(np.argmax([gain for *_, gain in solution.built]))
     models = []
-    for k, (xyz, elements, gain) in enumerate(solution.built):
-        f_calc = refined_model(xyz, elements, (data.hkl, f_work, data.cell, group, work), options)[3]
+    for k, (xyz, elements, gain) in enumerate(solution.built):  # the chosen one the route has finished already
+        f_calc = solution.f_calc if k == chosen else refined_model(xyz, elements, (data.hkl, f_work, data.cell, group,
+                                                                                   work), options)[3]  # fmt: skip
         res = models_result(s, torch.as_tensor(f_calc)[None], data.f000, data.shape, options)
         error = float(score_maps(res.rho, data.truth, data.cell, data.d_min).phase_error_weighted_deg[0])
         v = res.validation
@@ -99,8 +100,12 @@ def thresholds(models: list[dict]) -> dict[str, Any]:
     wrong = np.sort([m["q"] for m in models if not m["right"]])
     low_wrong = wrong[0] if len(wrong) else np.inf
     below = right[right < low_wrong]
-    solved = float((below[-1] + low_wrong) / 2) if len(below) and np.isfinite(low_wrong) else (
-        float(low_wrong) if len(below) == 0 else float(below[-1]))  # fmt: skip
+    if not len(below):  # no right model below the lowest wrong one
+        solved = float(low_wrong)
+    elif np.isfinite(low_wrong):
+        solved = float((below[-1] + low_wrong) / 2)
+    else:  # no wrong model at all
+        solved = float(below[-1])
     high_right = right[-1] if len(right) else solved
     above = wrong[wrong > high_right]
     unsolved = max(solved, float((high_right + above[0]) / 2) if len(above) else float(high_right))
