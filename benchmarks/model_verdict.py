@@ -21,7 +21,8 @@ right model (halfway to the next wrong one); ``uncertain`` between. The library'
 (``patterson.phasing.validation.MODEL_*``) are set from them; the claims' precision on held-out crystals is
 peptide_crystals.py's ``fragments`` row.
 
-    python benchmarks/model_verdict.py [--n 12] [--resolutions 1.5 2.0] [--workers 2]
+    python benchmarks/model_verdict.py [--n 12] [--preset peptide-crystal-realistic] [--resolutions 1.5 2.0]
+        [--workers 2]
         [--out benchmarks/results/model_verdict.json]
 """
 
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from _common import RESULTS, run_metadata, write_json
-from patterson.datasets import StoredDataset, make_config
+from patterson.datasets import PRESETS, StoredDataset, make_config
 from patterson.errors import PattersonError
 from patterson.evaluation import score_maps
 from patterson.evaluation.report import SOLVED_THRESHOLD_DEG
@@ -52,9 +53,10 @@ from patterson.phasing.peptide import PeptideOptions, models_result, phase_with_
 from patterson.phasing.starts import prepare_starts
 from patterson.phasing.validation import MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO
 from patterson.symmetry import SpaceGroup
-from peptide_crystals import SPACING, make_crystals, sequence_of
+from peptide_crystals import PRESET, SPACING, make_crystals, sequence_of
 
 SPLIT = "val"
+REALISTIC = "peptide-crystal-realistic"
 
 
 def judge_models(task: tuple[str, int, float]) -> dict[str, Any]:
@@ -130,6 +132,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="../shared/data/pdb", help="folder of PDB files")
     parser.add_argument("--n", type=int, default=12, help="val crystals per resolution")
+    parser.add_argument("--preset", choices=[p for p in PRESETS if p.startswith(PRESET)], default=REALISTIC,
+                        help="the crystals' preset (default: with measurement error and waters, as real data)")
     parser.add_argument("--resolutions", nargs="+", type=float, default=[1.5, 2.0])
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     parser.add_argument("--out", type=Path, default=RESULTS / "model_verdict.json")
@@ -151,7 +155,7 @@ def main() -> None:
                 print(f"[{k + 1}/{len(tasks)}] {r['d_min']:g} Å #{r['index']} {r['spacegroup']}: {qs}", flush=True)
     cal = thresholds([m for r in records for m in r["models"]])
     results = {"benchmark": "the verdict for atomic models: every model the fragments route built, q and truth",
-               "source": args.source, "preset": "peptide-crystal", "split": SPLIT, "n_per_resolution": args.n,
+               "source": args.source, "preset": args.preset, "split": SPLIT, "n_per_resolution": args.n,
                "solved_threshold_deg": SOLVED_THRESHOLD_DEG, "thresholds": cal,
                "library": {"MODEL_SOLVED_RATIO": MODEL_SOLVED_RATIO, "MODEL_UNSOLVED_RATIO": MODEL_UNSOLVED_RATIO},
                "rows": [summary(records, d, cal["solved"]) for d in args.resolutions],

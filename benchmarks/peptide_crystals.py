@@ -30,7 +30,7 @@ as ``solve`` claims 6MW0); right: claimed and solved. The atoms step's own resul
 refined atoms against the truth (``atoms_phase_error_deg``; its atoms are right below the same 40°), since a map
 that is half right can refine to right atoms. One process per worker, one torch thread each.
 
-    python benchmarks/peptide_crystals.py [--source ../shared/data/pdb] [--n 48] [--budget-s 10 [6 3]]
+    python benchmarks/peptide_crystals.py [--source ../shared/data/pdb] [--n 48] [--preset peptide-crystal] [--budget-s 10 [6 3]]
         [--methods ...] [--resolutions 1.0 1.5 2.0] [--spacing 0.5] [--workers 2]
         [--out benchmarks/results/peptide_crystals.json] [--table docs/tables/peptide_crystals_table.md]
 """
@@ -81,13 +81,14 @@ GRID = (96, 96, 96)  # the stored maps' grid: every cell of the preset to 1.0 Å
 _WORKER: dict[str, Any] = {}  # per worker process: the learned loop's step, the datasets opened
 
 
-def crystal_config(d: float, n: int, source: str, trained: dict, workers: int, split: str = "test"):
-    """The config of ``n`` crystals at resolution ``d`` from the ``split`` entries of the data ``trained`` (a
-    network's training config): its seed and split fractions, only that split made (float32 maps)."""
+def crystal_config(d: float, n: int, source: str, trained: dict, workers: int, split: str = "test",
+                   preset: str = PRESET):  # fmt: skip
+    """The config of ``n`` crystals of ``preset`` at resolution ``d`` from the ``split`` entries of the data
+    ``trained`` (a network's training config): its seed and split fractions, only that split made (float32 maps)."""
     splits = tuple(trained["splits"])
-    b = overall_b(d, PRESETS[PRESET]["d_min_range"], PRESETS[PRESET]["b_range"])  # the preset's B at d
+    b = overall_b(d, PRESETS[preset]["d_min_range"], PRESETS[preset]["b_range"])  # the preset's B at d
     share = splits[SPLITS.index(split)]
-    return make_config(PRESET, source=source, n=math.ceil(n * sum(splits) / share), seed=trained["seed"],
+    return make_config(preset, source=source, n=math.ceil(n * sum(splits) / share), seed=trained["seed"],
                        splits=splits, only_splits=[split], map_dtype="float32", d_min=d, d_min_range=(d, d),
                        b_range=(b, b), grid=GRID, chunk_size=max(1, math.ceil(n / workers)))  # fmt: skip
 
@@ -98,7 +99,7 @@ def make_crystals(args, trained: dict, folder: Path, log,
     resolution."""
     pool, folders, seconds = None, {}, {}
     for d in args.resolutions:
-        config = crystal_config(d, args.n, args.source, trained, args.workers, split)
+        config = crystal_config(d, args.n, args.source, trained, args.workers, split, args.preset)
         pool = pool or build_pool(config, progress=False)  # the same segments for every resolution
         t = time.perf_counter()
         generate(config, folder / f"d{d:g}", workers=args.workers, progress=False, pool=pool)
@@ -259,7 +260,7 @@ def held_out_check(folders: dict[float, Path], trained_entries: list[str] | None
 def render(results: dict) -> str:
     """docs/tables/peptide_crystals_table.md from the results alone."""
     run = results["run"]
-    lines = [f"Synthetic `peptide-crystal` structures, every method with the same wall-time budget per structure "
+    lines = [f"Synthetic `{results.get('preset', PRESET)}` structures, every method with the same wall-time budget per structure "
              f"(benchmarks/peptide_crystals.py, {run['date']}, {run['platform']}, {run['cpu_count']} CPUs, "
              f"{results['workers']} workers of one thread, torch {run['torch']}; maps on a {results['spacing']:g} Å "
              f"grid, at most d/2). Solved: F-weighted phase error < {results['solved_threshold_deg']:g}° after the "
@@ -301,6 +302,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="../shared/data/pdb", help="folder of PDB files")
     parser.add_argument("--n", type=int, default=48, help="test crystals per resolution")
+    parser.add_argument("--preset", choices=[p for p in PRESETS if p.startswith(PRESET)], default=PRESET,
+                        help="peptide-crystal, or peptide-crystal-realistic (measurement error, waters)")
     parser.add_argument("--budget-s", nargs="+", type=float, default=[10.0],
                         help="wall seconds per structure and method: one for every resolution, or one each")
     parser.add_argument("--spacing", type=float, default=SPACING, help="phasing grid spacing in Å (≤ d / 2)")
@@ -329,7 +332,7 @@ def run_all(args, log) -> dict[str, Any]:
     rows = [summarise(records, d, m) | {"budget_s": budgets[d]} for d in args.resolutions for m in args.methods]
     coarser = {f"{d:g}": sum(r["d_own"] > d + 1e-6 for r in records if r["d_min"] == d) for d in args.resolutions}
     return {"benchmark": "synthetic peptide crystals, every method at equal wall time", "source": args.source,
-            "preset": PRESET, "n_per_resolution": args.n, "budget_s": {f"{d:g}": b for d, b in budgets.items()},
+            "preset": args.preset, "n_per_resolution": args.n, "budget_s": {f"{d:g}": b for d, b in budgets.items()},
             "spacing": args.spacing, "starts_per_round": STARTS, "workers": args.workers,
             "solved_threshold_deg": SOLVED_THRESHOLD_DEG, "step": str(network.path), "held_out": held,
             "configs": configs, "grid": list(GRID), "coarser": coarser, "generation_s": generation,

@@ -54,7 +54,10 @@ class GenerateConfig:
     h, k, l = 0 … ``h_max``−1 with f = ``form``); ``target`` density (band-limited, same F, same grid) or
     gaussian (Gaussians of ``target_sigma`` Å holding Z electrons, on the fractional grid of the input's shape).
     Degradations of the input only: ``input_d_min`` (coarser resolution cut-off), ``noise`` (relative Gaussian
-    noise on amplitudes), ``missing`` (fraction of reflections dropped at random).
+    noise on amplitudes), ``missing`` (fraction of reflections dropped at random), ``noise_edge`` (measurement error
+    that grows with resolution, as in real data: per example an error at d_min drawn from ``noise`` … ``noise_edge``
+    times the r.m.s. |F| of its shell; 0: none). ``waters`` (peptide crystals): ordered waters per residue at most,
+    in the data and the target but in no sequence (see :mod:`patterson.datasets.peptides`).
     Storage: ``splits`` (fractions of examples for train, val, test; entries never shared), ``chunk_size``
     (examples per shard), ``max_atoms`` (atoms stored per example; larger structures are skipped),
     ``map_dtype`` (float16 or float32), ``only_splits`` (make only these splits' examples; entries are assigned to
@@ -96,6 +99,8 @@ class GenerateConfig:
     input_d_min: float | None = None
     noise: float = 0.0
     missing: float = 0.0
+    noise_edge: float = 0.0
+    waters: float = 0.0
     splits: tuple[float, float, float] = (0.9, 0.05, 0.05)
     chunk_size: int = 256
     max_atoms: int = 64
@@ -127,6 +132,8 @@ class GenerateConfig:
             (self.h_max >= 2, f"h_max must be at least 2, got {self.h_max}"),
             (0 <= self.noise, f"noise must be ≥ 0, got {self.noise}"),
             (0 <= self.missing < 1, f"missing must lie in [0, 1), got {self.missing}"),
+            (self.noise_edge == 0 or self.noise_edge >= self.noise, "noise_edge must be 0 or at least noise"),
+            (self.waters == 0 or (self.kind == "peptide" and 0 < self.waters <= 4), "waters: peptides, 0 … 4"),
             (self.chunk_size >= 1, f"chunk_size must be at least 1, got {self.chunk_size}"),
             (self.max_atoms >= 1, f"max_atoms must be at least 1, got {self.max_atoms}"),
             (len(self.splits) == 3 and min(self.splits) >= 0 and sum(self.splits) > 0, "splits needs 3 fractions"),
@@ -210,6 +217,9 @@ PRESETS: dict[str, dict] = {
         noise=0.03, missing=0.05, max_atoms=400,
     ),
 }  # fmt: skip
+# Harder, as measured data are (#30): measurement error that grows to 3–35% of the r.m.s. |F| at d_min (5E5Z's
+# data reach about 9%, 1YJP's 38%, 6MW0's 27%) and up to one ordered water per residue (1YJP: 7 for 7 residues)
+PRESETS["peptide-crystal-realistic"] = dict(PRESETS["peptide-crystal"], noise_edge=0.35, waters=1.0)
 
 
 def make_config(preset: str | None = None, **overrides) -> GenerateConfig:

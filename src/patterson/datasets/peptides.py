@@ -509,12 +509,57 @@ def peptide_example(
     asu = mol.replace(xyz=xyz, b_iso=_b_factors(mol, d, config, rng), cell=cell.parameters, spacegroup=group.name)
     if config.occupancy_one:
         asu = asu.replace(occ=np.ones(len(asu)))
+    if config.waters > 0:
+        n_res = len(label.rsplit("/", 1)[-1].split(","))
+        asu = add_waters(asu, group, int(rng.integers(0, math.ceil(config.waters * n_res) + 1)), rng)
     kind = "β-stack" if beta else "packed"
     log.debug("%s %d: %s %s in %s, %.0f Å³/atom, d %.2f Å", split, index, kind, label, cell.text,
               cell.volume / (len(group.rot) * len(mol)), d)  # fmt: skip
     m = len(miller_indices(Cell(*cell.parameters), d))  # the cell as stored: its reflections, and no other
     extra = {"spacegroup": group.name, "d_min": d, "beta_stack": beta, "n_reflections": m}
     return expand_to_p1(asu).replace(residues=None), label, file, extra
+
+
+# --- waters --------------------------------------------------------------------------------------------------------
+
+WATER_CONTACT = (2.6, 3.3)  # Å: a water's hydrogen bond to an N or O (or water), and no atom closer than its start
+WATER_TRIES = 4000  # random points looked at per crystal
+
+
+def _cell_atoms(atoms: Atoms, group: SpaceGroup, cell: Cell) -> np.ndarray:
+    """(27·K·N, 3) Cartesian positions of the asymmetric unit's atoms under every operator, in the unit cell and the
+    26 around it."""
+    frac = cell.to_fractional(atoms.xyz)
+    mates = (np.einsum("kij,nj->kni", group.rot, frac) + group.tran[:, None]).reshape(-1, 3) % 1.0
+    shifts = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=float)
+    return cell.to_cartesian((mates[None] + shifts[:, None]).reshape(-1, 3))
+
+
+def add_waters(asu: Atoms, group: SpaceGroup, n: int, rng: np.random.Generator) -> Atoms:
+    """The asymmetric unit with up to ``n`` ordered waters (O) where the crystal leaves room: random points of the
+    cell at least 2.6 Å from every atom (their images and the waters already placed included) and within 3.3 Å of
+    an N or O (:data:`WATER_CONTACT`), with B 1.5× the peptide's mean, as deposited waters have. Packed as densely as
+    the preset packs, a crystal may hold fewer; the last atoms are the waters."""
+    cell = Cell(*asu.cell)
+    lo, hi = WATER_CONTACT
+    out = asu.replace(residues=None)
+    near = _cell_atoms(out, group, cell)  # (P, 3)
+    polar = np.isin(np.tile(out.elements, len(near) // len(out)), ("N", "O"))
+    water = 1.5 * float(np.mean(asu.b_iso))
+    for _ in range(WATER_TRIES):
+        if len(out) == len(asu) + n:
+            break
+        point = cell.to_cartesian(rng.random(3))
+        d = np.linalg.norm(near - point, axis=1)
+        if d.min() < lo or d[polar].min() > hi:
+            continue
+        own = _cell_atoms(out.replace(xyz=point[None], elements=np.array(["O"])), group, cell)  # its own images
+        if np.sort(np.linalg.norm(own - point, axis=1))[1] < lo:
+            continue
+        out = out.replace(xyz=np.vstack([out.xyz, point]), elements=np.append(out.elements, "O"),
+                          b_iso=np.append(out.b_iso, water), occ=np.append(out.occ, 1.0))  # fmt: skip
+        near, polar = np.vstack([near, own]), np.append(polar, np.ones(len(own), dtype=bool))
+    return out
 
 
 def reflection_capacity(grid: tuple[int, int, int]) -> int:
