@@ -30,8 +30,8 @@ as ``solve`` claims 6MW0); right: claimed and solved. The atoms step's own resul
 refined atoms against the truth (``atoms_phase_error_deg``; its atoms are right below the same 40°), since a map
 that is half right can refine to right atoms. One process per worker, one torch thread each.
 
-    python benchmarks/peptide_crystals.py [--source ../shared/data/pdb] [--n 48] [--preset peptide-crystal] [--budget-s 10 [6 3]]
-        [--methods ...] [--resolutions 1.0 1.5 2.0] [--spacing 0.5] [--workers 2]
+    python benchmarks/peptide_crystals.py [--source ../shared/data/pdb] [--n 48] [--budget-s 10 [6 3]]
+        [--preset peptide-crystal] [--methods ...] [--resolutions 1.0 1.5 2.0] [--spacing 0.5] [--workers 2]
         [--out benchmarks/results/peptide_crystals.json] [--table docs/tables/peptide_crystals_table.md]
 """
 
@@ -260,9 +260,9 @@ def held_out_check(folders: dict[float, Path], trained_entries: list[str] | None
 def render(results: dict) -> str:
     """docs/tables/peptide_crystals_table.md from the results alone."""
     run = results["run"]
-    lines = [f"Synthetic `{results.get('preset', PRESET)}` structures, every method with the same wall-time budget per structure "
-             f"(benchmarks/peptide_crystals.py, {run['date']}, {run['platform']}, {run['cpu_count']} CPUs, "
-             f"{results['workers']} workers of one thread, torch {run['torch']}; maps on a {results['spacing']:g} Å "
+    lines = [f"Synthetic `{results.get('preset', PRESET)}` structures, every method with the same wall-time budget "
+             f"per structure (benchmarks/peptide_crystals.py, {run['date']}, {run['platform']}, "
+             f"{run['cpu_count']} CPUs, {results['workers']} workers of one thread, torch {run['torch']}; maps on a {results['spacing']:g} Å "
              f"grid, at most d/2). Solved: F-weighted phase error < {results['solved_threshold_deg']:g}° after the "
              "origin/hand search; claimed: the method's verdict `solved` (dual-space at d ≤ 1.3 Å: also by its "
              "refined atoms' R1-free ≤ 0.25, `solve`'s atoms step, its seconds in the last column); right: claimed "
