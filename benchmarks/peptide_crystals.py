@@ -262,11 +262,12 @@ def render(results: dict) -> str:
     run = results["run"]
     lines = [f"Synthetic `{results.get('preset', PRESET)}` structures, every method with the same wall-time budget "
              f"per structure (benchmarks/peptide_crystals.py, {run['date']}, {run['platform']}, "
-             f"{run['cpu_count']} CPUs, {results['workers']} workers of one thread, torch {run['torch']}; maps on a {results['spacing']:g} Å "
-             f"grid, at most d/2). Solved: F-weighted phase error < {results['solved_threshold_deg']:g}° after the "
-             "origin/hand search; claimed: the method's verdict `solved` (dual-space at d ≤ 1.3 Å: also by its "
-             "refined atoms' R1-free ≤ 0.25, `solve`'s atoms step, its seconds in the last column); right: claimed "
-             "and solved; atoms right: the refined atoms' own map < 40° from the truth.", "",
+             f"{run['cpu_count']} CPUs, {results['workers']} workers of one thread, torch {run['torch']}; maps on a "
+             f"{results['spacing']:g} Å grid, at most d/2). Solved: F-weighted phase error < "
+             f"{results['solved_threshold_deg']:g}° after the origin/hand search; claimed: the method's verdict "
+             "`solved` (dual-space at d ≤ 1.3 Å: also by its refined atoms' R1-free ≤ 0.25, `solve`'s atoms step, its "
+             "seconds in the last column); right: claimed and solved; atoms right: the refined atoms' own map < 40° "
+             "from the truth.", "",
              "| d_min (Å) | budget (s) | method | solved | claimed | right | precision | median s | "
              "median phase error | atoms step |", "|" + " --- |" * 10]  # fmt: skip
     for r in results["rows"]:
