@@ -14,7 +14,8 @@ import torch
 from patterson import __version__
 from patterson.cells import Cell
 from patterson.datasets import StoredDataset, build_pool, generate, make_config
-from patterson.datasets.peptides import contact_distance, peptide_example, residue_sizes
+from patterson.datasets.generate import _degrade, measurement_error
+from patterson.datasets.peptides import WATER_CONTACT, contact_distance, peptide_example, residue_sizes
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f, patterson_from_f
 from patterson.physics import AtomBatch, grid_shape, in_friedel_half, miller_indices, structure_factors
@@ -218,11 +219,62 @@ def test_a_phasing_method_evaluates_peptide_crystals_each_on_its_own_cell(datase
         (dict(k_min=10), "k_min"),
         (dict(d_min_range=(0.7, 2.0)), "d_min_range"),
         (dict(space_groups=("Q 9",)), "unknown space group"),
+        (dict(noise_edge=0.01), "noise_edge"),
+        (dict(waters=5.0), "waters"),
     ],
 )
 def test_bad_peptide_settings_are_one_line_errors(changes, message):
     with pytest.raises(PattersonError, match=message):
         make_config("peptide-crystal", **changes)
+
+
+def test_realistic_crystals_hold_waters_on_hydration_sites(pool):
+    """``waters``: the asymmetric unit's last atoms are O where the crystal has room — at least 2.6 Å from every
+    atom of the crystal (their own images and the other waters included) and within 3.3 Å of an N or O — at most
+    one per residue; the peptide is the one the same draw makes without them."""
+    items, lo, hi = np.arange(len(pool)), *WATER_CONTACT
+    realistic, placed = make_config("peptide-crystal-realistic"), 0
+    for i in range(6):
+        atoms, label, _, extra = peptide_example(pool, items, realistic, "train", i)
+        k, n_pep = len(SpaceGroup.of(extra["spacegroup"]).rot), sum(residue_sizes(label))
+        n_asu = len(atoms) // k
+        n_water = n_asu - n_pep
+        assert 0 <= n_water <= len(residue_sizes(label))
+        bare = peptide_example(pool, items, make_config("peptide-crystal"), "train", i)[0]
+        np.testing.assert_allclose(atoms.xyz[:n_pep], bare.xyz[:n_pep])  # waters come after the same peptide
+        cell = Cell(*atoms.cell)
+        shifts = np.array(list(itertools.product((-1, 0, 1), repeat=3))) @ cell.orth.T  # (27, 3)
+        inside = cell.to_cartesian(cell.to_fractional(atoms.xyz) % 1.0)
+        around = (inside[None] + shifts[:, None]).reshape(-1, 3)  # the P1 cell and its 26 neighbours
+        polar = np.tile(np.isin(atoms.elements, ("N", "O")), 27)
+        for w in inside[n_pep:n_asu]:
+            d = np.linalg.norm(around - w, axis=1)
+            d = d[d > 1e-6]  # not itself
+            assert d.min() >= lo - 1e-6
+            to_polar = np.linalg.norm(around[polar] - w, axis=1)
+            assert to_polar[to_polar > 1e-6].min() <= hi
+        assert np.all(atoms.elements[n_pep:n_asu] == "O")
+        placed += n_water
+    assert placed > 0
+
+
+def test_measurement_error_grows_to_its_edge_value_as_one_over_d_squared():
+    """σ(|F|) is a fraction of its shell's r.m.s. |F| rising from edge/10 to ``edge`` at d_min; drawn into the
+    amplitudes by ``noise_edge`` (per example between ``noise`` and ``noise_edge``)."""
+    rng = np.random.default_rng(0)
+    s2 = np.sort(rng.uniform(0.0, 0.4, 20_000))
+    f = rng.rayleigh(size=len(s2)) * np.exp(-5 * s2)  # Wilson-like falling amplitudes
+    sigma = measurement_error(f, s2, 0.3)
+    top, bottom = slice(-2000, None), slice(0, 2000)
+    assert abs(sigma[top].mean() / np.sqrt(np.mean(f[top] ** 2)) - 0.3) < 0.02
+    assert sigma[bottom].mean() / np.sqrt(np.mean(f[bottom] ** 2)) < 0.05
+    config = make_config("peptide-crystal-realistic", missing=0.0)
+    amp = torch.as_tensor(f)[None]
+    out, measured = _degrade(amp, torch.ones(len(f), dtype=torch.bool), config, [np.random.default_rng(1)], s2)
+    assert measured.all()
+    edge = np.std((out[0] - amp[0]).numpy()[top]) / np.sqrt(np.mean(f[top] ** 2))
+    assert config.noise - 0.02 <= edge <= config.noise_edge + 0.02  # the example's draw, within the preset's range
+    assert np.std((out[0] - amp[0]).numpy()[bottom]) < np.std((out[0] - amp[0]).numpy()[top])
 
 
 def gemmi_symbol(z: int) -> str:
