@@ -63,7 +63,8 @@ def write_json(path: str | Path, results: dict, indent: int = 1, one_line: tuple
         if k in results
     ]
     if tail:
-        text = text[:-2] + ",\n" + ",\n".join(tail) + "\n}"
+        head = "{\n" if text == "{}" else text[:-2] + ",\n"  # only one-line keys: nothing before them
+        text = head + ",\n".join(tail) + "\n}"
     write_text(path, text + "\n")
 
 

@@ -46,7 +46,7 @@ python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1
     --out benchmarks/results/peptide_crystals_fragments60.json --table /tmp/peptide_crystals_fragments60.md
 
 # the verdict for refined models (#30): every model the fragments route builds on 24 val crystals per resolution
-# (1.5 and 2.0 Å), its q = R-free / R-free(random) beside its truth; the thresholds MODEL_SOLVED_RATIO and
+# (1.5 and 2.0 Å) of peptide-crystal-realistic (measurement error rising with resolution, ordered waters), its q = R-free / R-free(random) beside its truth; the thresholds MODEL_SOLVED_RATIO and
 # MODEL_UNSOLVED_RATIO in phasing/validation.py come from it (~66 minutes on 2 workers); rerun it after any
 # change to the route's final model, then set the constants (tests/test_validation.py ties them to the JSON)
 # → benchmarks/results/model_verdict.json (docs/evaluation.md)
@@ -57,3 +57,8 @@ python benchmarks/model_verdict.py --n 24
 # → benchmarks/results/peptide_crystals_fragments.json (docs/phasing.md)
 python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --n 12 --budget-s 180 \
     --out benchmarks/results/peptide_crystals_fragments.json --table /tmp/peptide_crystals_fragments.md
+# the same on realistic crystals (the data the model verdict is calibrated on; ~35 minutes)
+# → benchmarks/results/peptide_crystals_fragments_realistic.json (docs/phasing.md)
+python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --n 12 --budget-s 180 \
+    --preset peptide-crystal-realistic --out benchmarks/results/peptide_crystals_fragments_realistic.json \
+    --table /tmp/peptide_crystals_fragments_realistic.md

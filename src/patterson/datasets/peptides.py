@@ -18,7 +18,9 @@ electron-diffraction peptides in P1. One example:
 4. a resolution d from ``d_min_range``, coarsened where the fixed ``grid`` cannot hold this cell's reflections to
    it, and B-factors (``b_policy='resolution'``): an overall B from ``b_range`` that grows with d, shaped per atom
    by the deposited B profile of the segment;
-5. the asymmetric unit expanded by the group's operators into the P1 cell that the maps are made of.
+5. with ``waters``, up to that many ordered waters per residue where the crystal has room (:func:`add_waters`): in
+   the data and the target, in no sequence, as real peptide crystals have them;
+6. the asymmetric unit expanded by the group's operators into the P1 cell that the maps are made of.
 
 The group, resolution and kind of each example are stored beside its atoms (``spacegroup``, ``d_min``,
 ``beta_stack``, ``n_reflections``: :data:`~patterson.datasets.config.EXAMPLE_FIELDS`), and so are the reflections
