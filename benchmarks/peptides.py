@@ -12,8 +12,9 @@ Pipelines: the default (``auto``), charge flipping on E, HIO from random starts,
 resolution only), and where the peptide's residues are standard ones the fragments route alone (``--refine
 fragments --sequence``) and ``auto`` with the sequence (its routes, then fragments). The cell contents given to
 6MW0 are the peptide's formula times Z (what a user knows: no solvent); 5E5Z and 1YJP get none (their files carry
-none). The fragment search's parts are measured apart, with the ideal strand superposed on the deposited chain as
-an oracle (benchmarks/peptide_fragments.py).
+none). Beside the runs, each deposited model's own q on the data and free set the fragments route is judged on
+(:func:`deposited_q`): the q a right model of these data reaches. The fragment search's parts are measured apart,
+with the ideal strand superposed on the deposited chain as an oracle (benchmarks/peptide_fragments.py).
 
     python benchmarks/peptides.py [--only NAME ...] [--pipelines NAME ...] [--merge]
         [--out benchmarks/results/peptides.json] [--table docs/tables/peptides_table.md]
@@ -29,7 +30,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from _common import RESULTS, ROOT, TABLES, run_metadata, write_json, write_text
+from patterson.cells import Cell, expand_to_p1
+from patterson.phasing import PhasingOptions
+from patterson.phasing.peptide import PeptideOptions, models_result
+from patterson.phasing.starts import prepare_starts
+from patterson.phasing.validation import MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO
+from patterson.physics import AtomBatch, structure_factors
+from patterson.solving.solve import SolveConfig, _prepare
+from patterson.structures import read_structure
 from real_small_molecules import judge, summary_fields
 
 DATA = ROOT.parent / "shared" / "data" / "real"
@@ -98,6 +110,30 @@ def run_one(name: str, pipeline: str, tmp: Path) -> dict[str, Any]:
     return record
 
 
+def deposited_q(name: str) -> dict[str, float]:
+    """q = R-free / R-free of random phases of the deposited model (its own coordinates and B; with its waters and
+    without them) on the data and free set that ``solve --sequence`` judges its model on
+    (:func:`patterson.phasing.peptide.models_result`): what a right model of these data scores, to set beside the
+    model verdict's thresholds and the calibration crystals' ``exact_q`` (benchmarks/model_verdict.py)."""
+    reflections, model, _ = PEPTIDES[name]
+    ctx = _prepare(SolveConfig(input=str(DATA / reflections)))
+    cell, m, n_all = ctx["data"].cell, len(ctx["data"].hkl), len(ctx["hkl_all"])
+    measured = torch.arange(n_all)[None] < m  # (1, M + K): the unmeasured float
+    free = torch.cat([torch.as_tensor(ctx["free"]), torch.zeros(n_all - m, dtype=torch.bool)])[None]
+    s = prepare_starts(ctx["f_all"], ctx["hkl_all"], cell, ctx["shape"], PhasingOptions(n_starts=1), measured, free)
+    atoms = expand_to_p1(read_structure(DATA / model))
+    atoms = atoms.replace(xyz=cell.to_cartesian(Cell(*atoms.cell).to_fractional(atoms.xyz)), cell=cell.parameters)
+    water = np.array([":HOH:" in r for r in atoms.residues]) if atoms.residues is not None else np.zeros(len(atoms))
+    out = {}
+    for key, keep in (("with_waters", np.ones(len(atoms), dtype=bool)), ("without_waters", ~water)):
+        part = atoms.replace(xyz=atoms.xyz[keep], elements=atoms.elements[keep], b_iso=atoms.b_iso[keep],
+                             occ=atoms.occ[keep], residues=None)  # fmt: skip
+        f_calc = structure_factors(AtomBatch.from_atoms([part], cell), ctx["hkl_all"])
+        v = models_result(s, f_calc, ctx["f000"], ctx["shape"], PeptideOptions()).validation
+        out[key] = round(float(v.r_free[0] / v.r_free_random[0]), 3)
+    return out | {"n_free": int(free.sum()), "waters_in_cell": int(water.sum())}
+
+
 def render(results: dict) -> str:
     """docs/tables/peptides_table.md from the results alone."""
     run = results["run"]
@@ -123,6 +159,14 @@ def render(results: dict) -> str:
     right = sum(1 for r in results["rows"] if r.get("verdict") == "solved" and r.get("solved"))
     lines += ["", f"Runs solved: {solved} of {len(results['rows'])}; claimed `solved`: {claimed}, of them right: "
               f"{right}."]  # fmt: skip
+    if "deposited_q" in results:  # runs before it was measured have none
+        verdict = results["model_verdict"]
+        each = "; ".join(f"{name.upper()} {q['with_waters']:.3f} with its waters, {q['without_waters']:.3f} without "
+                         f"({q['n_free']} free reflections)" for name, q in results["deposited_q"].items())  # fmt: skip
+        lines += ["", f"The deposited models' own q = R-free / R-free of random phases on the data and free set that "
+                  f"`solve --sequence` judges its model on (what a right model of these data scores; the model "
+                  f"verdict says `solved` at q ≤ {verdict['MODEL_SOLVED_RATIO']}, `not solved` above "
+                  f"{verdict['MODEL_UNSOLVED_RATIO']}): {each}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -154,6 +198,8 @@ def main() -> None:
     order = {(name, pipeline): i for i, (name, pipeline) in enumerate((n, p) for n in PEPTIDES for p in PIPELINES)}
     rows.sort(key=lambda r: order.get((r["name"], r["pipeline"]), len(order)))
     results = {"benchmark": "peptides", "run": run_metadata(), "data": str(DATA), "solved_cc": SOLVED_CC,
+               "deposited_q": {name: deposited_q(name) for name in PEPTIDES}, "model_verdict": {
+                   "MODEL_SOLVED_RATIO": MODEL_SOLVED_RATIO, "MODEL_UNSOLVED_RATIO": MODEL_UNSOLVED_RATIO},
                "rows": rows}  # fmt: skip
     write_json(args.out, results)
     write_text(args.table, render(results))
