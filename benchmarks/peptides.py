@@ -131,7 +131,19 @@ def deposited_q(name: str) -> dict[str, float]:
         f_calc = structure_factors(AtomBatch.from_atoms([part], cell), ctx["hkl_all"])
         v = models_result(s, f_calc, ctx["f000"], ctx["shape"], PeptideOptions()).validation
         out[key] = round(float(v.r_free[0] / v.r_free_random[0]), 3)
-    return out | {"n_free": int(free.sum()), "waters_in_cell": int(water.sum())}
+    return out | {"n_free": int(free.sum()), "waters_in_cell": int(water.sum()),
+                  "sigma_f_over_f_low_high": error_profile(ctx["refl"])}  # fmt: skip
+
+
+def error_profile(refl) -> list[float]:
+    """The file's measurement error: mean σ(|F|) over mean |F| in the lowest and the highest fifth of its
+    reflections by resolution (intensities: |F| = √I, σ(|F|) = σ(I) / 2√I, positive I only)."""
+    ok = np.isfinite(refl.value) & np.isfinite(refl.sigma) & (refl.value > 0)
+    f, sigma = refl.value[ok], refl.sigma[ok]
+    if refl.kind == "intensity":
+        f, sigma = np.sqrt(f), sigma / (2 * np.sqrt(f))
+    fifths = np.array_split(np.argsort(refl.cell.inv_d2(refl.hkl[ok]), kind="stable"), 5)
+    return [round(float(sigma[i].mean() / f[i].mean()), 3) for i in (fifths[0], fifths[-1])]
 
 
 def render(results: dict) -> str:
@@ -162,7 +174,9 @@ def render(results: dict) -> str:
     if "deposited_q" in results:  # runs before it was measured have none
         verdict = results["model_verdict"]
         each = "; ".join(f"{name.upper()} {q['with_waters']:.3f} with its waters, {q['without_waters']:.3f} without "
-                         f"({q['n_free']} free reflections)" for name, q in results["deposited_q"].items())  # fmt: skip
+                         f"({q['n_free']} free reflections; σ(F)/F {q['sigma_f_over_f_low_high'][0]:.0%} at low, "
+                         f"{q['sigma_f_over_f_low_high'][1]:.0%} at high resolution)"
+                         for name, q in results["deposited_q"].items())  # fmt: skip
         lines += ["", f"The deposited models' own q = R-free / R-free of random phases on the data and free set that "
                   f"`solve --sequence` judges its model on (what a right model of these data scores; the model "
                   f"verdict says `solved` at q ≤ {verdict['MODEL_SOLVED_RATIO']}, `not solved` above "
