@@ -2,7 +2,7 @@
 
 A refined model of a peptide lacks the solvent and waters of its crystal, so even a right one keeps a higher R-free
 than a map that imposes every work amplitude: the map verdict's thresholds (benchmarks/verdict.py) cannot be met
-by a right model of a real peptide crystal (the deposited 5E5Z model, waters included, gives q = 0.36 on our
+by a right model of a real peptide crystal (the deposited 5E5Z model, its water included, gives q = 0.359 on our
 figure). This benchmark sets the thresholds for models from models.
 
 Data: ``peptide-crystal-realistic`` structures (``--preset``; measurement error rising with resolution and ordered
