@@ -14,7 +14,7 @@ import torch
 from patterson import __version__
 from patterson.cells import Cell
 from patterson.datasets import StoredDataset, build_pool, generate, make_config
-from patterson.datasets.generate import _degrade, measurement_error
+from patterson.datasets.degrade import degrade, measurement_error
 from patterson.datasets.peptides import WATER_CONTACT, contact_distance, peptide_example, residue_sizes
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f, patterson_from_f
@@ -270,7 +270,7 @@ def test_measurement_error_grows_to_its_edge_value_as_one_over_d_squared():
     assert sigma[bottom].mean() / np.sqrt(np.mean(f[bottom] ** 2)) < 0.05
     config = make_config("peptide-crystal-realistic", missing=0.0)
     amp = torch.as_tensor(f)[None]
-    out, measured = _degrade(amp, torch.ones(len(f), dtype=torch.bool), config, [np.random.default_rng(1)], s2)
+    out, measured = degrade(amp, torch.ones(len(f), dtype=torch.bool), config, [np.random.default_rng(1)], s2)
     assert measured.all()
     edge = np.std((out[0] - amp[0]).numpy()[top]) / np.sqrt(np.mean(f[top] ** 2))
     assert config.noise - 0.02 <= edge <= config.noise_edge + 0.02  # the example's draw, within the preset's range

@@ -27,8 +27,9 @@ def load_benchmark(monkeypatch):
 def test_peptide_crystals_benchmark_core(monkeypatch, budget):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as `python benchmarks/peptide_crystals.py` has it
     bench = load_benchmark(monkeypatch)
-    args = argparse.Namespace(source="embedded", n=2, budget_s=[budget], methods=list(bench.DEFAULT_METHODS),
-                              resolutions=[1.0], spacing=bench.SPACING, workers=2)  # fmt: skip
+    args = argparse.Namespace(source="embedded", preset=bench.PRESET, n=2, budget_s=[budget],
+                              methods=list(bench.DEFAULT_METHODS), resolutions=[1.0], spacing=bench.SPACING,
+                              workers=2)  # fmt: skip
     messages: list[str] = []
     results = bench.run_all(args, messages.append)
     json.loads(json.dumps(results))  # JSON-serialisable as written

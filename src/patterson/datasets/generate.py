@@ -22,6 +22,7 @@ import torch
 from patterson import __version__
 from patterson.cells import Cell, fits_in_cell, pack_cell, place_in_cell, set_b_factors
 from patterson.datasets.config import FIELDS, FORMAT, LABEL_LEN, REFLECTION_FIELDS, SPLITS, GenerateConfig
+from patterson.datasets.degrade import degrade
 from patterson.datasets.peptides import EXAMPLE_FIELDS, example_fields, peptide_example, reflection_capacity
 from patterson.datasets.sources import Pool, assign_splits, build_pool, split_counts
 from patterson.datasets.store import damaged_shards, example_item
@@ -161,41 +162,6 @@ def random_atoms_in_cell(config: GenerateConfig, cell: Cell, rng: np.random.Gene
     return _prepare(atoms, config, rng).replace(cell=cell.parameters, spacegroup="P 1")
 
 
-def _degrade(
-    amplitude: torch.Tensor, keep: torch.Tensor, config: GenerateConfig, rngs, s2: np.ndarray | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Amplitudes (B, M) with relative Gaussian noise, measurement error growing with resolution (``noise_edge``,
-    where the reflections' 1/d² ``s2`` (M,) are given: :func:`measurement_error`) and reflections dropped (set to 0)
-    per example, and the mask (B, M) of the measured ones (``keep`` and not dropped; noise may take a measured
-    amplitude to 0)."""
-    out = amplitude.clone()
-    measured = keep.expand(amplitude.shape).clone()
-    for b, rng in enumerate(rngs):
-        if config.missing > 0:
-            measured[b] &= torch.as_tensor(rng.random(amplitude.shape[1]) >= config.missing)
-        if config.noise_edge > 0 and s2 is not None:
-            sigma = measurement_error(amplitude[b].numpy(), s2, float(rng.uniform(config.noise, config.noise_edge)))
-            eps = rng.normal(size=amplitude.shape[1])
-            out[b] = torch.clamp(out[b] + torch.as_tensor(sigma * eps, dtype=amplitude.dtype), min=0)
-        elif config.noise > 0:
-            eps = torch.as_tensor(rng.normal(size=amplitude.shape[1]), dtype=amplitude.dtype)
-            out[b] = torch.clamp(out[b] * (1 + config.noise * eps), min=0)
-        out[b] = torch.where(measured[b], out[b], torch.zeros_like(out[b]))
-    return out, measured
-
-
-def measurement_error(f: np.ndarray, s2: np.ndarray, edge: float, n_shells: int = 10) -> np.ndarray:
-    """(M,) σ(|F|) of amplitudes f (M,) at 1/d² ``s2`` (M,), as merged data have it: a fraction of the r.m.s. |F|
-    of the reflection's shell (``n_shells`` of equal count) that rises as 1/d² from a tenth of ``edge`` at low
-    resolution to ``edge`` at the highest (5E5Z's data: about 2% to 9%; 1YJP's: 12% to 38%)."""
-    order = np.argsort(s2, kind="stable")
-    rms = np.zeros(len(f))
-    for shell in np.array_split(order, min(n_shells, max(1, len(f)))):
-        rms[shell] = np.sqrt(np.mean(np.asarray(f[shell], dtype=np.float64) ** 2)) if len(shell) else 0.0
-    rel = edge * (0.1 + 0.9 * s2 / max(float(s2.max()), 1e-30))
-    return rel * rms
-
-
 def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_min=None, group=None) -> dict:
     """The stored arrays of structures that share one cell, as the config says: ``input`` and ``target`` maps
     (B, X, Y, Z) float32 and, for Patterson inputs, the reflections behind them (the Friedel half to d_min):
@@ -212,7 +178,7 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_min=No
     if config.input == "intensity":
         f_amp = intensity_grid(batch, config.h_max, form=config.form, b_iso=config.b_iso).sqrt()  # (B, h, h, h)
         keep = torch.ones(f_amp[0].numel(), dtype=torch.bool)
-        amp, _ = _degrade(f_amp.reshape(len(structures), -1), keep, config, rngs)
+        amp, _ = degrade(f_amp.reshape(len(structures), -1), keep, config, rngs)
         inp = (amp**2).reshape(f_amp.shape)
     else:
         hkl = miller_indices(cell, config.d_min if d_min is None else d_min)
@@ -222,7 +188,7 @@ def compute_maps(structures: list[Atoms], config: GenerateConfig, rngs, d_min=No
             systematically_absent(group, hkl))  # fmt: skip
         if config.input_d_min is not None:
             keep = torch.as_tensor(cell.d_spacing(hkl) >= config.input_d_min * (1 - 1e-9))
-        amp, measured = _degrade(f.abs(), keep, config, rngs, cell.inv_d2(hkl))
+        amp, measured = degrade(f.abs(), keep, config, rngs, cell.inv_d2(hkl))
         inp = patterson_from_f(amp.to(f.dtype), hkl, cell, shape)
         out |= {"f_obs": amp.numpy().astype(np.float32), "measured": measured.numpy()}
     if config.target == "gaussian":
