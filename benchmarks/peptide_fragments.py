@@ -40,11 +40,22 @@ SETS = {"5e5z": ("5e5z/5e5z.mtz", "5e5z/5e5z.pdb", "LVHSSN"), "1yjp": ("1yjp/1yj
 N_RANDOM = 5
 
 
-def model_f(path: Path, cell: Cell, hkl: np.ndarray) -> np.ndarray:
-    """(M,) the deposited model's structure factors, every atom of the cell, at the data's P1 hkl."""
+def model_f(path: Path, cell: Cell, hkl: np.ndarray, waters: bool = True) -> np.ndarray:
+    """(M,) the deposited model's structure factors, every atom of the cell (``waters=False``: its waters left
+    out), at the data's P1 hkl."""
     atoms = expand_to_p1(read_structure(path))
-    placed = atoms.replace(xyz=cell.to_cartesian(Cell(*atoms.cell).to_fractional(atoms.xyz)), cell=cell.parameters)
+    keep = water_atoms(atoms) <= waters  # every atom, or those that are no water
+    placed = atoms.replace(xyz=cell.to_cartesian(Cell(*atoms.cell).to_fractional(atoms.xyz[keep])),
+                           elements=atoms.elements[keep], b_iso=atoms.b_iso[keep], occ=atoms.occ[keep],
+                           residues=None, cell=cell.parameters)  # fmt: skip
     return structure_factors(AtomBatch.from_atoms([placed], cell), hkl)[0].numpy()
+
+
+def water_atoms(atoms: Atoms) -> np.ndarray:
+    """(N,) bool: the atoms of HOH residues (none where the file names no residues)."""
+    if atoms.residues is None:
+        return np.zeros(len(atoms), dtype=bool)
+    return np.array([":HOH:" in r for r in atoms.residues], dtype=bool)
 
 
 def map_cc(f_model: np.ndarray, f_obs: np.ndarray, phi: np.ndarray, hkl: np.ndarray, cell: Cell) -> float:

@@ -34,14 +34,14 @@ import numpy as np
 import torch
 
 from _common import RESULTS, ROOT, TABLES, run_metadata, write_json, write_text
-from patterson.cells import Cell, expand_to_p1
+from patterson.cells import expand_to_p1
 from patterson.phasing import PhasingOptions
 from patterson.phasing.peptide import PeptideOptions, models_result
 from patterson.phasing.starts import prepare_starts
 from patterson.phasing.validation import MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO
-from patterson.physics import AtomBatch, structure_factors
 from patterson.solving.solve import SolveConfig, _prepare
 from patterson.structures import read_structure
+from peptide_fragments import model_f, water_atoms
 from real_small_molecules import judge, summary_fields
 
 DATA = ROOT.parent / "shared" / "data" / "real"
@@ -121,17 +121,13 @@ def deposited_q(name: str) -> dict[str, float]:
     measured = torch.arange(n_all)[None] < m  # (1, M + K): the unmeasured float
     free = torch.cat([torch.as_tensor(ctx["free"]), torch.zeros(n_all - m, dtype=torch.bool)])[None]
     s = prepare_starts(ctx["f_all"], ctx["hkl_all"], cell, ctx["shape"], PhasingOptions(n_starts=1), measured, free)
-    atoms = expand_to_p1(read_structure(DATA / model))
-    atoms = atoms.replace(xyz=cell.to_cartesian(Cell(*atoms.cell).to_fractional(atoms.xyz)), cell=cell.parameters)
-    water = np.array([":HOH:" in r for r in atoms.residues]) if atoms.residues is not None else np.zeros(len(atoms))
     out = {}
-    for key, keep in (("with_waters", np.ones(len(atoms), dtype=bool)), ("without_waters", ~water)):
-        part = atoms.replace(xyz=atoms.xyz[keep], elements=atoms.elements[keep], b_iso=atoms.b_iso[keep],
-                             occ=atoms.occ[keep], residues=None)  # fmt: skip
-        f_calc = structure_factors(AtomBatch.from_atoms([part], cell), ctx["hkl_all"])
+    for key, waters in (("with_waters", True), ("without_waters", False)):
+        f_calc = torch.as_tensor(model_f(DATA / model, cell, ctx["hkl_all"], waters))[None]
         v = models_result(s, f_calc, ctx["f000"], ctx["shape"], PeptideOptions()).validation
         out[key] = round(float(v.r_free[0] / v.r_free_random[0]), 3)
-    return out | {"n_free": int(free.sum()), "waters_in_cell": int(water.sum()),
+    waters = int(water_atoms(expand_to_p1(read_structure(DATA / model))).sum())
+    return out | {"n_free": int(free.sum()), "waters_in_cell": waters,
                   "sigma_f_over_f_low_high": error_profile(ctx["refl"])}  # fmt: skip
 
 
