@@ -107,7 +107,7 @@ def judge_models(task: tuple[str, int, float]) -> dict[str, Any]:
     models = []
     for k, (xyz, elements, gain) in enumerate(solution.built):  # the chosen one the route has finished already
         f_calc = solution.f_calc if k == chosen else refined_model(xyz, elements, (data.hkl, f_work, data.cell, group,
-                                                                                   work), options)[3]  # fmt: skip
+                                                                                   work), options)[-1]  # fmt: skip
         res = models_result(s, torch.as_tensor(f_calc)[None], data.f000, data.shape, options)
         error = float(score_maps(res.rho, data.truth, data.cell, data.d_min).phase_error_weighted_deg[0])
         v = res.validation

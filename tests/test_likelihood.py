@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from patterson.ideal import ideal_strand
-from patterson.phasing.likelihood import centric_reflections, likelihood_target, llg, refine_likelihood
+from patterson.phasing.likelihood import centric_reflections, likelihood_target, llg, refine_likelihood, refine_rigid
 from patterson.phasing.placement import placed_frac, search_target
 from patterson.structures import atomic_numbers
 from patterson.symmetry import SpaceGroup
@@ -52,6 +52,33 @@ def test_refinement_brings_a_misplaced_strand_back():
                                                                                                true)  # fmt: skip
     bonds = np.linalg.norm(np.diff(refined[ideal_strand("AAAA").names == "CA"], axis=0), axis=1)
     assert np.allclose(bonds, 3.8, atol=0.15)  # the geometry is kept
+
+
+def _turned(xyz, degrees, axis, shift):
+    """xyz (N, 3) turned about its centre by ``degrees`` about coordinate ``axis`` and shifted by ``shift`` Å."""
+    a, (i, j) = np.radians(degrees), [k for k in range(3) if k != axis]
+    turn = np.eye(3)
+    turn[[i, i, j, j], [i, j, i, j]] = np.cos(a), -np.sin(a), np.sin(a), np.cos(a)
+    return (xyz - xyz.mean(0)) @ turn.T + xyz.mean(0) + np.asarray(shift)
+
+
+def test_rigid_refinement_brings_poses_back_at_once_and_keeps_their_shape():
+    model, true, hkl, f = _crystal(1.5)
+    z = atomic_numbers(model.atoms.elements)
+    lik = likelihood_target(_target(hkl, f), z, n_atoms=len(z))
+    truth = CELL.to_cartesian(true)
+    poses = np.stack([_turned(truth, 5.0, 0, [0.3, 0.0, -0.2]), _turned(truth, -4.0, 2, [-0.2, 0.25, 0.1])])
+    refined, gains = refine_rigid(lik, poses, n_iter=60)
+    assert refined.shape == poses.shape
+    assert np.allclose(gains, llg(lik, CELL.to_fractional(refined)))
+    assert (gains > llg(lik, CELL.to_fractional(poses))).all()
+    for pose, out in zip(poses, refined, strict=True):
+        assert _rmsd_modulo_origin(CELL.to_fractional(out), true) < 0.3 * _rmsd_modulo_origin(
+            CELL.to_fractional(pose), true)
+        inner = np.linalg.norm(out[:, None] - out[None], axis=-1)
+        assert np.allclose(inner, np.linalg.norm(pose[:, None] - pose[None], axis=-1), atol=1e-9)  # rigid
+    alone, gain = refine_rigid(lik, poses[1:], n_iter=60)  # one pose alone comes to the same place
+    assert np.abs(alone[0] - refined[1]).max() < 0.05 and gain[0] == pytest.approx(gains[1], abs=0.05)
 
 
 def test_free_reflections_are_never_read():

@@ -30,7 +30,7 @@ import torch
 
 from patterson.minimize import lbfgs
 from patterson.phasing.building import restraint_pairs
-from patterson.phasing.placement import SearchTarget, intensities, per_shell
+from patterson.phasing.placement import SearchTarget, intensities, per_shell, skew
 
 VOLUME_PER_ATOM = 16.0  # Å³ per non-hydrogen atom in a peptide crystal's asymmetric unit, waters included
 MEAN_Z2 = 6.7**2  # the mean squared atomic number of C, N and O atoms
@@ -107,3 +107,26 @@ def refine_likelihood(lik: Likelihood, xyz: np.ndarray, n_iter: int = 60, restra
 
     x = lbfgs(loss, torch.as_tensor(xyz, dtype=torch.float64).reshape(-1), n_iter).detach().reshape(n, 3).numpy()
     return x, float(llg(lik, lik.target.cell.to_fractional(x), b_iso)[0])
+
+
+def refine_rigid(lik: Likelihood, xyz: np.ndarray, n_iter: int = 30,
+                 b_iso: float = 20.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Refine C placements xyz (C, N, 3) Å of the model as rigid bodies (a rotation about each one's centre and a
+    shift: 6 parameters each) to the largest LLG, all in one minimisation (their LLGs add). Returns the refined
+    coordinates (C, N, 3) and their LLG (C,)."""
+    x = torch.as_tensor(xyz, dtype=torch.float64)
+    centre = x.mean(dim=1, keepdim=True)  # (C, 1, 3)
+    arm = x - centre
+    radius = max(float(arm.norm(dim=-1).max()), 1.0)  # Å: a unit rotation parameter moves the far atoms ~1 Å
+    frac_m = torch.as_tensor(lik.target.cell.frac)
+
+    def placed(p: torch.Tensor) -> torch.Tensor:
+        p = p.reshape(len(x), 6)
+        rot = torch.linalg.matrix_exp(skew(p[:, :3] / radius))  # (C, 3, 3)
+        return arm @ rot.transpose(1, 2) + centre + p[:, None, 3:]
+
+    start = torch.zeros(6 * len(x), dtype=torch.float64)
+    p = lbfgs(lambda p: -llg_terms(lik, placed(p) @ frac_m.T, b_iso).sum(), start, n_iter)
+    with torch.no_grad():
+        out = placed(p)
+        return out.numpy(), llg_terms(lik, out @ frac_m.T, b_iso).sum(-1).numpy()

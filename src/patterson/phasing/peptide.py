@@ -13,7 +13,8 @@
    chain ends revisited by the likelihood of the whole model (:mod:`~patterson.phasing.rebuilding`), and each is
    refined to its largest log-likelihood gain; the one with the largest wins;
 3. its atoms are refined with geometry restraints against the work amplitudes
-   (:func:`~patterson.phasing.building.restrained_refine`); their structure factors give the phases.
+   (:func:`~patterson.phasing.building.restrained_refine`), ordered waters added where the difference map shows
+   them (:mod:`~patterson.phasing.waters`) and all refined again; their structure factors give the phases.
 
 The free reflections are never read by any step: ``work`` selects what every target holds.
 """
@@ -57,6 +58,7 @@ from patterson.phasing.placement import (
 from patterson.phasing.rebuilding import RebuildOptions, rebuild
 from patterson.phasing.sheets import SheetOptions, chain_model, place_strands
 from patterson.phasing.starts import PhasingResult, Starts, prepare_starts
+from patterson.phasing.waters import WaterOptions, find_waters
 from patterson.physics import AtomBatch, structure_factors
 from patterson.structures import Atoms, atomic_numbers, read_structure
 from patterson.symmetry import SpaceGroup
@@ -85,6 +87,7 @@ class PeptideOptions:
     placement, building : the options of the two steps.
     rebuild : how each built model's side chains and chain ends are revisited by the likelihood of the whole model
         (:mod:`~patterson.phasing.rebuilding`; None: not at all).
+    waters : how ordered waters are added to the refined model (:mod:`~patterson.phasing.waters`; None: none).
     """
 
     conformations: tuple[str, ...] = ("strand",)
@@ -99,6 +102,7 @@ class PeptideOptions:
     placement: PlacementOptions = field(default_factory=PlacementOptions)
     building: BuildOptions = field(default_factory=BuildOptions)
     rebuild: RebuildOptions | None = field(default_factory=RebuildOptions)
+    waters: WaterOptions | None = field(default_factory=WaterOptions)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.conformations if c not in CONFORMATIONS]
@@ -202,17 +206,28 @@ def _built(model: PeptideModel, target: SearchTarget) -> tuple[np.ndarray, float
 
 
 def refined_model(xyz: np.ndarray, elements: np.ndarray, data: tuple,
-                  options: PeptideOptions) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:  # fmt: skip
+                  options: PeptideOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:  # fmt: skip
     """The route's last step on a built model (atoms xyz (N, 3) Å of ``elements``): refined with restraints
-    against the work amplitudes of ``data`` = (hkl, f, cell, group, work). Returns fractional coordinates (N, 3),
-    B (N,), R on the work set and the structure factors (M,) of the atoms and their images."""
+    against the work amplitudes of ``data`` = (hkl, f, cell, group, work), then with its ordered waters (appended,
+    :mod:`~patterson.phasing.waters`; ``options.waters``) refined again. Returns fractional coordinates (N + W, 3),
+    elements (N + W,), B (N + W,), R on the work set and the structure factors (M,) of the atoms and their
+    images."""
     hkl, f, cell, group, work = data
-    z = atomic_numbers(elements)
     sel = np.ones(len(hkl), dtype=bool) if work is None else np.asarray(work, dtype=bool)
-    xyz, b_iso, r = restrained_refine(xyz, z, (hkl[sel], f[sel]), cell, group, options.refine_iter,
-                                      options.restraint_weight)  # fmt: skip
-    frac = cell.to_fractional(xyz)
-    return frac, b_iso, r, _phases(frac, z, b_iso, hkl, cell, group)
+
+    def refined(xyz: np.ndarray, z: np.ndarray) -> tuple:
+        xyz, b_iso, r = restrained_refine(xyz, z, (hkl[sel], f[sel]), cell, group, options.refine_iter,
+                                          options.restraint_weight)  # fmt: skip
+        frac = cell.to_fractional(xyz)
+        return frac, b_iso, r, _phases(frac, z, b_iso, hkl, cell, group)
+
+    frac, b_iso, r, f_calc = refined(xyz, atomic_numbers(elements))
+    waters = find_waters(frac, elements, data, f_calc, options.waters) if options.waters is not None else []
+    if not len(waters):
+        return frac, np.asarray(elements), b_iso, r, f_calc
+    elements = np.append(elements, ["O"] * len(waters))
+    frac, b_iso, r, f_calc = refined(cell.to_cartesian(np.vstack([frac, waters])), atomic_numbers(elements))
+    return frac, elements, b_iso, r, f_calc
 
 
 def phase_with_sequence(
@@ -276,14 +291,16 @@ def phase_with_sequence(
             progress(i + 1, len(chosen))
     t3 = time.perf_counter()
     c, model, steps, xyz = best
-    elements = np.array(model.top.elements)[model.built]
-    frac, b_iso, r_work, f_calc = refined_model(xyz, elements, data, options)
+    frac, elements, b_iso, r_work, f_calc = refined_model(xyz, np.array(model.top.elements)[model.built], data,
+                                                          options)  # fmt: skip
     t4 = time.perf_counter()
     tried = [{k: v for k, v in t.items() if k not in ("placed", "chain")} for t in candidates]
     seconds = {"placement": t1 - t0, "registers": t2 - t1, "building": t3 - t2, "refinement": t4 - t3, "total": t4 - t0}
-    return PeptideSolution(frac, elements, np.array(model.top.names)[model.built],
-                           np.array(model.top.labels)[model.built], b_iso, c["built_cc"], r_work, np.angle(f_calc),
-                           f_calc, tried, steps, {k: round(v, 2) for k, v in seconds.items()}, built)  # fmt: skip
+    n_waters = len(elements) - int(model.built.sum())
+    names = np.append(np.array(model.top.names)[model.built], ["O"] * n_waters)
+    labels = np.append(np.array(model.top.labels)[model.built], [f"W:HOH:{i + 1}" for i in range(n_waters)])
+    return PeptideSolution(frac, elements, names, labels, b_iso, c["built_cc"], r_work, np.angle(f_calc), f_calc,
+                           tried, steps, {k: round(v, 2) for k, v in seconds.items()}, built)  # fmt: skip
 
 
 CELL_TOLERANCE = (0.01, 1.0)  # a model file's cell is the data's within 1% on each edge and 1° on each angle

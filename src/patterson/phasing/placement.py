@@ -308,10 +308,11 @@ def e2_correlation(target: SearchTarget, frac: torch.Tensor, z: np.ndarray, b_is
 
 
 def skew(w: torch.Tensor) -> torch.Tensor:
-    """(3, 3) the cross-product matrix [w]× of a vector w (3,): [w]× v = w × v; differentiable."""
-    zero = torch.zeros((), dtype=w.dtype)
-    return torch.stack([torch.stack([zero, -w[2], w[1]]), torch.stack([w[2], zero, -w[0]]),
-                        torch.stack([-w[1], w[0], zero])])  # fmt: skip
+    """(..., 3, 3) the cross-product matrices [w]× of vectors w (..., 3): [w]× v = w × v; differentiable."""
+    x, y, z = w.unbind(-1)
+    zero = torch.zeros_like(x)
+    return torch.stack([torch.stack([zero, -z, y], -1), torch.stack([z, zero, -x], -1),
+                        torch.stack([-y, x, zero], -1)], -2)  # fmt: skip
 
 
 def rigid_refine(target: SearchTarget, xyz: np.ndarray, z: np.ndarray, pose: tuple[np.ndarray, np.ndarray],

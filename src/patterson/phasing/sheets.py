@@ -11,8 +11,10 @@ the search can afford what imprecise search models need:
 2. for each, rotations about every stacking axis (``angle_step``) with small tilts, a translation function
    (:func:`~patterson.phasing.placement.translation_search`), and only the poses whose N atoms find O atoms of
    other copies at H-bond distance (the sheet) kept;
-3. those ranked by the log-likelihood gain for a model of large error (``search_error_a``), the best refined
-   flexibly to the largest LLG (:func:`~patterson.phasing.likelihood.refine_likelihood`);
+3. those ranked by the log-likelihood gain for a model of large error (``search_error_a``); the best refined as
+   rigid bodies to the largest LLG for the model's own error (a pose of the translation grid lies up to a few
+   tenths of an Å and a rotation step off, which costs a right pose more than a wrong one: it is ranked only
+   then), and the best of those refined flexibly (:func:`~patterson.phasing.likelihood.refine_likelihood`);
 4. each refined 5-residue strand grown to the whole sequence's main chain and Cβ in every register that keeps at
    least ``min_overlap`` of its residues on the sequence (its own torsions, the ideal strand's beyond), refined
    again; the whole chains are ranked by their LLG.
@@ -37,7 +39,7 @@ from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.ideal import build_peptide, default_torsions, dihedral, parse_sequence, topology
 from patterson.phasing.building import PeptideModel, start_model
-from patterson.phasing.likelihood import likelihood_target, llg, refine_likelihood
+from patterson.phasing.likelihood import likelihood_target, llg, refine_likelihood, refine_rigid
 from patterson.phasing.placement import (
     LATTICE_SHIFTS,
     PlacementOptions,
@@ -67,8 +69,10 @@ class SheetOptions:
         either way about the two axes across it.
     n_peaks, grid_step : translation-function peaks per rotation and its grid (Å).
     search_error_a : the coordinate error (Å) the poses are ranked for before refinement.
-    n_refine : poses of each conformer refined; ``n_grow``: the refined strands (of all conformers, best LLG
-        first) grown to the whole sequence; ``n_chains``: different placements returned (each in every register).
+    n_rigid : the poses of each conformer (best coarse LLG first) refined as rigid bodies for the model's LLG;
+        ``n_refine``: the best of those then refined flexibly; ``n_grow``: the refined strands (of all conformers,
+        best LLG first) grown to the whole sequence; ``n_chains``: different placements returned (each in every
+        register).
     min_overlap : residues of a grown strand that must lie on the sequence.
     """
 
@@ -78,6 +82,7 @@ class SheetOptions:
     n_peaks: int = 8
     grid_step: float = 0.5
     search_error_a: float = 1.0
+    n_rigid: int = 48
     n_refine: int = 5
     n_grow: int = 12
     n_chains: int = 2
@@ -86,8 +91,8 @@ class SheetOptions:
     def __post_init__(self) -> None:
         if not (1 <= self.n_conformers and 0.5 <= self.angle_step <= 20 and 0 <= self.tilt_deg <= 20):
             raise PattersonError("n_conformers must be at least 1, angle_step lie in 0.5–20° and tilt_deg in 0–20°")
-        if min(self.n_peaks, self.n_refine, self.n_grow, self.n_chains, self.min_overlap) < 1:
-            raise PattersonError("n_peaks, n_refine, n_grow, n_chains and min_overlap must be at least 1")
+        if min(self.n_peaks, self.n_rigid, self.n_refine, self.n_grow, self.n_chains, self.min_overlap) < 1:
+            raise PattersonError("n_peaks, n_rigid, n_refine, n_grow, n_chains and min_overlap must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -219,21 +224,31 @@ def search_conformer(target: SearchTarget, model: np.ndarray, options: SheetOpti
     frac = frac[sheet_hbonds(frac, group, cell) >= len(xyz) // 5 - 2]  # (P, 5·L, 3) poses in a sheet
     coarse, fine = likelihood_target(target, z, options.search_error_a), likelihood_target(target, z)
     gain = np.concatenate([llg(coarse, frac[a : a + 1024]) for a in range(0, len(frac), 1024)] or [np.zeros(0)])
-    out: list[tuple[float, np.ndarray]] = []
-    seen: list[float] = []  # a pose equivalent to one refined already (an origin shift) has the same LLG
-    for i in np.argsort(-gain):
-        if any(abs(gain[i] - g) < 1e-6 * max(1.0, abs(g)) for g in seen):
-            continue
-        if image_clashes(frac[i], group, cell, 1.8) > 0.2 * len(xyz):
-            continue
-        seen.append(float(gain[i]))
-        refined, value = refine_likelihood(fine, cell.to_cartesian(frac[i]))
-        out.append((value, refined))
-        if len(out) == options.n_refine:
-            break
+    packs = lambda i: image_clashes(frac[i], group, cell, 1.8) <= 0.2 * len(xyz)  # noqa: E731
+    picked = _distinct(gain, options.n_rigid, 1e-6, packs)  # the best coarse poses, each once
+    if not picked:
+        return []
+    rigid, value = refine_rigid(fine, cell.to_cartesian(frac[picked]))  # (n_rigid, 5·L, 3), (n_rigid,)
+    out = [(v, x) for x, v in (refine_likelihood(fine, rigid[i]) for i in _distinct(value, options.n_refine, SAME_LLG))]
     log.debug("strand search: %d rotations, %d sheet poses, best refined LLG %.1f", len(rotations), len(frac),
               max((v for v, _ in out), default=float("nan")))  # fmt: skip
     return sorted(out, key=lambda t: -t[0])
+
+
+SAME_LLG = 1e-3  # refined poses whose LLGs differ by less than this fraction are taken as one (an origin shift)
+
+
+def _distinct(value: np.ndarray, n: int, same: float, allowed: Callable[[int], bool] = lambda i: True) -> list[int]:
+    """Indices of the ``n`` largest values, best first, skipping a value within the fraction ``same`` of one taken
+    (a pose equivalent to one taken, by an origin shift the group allows, scores the same) and indices not
+    ``allowed``."""
+    out: list[int] = []
+    for i in np.argsort(-value):
+        if len(out) == n:
+            break
+        if all(abs(value[i] - value[j]) >= same * max(1.0, abs(value[j])) for j in out) and allowed(int(i)):
+            out.append(int(i))
+    return out
 
 
 def chain_atoms(sequence: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -328,7 +343,8 @@ def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | N
     kept: list[list[StrandChain]] = []
     for chains in grown:
         best = chains[0]
-        if all(abs(best.llg - o[0].llg) > 1e-3 and not _same_chain(best, o[0], target.cell) for o in kept):
+        if all(abs(best.llg - o[0].llg) > SAME_LLG * abs(o[0].llg) and not _same_chain(best, o[0], target.cell)
+               for o in kept):  # fmt: skip
             kept.append(chains)
         if len(kept) == options.n_chains:
             break
