@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from _common import RESULTS, run_metadata, write_json
-from patterson.datasets import PRESETS, StoredDataset, make_config
+from patterson.datasets import StoredDataset, make_config
 from patterson.datasets.peptides import residue_sizes
 from patterson.errors import PattersonError
 from patterson.evaluation import score_maps
@@ -58,7 +58,7 @@ from patterson.phasing.starts import prepare_starts
 from patterson.phasing.validation import MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO
 from patterson.physics import AtomBatch, structure_factors
 from patterson.symmetry import SpaceGroup
-from peptide_crystals import PRESET, SPACING, make_crystals, sequence_of
+from peptide_crystals import PEPTIDE_PRESETS, SPACING, make_crystals, sequence_of
 
 SPLIT = "val"
 REALISTIC = "peptide-crystal-realistic"
@@ -157,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="../shared/data/pdb", help="folder of PDB files")
     parser.add_argument("--n", type=int, default=12, help="val crystals per resolution")
-    parser.add_argument("--preset", choices=[p for p in PRESETS if p.startswith(PRESET)], default=REALISTIC,
+    parser.add_argument("--preset", choices=PEPTIDE_PRESETS, default=REALISTIC,
                         help="the crystals' preset (default: with measurement error and waters, as real data)")
     parser.add_argument("--resolutions", nargs="+", type=float, default=[1.5, 2.0])
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")

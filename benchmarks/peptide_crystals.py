@@ -68,6 +68,7 @@ from patterson.solving.structure import ATOM_RESOLUTION, atoms_of_split, cell_co
 from patterson.symmetry import SpaceGroup
 
 PRESET = "peptide-crystal"
+PEPTIDE_PRESETS = [p for p in PRESETS if p.startswith(PRESET)]  # the clean preset and its realistic variant
 RESOLUTIONS = (1.0, 1.5, 2.0)
 METHODS = ("dual-space", "charge-flip", "hio", "learned", "histogram", "fragments", "chance")
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "fragments")  # the fragments route takes about a minute each
@@ -303,7 +304,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="../shared/data/pdb", help="folder of PDB files")
     parser.add_argument("--n", type=int, default=48, help="test crystals per resolution")
-    parser.add_argument("--preset", choices=[p for p in PRESETS if p.startswith(PRESET)], default=PRESET,
+    parser.add_argument("--preset", choices=PEPTIDE_PRESETS, default=PRESET,
                         help="peptide-crystal, or peptide-crystal-realistic (measurement error, waters)")
     parser.add_argument("--budget-s", nargs="+", type=float, default=[10.0],
                         help="wall seconds per structure and method: one for every resolution, or one each")

@@ -39,7 +39,7 @@ from patterson.phasing import PhasingOptions
 from patterson.phasing.peptide import PeptideOptions, models_result
 from patterson.phasing.starts import prepare_starts
 from patterson.phasing.validation import MODEL_SOLVED_RATIO, MODEL_UNSOLVED_RATIO
-from patterson.solving.solve import SolveConfig, _prepare
+from patterson.solving.solve import SolveConfig, prepare, run_masks
 from patterson.structures import read_structure
 from peptide_fragments import model_f, water_atoms
 from real_small_molecules import judge, summary_fields
@@ -116,10 +116,9 @@ def deposited_q(name: str) -> dict[str, float]:
     (:func:`patterson.phasing.peptide.models_result`): what a right model of these data scores, to set beside the
     model verdict's thresholds and the calibration crystals' ``exact_q`` (benchmarks/model_verdict.py)."""
     reflections, model, _ = PEPTIDES[name]
-    ctx = _prepare(SolveConfig(input=str(DATA / reflections)))
-    cell, m, n_all = ctx["data"].cell, len(ctx["data"].hkl), len(ctx["hkl_all"])
-    measured = torch.arange(n_all)[None] < m  # (1, M + K): the unmeasured float
-    free = torch.cat([torch.as_tensor(ctx["free"]), torch.zeros(n_all - m, dtype=torch.bool)])[None]
+    ctx = prepare(SolveConfig(input=str(DATA / reflections)))
+    cell = ctx["data"].cell
+    measured, free = run_masks(ctx["free"], len(ctx["hkl_all"]))  # the unmeasured float, as in solve's runs
     s = prepare_starts(ctx["f_all"], ctx["hkl_all"], cell, ctx["shape"], PhasingOptions(n_starts=1), measured, free)
     out = {}
     for key, waters in (("with_waters", True), ("without_waters", False)):

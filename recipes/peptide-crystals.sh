@@ -47,7 +47,7 @@ python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1
 
 # the verdict for refined models (#30): every model the fragments route builds on 24 val crystals per resolution
 # (1.5 and 2.0 Å) of peptide-crystal-realistic (measurement error rising with resolution, ordered waters), its q = R-free / R-free(random) beside its truth; the thresholds MODEL_SOLVED_RATIO and
-# MODEL_UNSOLVED_RATIO in phasing/validation.py come from it (~66 minutes on 2 workers); rerun it after any
+# MODEL_UNSOLVED_RATIO in phasing/validation.py come from it (~70 minutes on 2 workers); rerun it after any
 # change to the route's final model, then set the constants (tests/test_validation.py ties them to the JSON)
 # → benchmarks/results/model_verdict.json (docs/evaluation.md)
 python benchmarks/model_verdict.py --n 24

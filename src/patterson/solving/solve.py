@@ -298,7 +298,7 @@ def solve(config: SolveConfig) -> Solution:
     route is kept (solved first, then the lowest
     R1-free of refined atoms, then the lowest R-free)."""
     t0 = time.perf_counter()
-    ctx = _prepare(config)
+    ctx = prepare(config)
     best, tried = None, []
     for name, route in routes(config, ctx["composition"], ctx["data"].d_min):
         solution = _solve_route(route, ctx)
@@ -315,7 +315,7 @@ def solve(config: SolveConfig) -> Solution:
     return best
 
 
-def _prepare(config: SolveConfig) -> dict:
+def prepare(config: SolveConfig) -> dict:
     """What every route shares: the reflections read, merged and put on the absolute scale, the free set, the
     contents, F(000), the grid and the unmeasured reflections that float."""
     t0 = time.perf_counter()
@@ -463,6 +463,14 @@ def _final_phases(
     return torch.angle(f[0, 1 : m + 1]).numpy()
 
 
+def run_masks(free: np.ndarray, n_all: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, M + K) bool each: which of the reflections a run phases are measured (the M first) and which are free
+    (``free`` (M,) among the measured; the K unmeasured ones of the sphere are neither)."""
+    m = len(free)
+    measured = torch.arange(n_all)[None] < m
+    return measured, torch.cat([torch.as_tensor(free), torch.zeros(n_all - m, dtype=torch.bool)])[None]
+
+
 def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s, data: ObservedData, shape,
            group: SpaceGroup | None = None, model=None):  # fmt: skip
     """Every run's :class:`PhasingResult` on ``hkl_all`` (the M measured reflections first, results[:, :M] are
@@ -472,8 +480,7 @@ def _phase(config: SolveConfig, refine: str, starts, f_all, hkl_all, free, f000s
     cell, hkl = data.cell, data.hkl
     m = len(hkl)
     f_obs = f_all[:, :m]
-    measured = torch.arange(len(hkl_all))[None] < m  # (1, M + K)
-    free_all = torch.cat([torch.as_tensor(free), torch.zeros(len(hkl_all) - m, dtype=torch.bool)])[None]
+    measured, free_all = run_masks(free, len(hkl_all))
     opts = {"observed": measured, "free": free_all}  # the runs' options: config.phasing.options
     rho_starts = [
         density_from_f(torch.polar(f_obs * ~free_all[:, :m], torch.as_tensor(phi0)[None]).to(torch.complex128), hkl,
