@@ -29,6 +29,7 @@ from patterson.maps import density_from_f
 from patterson.phasing.placement import images
 from patterson.physics import grid_shape
 from patterson.symmetry import SpaceGroup
+from patterson.symmetry import images as symmetry_images
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +81,17 @@ def find_waters(frac: np.ndarray, elements: np.ndarray, data: tuple, f_calc: np.
     peaks = find_peaks(rho, cell, threshold=0.0, min_separation=1.0)[0]
     floor = max(rho.mean() + options.min_sigma * rho.std(), options.min_model_rms * model_rho.std())
     tall = peaks.frac[peaks.height >= floor]
-    model = images(torch.as_tensor(frac)[None], group)[0].numpy()  # (K·N, 3)
+    model = _images(frac, group)  # (K·N, 3)
     polar = np.tile(np.isin(elements, ("N", "O")), len(group.rot))
+    near = nearest_distance(tall, model, cell)  # (P,) to any atom or image
+    bond = nearest_distance(tall, model[polar], cell) if polar.any() else np.full(len(tall), np.inf)
+    fits = (near >= CONTACT_A[0]) & (bond <= CONTACT_A[1]) & np.array([_alone(p, group, cell) for p in tall], bool)
     most = math.ceil(len(frac) / options.atoms_per_water)
     out: list[np.ndarray] = []
-    for p in tall:
+    for p in tall[fits]:  # highest first; none near a water taken before (or its images)
         if len(out) == most:
             break
-        taken = _images(np.array(out), group) if out else np.zeros((0, 3))
-        near = nearest_distance(p[None], model, cell)[0]
-        bond = nearest_distance(p[None], model[polar], cell)[0] if polar.any() else np.inf
-        others = nearest_distance(p[None], taken, cell)[0] if len(taken) else np.inf
-        if near >= CONTACT_A[0] and bond <= CONTACT_A[1] and others >= CONTACT_A[0] and _alone(p, group, cell):
+        if not out or nearest_distance(p[None], _images(np.array(out), group), cell)[0] >= CONTACT_A[0]:
             out.append(p)
     log.info("waters: %d of %d difference peaks above %.1f r.m.s. (at most %d)", len(out), len(tall),
              options.min_sigma, most)  # fmt: skip
@@ -106,5 +106,5 @@ def _images(frac: np.ndarray, group: SpaceGroup) -> np.ndarray:
 def _alone(p: np.ndarray, group: SpaceGroup, cell: Cell) -> bool:
     """Whether a point (3,) is at least ``CONTACT_A[0]`` from its own images (not on or near a special position)."""
     identity = np.all(np.isclose(group.rot, np.eye(3)), axis=(1, 2)) & np.all(np.isclose(group.tran % 1.0, 0.0), axis=1)
-    mates = _images(p[None], group)[~identity]
+    mates = symmetry_images(group, p)[~identity]  # (K − 1, 3)
     return not len(mates) or bool(nearest_distance(p[None], mates, cell)[0] >= CONTACT_A[0])
