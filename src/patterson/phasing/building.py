@@ -137,6 +137,21 @@ def start_model(sequence: str, window_start: int, placed_xyz: np.ndarray, confor
                         radius=max(5.0, 1.7 * len(top.sequence)))  # fmt: skip
 
 
+def fit_main_chain(model: PeptideModel, xyz: np.ndarray, atoms: np.ndarray, n_iter: int = 200) -> float:
+    """Set the model's frame and φ, ψ to put its ``atoms`` (N,) bool of the topology on xyz (atoms.sum(), 3) Å in
+    least squares (ideal bonds and angles cannot follow a chain's torsions read one by one: the error grows along
+    it). Returns the r.m.s. distance (Å) left."""
+    free = torch.arange(6 + 2 * model.n_res)
+    base, goal = model.params.clone(), torch.as_tensor(np.asarray(xyz, dtype=np.float64))
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        return ((coordinates(model, base.index_put((free,), x))[atoms] - goal) ** 2).sum()
+
+    model.params = base.index_put((free,), lbfgs(loss, base[free], n_iter))
+    with torch.no_grad():
+        return float(loss(model.params[free]).div(len(goal)).sqrt())
+
+
 def _score(model: PeptideModel, p: torch.Tensor, target: SearchTarget, options: BuildOptions,
            built: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
     """The E² correlation of the built atoms (or those of ``built``) for parameters p; differentiable."""
@@ -236,7 +251,7 @@ def _extend(model: PeptideModel, target: SearchTarget, i: int, options: BuildOpt
     return _try(model, target, options, (positions, list(itertools.product(grid, grid))), adding, free)
 
 
-def _all_free(model: PeptideModel) -> list[int]:
+def free_parameters(model: PeptideModel) -> list[int]:
     """The frame and every torsion that moves a built atom."""
     free = list(range(6))
     for i in range(model.n_res):
@@ -249,7 +264,7 @@ def _all_free(model: PeptideModel) -> list[int]:
 def build_window(model: PeptideModel, target: SearchTarget, window: range, options: BuildOptions) -> list[str]:
     """Steps 1 and 2: the window's main chain and Cβ refined, then its side chains. Returns the steps' log."""
     model.built = np.isin(model.top.residue, list(window)) & np.isin(np.array(model.top.names), MAIN)
-    model.params, cc = refine(model, target, _all_free(model), options)
+    model.params, cc = refine(model, target, free_parameters(model), options)
     steps = [f"window {window.start + 1}-{window.stop}: {int(model.built.sum())} atoms, CC {cc:.3f}"]
     for i in window:
         if _side_chain(model, target, i, options):
@@ -287,7 +302,7 @@ def extend_model(model: PeptideModel, target: SearchTarget, window: range, optio
             steps.append(f"residue {i + 1}: CC {float(_score(model, model.params, target, options)):.3f}")
             if _side_chain(model, target, i, options):
                 steps.append(f"side chain {i + 1}: CC {float(_score(model, model.params, target, options)):.3f}")
-    model.params, cc = refine(model, target, _all_free(model), options, options.final_iter)
+    model.params, cc = refine(model, target, free_parameters(model), options, options.final_iter)
     steps.append(f"all: {int(model.built.sum())} atoms, CC {cc:.3f}")
     return steps
 

@@ -73,7 +73,13 @@ def likelihood_target(target: SearchTarget, z: np.ndarray, error_a: float = 0.5,
 def llg_terms(lik: Likelihood, frac: torch.Tensor, b_iso: float = 20.0) -> torch.Tensor:
     """(C, M) the log-likelihood gain of each reflection for C placements frac (C, N, 3) of the model (one copy;
     the images are added here); differentiable in frac."""
-    e_calc = torch.sqrt(per_shell(lik.target, intensities(lik.target, frac, lik.z, b_iso)) + 1e-12)  # (C, M)
+    return gain_terms(lik, intensities(lik.target, frac, lik.z, b_iso))
+
+
+def gain_terms(lik: Likelihood, i_calc: torch.Tensor) -> torch.Tensor:
+    """(C, M) the log-likelihood gain of each reflection for C models' intensities i_calc (C, M) = |F_calc|² at
+    the target's reflections (their images included)."""
+    e_calc = torch.sqrt(per_shell(lik.target, i_calc) + 1e-12)  # (C, M)
     sa, eo = lik.sigma_a, lik.e_obs
     v = 1 - sa**2
     both = (eo**2 + sa**2 * e_calc**2) / v

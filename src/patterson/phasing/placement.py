@@ -276,16 +276,23 @@ def placed_frac(xyz: torch.Tensor, rotation: torch.Tensor, translation: torch.Te
     return torch.einsum("ij,cjk,nk->cni", frac_m, rotation, xyz) + translation[:, None, :]
 
 
-def intensities(target: SearchTarget, frac: torch.Tensor, z: np.ndarray, b_iso: float,
-                occ: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
-    """(C, M) |F_calc|² at the target's reflections of C placements of the model, frac (C, N, 3) (one copy; the
-    images are added here), atomic numbers z (N,), one B, occupancies occ (N,) (None: 1); differentiable in frac."""
+def calculated_f(target: SearchTarget, frac: torch.Tensor, z: np.ndarray, b_iso: float,
+                 occ: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
+    """(C, M) complex F_calc at the target's reflections of C placements of the model, frac (C, N, 3) (one copy;
+    the images are added here), atomic numbers z (N,), one B, occupancies occ (N,) (None: 1); differentiable in
+    frac."""
     sites = images(frac, target.group)  # (C, K·N, 3)
     k = len(target.group.rot)
     zz = torch.as_tensor(np.tile(z, k)).expand(sites.shape[0], -1)
     ones = torch.ones(sites.shape[:2], dtype=sites.dtype)
     weights = ones if occ is None else torch.as_tensor(np.tile(occ, k), dtype=sites.dtype).expand_as(ones)
-    return structure_factors(AtomBatch(sites, zz, ones * b_iso, weights, target.cell), target.hkl).abs() ** 2
+    return structure_factors(AtomBatch(sites, zz, ones * b_iso, weights, target.cell), target.hkl)
+
+
+def intensities(target: SearchTarget, frac: torch.Tensor, z: np.ndarray, b_iso: float,
+                occ: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
+    """(C, M) |F_calc|² (arguments as :func:`calculated_f`); differentiable in frac."""
+    return calculated_f(target, frac, z, b_iso, occ).abs() ** 2
 
 
 def per_shell(target: SearchTarget, i_calc: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,15 @@ reflection by what a model of this size and error can know of it:
 2. each chain end away from the anchor: the two torsions that place the end residue on a ``step`` grid, the best
    refined with its remaining torsions and side chain, kept likewise;
 
-``cycles`` times. The torsion-space model keeps ideal bonds and angles throughout. Only the target's reflections
-take part: built from a :class:`~patterson.phasing.placement.SearchTarget`, they are the work set alone.
+``cycles`` times. Before that, :func:`pack` chooses all side chains at once: one at a time, a side chain is judged
+in the company of wrong neighbours, and a main chain a few tenths of an Å off turns each right side chain away
+from its density until the others are right too. Each of ``pack_cycles`` rounds sets every χ to the combination
+on the χ grid with the largest LLG of the whole model (coordinate descent over the residues from ``pack_starts``
+random combinations, each side chain's structure factors at every grid point computed once and summed), then
+refines every torsion; the model keeps the round with the largest LLG.
+
+The torsion-space model keeps ideal bonds and angles throughout. Only the target's reflections take part: built
+from a :class:`~patterson.phasing.placement.SearchTarget`, they are the work set alone.
 """
 
 from __future__ import annotations
@@ -29,9 +36,9 @@ import torch
 from patterson.errors import PattersonError
 from patterson.ideal import ONE_LETTER
 from patterson.minimize import lbfgs
-from patterson.phasing.building import PeptideModel, chi_values, coordinates
-from patterson.phasing.likelihood import Likelihood, likelihood_target, llg_terms
-from patterson.phasing.placement import SearchTarget
+from patterson.phasing.building import PeptideModel, chi_values, coordinates, free_parameters
+from patterson.phasing.likelihood import Likelihood, gain_terms, likelihood_target, llg_terms
+from patterson.phasing.placement import SearchTarget, calculated_f
 from patterson.structures import atomic_numbers
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,9 @@ class RebuildOptions:
     step : grid step (degrees) of the torsions that place an end residue.
     refine_iter : L-BFGS iterations of each local refinement.
     restraint : weight of Σ (Δφ² + Δψ²) (radians²) to the grid point a refinement starts from.
+    pack_cycles : rounds of :func:`pack` before the rebuilding (0: none); ``pack_starts``: random χ combinations
+        each round descends from; ``pack_restraint``, ``pack_iter``: the restraint weight and L-BFGS iterations of
+        its refinement of every torsion.
     """
 
     cycles: int = 2
@@ -59,11 +69,17 @@ class RebuildOptions:
     step: float = 30.0
     refine_iter: int = 30
     restraint: float = 5.0
+    pack_cycles: int = 5
+    pack_starts: int = 20
+    pack_restraint: float = 0.5
+    pack_iter: int = 60
 
     def __post_init__(self) -> None:
-        if self.cycles < 0 or self.keep_best < 1 or self.refine_iter < 0 or not 0.0 < self.step <= 180.0:
-            raise PattersonError("rebuild: cycles and refine_iter must not be negative, keep_best at least 1 and "
-                                 "step within (0, 180] degrees")  # fmt: skip
+        if min(self.cycles, self.refine_iter, self.pack_cycles, self.pack_iter) < 0 or not 0.0 < self.step <= 180.0:
+            raise PattersonError("rebuild: cycles, refine_iter, pack_cycles and pack_iter must not be negative and "
+                                 "step lie within (0, 180] degrees")  # fmt: skip
+        if self.keep_best < 1 or self.pack_starts < 1:
+            raise PattersonError("rebuild: keep_best and pack_starts must be at least 1")
 
 
 def model_llg(model: PeptideModel, lik: Likelihood, p: torch.Tensor) -> torch.Tensor:
@@ -138,12 +154,82 @@ def _ends(model: PeptideModel) -> list[tuple[int, list[int], list[int]]]:
     return out
 
 
+def _side_chain_tables(model: PeptideModel, target: SearchTarget,
+                       residues: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """For each residue: its χ grid (S, n_χ) in radians and the structure factors (S, M) of its side chain (beyond
+    Cβ, with its images) at each grid point, the rest of the model as it stands."""
+    z = atomic_numbers(np.array(model.top.elements))
+    frac_m = torch.as_tensor(target.cell.frac)
+    out = []
+    with torch.no_grad():
+        for i in residues:
+            chi = torch.as_tensor(np.radians(chi_values(ONE_LETTER[model.top.sequence[i]])))  # (S, n_χ)
+            grid = model.params.repeat(len(chi), 1)
+            grid[:, model.chi_positions(i)] = chi
+            side = model.side_chain_of(i)
+            frac = torch.stack([coordinates(model, p)[side] for p in grid]) @ frac_m.T  # (S, n, 3)
+            out.append((chi, calculated_f(target, frac, z[side], 20.0)))
+    return out
+
+
+def pack_side_chains(model: PeptideModel, lik: Likelihood, residues: list[int], n_starts: int,
+                     rng: np.random.Generator) -> float:  # fmt: skip
+    """Set the χ of ``residues`` to the combination on their χ grids with the largest LLG of the whole model
+    (``lik``; every other parameter fixed; their side chains built): coordinate descent over the residues, in
+    random order, from ``n_starts`` random combinations. Returns that LLG."""
+    sides = np.any([model.side_chain_of(i) for i in residues], axis=0)
+    model.built = model.built | sides
+    tables = _side_chain_tables(model, lik.target, residues)
+    rest = model.built & ~sides
+    with torch.no_grad():
+        frac = coordinates(model, model.params)[rest] @ torch.as_tensor(lik.target.cell.frac).T
+        base = calculated_f(lik.target, frac[None], atomic_numbers(np.array(model.top.elements)[rest]), 20.0)[0]
+        best = (-np.inf, [])
+        for _ in range(n_starts):
+            pick = [int(rng.integers(len(chi))) for chi, _ in tables]
+            total = base + sum(f[k] for (_, f), k in zip(tables, pick, strict=True))
+            value, changed = float(gain_terms(lik, total.abs()[None] ** 2).sum()), True
+            while changed:
+                changed = False
+                for j in rng.permutation(len(tables)):
+                    others = total - tables[j][1][pick[j]]
+                    gains = gain_terms(lik, (others[None] + tables[j][1]).abs() ** 2).sum(-1)  # (S,)
+                    k = int(torch.argmax(gains))
+                    if k != pick[j] and float(gains[k]) > value + 1e-9:
+                        pick[j], value, changed = k, float(gains[k]), True
+                    total = others + tables[j][1][pick[j]]
+            best = max(best, (value, pick), key=lambda t: t[0])
+    for i, (chi, _), k in zip(residues, tables, best[1], strict=True):
+        model.params[model.chi_positions(i)] = chi[k]
+    return best[0]
+
+
+def pack(model: PeptideModel, target: SearchTarget, options: RebuildOptions) -> list[str]:
+    """``pack_cycles`` rounds of :func:`pack_side_chains` (every residue whose Cβ is built) and a refinement of
+    every torsion by the LLG; the model keeps the round with the largest LLG. Returns a log of the rounds."""
+    cb = [model.built[model.atoms_of(i, ("CB",))].any() for i in range(model.n_res)]
+    residues = [i for i in range(model.n_res) if model.chi_positions(i) and cb[i]]
+    if not residues or options.pack_cycles == 0:
+        return []
+    model.built = model.built | np.any([model.side_chain_of(i) for i in residues], axis=0)
+    lik, rng = _likelihood(model, target, options), np.random.default_rng(0)
+    refining = dataclasses.replace(options, restraint=options.pack_restraint, refine_iter=options.pack_iter)
+    best, steps = (-np.inf, model.params), []
+    for cycle in range(options.pack_cycles):
+        packed = pack_side_chains(model, lik, residues, options.pack_starts, rng)
+        model.params, value = _refine(model, lik, model.params, free_parameters(model), refining)
+        steps.append(f"packing round {cycle + 1}: LLG {packed:.1f} on the grid, {value:.1f} refined")
+        best = max(best, (value, model.params), key=lambda t: t[0])
+    model.params = best[1]
+    return steps
+
+
 def rebuild(model: PeptideModel, target: SearchTarget, options: RebuildOptions | None = None) -> list[str]:
     """Revisit the built model's side chains and chain ends by the LLG of the whole model (see the module's steps);
     the model takes every change kept. Returns a log of the changes."""
     options = options or RebuildOptions()
+    steps = pack(model, target, options)
     lik = _likelihood(model, target, options)
-    steps = []
     grid = np.arange(-180.0, 180.0, options.step)
     for cycle in range(options.cycles):
         for i in range(model.n_res):

@@ -38,7 +38,7 @@ import torch
 from patterson.cells import Cell
 from patterson.errors import PattersonError
 from patterson.ideal import build_peptide, default_torsions, dihedral, parse_sequence, topology
-from patterson.phasing.building import PeptideModel, start_model
+from patterson.phasing.building import PeptideModel, fit_main_chain, start_model
 from patterson.phasing.likelihood import likelihood_target, llg, refine_likelihood, refine_rigid
 from patterson.phasing.placement import (
     LATTICE_SHIFTS,
@@ -83,7 +83,7 @@ class SheetOptions:
     grid_step: float = 0.5
     search_error_a: float = 1.0
     n_rigid: int = 48
-    n_refine: int = 5
+    n_refine: int = 16
     n_grow: int = 12
     n_chains: int = 2
     min_overlap: int = 4
@@ -355,9 +355,14 @@ def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | N
 
 def chain_model(sequence: str, chain: StrandChain) -> PeptideModel:
     """The building's model of the whole sequence (side chains not yet built) on a placed chain: its own φ, ψ (the
-    first φ the ideal strand's; the last ψ from its C=O), anchored on the middle residue's N, CA, C."""
+    first φ the ideal strand's; the last ψ from its C=O), anchored on the middle residue's N, CA, C, then frame and
+    torsions fitted to all the chain's atoms (:func:`~patterson.phasing.building.fit_main_chain`)."""
     names = chain_atoms(sequence)[0]
     n_at, ca, c, o = (chain.xyz[names == a] for a in ("N", "CA", "C", "O"))  # (L, 3) each, residue order
     anchor = len(sequence) // 2
     placed = np.stack([n_at[anchor], ca[anchor], c[anchor]])
-    return start_model(sequence, anchor, placed, "strand", main_chain_torsions(n_at, ca, c, o))
+    model = start_model(sequence, anchor, placed, "strand", main_chain_torsions(n_at, ca, c, o))
+    on_chain = np.isin(np.array(model.top.names), ("N", "CA", "C", "O", "CB"))  # the chain's atoms, in its order
+    rms = fit_main_chain(model, chain.xyz, on_chain)
+    log.debug("chain model: %.2f Å r.m.s. from the placed chain", rms)
+    return model
