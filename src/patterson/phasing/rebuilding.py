@@ -69,7 +69,7 @@ class RebuildOptions:
     step: float = 30.0
     refine_iter: int = 30
     restraint: float = 5.0
-    pack_cycles: int = 5
+    pack_cycles: int = 8
     pack_starts: int = 20
     pack_restraint: float = 0.5
     pack_iter: int = 60
@@ -184,9 +184,11 @@ def pack_side_chains(model: PeptideModel, lik: Likelihood, residues: list[int], 
     with torch.no_grad():
         frac = coordinates(model, model.params)[rest] @ torch.as_tensor(lik.target.cell.frac).T
         base = calculated_f(lik.target, frac[None], atomic_numbers(np.array(model.top.elements)[rest]), 20.0)[0]
+        now = [int(torch.argmin((chi - model.params[model.chi_positions(i)]).remainder(2 * np.pi).sub(np.pi).abs()
+                                .sub(np.pi).abs().sum(-1))) for i, (chi, _) in zip(residues, tables, strict=True)]
         best = (-np.inf, [])
-        for _ in range(n_starts):
-            pick = [int(rng.integers(len(chi))) for chi, _ in tables]
+        for start in range(n_starts):  # the grid point nearest the model's own χ first, then random ones
+            pick = list(now) if start == 0 else [int(rng.integers(len(chi))) for chi, _ in tables]
             total = base + sum(f[k] for (_, f), k in zip(tables, pick, strict=True))
             value, changed = float(gain_terms(lik, total.abs()[None] ** 2).sum()), True
             while changed:
