@@ -57,7 +57,7 @@ python benchmarks/model_verdict.py --n 24
 # → benchmarks/results/peptide_crystals_fragments.json (docs/phasing.md)
 python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --n 12 --budget-s 180 \
     --out benchmarks/results/peptide_crystals_fragments.json --table /tmp/peptide_crystals_fragments.md
-# the same on realistic crystals (the data the model verdict is calibrated on; ~35 minutes)
+# the same on realistic crystals (the data the model verdict is calibrated on; ~40 minutes)
 # → benchmarks/results/peptide_crystals_fragments_realistic.json (docs/phasing.md)
 python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --n 12 --budget-s 180 \
     --preset peptide-crystal-realistic --out benchmarks/results/peptide_crystals_fragments_realistic.json \
