@@ -175,19 +175,18 @@ def _side_chain_tables(model: PeptideModel, target: SearchTarget,
 def pack_side_chains(model: PeptideModel, lik: Likelihood, residues: list[int], n_starts: int,
                      rng: np.random.Generator) -> float:  # fmt: skip
     """Set the χ of ``residues`` to the combination on their χ grids with the largest LLG of the whole model
-    (``lik``; every other parameter fixed; their side chains built): coordinate descent over the residues, in
-    random order, from ``n_starts`` random combinations. Returns that LLG."""
-    sides = np.any([model.side_chain_of(i) for i in residues], axis=0)
-    model.built = model.built | sides
+    (``lik``, for the model with those side chains built; every other parameter fixed): coordinate descent over the
+    residues, in random order, from the grid point nearest the model's own χ and ``n_starts`` − 1 random
+    combinations. Returns that LLG."""
     tables = _side_chain_tables(model, lik.target, residues)
-    rest = model.built & ~sides
+    rest = model.built & ~np.any([model.side_chain_of(i) for i in residues], axis=0)
     with torch.no_grad():
         frac = coordinates(model, model.params)[rest] @ torch.as_tensor(lik.target.cell.frac).T
         base = calculated_f(lik.target, frac[None], atomic_numbers(np.array(model.top.elements)[rest]), 20.0)[0]
-        now = [int(torch.argmin((chi - model.params[model.chi_positions(i)]).remainder(2 * np.pi).sub(np.pi).abs()
-                                .sub(np.pi).abs().sum(-1))) for i, (chi, _) in zip(residues, tables, strict=True)]
+        turn = lambda chi, i: (chi - model.params[model.chi_positions(i)] + np.pi) % (2 * np.pi) - np.pi  # noqa: E731
+        now = [int(torch.argmin(turn(chi, i).abs().sum(-1))) for i, (chi, _) in zip(residues, tables, strict=True)]
         best = (-np.inf, [])
-        for start in range(n_starts):  # the grid point nearest the model's own χ first, then random ones
+        for start in range(n_starts):
             pick = list(now) if start == 0 else [int(rng.integers(len(chi))) for chi, _ in tables]
             total = base + sum(f[k] for (_, f), k in zip(tables, pick, strict=True))
             value, changed = float(gain_terms(lik, total.abs()[None] ** 2).sum()), True
