@@ -15,6 +15,8 @@ from patterson.phasing.peptide import PeptideOptions, fragment_phasing
 from patterson.phasing.placement import image_clashes, placed_frac, search_target
 from patterson.phasing.sheets import (
     SheetOptions,
+    StrandChain,
+    _same_chain,
     grow,
     place_strands,
     sheet_hbonds,
@@ -98,6 +100,23 @@ def test_place_strands_finds_a_sheet_strand_again_and_reads_only_the_work_set():
     again = place_strands("AAAAA", scrambled, options)
     assert np.array_equal(again[0].xyz, chains[0].xyz)  # bit for bit: the free amplitudes were never read
     assert place_strands("AAAAA", search_target(hkl, f, Cell(14.0, 15.0, 16.0), GROUP, work), options) == []
+
+
+def test_a_chain_moved_by_the_groups_origin_shift_or_operator_is_the_same_chain():
+    frac, hkl, f = _sheet_crystal()
+    target = search_target(hkl, np.abs(f), CELL, GROUP, None)
+    chain = StrandChain(CELL.to_cartesian(frac), ELEMENTS, 1.0, 0, 0)
+
+    def moved(new_frac: np.ndarray) -> StrandChain:
+        return StrandChain(CELL.to_cartesian(new_frac), ELEMENTS, 1.0, 0, 0)
+
+    mate = frac @ GROUP.rot[1].T + GROUP.tran[1]  # the 2₁ image, then P2₁'s free origin along b and a lattice step
+    for other in (frac + [0.0, 0.37, 0.0], mate, mate + [0.5, 0.21, -1.0]):
+        assert _same_chain(chain, moved(other), target)
+    along = CELL.to_fractional(CELL.to_cartesian(frac) + 3.3 * strand_frame(CELL.to_cartesian(frac))[0])
+    assert not _same_chain(chain, moved(along), target)  # one residue along the strand: another placement
+    assert not _same_chain(chain, moved(frac + [0.25, 0.0, 0.0]), target)
+    assert _same_chain(chain, moved(CELL.to_fractional(CELL.to_cartesian(frac) + [0.3, 0.0, -0.2])), target)
 
 
 def test_sheet_options_are_checked():

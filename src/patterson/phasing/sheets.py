@@ -37,6 +37,7 @@ import torch
 
 from patterson.cells import Cell
 from patterson.errors import PattersonError
+from patterson.evaluation.metrics import align
 from patterson.ideal import build_peptide, default_torsions, dihedral, parse_sequence, topology
 from patterson.phasing.building import PeptideModel, fit_main_chain, start_model
 from patterson.phasing.likelihood import likelihood_target, llg, refine_likelihood, refine_rigid
@@ -44,6 +45,7 @@ from patterson.phasing.placement import (
     LATTICE_SHIFTS,
     PlacementOptions,
     SearchTarget,
+    calculated_f,
     image_clashes,
     placed_frac,
     translation_search,
@@ -297,12 +299,17 @@ def grow(sequence: str, strand: np.ndarray, start: int) -> tuple[np.ndarray, np.
     return superposed(theirs, mine, xyz), elements
 
 
-def _same_chain(a: StrandChain, b: StrandChain, cell: Cell, within_a: float = 1.0) -> bool:
-    """Whether two chains lie on each other (mean distance of their atoms below ``within_a``, lattice wrapped)."""
-    d = cell.to_fractional(a.xyz) - cell.to_fractional(b.xyz)
-    d -= np.round(d.mean(axis=0))  # the whole chain by a lattice vector
-    d -= np.round(d - d.mean(axis=0))  # then each atom to its nearest image
-    return bool(np.linalg.norm(cell.to_cartesian(d), axis=1).mean() < within_a)
+SAME_CHAIN_CC = 0.7  # chains whose maps correlate above this after the origin search are one placement
+
+
+def _same_chain(a: StrandChain, b: StrandChain, target: SearchTarget) -> bool:
+    """Whether two chains are one placement: the maps of their atoms and images correlate above
+    :data:`SAME_CHAIN_CC` after the origin search (:func:`~patterson.evaluation.metrics.align`, the hand kept). A
+    chain moved by an operator or an origin shift of the group (which scores the same) gives the same map, shifted;
+    at 2 Å a chain moved 0.7 Å still correlates 0.7, one moved a residue along the strand 0.6."""
+    frac = torch.as_tensor(np.stack([target.cell.to_fractional(c.xyz) for c in (a, b)]))  # (2, N, 3)
+    f_calc = calculated_f(target, frac, atomic_numbers(a.elements), 20.0)  # (2, M)
+    return bool(align(f_calc[:1], f_calc[1:], target.hkl, target.cell, allow_inversion=False).score[0] > SAME_CHAIN_CC)
 
 
 def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | None = None,
@@ -343,8 +350,7 @@ def place_strands(sequence: str, target: SearchTarget, options: SheetOptions | N
     kept: list[list[StrandChain]] = []
     for chains in grown:
         best = chains[0]
-        if all(abs(best.llg - o[0].llg) > SAME_LLG * abs(o[0].llg) and not _same_chain(best, o[0], target.cell)
-               for o in kept):  # fmt: skip
+        if all(not _same_chain(best, o[0], target) for o in kept):
             kept.append(chains)
         if len(kept) == options.n_chains:
             break
