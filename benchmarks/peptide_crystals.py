@@ -20,7 +20,11 @@ budget (judged by the last) or the best round by R-free says ``solved``; the bes
 (:func:`patterson.phasing.compare.phase_within`, which ``patterson demo`` uses too). ``fragments`` (not in the
 default run; the issue's "no extension" row): ``solve --sequence``'s route with the crystal's own sequence
 (:func:`patterson.phasing.peptide.fragment_phasing`, ``max_seconds`` = the budget, which bounds the building, not
-the placements before it), its model's phases polished on F and nothing after.
+the placements before it), its model's phases polished on F and nothing after; ``fragments+learned`` and
+``fragments+histogram``: the same route's phases (it runs once per structure) extended by the phasing loop with the
+learned step the shipped networks pick for peptide crystals, or with its control, the same cycles
+(:data:`patterson.phasing.learned.EXTENSION` from the route's phases; the control takes less time), their seconds
+the route's and the extension's.
 Chance: random phases with the true amplitudes. Solved: F-weighted phase error < 40° after the origin and hand
 search (:func:`patterson.evaluation.score_maps`); claimed: the method's verdict ``solved`` — for dual-space at
 atomic resolution (d ≤ 1.3 Å) also its refined atoms' (``solve``'s atoms step on its map, moved to the group's
@@ -61,7 +65,7 @@ from patterson.ideal import ONE_LETTER
 from patterson.maps import density_from_f
 from patterson.networks import open_network
 from patterson.phasing.compare import BUDGET_STARTS, phase_within, split_maps
-from patterson.phasing.learned import TASK, NetworkStep
+from patterson.phasing.learned import EXTENSION, TASK, NetworkStep, learned
 from patterson.phasing.peptide import PeptideOptions, fragment_phasing
 from patterson.solving.atoms import model_f
 from patterson.solving.structure import ATOM_RESOLUTION, atoms_of_split, cell_contents, worth_atoms
@@ -70,11 +74,13 @@ from patterson.symmetry import SpaceGroup
 PRESET = "peptide-crystal"
 PEPTIDE_PRESETS = [p for p in PRESETS if p.startswith(PRESET)]  # the clean preset and its realistic variant
 RESOLUTIONS = (1.0, 1.5, 2.0)
-METHODS = ("dual-space", "charge-flip", "hio", "learned", "histogram", "fragments", "chance")
-DEFAULT_METHODS = tuple(m for m in METHODS if m != "fragments")  # the fragments route takes about a minute each
+ROUTE = ("fragments", "fragments+learned", "fragments+histogram")  # the route, and the route extended
+METHODS = ("dual-space", "charge-flip", "hio", "learned", "histogram", *ROUTE, "chance")
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in ROUTE)  # the fragments route takes minutes each
 NAMES = {"dual-space": "dual-space", "charge-flip": "charge flipping", "hio": "HIO", "learned": "learned loop",
          "histogram": "control (histogram step)", "fragments": "fragments from the sequence, no extension",
-         "chance": "chance (random phases)"}  # fmt: skip
+         "fragments+learned": "fragments, extended by the learned step",
+         "fragments+histogram": "fragments, extended by the control", "chance": "chance (random phases)"}  # fmt: skip
 STARTS = BUDGET_STARTS  # random starts per round (charge flipping, HIO, learned, control)
 SPACING = 0.5  # Å: the phasing grid's spacing (at most d / 2), the voxel the learned step was trained on
 GRID = (96, 96, 96)  # the stored maps' grid: every cell of the preset to 1.0 Å (edges up to 47 Å)
@@ -116,26 +122,47 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
     network = open_network("pretrained", dataclasses.asdict(make_config("dense-protein")), TASK)
     _WORKER["step"] = NetworkStep(network.model)
+    peptide = open_network("pretrained", dataclasses.asdict(make_config(PRESET)), TASK)
+    _WORKER["extension"] = NetworkStep(peptide.model)  # the step the route's extension uses
+
+
+def extended(method: str, data, route) -> tuple[torch.Tensor, Any, int]:
+    """The route's result ``route`` extended by the phasing loop from its phases: the learned step for peptide
+    crystals (``fragments+learned``) or its control (``fragments+histogram``), the cycles of
+    :data:`~patterson.phasing.learned.EXTENSION`."""
+    step = _WORKER["extension"] if method == "fragments+learned" else "histogram"
+    res = learned(data.f_obs, data.hkl, data.cell, data.shape, step, EXTENSION, f000=data.f000,
+                  phi_start=route.phi_rad, observed=data.measured, free=data.free)  # fmt: skip
+    return res.rho, res.validation, 1
 
 
 def run_method(method: str, data, group: SpaceGroup, budget: float, seed: int,
-               composition: dict[str, float] | None = None, sequence: str = "") -> dict[str, Any]:  # fmt: skip
+               composition: dict[str, float] | None = None, sequence: str = "",
+               route: dict | None = None) -> dict[str, Any]:  # fmt: skip
     """One method on one structure (:class:`~patterson.phasing.compare.SplitMaps` of one example) with ``budget``
     seconds (:func:`~patterson.phasing.compare.phase_within`), timed and scored; a crash is recorded, never
     raised. Dual-space maps (in the space group, at its origin) at atomic resolution also go through ``solve``'s
-    atoms step with the cell ``composition`` (:func:`~patterson.solving.structure.atoms_of_split`, timed apart)."""
+    atoms step with the cell ``composition`` (:func:`~patterson.solving.structure.atoms_of_split`, timed apart).
+    The fragments route runs once per structure: ``route`` keeps its result and seconds for its extensions, whose
+    seconds include the route's."""
     t = time.perf_counter()
+    route = {} if route is None else route
+    earlier = route.get("seconds", 0.0) if method in ROUTE[1:] else 0.0  # an extension of a route run before
     try:
-        if method == "fragments":  # the sequence's ideal strands placed and built, no density modification after
-            res = fragment_phasing(data.f_obs, data.hkl, data.cell, data.shape, sequence,
-                                   PeptideOptions(max_seconds=budget), f000=data.f000, group=group,
-                                   observed=data.measured, free=data.free)  # fmt: skip
-            rho, check, rounds = res.rho, res.validation, 1
+        if method in ROUTE and "result" not in route:  # the sequence's ideal strands placed and built
+            route["result"] = fragment_phasing(data.f_obs, data.hkl, data.cell, data.shape, sequence,
+                                               PeptideOptions(max_seconds=budget), f000=data.f000, group=group,
+                                               observed=data.measured, free=data.free)  # fmt: skip
+            route["seconds"] = time.perf_counter() - t
+        if method == "fragments":
+            rho, check, rounds = route["result"].rho, route["result"].validation, 1
+        elif method in ROUTE:
+            rho, check, rounds = extended(method, data, route["result"])
         else:
             rho, check, rounds = phase_within(method, data, budget, seed, _WORKER.get("step"), group)
     except Exception as exc:  # noqa: BLE001 - a crash is a result
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "seconds": time.perf_counter() - t}
-    seconds = time.perf_counter() - t
+    seconds = time.perf_counter() - t + earlier
     scores = score_maps(rho, data.truth, data.cell, data.d_min)
     out = {"phase_error_weighted_deg": float(scores.phase_error_weighted_deg[0]),
            "cc_aligned": float(scores.cc_aligned[0]), "seconds": 0.0 if method == "chance" else seconds}  # fmt: skip
@@ -186,9 +213,10 @@ def phase_structure(task: tuple[str, int, float, tuple[str, ...], float, float])
               "cell": [round(float(x), 3) for x in item["cell"]], "n_atoms": item["n_atoms"],
               "n_reflections": len(data.hkl), "grid": list(data.shape), "methods": {}}  # fmt: skip
     group = SpaceGroup.of(item["spacegroup"])
+    route: dict = {}  # the fragments route's result, shared by its extensions
     for method in methods:
         record["methods"][method] = run_method(method, data, group, budget, index, cell_contents(item["z"]),
-                                               sequence_of(labels[index]))  # fmt: skip
+                                               sequence_of(labels[index]), route)  # fmt: skip
     return record
 
 
@@ -250,9 +278,10 @@ def budget_list(args) -> list[float]:
     return budgets
 
 
-def held_out_check(folders: dict[float, Path], trained_entries: list[str] | None) -> dict[str, Any]:
-    """The source entries of the test crystals and how many of them the network trained on (must be 0)."""
-    used = sorted({label.split("/")[0] for f in folders.values() for label in StoredDataset(f, "test").labels()})
+def held_out_check(folders: dict[float, Path], trained_entries: list[str] | None,
+                   split: str = "test") -> dict[str, Any]:  # fmt: skip
+    """The source entries of the ``split`` crystals and how many of them the network trained on (must be 0)."""
+    used = sorted({label.split("/")[0] for f in folders.values() for label in StoredDataset(f, split).labels()})
     shared = sorted(set(used) & set(trained_entries or []))
     return {"entries": used, "checked": trained_entries is not None, "shared_entries": len(shared),
             "shared": shared}  # fmt: skip

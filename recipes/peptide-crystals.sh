@@ -57,8 +57,22 @@ python benchmarks/model_verdict.py --n 24
 # → benchmarks/results/peptide_crystals_fragments.json (docs/phasing.md)
 python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --n 12 --budget-s 180 \
     --out benchmarks/results/peptide_crystals_fragments.json --table /tmp/peptide_crystals_fragments.md
-# the same on realistic crystals (the data the model verdict is calibrated on; ~40 minutes)
+# the same on realistic crystals (the data the model verdict is calibrated on), with the route's phases extended by
+# the learned step and by its control (~42 minutes)
 # → benchmarks/results/peptide_crystals_fragments_realistic.json (docs/phasing.md)
-python benchmarks/peptide_crystals.py --methods fragments chance --resolutions 1.5 2.0 --n 12 --budget-s 180 \
+python benchmarks/peptide_crystals.py --methods fragments fragments+learned fragments+histogram chance \
+    --resolutions 1.5 2.0 --n 12 --budget-s 180 \
     --preset peptide-crystal-realistic --out benchmarks/results/peptide_crystals_fragments_realistic.json \
     --table /tmp/peptide_crystals_fragments_realistic.md
+
+# the learned extension (#30): partial models of held-out realistic crystals extended by the peptide-crystal step
+# (recipes/peptide-modifier.toml), the dense-protein step and the control. First the cycles, chosen on val crystals
+# (the entries the networks validated on; 4 minutes each → benchmarks/results/peptide_extension_val_*.json), then
+# the result on the test crystals (5 minutes)
+# → benchmarks/results/peptide_extension.json, docs/tables/peptide_extension_table.md (docs/phasing.md)
+for cycles in "10 0" "20 0" "40 20"; do
+    set -- $cycles
+    python benchmarks/peptide_extension.py --split val --n 6 --n-iter "$1" --n-finish "$2" \
+        --out "benchmarks/results/peptide_extension_val_$1_$2.json" --table "/tmp/peptide_extension_val_$1_$2.md"
+done
+python benchmarks/peptide_extension.py --n 24

@@ -57,6 +57,7 @@ TABLES = {  # document: [(benchmark script, results file)]; the document quotes 
     "docs/tables/real_data_table.md": [("real_small_molecules", "real_small_molecules.json")],
     "docs/tables/peptides_table.md": [("peptides", "peptides.json")],
     "docs/tables/peptide_crystals_table.md": [("peptide_crystals", "peptide_crystals.json")],
+    "docs/tables/peptide_extension_table.md": [("peptide_extension", "peptide_extension.json")],
 }
 RENDER = """
 import importlib, json, platform, sys

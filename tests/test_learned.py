@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -108,6 +109,26 @@ def test_loop_from_true_phases_stays_solved(dense, trained):
     err = score_maps(res.rho, data.truth, data.cell, data.d_min).phase_error_weighted_deg
     assert (err < 40).all(), err
     assert res.method == "learned" and len(res.verdict) == len(data)
+
+
+def test_a_timed_loop_runs_cycles_until_its_seconds_are_spent(dense):
+    data = load_split(StoredDataset(dense, "test", normalise=False), limit=1)
+    calls = []
+
+    def step(rho: torch.Tensor) -> torch.Tensor:  # the identity step, counted
+        calls.append(time.perf_counter())
+        return rho
+
+    options = LearnedOptions(n_iter=1, n_finish=0, n_starts=1, max_seconds=0.3)
+    t = time.perf_counter()
+    learned(data.f_obs, data.hkl, data.cell, data.shape, step, options, observed=data.measured, free=data.free)
+    assert time.perf_counter() - t >= 0.3 and len(calls) > 1 and calls[-1] - t < 0.3 + 1.0
+    calls.clear()
+    learned(data.f_obs, data.hkl, data.cell, data.shape, step, options.replace(max_seconds=0.0, n_iter=3),
+            observed=data.measured, free=data.free)  # fmt: skip
+    assert len(calls) == 3
+    with pytest.raises(PattersonError, match="max_seconds"):
+        LearnedOptions(max_seconds=-1.0)
 
 
 @pytest.mark.parametrize("step", ["histogram", "network"])

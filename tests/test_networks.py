@@ -55,6 +55,10 @@ def test_open_network_picks_by_data_and_task():
     assert open_network("pretrained", {"preset": "paper-2", "d_min": 1.5}).name == "paper-2"
     step = open_network("pretrained", {"preset": "dense-protein", "d_min": 2.0}, task="density-modification")
     assert step.name == "density-modifier" and step.task == "density-modification"
+    for preset in ("peptide-crystal", "peptide-crystal-realistic"):  # the preset, or a variant of the one trained on
+        peptide = open_network("pretrained", {"preset": preset, "d_min": 2.0, "pack_volume": 20.7},
+                               task="density-modification")  # fmt: skip
+        assert peptide.name == "peptide-modifier"
     with pytest.raises(PattersonError, match="density-modification network"):
         open_network("density-modifier")  # a real-space step is not a Patterson → density network
     assert [n.name for n in shipped_networks()] == ["dense-protein", "paper-1a", "paper-1b", "paper-2"]  # Patterson in

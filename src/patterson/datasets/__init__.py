@@ -26,6 +26,7 @@ from patterson.datasets.config import (
     load_config,
     make_config,
 )
+from patterson.datasets.crystal_pairs import CropCorruption, CrystalPhaseErrorMaps
 from patterson.datasets.generate import (
     GenerateSummary,
     compute_maps,
@@ -59,6 +60,8 @@ from patterson.datasets.store import (
 )
 
 __all__ = [
+    "CropCorruption",
+    "CrystalPhaseErrorMaps",
     "EXAMPLE_FIELDS",
     "FIELDS",
     "INPUTS",

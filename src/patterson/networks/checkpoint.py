@@ -147,10 +147,12 @@ def export_weights(
 
 def trained_on(state: Mapping[str, Any]) -> dict[str, Any]:
     """The dataset config a checkpoint was trained on (``{}`` when it was not a stored dataset); how its inputs were
-    recycled (a density-modification stage 2) is left out: it is not a dataset field."""
+    recycled (a density-modification stage 2) or cropped (crystals of many cells) is left out: neither is a dataset
+    field."""
     data = state.get("data") or {}
     info = dict((data.get("train") or {}).get("dataset") or {})
     info.pop("recycled", None)
+    info.pop("crops", None)
     return info
 
 
@@ -169,10 +171,20 @@ def _mismatch(trained: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[floa
     """How badly weights trained on ``trained`` fit ``data`` (both dataset-config-like dicts); lower is better:
     first the kind of input (Patterson maps or intensity grids), then the preset, the packing, d_min, the cell."""
     kind = 0.0 if trained.get("input", "patterson") == data.get("input", "patterson") else 1.0
-    preset = 0.0 if data.get("preset") and trained.get("preset") == data.get("preset") else 1.0
+    preset = _preset_mismatch(trained.get("preset"), data.get("preset"))
     packing = 0.0 if "pack_volume" not in data or _packed(trained) == _packed(data) else 1.0
     d_min = abs(math.log(float(trained.get("d_min", 1.0)) / float(data.get("d_min", trained.get("d_min", 1.0)))))
     return (kind, preset, packing, d_min, _log_ratio(trained.get("cell"), data.get("cell")))
+
+
+def _preset_mismatch(trained: str | None, data: str | None) -> float:
+    """0 for the same preset, 0.5 for a variant of it (``peptide-crystal`` and ``peptide-crystal-realistic``), else
+    1."""
+    if not data or not trained:
+        return 1.0
+    if trained == data:
+        return 0.0
+    return 0.5 if trained.startswith(f"{data}-") or data.startswith(f"{trained}-") else 1.0
 
 
 def _log_ratio(a: Any, b: Any) -> float:
@@ -212,9 +224,9 @@ def pick_pretrained(
     data: Mapping[str, Any], weights_dir: str | Path | None = None, task: str = "density"
 ) -> Path | None:
     """The shipped ``task`` weights that fit ``data`` best: those for the same kind of input (Patterson maps or
-    intensity grids), then the same preset, else the same packing (``pack_volume`` set or not: a molecule alone in
-    its cell or a packed crystal), then the nearest d_min, then the nearest cell size. None when nothing is
-    shipped."""
+    intensity grids), then the same preset (or a variant of it), else the same packing (``pack_volume`` set or
+    not: a molecule alone in its cell or a packed crystal), then the nearest d_min, then the nearest cell size. None
+    when nothing is shipped."""
     return _best_fit(_shipped_for(weights_dir, task), data)
 
 

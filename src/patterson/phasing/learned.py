@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 TASK = "density-modification"  # the training task of a network that can be a real-space step
 SCHEMES = LOOP_SCHEMES
+EXTENSION = LearnedOptions(n_starts=1, n_iter=10, n_finish=0)  # the loop extending a model's phases (a placed
+# fragment): 10 cycles, no positivity finish (chosen on val crystals: benchmarks/peptide_extension.py --split val)
 RealSpaceStep = Callable[[torch.Tensor], torch.Tensor]  # (N, X, Y, Z) mean-zero maps → the same
 
 
@@ -177,21 +180,31 @@ def learned(
 
 
 def _loop(rho: torch.Tensor, step: RealSpaceStep, s: Starts, options: LearnedOptions, progress) -> torch.Tensor:
-    """The ``options.n_iter`` cycles of the loop from the maps ``rho`` (B·S, X, Y, Z); returns the last map P_M."""
+    """The ``options.n_iter`` cycles (or ``options.max_seconds`` of them) of the loop from the maps ``rho`` (B·S, X, Y,
+    Z); returns the last map P_M."""
     hkl, cell, shape = s.hkl, s.cell, rho.shape[-3:]
     fo, floating, relax = s.fo, s.floating, options.relax
     project = lambda r: density_from_f(impose_amplitudes(fo, floating, f_from_density(r, hkl, cell)), hkl, cell, shape)  # noqa: E731
     total = options.n_iter + options.n_finish
-    x = rho
-    for it in range(options.n_iter):
+    x, it, t0 = rho, 0, time.perf_counter()
+    while _more(it, t0, options):
         if options.scheme == "rrr":  # x ← x + λ (D(2 P_M x − x) − P_M x); the map is P_M x
             rho = project(x)
             x = x + relax * (step(2 * rho - x) - rho)
         else:
             rho = project(rho + relax * (step(rho) - rho))
+        it += 1
         if progress is not None:
-            progress(it + 1, total)
+            progress(min(it, options.n_iter), total)
     return project(x) if options.scheme == "rrr" else rho
+
+
+def _more(it: int, t0: float, options: LearnedOptions) -> bool:
+    """Whether the loop runs another cycle after ``it``: ``n_iter`` in all, or until ``max_seconds`` have passed
+    since ``t0`` (one at least)."""
+    if options.max_seconds > 0:
+        return it == 0 or time.perf_counter() - t0 < options.max_seconds
+    return it < options.n_iter
 
 
 def _real_space_step(step, f_obs, hkl, cell, shape, imposed) -> RealSpaceStep:

@@ -193,18 +193,22 @@ class LearnedOptions(PhasingOptions):
     scheme : ``relaxed`` (ρ ← P_M(ρ + λ(D(ρ) − ρ))) or ``rrr`` (reflect-reflect-relax with D as the real-space
         constraint).
     n_finish : cycles of error reduction with positivity after the loop (0: none).
+    max_seconds : when > 0, the loop runs until this many seconds have passed instead of ``n_iter`` iterations
+        (one at least): a step and its control given the same time.
     """
 
     n_iter: int = 40
     relax: float = 1.0
     scheme: str = "relaxed"
     n_finish: int = 20
+    max_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _choice("loop scheme", self.scheme, LOOP_SCHEMES)
         _need(0 < self.relax <= 1, f"the learned loop needs 0 < relax <= 1 (got {self.relax})")
         _need(self.n_finish >= 0, f"n_finish must be at least 0 (got {self.n_finish})")
+        _need(self.max_seconds >= 0, f"max_seconds must not be negative (got {self.max_seconds})")
 
 
 DS_WEIGHTS = ("sim", "none")  # the dual-space E-map's weights

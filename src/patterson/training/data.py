@@ -321,7 +321,9 @@ def open_data(
     its default random rotation and B-factors); validation stays on the stored maps. ``task="density-modification"``
     needs a stored dataset: the training pairs (density with wrong phases, true density) are made on the fly from
     its atoms (:class:`patterson.datasets.PhaseErrorMaps`; with ``recycle_from`` a checkpoint, half of them are
-    that network's own loop iterates, :class:`RecycledPairs`), the validation pairs once from its validation split.
+    that network's own loop iterates, :class:`RecycledPairs`), the validation pairs once from its validation split;
+    for a dataset of crystals of many cells (``kind`` peptide) crops of each crystal's own maps
+    (:class:`patterson.datasets.CrystalPhaseErrorMaps`).
 
     Returns
     -------
@@ -414,10 +416,14 @@ def _phase_error_pairs(
     path: str, train_split: str, val_split: str, seed: int, recycle_from: str = ""
 ) -> tuple[Any, Any]:
     try:
-        from patterson.datasets import PhaseErrorMaps
+        from patterson.datasets import CrystalPhaseErrorMaps, PhaseErrorMaps, StoredDataset
     except ImportError as exc:
         raise PattersonError(f"{path}: stored datasets need patterson.datasets and h5py ({exc})") from None
-    train = PhaseErrorMaps(path, train_split, seed=seed)
+    crystals = StoredDataset(path, train_split).config.kind == "peptide"  # one cell each: crops of their own maps
+    if crystals and recycle_from:
+        raise PattersonError("recycling a network's own iterates needs a dataset of one cell, not crystals")
+    pairs = CrystalPhaseErrorMaps if crystals else PhaseErrorMaps
+    train = pairs(path, train_split, seed=seed)
     if recycle_from:
         from patterson.networks import load_model
         from patterson.networks.checkpoint import find_checkpoint
@@ -425,7 +431,7 @@ def _phase_error_pairs(
         frozen = load_model(find_checkpoint(recycle_from), task="density-modification")
         train = RecycledPairs(train, frozen)
     try:
-        val = PhaseErrorMaps(path, val_split).fixed(N_VAL_PAIRS, seed=seed)
+        val = pairs(path, val_split).fixed(N_VAL_PAIRS, seed=seed)
     except PattersonError as exc:
         log.warning("no validation split %r in %s (%s); training without validation", val_split, path, exc)
         val = None
