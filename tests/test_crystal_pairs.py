@@ -25,7 +25,7 @@ WHOLE_MODEL = CropCorruption(model_share=1.0, keep=(1.0, 1.0), shift_a=(0.0, 0.0
 @pytest.fixture(scope="module")
 def crystals(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pairs") / "ds"
-    generate(make_config("peptide-crystal", n=6, splits=(0.5, 0.5, 0.0), seed=15, d_min_range=(1.8, 2.0),
+    generate(make_config("peptide-crystal", n=4, splits=(0.5, 0.5, 0.0), seed=15, d_min_range=(1.8, 2.0),
                          grid=(32, 32, 32)), out, progress=False)  # fmt: skip
     return out
 
@@ -37,7 +37,7 @@ def cc(x: torch.Tensor, y: torch.Tensor) -> float:
 def test_crops_of_the_true_phases_match_the_target_and_random_phases_do_not(crystals):
     rng = np.random.default_rng(0)
     exact = CrystalPhaseErrorMaps(crystals, "train", crop=20, corruption=EXACT, batch_size=6).batch(rng)
-    assert exact["input"].shape == (6, 1, 20, 20, 20) and exact["target"].shape == (6, 1, 20, 20, 20)
+    assert exact["input"].shape == (6, 1, 20, 20, 20) and exact["target"].shape == (6, 1, 20, 20, 20)  # 2 crystals
     assert min(cc(x, y) for x, y in zip(exact["input"], exact["target"], strict=True)) > 0.85
     noise = CrystalPhaseErrorMaps(crystals, "train", crop=20, corruption=RANDOM, batch_size=6).batch(rng)
     assert max(cc(x, y) for x, y in zip(noise["input"], noise["target"], strict=True)) < 0.5

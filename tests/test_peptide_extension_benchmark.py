@@ -9,9 +9,12 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # 17 s
 def test_peptide_extension_benchmark_core(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as `python benchmarks/peptide_extension.py` has it
     spec = importlib.util.spec_from_file_location("peptide_extension", ROOT / "benchmarks" / "peptide_extension.py")

@@ -427,7 +427,8 @@ def test_shipped_recipes_are_valid_configs():
 
 RECIPE_DATA = {"paper-2": "paper-2", "dense-protein": "dense-protein", "density-modifier": "dense-protein",
                "fourier-net-paper-2": "paper-2", "paper-1a": "paper-1a", "paper-1b": "paper-1b",
-               "report-hkl10": "report-hkl10", "report-hkl20": "report-hkl20"}  # fmt: skip
+               "report-hkl10": "report-hkl10", "report-hkl20": "report-hkl20",
+               "peptide-modifier": "peptide-crystal"}  # fmt: skip
 RECIPE_STAGE2 = {"paper-2-stage2": "paper-2-stage1", "density-modifier-stage2": "density-modifier",
                  "paper-1a-stage2": "paper-1a", "paper-1a-stage3": "paper-1a-stage2",
                  "paper-1a-stage4": "paper-1a-stage3", "paper-1a-stage5": "paper-1a-stage4",
@@ -450,6 +451,9 @@ def test_every_recipe_still_builds_and_trains_a_few_steps(tmp_path):
     for preset in ("report-hkl10", "report-hkl20"):
         crystals = make_config(preset, source=cifs, n=3, splits=(0.67, 0.33, 0))
         data[preset] = generate(crystals, tmp_path / "data" / preset, progress=False).out
+    peptides = make_config("peptide-crystal", n=8, splits=(0.5, 0.5, 0.0), seed=15, d_min_range=(1.8, 2.0),
+                           grid=(32, 32, 32))  # fmt: skip
+    data["peptide-crystal"] = generate(peptides, tmp_path / "data" / "peptide-crystal", progress=False).out
     recipes = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml"))
     for path in sorted(recipes, key=lambda p: p.stem in RECIPE_STAGE2):  # stage 1 first
         name = path.stem
