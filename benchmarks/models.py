@@ -78,30 +78,45 @@ def score_network(weights: Path, data: Path, out: Path, preset: str | None = Non
     return evaluate(EvaluateConfig(str(data), str(out), checkpoint=str(weights), plots=False, region=region))
 
 
-def score_step(weights: Path, data: Path, n: int = 128) -> dict:
-    """What the density-modification network does to one map: ``n`` held-out test maps with start phase errors of
-    each of :data:`STEP_ERRORS` (mean; 90°: random) before and after one pass, F-weighted phase error and map CC,
-    next to the histogram control step. Returns {error: {"before", "after", "control"}} medians."""
-    from patterson.datasets import StoredDataset
-    from patterson.phasing import load_split, load_step, start_error_phases, wilson_estimate
+def _one_pass(step, split, seed: int) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The maps of ``split`` with start phase errors of each of :data:`STEP_ERRORS` (generator seeded ``seed`` +
+    the error) before and after one pass of ``step`` and of the histogram control: {error: {"before", "after",
+    "control": (F-weighted phase errors (B,), map CCs (B,))}}."""
+    from patterson.phasing import start_error_phases, wilson_estimate
     from patterson.phasing.learned import HistogramStep
 
-    step = load_step(weights)
-    split = load_split(StoredDataset(data, "test", normalise=False), limit=n)
     f_true = f_from_density(split.truth, split.hkl, split.cell)
     n_atoms, b_iso = wilson_estimate(split.f_obs, split.hkl, split.cell, mask=split.work)
     control = HistogramStep(split.hkl, split.cell, split.shape, n_atoms, b_iso)
     rows = {}
     for e in STEP_ERRORS:
-        phi = start_error_phases(f_true, e, torch.Generator().manual_seed(int(e)))
+        phi = start_error_phases(f_true, e, torch.Generator().manual_seed(int(e) + seed))
         rho = density_from_f(torch.polar(split.f_obs * split.work, phi), split.hkl, split.cell, split.shape)
-        row = {}
-        for name, maps in (("before", rho), ("after", step(rho)), ("control", control(rho))):
-            sc = score_maps(maps, split.truth, split.cell, split.d_min)
-            row[name] = {"phase_error_weighted_deg": float(sc.phase_error_weighted_deg.median()),
-                         "cc_aligned": float(sc.cc_aligned.median())}  # fmt: skip
-        rows[f"{e:.0f}"] = row
-    return {"n": len(split), "errors": rows}
+        with torch.no_grad():
+            scored = {name: score_maps(maps, split.truth, split.cell, split.d_min)
+                      for name, maps in (("before", rho), ("after", step(rho)), ("control", control(rho)))}  # fmt: skip
+        rows[f"{e:.0f}"] = {name: (sc.phase_error_weighted_deg.numpy(), sc.cc_aligned.numpy())
+                            for name, sc in scored.items()}  # fmt: skip
+    return rows
+
+
+def _medians(passes: list[dict]) -> dict:
+    """{error: {name: median F-weighted phase error and map CC}} over every structure of :func:`_one_pass`'s rows."""
+    return {e: {name: {"phase_error_weighted_deg": float(np.median(np.concatenate([p[e][name][0] for p in passes]))),
+                       "cc_aligned": float(np.median(np.concatenate([p[e][name][1] for p in passes])))}
+                for name in row}
+            for e, row in passes[0].items()}  # fmt: skip
+
+
+def score_step(weights: Path, data: Path, n: int = 128) -> dict:
+    """What the density-modification network does to one map: ``n`` held-out test maps with start phase errors of
+    each of :data:`STEP_ERRORS` (mean; 90°: random) before and after one pass, F-weighted phase error and map CC,
+    next to the histogram control step. Returns {error: {"before", "after", "control"}} medians."""
+    from patterson.datasets import StoredDataset
+    from patterson.phasing import load_split, load_step
+
+    split = load_split(StoredDataset(data, "test", normalise=False), limit=n)
+    return {"n": len(split), "errors": _medians([_one_pass(load_step(weights), split, 0)])}
 
 
 def score_crystal_step(weights: Path, data: Path, n: int = CRYSTAL_TESTS) -> dict:
@@ -109,29 +124,16 @@ def score_crystal_step(weights: Path, data: Path, n: int = CRYSTAL_TESTS) -> dic
     0.5 Å grid of its own cell, the start phase errors of :data:`STEP_ERRORS`, one pass of the network and of the
     control; medians over the crystals."""
     from patterson.datasets import StoredDataset
-    from patterson.phasing import load_step, start_error_phases, wilson_estimate
+    from patterson.phasing import load_step
     from patterson.phasing.compare import split_maps
-    from patterson.phasing.learned import HistogramStep
 
     step, ds = load_step(weights), StoredDataset(data, "test", normalise=False)
-    scores: dict[str, dict[str, list]] = {f"{e:.0f}": {"before": [], "after": [], "control": []} for e in STEP_ERRORS}
+    passes = []
     for i in range(min(n, len(ds))):
         item = ds[i]
         split = split_maps([item], ds.config.d_min, sample_rate=max(2.0, item["d_min"] / 0.5), seed=i)
-        f_true = f_from_density(split.truth, split.hkl, split.cell)
-        n_atoms, b_iso = wilson_estimate(split.f_obs, split.hkl, split.cell, mask=split.work)
-        control = HistogramStep(split.hkl, split.cell, split.shape, n_atoms, b_iso)
-        for e in STEP_ERRORS:
-            phi = start_error_phases(f_true, e, torch.Generator().manual_seed(int(e) + 1000 * i))
-            rho = density_from_f(torch.polar(split.f_obs * split.work, phi), split.hkl, split.cell, split.shape)
-            with torch.no_grad():
-                for name, maps in (("before", rho), ("after", step(rho)), ("control", control(rho))):
-                    sc = score_maps(maps, split.truth, split.cell, split.d_min)
-                    scores[f"{e:.0f}"][name].append((float(sc.phase_error_weighted_deg[0]), float(sc.cc_aligned[0])))
-    rows = {e: {name: {"phase_error_weighted_deg": float(np.median([v[0] for v in vals])),
-                       "cc_aligned": float(np.median([v[1] for v in vals]))} for name, vals in row.items()}
-            for e, row in scores.items()}  # fmt: skip
-    return {"n": min(n, len(ds)), "errors": rows}
+        passes.append(_one_pass(step, split, 1000 * i))
+    return {"n": len(passes), "errors": _medians(passes)}
 
 
 def score_phasing(weights: Path, data: Path, out: Path, n: int, methods=("hybrid", "hio", "charge-flip")) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from patterson.cells import Cell
-from patterson.datasets import generate, make_config
+from patterson.datasets import StoredDataset, generate, make_config
 from patterson.datasets.crystal_pairs import CropCorruption, CrystalPhaseErrorMaps
 from patterson.errors import PattersonError
 from patterson.maps import density_from_f
@@ -57,7 +57,8 @@ def test_a_crop_is_the_periodic_map_wrapped_across_the_cells_edges(crystals):
                 assert torch.allclose(y.narrow(axis, 0, 40 - n), y.narrow(axis, n, 40 - n), atol=1e-6)
     m = int(pairs.n_refl[0])
     cell, d = Cell(*pairs.cells[0]), float(pairs.d_min[0])
-    f = pairs._g["f_obs"][0][:m] * np.exp(1j * np.angle(pairs._g["f_calc"][0][:m]))  # measured, true phases
+    g = StoredDataset(crystals, "train", normalise=False)[0]
+    f = g["f_obs"][:m] * np.exp(1j * np.angle(g["f_calc"][:m]))  # measured, true phases
     shape = grid_shape(cell, d, d / pairs.spacing)
     whole = density_from_f(torch.as_tensor(f)[None], miller_indices(cell, d), cell, shape)[0]
     x, _ = pairs.example(0, np.random.default_rng(0))

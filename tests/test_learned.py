@@ -121,12 +121,13 @@ def test_a_timed_loop_runs_cycles_until_its_seconds_are_spent(dense):
 
     options = LearnedOptions(n_iter=1, n_finish=0, n_starts=1, max_seconds=0.3)
     t = time.perf_counter()
-    learned(data.f_obs, data.hkl, data.cell, data.shape, step, options, observed=data.measured, free=data.free)
+    res = learned(data.f_obs, data.hkl, data.cell, data.shape, step, options, observed=data.measured, free=data.free)
     assert time.perf_counter() - t >= 0.3 and len(calls) > 1 and calls[-1] - t < 0.3 + 1.0
+    assert res.iterations == len(calls)  # the cycles run, not n_iter
     calls.clear()
-    learned(data.f_obs, data.hkl, data.cell, data.shape, step, options.replace(max_seconds=0.0, n_iter=3),
-            observed=data.measured, free=data.free)  # fmt: skip
-    assert len(calls) == 3
+    res = learned(data.f_obs, data.hkl, data.cell, data.shape, step, options.replace(max_seconds=0.0, n_iter=3),
+                  observed=data.measured, free=data.free)  # fmt: skip
+    assert len(calls) == 3 and res.iterations == 3
     with pytest.raises(PattersonError, match="max_seconds"):
         LearnedOptions(max_seconds=-1.0)
 

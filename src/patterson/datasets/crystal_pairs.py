@@ -80,7 +80,7 @@ class CrystalPhaseErrorMaps:
         self.xyz, self.z = g["xyz"][:].astype(np.float64), g["z"][:].astype(np.int64)  # (N, A, 3), (N, A)
         self.n_atoms, self.cells = g["n_atoms"][:], g["cell"][:].astype(np.float64)
         self.d_min, self.n_refl = g["d_min"][:].astype(np.float64), g["n_reflections"][:]
-        self._g = g
+        self._stored = stored  # its reflections are read per draw, through a handle of the reading process
         self.scale = {"input": 1.0, "target": 1.0}
 
     def __len__(self) -> int:
@@ -89,10 +89,10 @@ class CrystalPhaseErrorMaps:
     def example(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One crystal's corrupted and exact density crops (crop, crop, crop), in units of the input's r.m.s."""
         cell, d = Cell(*self.cells[index]), float(self.d_min[index])
-        m = int(self.n_refl[index])
-        f_obs = torch.as_tensor(self._g["f_obs"][index][:m].astype(np.float64))
-        measured = torch.as_tensor(self._g["measured"][index][:m].astype(bool))
-        f_calc = torch.as_tensor(self._g["f_calc"][index][:m].astype(np.complex128))
+        m, g = int(self.n_refl[index]), self._stored._group()
+        f_obs = torch.as_tensor(g["f_obs"][index][:m].astype(np.float64))
+        measured = torch.as_tensor(g["measured"][index][:m].astype(bool))
+        f_calc = torch.as_tensor(g["f_calc"][index][:m].astype(np.complex128))
         hkl = miller_indices(cell, d)
         shape = grid_shape(cell, d, max(2.0, d / self.spacing))
         c = self.corruption

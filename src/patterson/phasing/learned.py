@@ -170,18 +170,19 @@ def learned(
     step = _real_space_step(step, s.f_obs, hkl, cell, shape, s.imposed)
     f000 = electron_counts(f000, s.f_obs, hkl, cell, s.imposed).repeat_interleave(s.n_starts, 0)  # (B·S,)
     rho = density_from_f(torch.polar(s.fo * ~s.floating, s.phi).to(s.ctype), hkl, cell, shape)  # (B·S, X, Y, Z)
-    rho = _loop(rho, step, s, options, progress)
+    rho, cycles = _loop(rho, step, s, options, progress)
     if progress is not None:
         total = options.n_iter + options.n_finish
         progress(total, total)  # the finish is short
     if options.n_finish == 0:
-        return s.result(rho, f_from_density(rho, hkl, cell), options.select, "learned", options.n_iter)
-    return _finish(rho, step, s, f000, options)
+        return s.result(rho, f_from_density(rho, hkl, cell), options.select, "learned", cycles)
+    return _finish(rho, step, s, f000, options, cycles)
 
 
-def _loop(rho: torch.Tensor, step: RealSpaceStep, s: Starts, options: LearnedOptions, progress) -> torch.Tensor:
+def _loop(rho: torch.Tensor, step: RealSpaceStep, s: Starts, options: LearnedOptions,
+          progress) -> tuple[torch.Tensor, int]:  # fmt: skip
     """The ``options.n_iter`` cycles (or ``options.max_seconds`` of them) of the loop from the maps ``rho`` (B·S, X, Y,
-    Z); returns the last map P_M."""
+    Z); returns the last map P_M and the cycles run."""
     hkl, cell, shape = s.hkl, s.cell, rho.shape[-3:]
     fo, floating, relax = s.fo, s.floating, options.relax
     project = lambda r: density_from_f(impose_amplitudes(fo, floating, f_from_density(r, hkl, cell)), hkl, cell, shape)  # noqa: E731
@@ -196,7 +197,7 @@ def _loop(rho: torch.Tensor, step: RealSpaceStep, s: Starts, options: LearnedOpt
         it += 1
         if progress is not None:
             progress(min(it, options.n_iter), total)
-    return project(x) if options.scheme == "rrr" else rho
+    return (project(x) if options.scheme == "rrr" else rho), it
 
 
 def _more(it: int, t0: float, options: LearnedOptions) -> bool:
@@ -217,10 +218,11 @@ def _real_space_step(step, f_obs, hkl, cell, shape, imposed) -> RealSpaceStep:
     return load_step(step, f_obs.device)
 
 
-def _finish(rho: torch.Tensor, step: RealSpaceStep, s: Starts, f000: torch.Tensor, options: LearnedOptions):
+def _finish(rho: torch.Tensor, step: RealSpaceStep, s: Starts, f000: torch.Tensor, options: LearnedOptions,
+            cycles: int):  # fmt: skip
     """Error reduction with positivity (no support: a packed cell has no empty region to find) from each start's
-    loop map after one more step, F(000) (B·S,) set to the electron count; then the best start per structure by
-    R-free."""
+    loop map (after ``cycles`` cycles) after one more step, F(000) (B·S,) set to the electron count; then the best
+    start per structure by R-free."""
     hkl, cell, shape = s.hkl, s.cell, rho.shape[-3:]
     hkl0 = with_000(hkl)
     f = f_from_density(step(rho) + (f000 / cell.volume).to(rho)[:, None, None, None], hkl0, cell)  # (B·S, 1 + M)
@@ -228,7 +230,7 @@ def _finish(rho: torch.Tensor, step: RealSpaceStep, s: Starts, f000: torch.Tenso
     final = density_from_f(torch.cat([f[:, :1], impose_amplitudes(s.fo, s.floating, f[:, 1:])], dim=-1), hkl0, cell,
                            shape)  # fmt: skip
     f_calc = f_from_density(final.clamp_min(0), hkl, cell)
-    return s.result(final, f_calc, options.select, "learned", options.n_iter + options.n_finish)
+    return s.result(final, f_calc, options.select, "learned", cycles + options.n_finish)
 
 
 def start_error_phases(f_true: torch.Tensor, error_deg: float, generator: torch.Generator) -> torch.Tensor:
