@@ -64,6 +64,12 @@ python benchmarks/peptide_crystals.py --methods fragments fragments+learned frag
     --resolutions 1.5 2.0 --n 12 --budget-s 180 \
     --preset peptide-crystal-realistic --out benchmarks/results/peptide_crystals_fragments_realistic.json \
     --table /tmp/peptide_crystals_fragments_realistic.md
+# the 48-crystal row at 1.5 Å (the first 12 are the crystals above; ~90 minutes on an otherwise idle machine)
+# → benchmarks/results/peptide_crystals_fragments_realistic48.json (docs/phasing.md)
+python benchmarks/peptide_crystals.py --methods fragments fragments+learned fragments+histogram chance \
+    --resolutions 1.5 --n 48 --budget-s 180 --preset peptide-crystal-realistic \
+    --out benchmarks/results/peptide_crystals_fragments_realistic48.json \
+    --table /tmp/peptide_crystals_fragments_realistic48.md
 
 # the learned extension (#30): partial models of held-out realistic crystals extended by the peptide-crystal step
 # (recipes/peptide-modifier.toml), the dense-protein step and the control. First the cycles, chosen on val crystals

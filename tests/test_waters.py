@@ -10,6 +10,7 @@ from patterson.datasets.peptides import add_waters
 from patterson.errors import PattersonError
 from patterson.evaluation.peaks import nearest_distance
 from patterson.ideal import ideal_strand
+from patterson.phasing.peptide import PeptideOptions, refined_model
 from patterson.phasing.placement import images, placed_frac
 from patterson.phasing.waters import WaterOptions, find_waters
 from patterson.physics import AtomBatch, miller_indices, structure_factors
@@ -68,8 +69,21 @@ def test_the_free_reflections_are_never_read(hydrated):
     assert len(runs[0]) and np.array_equal(runs[0], runs[1])
 
 
+def test_each_round_looks_again_with_the_waters_found_before(hydrated):
+    frac, elements, waters, hkl, f = hydrated
+    true_images = images(torch.as_tensor(waters)[None], GROUP)[0].numpy()
+    xyz, n = CELL.to_cartesian(frac), len(frac)
+    for cycles, expected in ((1, 1), (3, 2)):  # one water a round (at most one per 30 atoms); the third finds none
+        options = PeptideOptions(refine_iter=40, waters=WaterOptions(atoms_per_water=30, cycles=cycles))
+        out, names, *_ = refined_model(xyz, elements, (hkl, f, CELL, GROUP, None), options)
+        assert len(names) == n + expected and (names[n:] == "O").all()
+        assert nearest_distance(out[n:], true_images, CELL).max() < 0.3
+
+
 def test_options_are_checked():
     with pytest.raises(PattersonError):
         WaterOptions(min_sigma=0.0)
     with pytest.raises(PattersonError):
         WaterOptions(atoms_per_water=0)
+    with pytest.raises(PattersonError):
+        WaterOptions(cycles=0)

@@ -211,9 +211,9 @@ def refined_model(xyz: np.ndarray, elements: np.ndarray, data: tuple,
                   options: PeptideOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:  # fmt: skip
     """The route's last step on a built model (atoms xyz (N, 3) Å of ``elements``): refined with restraints
     against the work amplitudes of ``data`` = (hkl, f, cell, group, work), then with its ordered waters (appended,
-    :mod:`~patterson.phasing.waters`; ``options.waters``) refined again. Returns fractional coordinates (N + W, 3),
-    elements (N + W,), B (N + W,), R on the work set and the structure factors (M,) of the atoms and their
-    images."""
+    :mod:`~patterson.phasing.waters`; ``options.waters``, for its ``cycles`` rounds) refined again. Returns
+    fractional coordinates (N + W, 3), elements (N + W,), B (N + W,), R on the work set and the structure factors
+    (M,) of the atoms and their images."""
     hkl, f, cell, group, work = data
     sel = np.ones(len(hkl), dtype=bool) if work is None else np.asarray(work, dtype=bool)
 
@@ -224,11 +224,13 @@ def refined_model(xyz: np.ndarray, elements: np.ndarray, data: tuple,
         return frac, b_iso, r, _phases(frac, z, b_iso, hkl, cell, group)
 
     frac, b_iso, r, f_calc = refined(xyz, atomic_numbers(elements))
-    waters = find_waters(frac, elements, data, f_calc, options.waters) if options.waters is not None else []
-    if not len(waters):
-        return frac, np.asarray(elements), b_iso, r, f_calc
-    elements = np.append(elements, ["O"] * len(waters))
-    frac, b_iso, r, f_calc = refined(cell.to_cartesian(np.vstack([frac, waters])), atomic_numbers(elements))
+    elements = np.asarray(elements)
+    for _ in range(options.waters.cycles if options.waters is not None else 0):
+        waters = find_waters(frac, elements, data, f_calc, options.waters)
+        if not len(waters):
+            break
+        elements = np.append(elements, ["O"] * len(waters))
+        frac, b_iso, r, f_calc = refined(cell.to_cartesian(np.vstack([frac, waters])), atomic_numbers(elements))
     return frac, elements, b_iso, r, f_calc
 
 

@@ -46,15 +46,20 @@ class WaterOptions:
     min_model_rms : and in r.m.s. of the model's own map (a floor where the difference map is flat: a model that
         explains the data leaves only noise there).
     atoms_per_water : at most one water per this many model atoms (about one per residue).
+    cycles : rounds of picking and refining (:func:`~patterson.phasing.peptide.refined_model`): each round looks
+        in the difference map of the model with the waters of the rounds before, refined (it stops early when a
+        round finds none).
     """
 
     min_sigma: float = 3.0
     min_model_rms: float = 1.0
     atoms_per_water: int = 8
+    cycles: int = 1
 
     def __post_init__(self) -> None:
-        if self.min_sigma <= 0 or self.min_model_rms < 0 or self.atoms_per_water < 1:
-            raise PattersonError("min_sigma must be positive, min_model_rms not negative, atoms_per_water at least 1")
+        if self.min_sigma <= 0 or self.min_model_rms < 0 or self.atoms_per_water < 1 or self.cycles < 1:
+            raise PattersonError("min_sigma must be positive, min_model_rms not negative, atoms_per_water and "
+                                 "cycles at least 1")  # fmt: skip
 
 
 def difference_maps(hkl: np.ndarray, f: np.ndarray, f_calc: np.ndarray, work: np.ndarray,
